@@ -1,0 +1,88 @@
+"""``StageContext``: what a running stage can ask for through its ``ctx`` parameter."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pytest_physpipe.keys import seed_from_key
+from pytest_physpipe.models import StageConfig
+
+if TYPE_CHECKING:
+    from pytest_physpipe.resources import Grant
+
+__all__ = ["StageContext"]
+
+
+class StageContext:
+    """Per-instance services for a running stage.
+
+    ``key`` (hex), ``seed`` (int from the key), ``rng`` (a ``numpy.random.Generator`` seeded with
+    it), ``config``, ``workdir`` (scratch directory for this instance), ``resources`` (what was
+    granted: ``cpus``, ``gpu_ids``), ``metric(name, value)``, ``artifact(name, path_or_bytes)``
+    and ``log`` (a logger named ``physpipe.<stage>``).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        key: str,
+        config: StageConfig | None,
+        workdir: Path,
+        resources: Grant,
+    ) -> None:
+        self.name = name
+        self.key = key
+        self.seed = seed_from_key(key)
+        self.config = config
+        self.workdir = workdir
+        self.resources = resources
+        self.log = logging.getLogger(f"physpipe.{name}")
+        self.metrics: dict[str, float] = {}
+        self.artifacts: dict[str, Path] = {}
+
+    @cached_property
+    def rng(self) -> np.random.Generator:
+        """A generator seeded from the key: the same instance always draws the same numbers."""
+        return np.random.default_rng(self.seed)
+
+    def metric(self, name: str, value: float) -> None:
+        """Record a scalar in the provenance record and the reports."""
+        if not name or not isinstance(name, str):
+            raise ValueError(f"stage {self.name!r}: ctx.metric() needs a non-empty name")
+        try:
+            self.metrics[name] = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"stage {self.name!r}: metric {name!r} must be a number, got {value!r}"
+            ) from None
+
+    def artifact(self, name: str, path_or_bytes: str | Path | bytes) -> Path:
+        """Keep a file beside the entry (a copy is made now); returns the copy's scratch path."""
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(
+                f"stage {self.name!r}: artifact name {name!r} must be a plain file name"
+            )
+        folder = self.workdir / ".artifacts"
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / name
+        if isinstance(path_or_bytes, bytes | bytearray | memoryview):
+            target.write_bytes(bytes(path_or_bytes))
+        else:
+            source = Path(path_or_bytes)
+            if not source.is_file():
+                raise FileNotFoundError(
+                    f"stage {self.name!r}: ctx.artifact({name!r}, ...) names no file: {source}"
+                )
+            shutil.copyfile(source, target)
+        self.artifacts[name] = target
+        return target
+
+    def __repr__(self) -> str:
+        return f"StageContext(name={self.name!r}, key={self.key[:12]}…)"

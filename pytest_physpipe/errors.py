@@ -1,0 +1,87 @@
+"""The exception and warning hierarchy.
+
+Every error is rooted at :class:`PhyspipeError` and is also the built-in error that fits, so
+callers can catch either. Errors travel back from xdist workers and batch jobs, so each class
+pickles with its message intact (the default ``BaseException.__reduce__`` replays ``args``; we
+keep every constructor's signature ``(message: str)`` so that holds).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "CodecError",
+    "ConfigError",
+    "CorruptEntryError",
+    "CorruptEntryWarning",
+    "GraphError",
+    "JobFailedError",
+    "LockTimeoutError",
+    "PhyspipeError",
+    "PhyspipeWarning",
+    "ResourceError",
+    "StageError",
+    "StoreError",
+    "StoreWriteWarning",
+    "UnstorableValueError",
+]
+
+
+class PhyspipeError(Exception):
+    """Base class of every pytest-physpipe error."""
+
+
+class StageError(PhyspipeError, TypeError):
+    """A stage declaration is invalid (bad signature, bad option)."""
+
+
+class GraphError(PhyspipeError, ValueError):
+    """The stage graph is invalid: a cycle, or a parameter that names no stage."""
+
+
+class ConfigError(PhyspipeError, ValueError):
+    """A stage config (or a ``--physpipe-set`` override) does not validate."""
+
+
+class CodecError(PhyspipeError, ValueError):
+    """A value could not be encoded or decoded by the codec asked for."""
+
+
+class UnstorableValueError(CodecError):
+    """No codec can store the value a stage returned."""
+
+
+class StoreError(PhyspipeError, OSError):
+    """The store cannot be created, read or written."""
+
+
+class CorruptEntryError(StoreError):
+    """A store entry failed verification (missing file, size or checksum mismatch)."""
+
+
+class LockTimeoutError(PhyspipeError, TimeoutError):
+    """A lock could not be acquired in time."""
+
+
+class ResourceError(PhyspipeError, ValueError):
+    """A stage asks for more CPUs/GPUs than the budget, or the budget is invalid."""
+
+
+class BackendError(PhyspipeError, RuntimeError):
+    """A batch backend is unusable (missing command, rejected submission)."""
+
+
+class JobFailedError(PhyspipeError, RuntimeError):
+    """A batch job that computes a stage failed, was cancelled, or vanished."""
+
+
+class PhyspipeWarning(UserWarning):
+    """Base class of every pytest-physpipe warning."""
+
+
+class CorruptEntryWarning(PhyspipeWarning):
+    """A store entry was corrupt or partial; it is being recomputed."""
+
+
+class StoreWriteWarning(PhyspipeWarning):
+    """A computed value could not be written to the store (full disk, permissions)."""

@@ -1,0 +1,355 @@
+"""Running stage instances: hit, or compute exactly once under the key's lock, then commit.
+
+:class:`StageRunner` knows nothing of pytest, so a batch job's worker uses it as the pytest
+session does. The protocol for one instance:
+
+1. Lock-free load. A valid entry is a hit. A missing entry, or one that vanished or changed
+   mid-load, is a miss.
+2. On a miss, take the key's lock and look again: another worker may have committed meanwhile.
+   A corrupt entry is warned about and recomputed.
+3. Compute while holding the stage's resource slots, commit atomically, release the lock.
+4. The caller gets the value reloaded from the store, so fresh and cached runs behave alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from pytest_physpipe.context import StageContext
+from pytest_physpipe.errors import CorruptEntryError, CorruptEntryWarning, StoreWriteWarning
+from pytest_physpipe.plan import StageInstance
+from pytest_physpipe.records import StageRecord, base_versions, hostname, now_iso
+from pytest_physpipe.resources import Grant, SlotPool, pinned
+from pytest_physpipe.store import Store
+
+__all__ = ["Outcome", "RunnerHooks", "StageRunner"]
+
+
+class RunnerHooks(Protocol):
+    """Calls out of the runner; the plugin forwards them to the pluggy hooks of SPEC §9."""
+
+    def stage_start(self, record: StageRecord) -> None: ...
+
+    def stage_end(self, record: StageRecord, outcome: str) -> None: ...
+
+    def run_stage(self, record: StageRecord, ctx: StageContext, call: Callable[[], Any]) -> Any: ...
+
+
+class NoHooks:
+    """Runner hooks that do nothing but run the stage."""
+
+    def stage_start(self, record: StageRecord) -> None:
+        return None
+
+    def stage_end(self, record: StageRecord, outcome: str) -> None:
+        return None
+
+    def run_stage(self, record: StageRecord, ctx: StageContext, call: Callable[[], Any]) -> Any:
+        return call()
+
+
+class Outcome:
+    """What :meth:`StageRunner.provide` returns: the value and its record for this run."""
+
+    __slots__ = ("record", "value")
+
+    def __init__(self, value: Any, record: StageRecord) -> None:
+        self.value = value
+        self.record = record
+
+
+class StageRunner:
+    """Serves stage instances from a store, computing each missing one exactly once."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        run_id: str,
+        pool: SlotPool | None = None,
+        hooks: RunnerHooks | None = None,
+        rebuild: frozenset[str] = frozenset(),
+        full_verify: bool = False,
+        worker: str | None = None,
+        extra_versions: dict[str, str] | None = None,
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.pool = pool
+        self.hooks: RunnerHooks = hooks if hooks is not None else NoHooks()
+        self.rebuild = rebuild
+        self.full_verify = full_verify
+        self.worker = worker
+        self.versions = {**base_versions(), **(extra_versions or {})}
+        self._live: dict[str, Outcome] = {}
+        self._lock = threading.Lock()
+
+    # -- the protocol ---------------------------------------------------------------------------
+
+    def wants_rebuild(self, instance: StageInstance) -> bool:
+        return "all" in self.rebuild or instance.name in self.rebuild
+
+    def lookup(self, instance: StageInstance) -> Outcome | None:
+        """A lock-free hit, or ``None`` (missing, vanished, corrupt, or due for a rebuild)."""
+        try:
+            loaded = self.store.load(instance.key, full_verify=self.full_verify)
+        except CorruptEntryError:
+            return None  # maybe replaced mid-load; step 2 decides under the lock
+        if loaded is None:
+            return None
+        if self.wants_rebuild(instance) and loaded.meta.get("run_id") != self.run_id:
+            return None
+        return Outcome(loaded.value, self._hit_record(loaded.record, instance))
+
+    def provide(self, instance: StageInstance, upstream: dict[str, Any]) -> Outcome:
+        """The value of ``instance``: a hit, or computed exactly once across processes."""
+        if not instance.spec.cache:
+            return self._provide_live(instance, upstream)
+        found = self.lookup(instance)
+        if found is not None:
+            return found
+        self.store.ensure()
+        with self.store.lock(instance.key, describe=f"stage {instance.label}"):
+            replace = False
+            try:
+                loaded = self.store.load(instance.key, full_verify=True)
+            except CorruptEntryError as exc:
+                warnings.warn(
+                    CorruptEntryWarning(
+                        f"stage {instance.label}: the store entry {instance.key} is corrupt "
+                        f"({exc}); recomputing it. Nothing corrupt is served; run `physpipe "
+                        "verify` to check the rest of the store."
+                    ),
+                    stacklevel=2,
+                )
+                loaded, replace = None, True
+            if loaded is not None:
+                rebuilt_now = loaded.meta.get("run_id") == self.run_id
+                if not self.wants_rebuild(instance) or rebuilt_now:
+                    return Outcome(loaded.value, self._hit_record(loaded.record, instance))
+                replace = True
+            return self._compute_and_commit(instance, upstream, replace=replace)
+
+    def compute_uncached(self, instance: StageInstance, upstream: dict[str, Any]) -> Outcome:
+        """Compute into a private scratch store (``--physpipe-no-cache``): same round trip."""
+        return self._compute_and_commit(instance, upstream, replace=True)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _provide_live(self, instance: StageInstance, upstream: dict[str, Any]) -> Outcome:
+        with self._lock:
+            found = self._live.get(instance.key)
+        if found is not None:
+            return found
+        value, record = self._compute(instance, upstream)
+        outcome = Outcome(value, record)
+        self.hooks.stage_end(record, "computed")
+        with self._lock:
+            return self._live.setdefault(instance.key, outcome)
+
+    def _hit_record(self, record: StageRecord, instance: StageInstance) -> StageRecord:
+        return record.model_copy(
+            update={"status": "hit", "param_id": instance.param_id, "worker": self.worker}
+        )
+
+    def _base_record(self, instance: StageInstance) -> StageRecord:
+        return StageRecord(
+            key=instance.key,
+            name=instance.name,
+            config=instance.config_json,
+            upstream=instance.upstream,
+            status="computed",
+            created_at=now_iso(),
+            host=hostname(),
+            versions=self.versions,
+            code=instance.spec.code,
+            param_id=instance.param_id,
+            worker=self.worker,
+        )
+
+    @contextmanager
+    def _workdir(self, instance: StageInstance) -> Iterator[Path]:
+        if self.store.root.is_dir():
+            base = self.store.root / "tmp"
+            base.mkdir(exist_ok=True)
+        else:
+            base = Path(tempfile.gettempdir())
+        path = Path(tempfile.mkdtemp(prefix=f"work-{instance.key[:12]}-", dir=base))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _slots(self, instance: StageInstance) -> AbstractContextManager[Grant]:
+        if self.pool is None:
+            resources = instance.spec.resources
+            return nullcontext(Grant(cpus=resources.cpu, cpu_ids=(), gpu_ids=()))
+        return self.pool.hold(instance.spec.resources, stage=instance.label)
+
+    def _compute(
+        self, instance: StageInstance, upstream: dict[str, Any], workdir: Path | None = None
+    ) -> tuple[Any, StageRecord]:
+        record = self._base_record(instance)
+        spec = instance.spec
+        with self._slots(instance) as grant, pinned(grant):
+            scratch = self._workdir(instance) if workdir is None else nullcontext(workdir)
+            with scratch as path:
+                ctx = StageContext(
+                    name=instance.label,
+                    key=instance.key,
+                    config=instance.config,
+                    workdir=path,
+                    resources=grant,
+                )
+                kwargs = dict(upstream)
+                if spec.config_class is not None:
+                    kwargs["config"] = instance.config
+                if spec.wants_ctx:
+                    kwargs["ctx"] = ctx
+                self.hooks.stage_start(record)
+                started = time.perf_counter()
+                try:
+                    value = self._attempts(instance, record, ctx, kwargs)
+                except BaseException as exc:
+                    failed = record.model_copy(
+                        update={
+                            "status": "failed",
+                            "duration_s": time.perf_counter() - started,
+                            "error": f"{type(exc).__name__}: {exc}",
+                        }
+                    )
+                    self.hooks.stage_end(failed, "failed")
+                    raise
+                record = record.model_copy(
+                    update={
+                        "duration_s": time.perf_counter() - started,
+                        "metrics": dict(ctx.metrics),
+                    }
+                )
+                if workdir is None and ctx.artifacts:
+                    # The scratch dir goes when this block ends: keep artifacts for the commit.
+                    keep = Path(tempfile.mkdtemp(prefix="artifacts-", dir=path.parent))
+                    for name, source in ctx.artifacts.items():
+                        shutil.copyfile(source, keep / name)
+                    record = record.model_copy(
+                        update={"artifacts": {n: str(keep / n) for n in ctx.artifacts}}
+                    )
+        return value, record
+
+    def _attempts(
+        self,
+        instance: StageInstance,
+        record: StageRecord,
+        ctx: StageContext,
+        kwargs: dict[str, Any],
+    ) -> Any:
+        retry = instance.spec.retry
+        func = instance.spec.func
+
+        def call() -> Any:
+            result = func(**kwargs)
+            if inspect.isawaitable(result):
+                return _run_coroutine(result)
+            return result
+
+        for attempt in range(1, retry.max_attempts + 1):
+            try:
+                return self.hooks.run_stage(record, ctx, call)
+            except retry.on:
+                if attempt == retry.max_attempts:
+                    raise
+                ctx.log.warning(
+                    "stage %s failed (attempt %d of %d); retrying",
+                    instance.label,
+                    attempt,
+                    retry.max_attempts,
+                    exc_info=True,
+                )
+                time.sleep(retry.backoff**attempt if retry.backoff else 0.0)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _compute_and_commit(
+        self, instance: StageInstance, upstream: dict[str, Any], *, replace: bool
+    ) -> Outcome:
+        value, record = self._compute(instance, upstream)
+        codec = self.store.codecs.choose(value, instance.spec.codec, stage=instance.label)
+        artifacts = {n: Path(p) for n, p in record.artifacts.items()}
+        try:
+            self.store.commit(
+                instance.key,
+                value=value,
+                codec=codec,
+                record=record.model_copy(update={"artifacts": {}}),
+                run_id=self.run_id,
+                artifacts=artifacts,
+                replace=replace,
+            )
+        except OSError as exc:
+            warnings.warn(
+                StoreWriteWarning(
+                    f"stage {instance.label}: its result was not cached ({exc.strerror or exc}"
+                    f"); the test gets the value, and nothing partial was left in "
+                    f"{self.store.root}. Free some space or fix the store's permissions."
+                ),
+                stacklevel=2,
+            )
+            self.hooks.stage_end(record, "computed")
+            return Outcome(_as_stored(value), record)
+        finally:
+            for path in {p.parent for p in artifacts.values()}:
+                shutil.rmtree(path, ignore_errors=True)
+        loaded = self.store.load(instance.key)
+        if loaded is None:  # pragma: no cover - we hold the lock; only an outside rm gets here
+            raise CorruptEntryError(f"entry {instance.key} vanished right after its commit")
+        final = loaded.record.model_copy(
+            update={"status": "computed", "param_id": instance.param_id, "worker": self.worker}
+        )
+        self.hooks.stage_end(final, "computed")
+        return Outcome(loaded.value, final)
+
+
+def _as_stored(value: Any) -> Any:
+    """In memory, what a reload would give: arrays read-only (views, not copies)."""
+    if isinstance(value, np.ndarray):
+        view = value.view()
+        view.flags.writeable = False
+        return view
+    if type(value) is dict:
+        return {k: _as_stored(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_as_stored(v) for v in value]
+    if type(value) is tuple:
+        return tuple(_as_stored(v) for v in value)
+    return value
+
+
+def _run_coroutine(awaitable: Any) -> Any:
+    async def wrapper() -> Any:
+        return await awaitable
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(wrapper())
+    # Called from inside a running loop (pytest-asyncio, Jupyter): run it in a fresh thread.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, wrapper()).result()
+
+
+def new_run_id() -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}"

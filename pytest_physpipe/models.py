@@ -1,0 +1,145 @@
+"""The declarative types users build stages with: configs, input files, resources, retries.
+
+Nothing here does I/O except :class:`InputFile` hashing, which :mod:`pytest_physpipe.keys`
+asks for; everything is immutable so that a declaration can be hashed into a provenance key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+
+__all__ = ["ClusterOptions", "InputFile", "Resources", "Retry", "StageConfig"]
+
+
+class StageConfig(BaseModel):
+    """Base class of stage configs: a frozen pydantic model that forbids unknown fields.
+
+    Subclass it and annotate a stage's ``config`` parameter with the subclass::
+
+        class GridConfig(StageConfig):
+            n: int = 128
+            length: float = 1.0
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _path_str(path: Path) -> str:
+    return str(path)
+
+
+#: A config field holding the path of an input data file. The file's *content* is hashed into
+#: the provenance key, so editing the data invalidates exactly the stages that read it.
+InputFile = Annotated[Path, PlainSerializer(_path_str, return_type=str), "physpipe:InputFile"]
+
+_MEM = re.compile(r"^\d+(\.\d+)?[KMGT]?B?$", re.IGNORECASE)
+_WALLTIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
+
+
+class Resources(BaseModel):
+    """What one stage instance needs while it runs.
+
+    ``cpu`` and ``gpu`` are slots taken from the run's budget (``--physpipe-cpus``,
+    ``--physpipe-gpus``); ``mem`` and ``walltime`` go to the batch scheduler when a stage is
+    dispatched to a cluster (Slurm syntax: ``"4G"``, ``"1:00:00"`` or ``"2-00:00:00"``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cpu: int = Field(default=1, ge=1)
+    gpu: int = Field(default=0, ge=0)
+    mem: str = "4G"
+    walltime: str = "1:00:00"
+
+    @field_validator("mem")
+    @classmethod
+    def _check_mem(cls, value: str) -> str:
+        if not _MEM.match(value):
+            raise ValueError(f"mem={value!r} is not a size such as '512M', '4G' or '1T'")
+        return value.upper().removesuffix("B")
+
+    @field_validator("walltime")
+    @classmethod
+    def _check_walltime(cls, value: str) -> str:
+        if not _WALLTIME.match(value):
+            raise ValueError(
+                f"walltime={value!r} is not a duration such as '30', '1:00:00' or '2-00:00:00'"
+            )
+        return value
+
+    @property
+    def mem_bytes(self) -> int:
+        """``mem`` in bytes."""
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+        text = self.mem
+        factor = units.get(text[-1], 1 << 20)  # Slurm reads a bare number as megabytes
+        number = text[:-1] if text[-1] in units else text
+        return int(float(number) * factor)
+
+    @property
+    def walltime_s(self) -> int:
+        """``walltime`` in seconds (Slurm's forms: ``M``, ``M:S``, ``H:M:S``, ``D-H[:M[:S]]``)."""
+        days = 0
+        text = self.walltime
+        if "-" in text:
+            day_text, text = text.split("-", 1)
+            days = int(day_text)
+            parts = [int(p) for p in text.split(":")]
+            parts += [0] * (3 - len(parts))
+            hours, minutes, seconds = parts
+        else:
+            parts = [int(p) for p in text.split(":")]
+            if len(parts) == 1:
+                hours, minutes, seconds = 0, parts[0], 0
+            elif len(parts) == 2:
+                hours, minutes, seconds = 0, parts[0], parts[1]
+            else:
+                hours, minutes, seconds = parts
+        return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+class ClusterOptions(BaseModel):
+    """Per-stage batch options, used when the stage is dispatched to Slurm or PBS."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    queue: str | None = None
+    extra_args: tuple[str, ...] = ()
+    setup: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Retry a stage that raises one of ``on``, waiting ``backoff ** attempt`` seconds between."""
+
+    max_attempts: int = 3
+    backoff: float = 2.0
+    on: tuple[type[BaseException], ...] = field(default=(TimeoutError,))
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"Retry(max_attempts={self.max_attempts}) must be at least 1")
+        if self.backoff < 0:
+            raise ValueError(f"Retry(backoff={self.backoff}) must not be negative")
+
+    @classmethod
+    def coerce(cls, value: Retry | int) -> Retry:
+        """``retries=N`` means N retries after the first attempt, on any exception."""
+        if isinstance(value, Retry):
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"retries={value!r} must be a Retry(...) or a non-negative int")
+        return cls(max_attempts=value + 1, backoff=0.0 if value == 0 else 2.0, on=(Exception,))
+
+
+def is_input_file(metadata: list[Any]) -> bool:
+    """Whether a pydantic field's metadata marks it as an :data:`InputFile`."""
+    return "physpipe:InputFile" in metadata

@@ -1,0 +1,145 @@
+"""The pytest11 entry point: thin hooks that hand off to :class:`PhyspipeSession`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_physpipe.options import add_options, parse_settings
+from pytest_physpipe.session import SESSION, PhyspipeFixture, PhyspipeSession, get_session
+from pytest_physpipe.stage import PROVIDER
+
+if TYPE_CHECKING:
+    from syrupy.assertion import SnapshotAssertion
+
+    from pytest_physpipe.context import StageContext
+    from pytest_physpipe.records import StageRecord
+    from pytest_physpipe.snapshot import PhysicsSnapshot
+
+_INSTANCES = pytest.StashKey[list[Any]]()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_physpipe import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "slow: needs a stage declared with slow=True (added by physpipe); deselect with "
+        '-m "not slow"',
+    )
+    settings = parse_settings(config)
+    if settings.plan and config.pluginmanager.hasplugin("xdist"):
+        # The plan is printed from collection, which an xdist controller never does itself:
+        # collect here instead of in workers. (Runs before xdist's trylast pytest_configure.)
+        config.option.numprocesses = 0
+        config.option.dist = "no"
+        config.option.tx = []
+    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    run_id = worker = None
+    if workerinput is not None:
+        run_id = workerinput.get("physpipe_run_id")
+        worker = str(workerinput.get("workerid"))
+    session = PhyspipeSession(config, settings, run_id=run_id, worker=worker)
+    config.stash[SESSION] = session
+    config.stash[PROVIDER] = session
+    if config.pluginmanager.hasplugin("xdist"):
+        from pytest_physpipe.xdist import XdistHooks
+
+        config.pluginmanager.register(XdistHooks(session), "physpipe-xdist")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(SESSION, None)
+    if session is not None:
+        session.close()
+        del config.stash[SESSION]
+        del config.stash[PROVIDER]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # tryfirst: the slow marker must be on the items before `-m "not slow"` deselects.
+    get_session(config).mark_items(items)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    physpipe = get_session(session.config)
+    instances = physpipe.finish_collection(session.items)
+    session.config.stash[_INSTANCES] = instances
+    if physpipe.settings.plan:
+        from pytest_physpipe.report import format_plan
+
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = format_plan(instances, physpipe.statuses, physpipe.settings.backend)
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.section("physpipe plan", sep="-")
+            for line in lines:
+                reporter.write_line(line)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    if get_session(session.config).settings.plan:
+        return True  # the plan runs nothing
+    return None
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    physpipe = session.config.stash.get(SESSION, None)
+    if physpipe is None or hasattr(session.config, "workerinput"):
+        return  # workers hand their records to the controller (see xdist.py)
+    settings = physpipe.settings
+    from pytest_physpipe.report import write_graph, write_report
+
+    if settings.report is not None:
+        write_report(settings.report, physpipe.run_id, physpipe.records)
+    if settings.graph is not None:
+        instances = session.config.stash.get(_INSTANCES, [])
+        write_graph(settings.graph, instances, physpipe.records, physpipe.statuses)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    physpipe = config.stash.get(SESSION, None)
+    if physpipe is None or not physpipe.records or physpipe.settings.plan:
+        return
+    from pytest_physpipe.report import format_summary
+
+    size = None if physpipe.settings.no_cache else physpipe.store.size_bytes()
+    terminalreporter.section("physpipe", sep="-")
+    for line in format_summary(physpipe.records, size, verbose=config.option.verbose > 0):
+        terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_physpipe_run_stage(
+    record: StageRecord, ctx: StageContext, call: Callable[[], Any]
+) -> Any:
+    return call()
+
+
+@pytest.fixture
+def physpipe(request: pytest.FixtureRequest) -> PhyspipeFixture:
+    """Provenance of the stage instances this test uses: ``physpipe.record("heat")``."""
+    return PhyspipeFixture(get_session(request.config), request.node)
+
+
+@pytest.fixture
+def physics_snapshot(
+    snapshot: SnapshotAssertion, request: pytest.FixtureRequest
+) -> PhysicsSnapshot:
+    """A syrupy snapshot that compares physics metrics within tolerances (SPEC §8)."""
+    from pytest_physpipe.snapshot import make_physics_snapshot
+
+    return make_physics_snapshot(snapshot, request)

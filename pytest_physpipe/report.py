@@ -1,0 +1,172 @@
+"""What physpipe tells the user: the plan, the DAG, the JSON report and the terminal summary."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pytest_physpipe.plan import StageInstance
+from pytest_physpipe.records import StageRecord
+
+__all__ = ["format_plan", "format_summary", "write_graph", "write_report"]
+
+
+def human_size(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def human_time(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{int(minutes)} min {secs:.0f} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{int(hours)} h {int(minutes)} min"
+
+
+def where(found: StageInstance, backend: str) -> str:
+    return backend if found.spec.slow and backend != "local" else "local"
+
+
+def format_plan(
+    instances: Iterable[StageInstance], statuses: dict[str, str], backend: str
+) -> list[str]:
+    """The ``--physpipe-plan`` table: one line per stage instance, upstream first."""
+    rows = [("stage", "key", "status", "resources", "runs on")]
+    for found in instances:
+        res = found.spec.resources
+        resources = f"cpu={res.cpu} gpu={res.gpu} mem={res.mem} time={res.walltime}"
+        rows.append(
+            (
+                found.label,
+                found.key[:16],
+                statuses.get(found.key, "missing"),
+                resources,
+                where(found, backend) + (" (slow)" if found.spec.slow else ""),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    missing = sum(1 for r in rows[1:] if r[2] == "missing")
+    lines.append(
+        f"{len(rows) - 1} stage instance(s): {len(rows) - 1 - missing} cached, {missing} missing"
+    )
+    return lines
+
+
+def _status(key: str, records: dict[str, StageRecord], statuses: dict[str, str]) -> str:
+    record = records.get(key)
+    return record.status if record is not None else statuses.get(key, "missing")
+
+
+def write_graph(
+    path: Path,
+    instances: list[StageInstance],
+    records: dict[str, StageRecord],
+    statuses: dict[str, str],
+) -> None:
+    """The DAG as Graphviz (``.dot``) or Mermaid (``.mmd``), nodes labelled with status."""
+    colors = {
+        "hit": "palegreen",
+        "cached": "palegreen",
+        "computed": "lightskyblue",
+        "loaded-from-job": "plum",
+        "failed": "salmon",
+        "missing": "lightgrey",
+        "skipped": "lightgrey",
+    }
+    nodes = {found.key: found for found in instances}
+    if path.suffix == ".dot":
+        lines = ["digraph physpipe {", "  rankdir=LR;", "  node [shape=box, style=filled];"]
+        for key, found in nodes.items():
+            status = _status(key, records, statuses)
+            label = f"{found.label}\\n{key[:12]}\\n{status}"
+            lines.append(f'  "{key}" [label="{label}", fillcolor={colors.get(status, "white")}];')
+        for key, found in nodes.items():
+            for upstream in found.upstream.values():
+                if upstream in nodes:
+                    lines.append(f'  "{upstream}" -> "{key}";')
+        lines.append("}")
+    else:
+        lines = ["graph LR"]
+        for key, found in nodes.items():
+            status = _status(key, records, statuses)
+            css = status.replace("-", "_")
+            lines.append(f'  n{key[:16]}["{found.label}<br/>{key[:12]}<br/>{status}"]:::{css}')
+        for key, found in nodes.items():
+            for upstream in found.upstream.values():
+                if upstream in nodes:
+                    lines.append(f"  n{upstream[:16]} --> n{key[:16]}")
+        for status, color in colors.items():
+            lines.append(f"  classDef {status.replace('-', '_')} fill:{color}")
+    _write_atomic(path, "\n".join(lines) + "\n")
+
+
+def write_report(path: Path, run_id: str, records: dict[str, StageRecord]) -> None:
+    """The ``--physpipe-report`` JSON: one record per stage instance used."""
+    document: dict[str, Any] = {
+        "run_id": run_id,
+        "summary": summary_counts(records),
+        "stages": [
+            r.model_dump(mode="json")
+            for r in sorted(records.values(), key=lambda r: (r.name, r.key))
+        ],
+    }
+    _write_atomic(path, json.dumps(document, indent=2, allow_nan=True) + "\n")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def summary_counts(records: dict[str, StageRecord]) -> dict[str, Any]:
+    counts = {"hit": 0, "computed": 0, "loaded-from-job": 0, "failed": 0, "skipped": 0}
+    spent = saved = 0.0
+    for record in records.values():
+        counts[record.status] += 1
+        if record.status in ("computed", "loaded-from-job", "failed"):
+            spent += record.duration_s
+        elif record.status == "hit":
+            saved += record.duration_s
+    return {**counts, "compute_s": spent, "saved_s": saved}
+
+
+def format_summary(
+    records: dict[str, StageRecord], store_size: int | None, verbose: bool
+) -> list[str]:
+    """The terminal summary's ``physpipe`` section."""
+    counts = summary_counts(records)
+    parts = [f"{counts['hit']} hit", f"{counts['computed']} computed"]
+    if counts["loaded-from-job"]:
+        parts.append(f"{counts['loaded-from-job']} loaded from jobs")
+    parts.append(f"{counts['failed']} failed")
+    if counts["skipped"]:
+        parts.append(f"{counts['skipped']} skipped")
+    spent, saved = human_time(counts["compute_s"]), human_time(counts["saved_s"])
+    line = f"stage instances: {', '.join(parts)}; compute {spent}, saved {saved}"
+    if store_size is not None:
+        line += f"; store {human_size(store_size)}"
+    lines = [line]
+    if verbose:
+        for record in sorted(records.values(), key=lambda r: (r.name, r.param_id or "")):
+            extra = f" job {record.job_id}" if record.job_id else ""
+            worker = f" [{record.worker}]" if record.worker else ""
+            took = human_time(record.duration_s)
+            lines.append(
+                f"  {record.status:<9} {record.label:<40} {record.key[:12]}  {took}{worker}{extra}"
+            )
+    return lines

@@ -1,0 +1,286 @@
+"""The per-run object: store, planner, runner and records, kept in ``config.stash``.
+
+The plugin's hooks stay thin and hand off to :class:`PhyspipeSession`; stage fixtures reach it
+through :data:`pytest_physpipe.stage.PROVIDER`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_physpipe import keys
+from pytest_physpipe.codecs import CodecRegistry
+from pytest_physpipe.context import StageContext
+from pytest_physpipe.errors import PhyspipeError, ResourceError
+from pytest_physpipe.execute import Outcome, StageRunner, new_run_id
+from pytest_physpipe.options import Settings
+from pytest_physpipe.plan import MISSING, Planner, StageInstance
+from pytest_physpipe.records import StageRecord
+from pytest_physpipe.resources import Budget, SlotPool, detect_budget
+from pytest_physpipe.stage import StageSpec, registry
+from pytest_physpipe.store import Store
+
+__all__ = ["SESSION", "PhyspipeFixture", "PhyspipeSession", "get_session", "stage_provenance"]
+
+
+class _PluginHooks:
+    """Forwards the runner's calls to the pluggy hooks of :mod:`pytest_physpipe.hookspecs`."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._hook = config.hook
+
+    def stage_start(self, record: StageRecord) -> None:
+        self._hook.pytest_physpipe_stage_start(record=record)
+
+    def stage_end(self, record: StageRecord, outcome: str) -> None:
+        self._hook.pytest_physpipe_stage_end(record=record, outcome=outcome)
+
+    def run_stage(self, record: StageRecord, ctx: StageContext, call: Callable[[], Any]) -> Any:
+        return self._hook.pytest_physpipe_run_stage(record=record, ctx=ctx, call=call)
+
+
+class PhyspipeSession:
+    """Everything physpipe knows during one pytest run (one per process, workers included)."""
+
+    def __init__(
+        self,
+        config: pytest.Config,
+        settings: Settings,
+        *,
+        run_id: str | None = None,
+        worker: str | None = None,
+    ) -> None:
+        self.config = config
+        self.settings = settings
+        self.run_id = run_id or new_run_id()
+        self.worker = worker
+        self.codecs = CodecRegistry()
+        config.hook.pytest_physpipe_register_codecs(registry=self.codecs)
+        self._scratch: Path | None = None
+        if settings.no_cache:
+            self._scratch = Path(tempfile.mkdtemp(prefix="physpipe-nocache-"))
+            store_root = self._scratch / "store"
+            slots_root = self._scratch / "slots"
+        else:
+            store_root = settings.store_dir
+            slots_root = settings.store_dir / "slots" / self.run_id
+        self.store = Store(
+            store_root,
+            codecs=self.codecs,
+            lock_mode=settings.lock,
+            verify_max=settings.verify_max,
+        )
+        self.planner = Planner(
+            registry=registry,
+            overrides=settings.overrides,
+            packages=keys.package_versions(settings.track_packages),
+            salt=settings.salt,
+            rootdir=Path(config.rootpath),
+        )
+        self.budget: Budget = detect_budget(cpus=settings.cpus, gpus=settings.gpus)
+        self.runner = StageRunner(
+            store=self.store,
+            run_id=self.run_id,
+            pool=SlotPool(slots_root, self.budget),
+            hooks=_PluginHooks(config),
+            rebuild=settings.rebuild,
+            full_verify=settings.verify,
+            worker=worker,
+            extra_versions=self.planner.packages,
+        )
+        self.records: dict[str, StageRecord] = {}
+        self._current: dict[str, str] = {}
+        self._values: dict[str, Outcome] = {}
+        self.statuses: dict[str, str] = {}  # key -> "cached" | "missing", from the plan
+
+    # -- collection -----------------------------------------------------------------------------
+
+    def mark_items(self, items: list[pytest.Item]) -> None:
+        """Plan every collected test and mark those needing a slow stage (before ``-m``)."""
+        used = {n for item in items for n in getattr(item, "fixturenames", ()) if n in registry}
+        try:
+            self.planner.validate(sorted(used))
+            for item in items:
+                needed = self.planner.for_item(item)
+                if any(found.spec.slow for found in needed.values()):
+                    item.add_marker(pytest.mark.slow)
+        except PhyspipeError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+    def finish_collection(self, items: list[pytest.Item]) -> list[StageInstance]:
+        """After deselection: check budgets, look up statuses, skip under cached-only."""
+        needed = {
+            found.key: found for item in items for found in self.planner.for_item(item).values()
+        }
+        local = self.settings.backend == "local"
+        for found in needed.values():
+            if found.spec.slow and not local:
+                continue  # goes to the cluster: its budget is the scheduler's business
+            try:
+                self.runner.pool.check(found.spec.resources, stage=found.label)  # type: ignore[union-attr]
+            except ResourceError as exc:
+                raise pytest.UsageError(str(exc)) from None
+        for key, found in needed.items():
+            cached = found.spec.cache and not self.settings.no_cache and self._exists(key)
+            self.statuses[key] = "cached" if cached else "missing"
+        if self.settings.cached_only:
+            for item in items:
+                missing = [
+                    f
+                    for f in self.planner.for_item(item).values()
+                    if f.spec.cache and self.statuses.get(f.key) == "missing"
+                ]
+                if missing:
+                    names = ", ".join(f"{f.label} ({f.key[:12]})" for f in missing)
+                    item.add_marker(
+                        pytest.mark.skip(
+                            reason=f"--physpipe-cached-only: stage {names} is not in the store "
+                            f"{self.store.root}"
+                        )
+                    )
+        return self.planner.instances(items)
+
+    def _exists(self, key: str) -> bool:
+        try:
+            return self.store.exists(key)
+        except OSError:
+            return False
+
+    # -- running (the StageProvider protocol) ---------------------------------------------------
+
+    def provide(
+        self, spec: StageSpec, request: pytest.FixtureRequest, upstream: dict[str, Any]
+    ) -> Any:
+        __tracebackhide__ = True
+        param = getattr(request, "param", MISSING)
+        try:
+            config = self.planner.resolve_config(spec, param)
+            upstream_keys = {name: self._current[name] for name in spec.upstream}
+            found = self.planner.instance(spec, config, upstream_keys)
+        except PhyspipeError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        # pytest keeps one value per session fixture at a time and re-runs dependents when an
+        # upstream param changes, so "the current instance of each stage" is well defined.
+        self._current[spec.name] = found.key
+        memo = self._values.get(found.key)
+        if memo is not None:
+            return memo.value
+        if self.settings.cached_only and spec.cache and not self._exists(found.key):
+            self.records[found.key] = _record(found, "skipped", self.worker)
+            pytest.skip(
+                f"--physpipe-cached-only: stage {found.label} ({found.key[:12]}) is not in the "
+                f"store {self.store.root}"
+            )
+        try:
+            if self.settings.no_cache and spec.cache:
+                self.store.ensure()
+                outcome = self.runner.compute_uncached(found, upstream)
+            else:
+                outcome = self.runner.provide(found, upstream)
+        except BaseException as exc:
+            self.records[found.key] = _record(found, "failed", self.worker, error=exc)
+            raise
+        self.records[found.key] = outcome.record
+        self._values[found.key] = outcome
+        return outcome.value
+
+    # -- results --------------------------------------------------------------------------------
+
+    def merge(self, records: list[dict[str, Any]]) -> None:
+        """Fold a worker's records into this (controller's) view; a failure or compute wins."""
+        rank = {"failed": 4, "computed": 3, "loaded-from-job": 3, "hit": 2, "skipped": 1}
+        for data in records:
+            record = StageRecord.model_validate(data)
+            old = self.records.get(record.key)
+            if old is None or rank[record.status] > rank[old.status]:
+                self.records[record.key] = record
+
+    def close(self) -> None:
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+def _record(
+    found: StageInstance, status: str, worker: str | None, error: BaseException | None = None
+) -> StageRecord:
+    return StageRecord(
+        key=found.key,
+        name=found.name,
+        config=found.config_json,
+        upstream=found.upstream,
+        status=status,  # type: ignore[arg-type]
+        param_id=found.param_id,
+        worker=worker,
+        error=None if error is None else f"{type(error).__name__}: {error}",
+    )
+
+
+SESSION = pytest.StashKey[PhyspipeSession]()
+
+
+def get_session(config: pytest.Config) -> PhyspipeSession:
+    try:
+        return config.stash[SESSION]
+    except KeyError:
+        raise PhyspipeError(
+            "the physpipe session is not active (plugin disabled with -p no:physpipe?)"
+        ) from None
+
+
+class PhyspipeFixture:
+    """The ``physpipe`` fixture: provenance of the stage instances the current test uses."""
+
+    def __init__(self, session: PhyspipeSession, item: pytest.Item) -> None:
+        self._session = session
+        self._item = item
+
+    def record(self, name: str) -> StageRecord:
+        """The :class:`StageRecord` of stage ``name`` as this test used it."""
+        __tracebackhide__ = True
+        instances = self._session.planner.for_item(self._item)
+        found = instances.get(name)
+        if found is None:
+            used = ", ".join(sorted(instances)) or "none"
+            raise PhyspipeError(
+                f"physpipe.record({name!r}): test {self._item.nodeid} does not use a stage "
+                f"named {name!r} (it uses: {used}). Add the stage as a parameter of the test."
+            )
+        record = self._session.records.get(found.key)
+        if record is None:
+            raise PhyspipeError(
+                f"physpipe.record({name!r}): stage {found.label} has not been set up yet"
+            )
+        return record
+
+    def records(self) -> dict[str, StageRecord]:
+        """Every stage this test uses, by name."""
+        return {name: self.record(name) for name in self._session.planner.for_item(self._item)}
+
+    def key(self, name: str) -> str:
+        """The provenance key of stage ``name`` for this test (known before it runs)."""
+        instances = self._session.planner.for_item(self._item)
+        if name not in instances:
+            raise PhyspipeError(f"test {self._item.nodeid} does not use a stage named {name!r}")
+        return instances[name].key
+
+
+def stage_provenance(item: pytest.Item) -> dict[str, dict[str, object]]:
+    """Per stage the test uses: its key, code fingerprint, config and version (for goldens)."""
+    session = item.config.stash.get(SESSION, None)
+    if session is None:
+        return {}
+    return {
+        name: {
+            "key": found.key,
+            "code": found.spec.code,
+            "config": found.config_json,
+            "version": found.spec.version,
+        }
+        for name, found in sorted(session.planner.for_item(item).items())
+    }

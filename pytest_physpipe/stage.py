@@ -1,0 +1,415 @@
+"""``@stage``: a function becomes a declarative :class:`StageSpec` and a session fixture.
+
+No I/O happens here. The fixture built for a stage only hands its request to the provider the
+plugin keeps in ``config.stash`` (:data:`PROVIDER`); everything that runs, caches or schedules
+lives further down the line (plan → execute → session).
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import sys
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Protocol, TypeVar, overload
+
+import pytest
+from pydantic import ValidationError
+
+from pytest_physpipe.codefp import fingerprint
+from pytest_physpipe.errors import ConfigError, StageError
+from pytest_physpipe.models import ClusterOptions, Resources, Retry, StageConfig
+
+__all__ = ["PROVIDER", "StageProvider", "StageSpec", "registry", "stage", "sweep"]
+
+_RESERVED = ("config", "ctx")
+_C = TypeVar("_C", bound=StageConfig)
+
+
+@dataclass(frozen=True, eq=False)
+class StageSpec:
+    """Everything ``@stage`` declared about one stage; the unit keys and plans are built from."""
+
+    name: str
+    func: Callable[..., Any]
+    upstream: tuple[str, ...]
+    config_class: type[StageConfig] | None
+    default_config: StageConfig | None
+    params: tuple[StageConfig, ...] | None
+    ids: tuple[str, ...] | None
+    version: int | str | None
+    resources: Resources
+    slow: bool
+    cluster: ClusterOptions | None
+    cache: bool
+    codec: str
+    retry: Retry
+    track: tuple[Any, ...]
+    wants_ctx: bool
+    is_async: bool
+
+    @property
+    def qualname(self) -> str:
+        """The function's ``__qualname__`` (module-free: moving a stage keeps its key)."""
+        return str(self.func.__qualname__)
+
+    @property
+    def import_path(self) -> str:
+        """``module:qualname``, how a batch worker finds the function again."""
+        return f"{self.func.__module__}:{self.func.__qualname__}"
+
+    @property
+    def location(self) -> str:
+        """``file:line`` of the definition, for error messages."""
+        code = getattr(self.func, "__code__", None)
+        if code is None:
+            return self.import_path
+        return f"{code.co_filename}:{code.co_firstlineno}"
+
+    @cached_property
+    def code(self) -> str:
+        """The code fingerprint (normalized AST of the function and of ``track``)."""
+        return fingerprint(self.func, self.track)
+
+    def coerce_config(self, value: object, *, origin: str) -> StageConfig | None:
+        """Turn a config given by a user (instance or dict) into a validated instance."""
+        if self.config_class is None:
+            if value is None:
+                return None
+            raise ConfigError(
+                f"stage {self.name!r} ({self.location}) takes no config, but {origin} gives it "
+                f"{value!r}. Add a `config: SomeConfig` parameter to the stage, or drop the "
+                "value."
+            )
+        if isinstance(value, self.config_class):
+            return value
+        if isinstance(value, Mapping):
+            return validate_config(self, dict(value), origin=origin)
+        raise ConfigError(
+            f"stage {self.name!r}: {origin} gives {value!r} ({type(value).__name__}), but the "
+            f"stage's config is {self.config_class.__name__}. Pass a "
+            f"{self.config_class.__name__}(...) instance or a dict of its fields."
+        )
+
+
+def validate_config(spec: StageSpec, data: dict[str, Any], *, origin: str) -> StageConfig:
+    """Validate ``data`` against the stage's config class, naming the stage on failure."""
+    assert spec.config_class is not None  # callers check; internal invariant
+    try:
+        return spec.config_class.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"stage {spec.name!r} ({spec.location}): invalid {spec.config_class.__name__} from "
+            f"{origin}. Fix the value(s) below.\n{exc}"
+        ) from None
+
+
+class StageProvider(Protocol):
+    """What the stage fixtures call: the plugin's per-run session implements it."""
+
+    def provide(
+        self, spec: StageSpec, request: pytest.FixtureRequest, upstream: dict[str, Any]
+    ) -> Any: ...
+
+
+#: Where the plugin puts its provider; the fixtures built here look it up at run time.
+PROVIDER = pytest.StashKey[StageProvider]()
+
+
+class StageRegistry:
+    """Every stage declared in this process, by fixture name; the latest definition wins.
+
+    pytest may import a module more than once in one process (pytester, importlib mode), so a
+    re-registration from the same file replaces the old spec; two live definitions from
+    different files under one name are reported by :meth:`conflicts`.
+    """
+
+    def __init__(self) -> None:
+        self._specs: dict[str, StageSpec] = {}
+        self._shadowed: dict[str, list[StageSpec]] = {}
+
+    def add(self, spec: StageSpec) -> None:
+        old = self._specs.get(spec.name)
+        if old is not None and _file_of(old) != _file_of(spec):
+            self._shadowed.setdefault(spec.name, []).append(old)
+        self._specs[spec.name] = spec
+
+    def get(self, name: str) -> StageSpec | None:
+        return self._specs.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def all(self) -> list[StageSpec]:
+        return list(self._specs.values())
+
+    def conflicts(self) -> list[tuple[StageSpec, StageSpec]]:
+        """Pairs of live stages sharing a name (both modules still imported)."""
+        pairs = []
+        for name, olds in self._shadowed.items():
+            current = self._specs[name]
+            for old in olds:
+                if _is_live(old) and _is_live(current) and _file_of(old) != _file_of(current):
+                    pairs.append((old, current))
+        return pairs
+
+
+def _file_of(spec: StageSpec) -> str:
+    return spec.location.rsplit(":", 1)[0]
+
+
+def _is_live(spec: StageSpec) -> bool:
+    module = sys.modules.get(spec.func.__module__)
+    return module is not None and getattr(module, "__file__", None) == _file_of(spec)
+
+
+#: The process-wide registry of declarations (like pluggy's hookspec markers, it is filled at
+#: import time, before any pytest config exists).
+registry = StageRegistry()
+
+
+def sweep(config_class: type[_C], **fields: Sequence[Any]) -> list[_C]:
+    """The configs of the cartesian product of ``fields``, for ``@stage(params=...)``.
+
+    ``sweep(GridConfig, n=[64, 128], length=[1.0, 2.0])`` gives four configs whose ids read
+    ``n=64-length=1.0`` and so on.
+    """
+    if not (isinstance(config_class, type) and issubclass(config_class, StageConfig)):
+        raise ConfigError(f"sweep() needs a StageConfig subclass, got {config_class!r}")
+    for field, values in fields.items():
+        if field not in config_class.model_fields:
+            raise ConfigError(
+                f"sweep({config_class.__name__}, {field}=...): {config_class.__name__} has no "
+                f"field {field!r}; its fields are {', '.join(config_class.model_fields)}"
+            )
+        if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+            raise ConfigError(
+                f"sweep({config_class.__name__}, {field}=...) needs a list of values, "
+                f"got {values!r}"
+            )
+    names = list(fields)
+    configs = []
+    for combo in itertools.product(*(list(fields[n]) for n in names)):
+        try:
+            configs.append(config_class(**dict(zip(names, combo, strict=True))))
+        except ValidationError as exc:
+            raise ConfigError(
+                f"sweep({config_class.__name__}): invalid combination\n{exc}"
+            ) from None
+    return configs
+
+
+def _format_id_value(value: Any) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def default_ids(configs: Sequence[StageConfig], base: StageConfig | None) -> tuple[str, ...]:
+    """Ids from the fields that vary across ``configs`` (or differ from ``base``)."""
+    dumps = [c.model_dump() for c in configs]
+    fields = list(type(configs[0]).model_fields) if configs else []
+    varying = [f for f in fields if len({repr(d.get(f)) for d in dumps}) > 1]
+    if not varying and base is not None:
+        base_dump = base.model_dump()
+        varying = [f for f in fields if any(d.get(f) != base_dump.get(f) for d in dumps)]
+    if not varying:
+        return tuple("default" if len(configs) == 1 else f"config{i}" for i in range(len(configs)))
+    return tuple("-".join(f"{f}={_format_id_value(d[f])}" for f in varying) for d in dumps)
+
+
+def _config_annotation(func: Callable[..., Any], name: str) -> type[StageConfig]:
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception as exc:
+        raise StageError(
+            f"stage {name!r}: cannot resolve the annotation of its `config` parameter ({exc}). "
+            "Annotate it with a StageConfig subclass importable from the stage's module."
+        ) from None
+    annotation = hints.get("config")
+    if isinstance(annotation, type) and issubclass(annotation, StageConfig):
+        return annotation
+    raise StageError(
+        f"stage {name!r}: its `config` parameter must be annotated with a StageConfig subclass "
+        f"(got {annotation!r}). Declare `class MyConfig(StageConfig): ...` and write "
+        "`config: MyConfig`."
+    )
+
+
+def _build_spec(func: Callable[..., Any], options: dict[str, Any]) -> StageSpec:
+    if not callable(func) or not hasattr(func, "__code__"):
+        raise StageError(f"@stage decorates plain functions, not {func!r}")
+    name = options["name"] or func.__name__
+    if not name.isidentifier():
+        raise StageError(f"@stage(name={name!r}): a stage name must be a Python identifier")
+    signature = inspect.signature(func)
+    upstream: list[str] = []
+    config_default: Any = None
+    has_config = wants_ctx = False
+    for param in signature.parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
+            raise StageError(
+                f"stage {name!r}: parameter {param.name!r} is {param.kind.description}; a stage "
+                "takes only named parameters (upstream stages, `config`, `ctx`)"
+            )
+        if param.name == "config":
+            has_config = True
+            if param.default is not param.empty:
+                config_default = param.default
+        elif param.name == "ctx":
+            wants_ctx = True
+        else:
+            if param.default is not param.empty:
+                raise StageError(
+                    f"stage {name!r}: parameter {param.name!r} has a default; upstream stages "
+                    "cannot be optional. Make it a config field instead."
+                )
+            upstream.append(param.name)
+    if name in upstream:
+        raise StageError(f"stage {name!r} names itself as a parameter")
+
+    config_class = _config_annotation(func, name) if has_config else None
+    params_opt = options["params"]
+    if (options["config"] is not None or params_opt is not None) and config_class is None:
+        raise StageError(
+            f"stage {name!r}: `config=`/`params=` given but the function has no `config` "
+            "parameter. Add `config: MyConfig` to its signature."
+        )
+    draft = StageSpec(
+        name=name,
+        func=func,
+        upstream=tuple(upstream),
+        config_class=config_class,
+        default_config=None,
+        params=None,
+        ids=None,
+        version=options["version"],
+        resources=options["resources"] or Resources(),
+        slow=bool(options["slow"]),
+        cluster=options["cluster"],
+        cache=bool(options["cache"]),
+        codec=options["codec"],
+        retry=_coerce_retry(name, options["retries"]),
+        track=tuple(options["track"]),
+        wants_ctx=wants_ctx,
+        is_async=inspect.iscoroutinefunction(func),
+    )
+    default: StageConfig | None = None
+    if config_class is not None:
+        source = options["config"] if options["config"] is not None else config_default
+        if source is None:
+            default = validate_config(draft, {}, origin="the config class's defaults")
+        else:
+            default = draft.coerce_config(source, origin="the default config")
+    params: tuple[StageConfig, ...] | None = None
+    ids: tuple[str, ...] | None = None
+    if params_opt is not None:
+        coerced = [draft.coerce_config(p, origin=f"params[{i}]") for i, p in enumerate(params_opt)]
+        params = tuple(c for c in coerced if c is not None)
+        if not params:
+            raise StageError(f"stage {name!r}: params= is empty; give at least one config")
+        ids = tuple(options["ids"]) if options["ids"] is not None else default_ids(params, default)
+        if len(ids) != len(params):
+            raise StageError(
+                f"stage {name!r}: {len(ids)} ids for {len(params)} params; give one id each"
+            )
+    elif options["ids"] is not None:
+        raise StageError(f"stage {name!r}: ids= given without params=")
+    if not isinstance(draft.codec, str):
+        raise StageError(f"stage {name!r}: codec= must be a codec name such as 'auto' or 'npy'")
+    return StageSpec(**{**draft.__dict__, "default_config": default, "params": params, "ids": ids})
+
+
+def _coerce_retry(name: str, value: Retry | int) -> Retry:
+    try:
+        return Retry.coerce(value)
+    except ValueError as exc:
+        raise StageError(f"stage {name!r}: {exc}") from None
+
+
+def _make_fixture(spec: StageSpec) -> Any:
+    def stage_fixture(request: pytest.FixtureRequest, **upstream: Any) -> Any:
+        provider = request.config.stash.get(PROVIDER, None)
+        if provider is None:
+            raise StageError(
+                f"stage {spec.name!r} was requested but the physpipe plugin is not active "
+                "(was it disabled with `-p no:physpipe`?)"
+            )
+        return provider.provide(spec, request, upstream)
+
+    parameters = [inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY)]
+    parameters += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in spec.upstream]
+    stage_fixture.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    stage_fixture.__name__ = spec.func.__name__
+    stage_fixture.__qualname__ = spec.func.__qualname__
+    stage_fixture.__module__ = spec.func.__module__
+    stage_fixture.__doc__ = spec.func.__doc__
+    return pytest.fixture(
+        scope="session",
+        name=spec.name,
+        params=list(spec.params) if spec.params is not None else None,
+        ids=list(spec.ids) if spec.ids is not None else None,
+    )(stage_fixture)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@overload
+def stage(func: _F, /) -> _F: ...
+@overload
+def stage(
+    *,
+    name: str | None = None,
+    version: int | str | None = None,
+    config: StageConfig | Mapping[str, Any] | None = None,
+    params: Sequence[StageConfig | Mapping[str, Any]] | None = None,
+    ids: Sequence[str] | None = None,
+    resources: Resources | None = None,
+    slow: bool = False,
+    cluster: ClusterOptions | None = None,
+    cache: bool = True,
+    codec: str = "auto",
+    retries: Retry | int = 0,
+    track: Sequence[Any] = (),
+) -> Callable[[_F], _F]: ...
+def stage(func: Any = None, /, **options: Any) -> Any:
+    """Declare a pipeline stage: the function becomes a session-scoped pytest fixture.
+
+    Its parameters name upstream stages, plus the optional ``config`` (a
+    :class:`~pytest_physpipe.StageConfig`) and ``ctx`` (a
+    :class:`~pytest_physpipe.StageContext`). Works bare (``@stage``) or with options
+    (``@stage(version=2, slow=True)``); see the README for every option.
+    """
+    defaults: dict[str, Any] = {
+        "name": None,
+        "version": None,
+        "config": None,
+        "params": None,
+        "ids": None,
+        "resources": None,
+        "slow": False,
+        "cluster": None,
+        "cache": True,
+        "codec": "auto",
+        "retries": 0,
+        "track": (),
+    }
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise StageError(
+            f"@stage got unknown option(s) {', '.join(sorted(unknown))}; the options are "
+            f"{', '.join(defaults)}"
+        )
+
+    def decorate(function: Any) -> Any:
+        spec = _build_spec(function, {**defaults, **options})
+        registry.add(spec)
+        return _make_fixture(spec)
+
+    if func is not None:
+        if options:
+            raise StageError("use either @stage or @stage(...), not both")
+        return decorate(func)
+    return decorate

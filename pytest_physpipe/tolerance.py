@@ -1,0 +1,589 @@
+"""Leaf-by-leaf comparison of nested physics data within tolerances.
+
+This module is pure: no syrupy, no pytest, no I/O. :mod:`pytest_physpipe.snapshot` builds the
+golden-file machinery on top of it, and anything else (a stage's self-check, a notebook) can
+use :func:`compare` directly::
+
+    >>> import numpy as np
+    >>> from pytest_physpipe.tolerance import Tolerance, ToleranceRules, compare
+    >>> rules = ToleranceRules.build(Tolerance(rtol=1e-9), {"energy": {"rtol": 1e-3}})
+    >>> golden = {"energy": -0.5, "state": np.array([1.0, 0.0])}
+    >>> compare(golden, {"energy": -0.5001, "state": np.array([1.0, 0.0])}, rules).ok
+    True
+    >>> compare(golden, {"energy": -0.6, "state": np.array([1.0, 0.0])}, rules).failed_paths
+    frozenset({'energy'})
+
+What counts as "close": a float or complex value passes when
+``|actual - expected| <= atol + rtol * |expected|`` (numpy's ``isclose`` convention: the error is
+relative to the *golden*, so swapping the two sides can change the verdict); equal values always
+pass (this is how matching infinities pass); two NaNs pass when ``equal_nan``. Integers, bools,
+strings, bytes and None compare exactly, and so do arrays of those dtypes.
+"""
+
+from __future__ import annotations
+
+import cmath
+import dataclasses
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+
+__all__ = [
+    "Comparison",
+    "Difference",
+    "Mismatch",
+    "Tolerance",
+    "ToleranceLike",
+    "ToleranceRules",
+    "child_path",
+    "compare",
+    "index_path",
+]
+
+_TOLERANCE_FIELDS = ("rtol", "atol", "equal_nan")
+
+
+def _check_bound(name: str, value: object) -> float:
+    # bool is an int subclass; rtol=True is a typo, not a tolerance.
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How close a float (or complex) value must be to its golden value.
+
+    A value passes when ``|actual - expected| <= atol + rtol * |expected|``, when it equals the
+    golden value exactly, or when both are NaN and ``equal_nan`` is true.
+    """
+
+    rtol: float = 1e-9
+    atol: float = 1e-12
+    equal_nan: bool = True
+
+    def __post_init__(self) -> None:
+        # Frozen dataclass: normalise through object.__setattr__ (ints become floats).
+        object.__setattr__(self, "rtol", _check_bound("rtol", self.rtol))
+        object.__setattr__(self, "atol", _check_bound("atol", self.atol))
+        if not isinstance(self.equal_nan, (bool, np.bool_)):
+            raise TypeError(f"equal_nan must be True or False, got {self.equal_nan!r}")
+        object.__setattr__(self, "equal_nan", bool(self.equal_nan))
+
+    def updated(self, overrides: Mapping[str, object]) -> Tolerance:
+        """This tolerance with some fields replaced, from the user's dict form.
+
+        ``{"rtol": 1e-12}`` keeps this tolerance's ``atol`` and ``equal_nan``.
+        """
+        unknown = sorted(str(k) for k in overrides if k not in _TOLERANCE_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"unknown tolerance field(s) {', '.join(map(repr, unknown))}: "
+                f"a tolerance takes {', '.join(_TOLERANCE_FIELDS)}"
+            )
+        return dataclasses.replace(self, **overrides)  # type: ignore[arg-type]
+
+    def __str__(self) -> str:
+        text = f"rtol={self.rtol:g}, atol={self.atol:g}"
+        return text if self.equal_nan else f"{text}, equal_nan=False"
+
+
+#: What users may write where a tolerance is expected: a :class:`Tolerance`, or its dict form
+#: ``{"rtol": ..., "atol": ..., "equal_nan": ...}`` with any subset of the fields.
+ToleranceLike: TypeAlias = "Tolerance | Mapping[str, float | bool]"
+
+
+def _coerce(value: object, base: Tolerance, where: str) -> Tolerance:
+    if isinstance(value, Tolerance):
+        return value
+    if isinstance(value, Mapping):
+        try:
+            return base.updated(value)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"tolerances[{where!r}]: {exc}") from None
+    raise TypeError(
+        f"tolerances[{where!r}] must be a Tolerance or a dict such as {{'rtol': 1e-12}}, "
+        f"got {value!r}"
+    )
+
+
+@dataclass(frozen=True)
+class _Rule:
+    pattern: str
+    tolerance: Tolerance
+    regex: re.Pattern[str] | None  # None: the pattern is a literal path
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    # Only '*' is special, so paths such as 'orbits[0]' can be written literally.
+    parts = re.split(r"(\*\*|\*)", pattern)
+    body = "".join(
+        ".*" if part == "**" else "[^.]*" if part == "*" else re.escape(part) for part in parts
+    )
+    return re.compile(body + r"\Z")
+
+
+@dataclass(frozen=True)
+class ToleranceRules:
+    """A default :class:`Tolerance` plus per-path overrides.
+
+    Override patterns name a value by its path in the compared data (``"energy"``,
+    ``"fields.E"``, ``"orbits[0].energy"``) and apply to everything below it. In a pattern,
+    ``*`` matches within one dotted name (``"fields.*"``) and ``**`` matches anything
+    (``"**.energy"``). When several patterns apply to a value, the one naming the deepest node
+    wins; at the same depth a literal path beats a glob, and among globs the first listed wins.
+    """
+
+    default: Tolerance = field(default_factory=Tolerance)
+    rules: tuple[_Rule, ...] = ()
+
+    @classmethod
+    def build(
+        cls, default: Tolerance, tolerances: Mapping[str, ToleranceLike] | None = None
+    ) -> ToleranceRules:
+        """Rules from the user's ``tolerances={"energy": {"rtol": 1e-12}, ...}``.
+
+        A dict value fills its missing fields from ``default`` (the call's rtol/atol/equal_nan).
+        """
+        rules: list[_Rule] = []
+        for pattern, value in (tolerances or {}).items():
+            if not isinstance(pattern, str) or not pattern:
+                raise TypeError(f"tolerances keys must be non-empty path strings, got {pattern!r}")
+            regex = _glob(pattern) if "*" in pattern else None
+            rules.append(_Rule(pattern, _coerce(value, default, pattern), regex))
+        # Literal paths first: at equal depth they beat globs (see the class docstring).
+        rules.sort(key=lambda rule: rule.regex is not None)
+        return cls(default=default, rules=tuple(rules))
+
+    def match(self, path: str) -> _Rule | None:
+        """The rule naming exactly this node, if any."""
+        for rule in self.rules:
+            if rule.pattern == path if rule.regex is None else rule.regex.match(path):
+                return rule
+        return None
+
+
+def child_path(parent: str, key: object) -> str:
+    """The path of ``parent[key]`` for a mapping key or a model field, as shown to users."""
+    if isinstance(key, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", key):
+        return f"{parent}.{key}" if parent else key
+    text = json.dumps(key) if isinstance(key, str) else repr(key)
+    return f"{parent}[{text}]"
+
+
+def index_path(parent: str, index: int) -> str:
+    """The path of item ``index`` of a list or tuple."""
+    return f"{parent}[{index}]"
+
+
+def _display_path(path: str) -> str:
+    return path or "(the whole value)"
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """A leaf whose value is outside its tolerance (or differs, for exact leaves).
+
+    For an array, ``expected``/``actual``/``abs_err``/``rel_err`` describe its worst element,
+    at ``index``; ``failing`` of ``size`` elements are outside the tolerance.
+    ``tolerance`` is None when the leaf compares exactly (integers, strings, ...).
+    """
+
+    path: str
+    expected: object
+    actual: object
+    abs_err: float | None = None
+    rel_err: float | None = None
+    tolerance: Tolerance | None = None
+    index: tuple[int, ...] | None = None
+    failing: int | None = None
+    size: int | None = None
+
+    def describe(self) -> list[str]:
+        """Lines for a failure report."""
+        where = _display_path(self.path)
+        if self.index is not None:
+            where = f"{where}[{', '.join(map(str, self.index))}]"
+        lines = []
+        if self.failing is not None and self.size is not None:
+            lines.append(
+                f"{_display_path(self.path)}: {self.failing} of {self.size} elements "
+                f"outside tolerance; worst at index {tuple(self.index or ())}"
+            )
+        lines.append(f"{where}: expected {_show(self.expected)}, got {_show(self.actual)}")
+        if self.tolerance is not None:
+            lines.append(
+                f"    abs err {_err(self.abs_err)}, rel err {_err(self.rel_err)}; "
+                f"allowed: {self.tolerance}"
+            )
+        else:
+            lines.append("    compared exactly (integers, bools, strings and None must be equal)")
+        return lines
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A structural difference: keys, lengths, shapes, dtypes or types that do not match."""
+
+    path: str
+    message: str
+
+    def describe(self) -> str:
+        return f"{_display_path(self.path)}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of :func:`compare`."""
+
+    passed: int
+    mismatches: tuple[Mismatch, ...] = ()
+    differences: tuple[Difference, ...] = ()
+    unmatched_patterns: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches and not self.differences
+
+    @property
+    def failed_paths(self) -> frozenset[str]:
+        """Every path at which something failed (a leaf, or a container whose keys differ)."""
+        return frozenset(m.path for m in self.mismatches) | {d.path for d in self.differences}
+
+    def describe(self) -> list[str]:
+        """A report a physicist can act on: what differs, by how much, and what was allowed."""
+        total = self.passed + len(self.mismatches)
+        lines = [
+            f"{len(self.mismatches)} of {total} values outside tolerance, {self.passed} passed"
+            + (f"; {len(self.differences)} structural difference(s)" if self.differences else "")
+        ]
+        for difference in self.differences:
+            lines.append(f"  {difference.describe()}")
+        for mismatch in self.mismatches:
+            lines.extend(f"  {line}" for line in mismatch.describe())
+        if self.unmatched_patterns:
+            lines.append(
+                "  note: tolerances pattern(s) "
+                + ", ".join(map(repr, self.unmatched_patterns))
+                + " matched no value"
+            )
+        return lines
+
+
+def _err(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def _show(value: object) -> str:
+    if isinstance(value, np.generic):
+        value = value.item()
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+# -- the walk -------------------------------------------------------------------------------
+
+Kind = Literal[
+    "mapping", "sequence", "array", "bool", "int", "float", "complex", "str", "bytes", "none"
+]
+
+_KIND_NAMES: dict[str, str] = {
+    "mapping": "a mapping",
+    "sequence": "a list/tuple",
+    "array": "an array",
+    "bool": "a bool",
+    "int": "an integer",
+    "float": "a float",
+    "complex": "a complex number",
+    "str": "a string",
+    "bytes": "bytes",
+    "none": "None",
+}
+
+
+def view(value: object) -> tuple[Kind, Any]:
+    """Classify a value for comparison and return it in canonical form.
+
+    Mappings, pydantic models and dataclass instances become ``("mapping", dict)``; lists and
+    tuples ``("sequence", list)``; numpy scalars the matching Python scalar, except those no
+    Python scalar holds exactly (long double, datetimes, structured), which become 0-d arrays.
+    Anything else raises ``TypeError``.
+    """
+    if value is None:
+        return "none", None
+    if isinstance(value, (bool, np.bool_)):
+        return "bool", bool(value)
+    if isinstance(value, (int, np.integer)):
+        return "int", int(value)
+    if isinstance(value, np.ndarray):
+        return "array", value
+    if isinstance(value, np.generic):
+        if isinstance(value, np.floating) and value.dtype.itemsize <= 8:
+            return "float", float(value)
+        if isinstance(value, np.complexfloating) and value.dtype.itemsize <= 16:
+            return "complex", complex(value)
+        if isinstance(value, np.str_):
+            return "str", str(value)
+        if isinstance(value, np.bytes_):
+            return "bytes", bytes(value)
+        return "array", np.asarray(value)
+    if isinstance(value, float):
+        return "float", value
+    if isinstance(value, complex):
+        return "complex", value
+    if isinstance(value, str):
+        return "str", value
+    if isinstance(value, (bytes, bytearray)):
+        return "bytes", bytes(value)
+    if isinstance(value, Mapping):
+        return "mapping", dict(value)
+    if isinstance(value, (list, tuple)):
+        return "sequence", list(value)
+    fields = getattr(type(value), "model_fields", None)  # a pydantic v2 model
+    if isinstance(fields, Mapping) and hasattr(value, "model_dump"):
+        # getattr, not model_dump(): model_dump would turn nested models into dicts but
+        # would also copy arrays held with arbitrary_types_allowed; we want them as they are.
+        return "mapping", {name: getattr(value, name) for name in fields}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return "mapping", {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    raise TypeError(
+        f"cannot compare a {type(value).__module__}.{type(value).__qualname__}: use numbers, "
+        "strings, None, numpy arrays, or dicts/lists/tuples/pydantic models of them"
+    )
+
+
+def _sort_key(key: object) -> tuple[str, str]:
+    return type(key).__name__, repr(key)
+
+
+class _Walk:
+    def __init__(self, rules: ToleranceRules) -> None:
+        self.rules = rules
+        self.passed = 0
+        self.mismatches: list[Mismatch] = []
+        self.differences: list[Difference] = []
+        self.used: set[str] = set()
+
+    def tolerance_at(self, path: str, inherited: Tolerance) -> Tolerance:
+        rule = self.rules.match(path)
+        if rule is None:
+            return inherited
+        self.used.add(rule.pattern)
+        return rule.tolerance
+
+    def walk(self, expected: object, actual: object, path: str, inherited: Tolerance) -> None:
+        tol = self.tolerance_at(path, inherited)
+        e_kind, e = view(expected)
+        try:
+            a_kind, a = view(actual)
+        except TypeError as exc:
+            raise TypeError(f"at {_display_path(path)}: {exc}") from None
+        if e_kind != a_kind:
+            self.differences.append(
+                Difference(
+                    path,
+                    f"type differs: golden is {_describe_value(e_kind, e)}, "
+                    f"result is {_describe_value(a_kind, a)}",
+                )
+            )
+            return
+        if e_kind == "mapping":
+            self.walk_mapping(e, a, path, tol)
+        elif e_kind == "sequence":
+            if len(e) != len(a):
+                self.differences.append(
+                    Difference(
+                        path,
+                        f"length differs: golden has {len(e)} items, result has {len(a)}",
+                    )
+                )
+            for index, (e_item, a_item) in enumerate(zip(e, a, strict=False)):
+                self.walk(e_item, a_item, index_path(path, index), tol)
+        elif e_kind == "array":
+            self.compare_arrays(e, a, path, tol)
+        elif e_kind in ("float", "complex"):
+            self.compare_numbers(e, a, path, tol)
+        elif e == a:
+            self.passed += 1
+        else:
+            self.mismatches.append(Mismatch(path, e, a))
+
+    def walk_mapping(
+        self, e: dict[object, object], a: dict[object, object], path: str, tol: Tolerance
+    ) -> None:
+        missing = [k for k in e if k not in a]
+        extra = [k for k in a if k not in e]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append("missing from the result: " + _keys(missing))
+            if extra:
+                parts.append("not in the golden: " + _keys(extra))
+            self.differences.append(Difference(path, "keys differ; " + "; ".join(parts)))
+        for key in sorted((k for k in e if k in a), key=_sort_key):
+            self.walk(e[key], a[key], child_path(path, key), tol)
+
+    def compare_numbers(self, e: complex, a: complex, path: str, tol: Tolerance) -> None:
+        if e == a:
+            self.passed += 1
+            return
+        e_nan, a_nan = cmath.isnan(e), cmath.isnan(a)
+        abs_err = abs(a - e) if not (e_nan or a_nan) else math.nan
+        if e_nan or a_nan:
+            close = tol.equal_nan and e_nan and a_nan
+        else:
+            close = abs_err <= tol.atol + tol.rtol * abs(e)
+        if close:
+            self.passed += 1
+            return
+        rel_err = abs_err / abs(e) if e != 0 else math.inf
+        self.mismatches.append(Mismatch(path, e, a, abs_err, rel_err, tol))
+
+    def compare_arrays(self, e: np.ndarray, a: np.ndarray, path: str, tol: Tolerance) -> None:
+        if e.shape != a.shape:
+            self.differences.append(
+                Difference(path, f"shape differs: golden {e.shape}, result {a.shape}")
+            )
+            return
+        if not same_dtype(e.dtype, a.dtype):
+            self.differences.append(
+                Difference(path, f"dtype differs: golden {e.dtype}, result {a.dtype}")
+            )
+            return
+        if e.dtype.kind in "fc":
+            mismatch = _array_outside_tolerance(e, a, path, tol)
+        else:
+            mismatch = _array_not_equal(e, a, path)
+        if mismatch is None:
+            self.passed += 1
+        else:
+            self.mismatches.append(mismatch)
+
+
+def same_dtype(expected: np.dtype[Any], actual: np.dtype[Any]) -> bool:
+    """Whether two arrays' dtypes count as the same for a golden comparison.
+
+    Byte order does not count (a golden read on another machine may be big-endian), and neither
+    does the length of string dtypes (``<U5`` vs ``<U7`` is a data change, not a type change).
+    """
+    if expected.kind in "US" or actual.kind in "US":
+        return expected.kind == actual.kind
+    return bool(expected.newbyteorder("=") == actual.newbyteorder("="))
+
+
+def _keys(keys: list[object]) -> str:
+    return ", ".join(repr(k) for k in sorted(keys, key=_sort_key))
+
+
+def _describe_value(kind: str, value: object) -> str:
+    if kind == "array":
+        assert isinstance(value, np.ndarray)
+        return f"an array ({value.dtype}, shape {value.shape})"
+    if kind in ("mapping", "sequence"):
+        return _KIND_NAMES[kind]
+    return f"{_KIND_NAMES[kind]} ({_show(value)})"
+
+
+def _unravel(flat_index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(flat_index, shape)) if shape else ()
+
+
+def _array_outside_tolerance(
+    e: np.ndarray, a: np.ndarray, path: str, tol: Tolerance
+) -> Mismatch | None:
+    # Equal arrays are the common case in a regression suite: one pass, no temporaries.
+    if np.array_equal(e, a, equal_nan=tol.equal_nan):
+        return None
+    # float16/float32 are widened so the bound itself is not rounded; long double stays.
+    work = np.result_type(e.dtype, np.float64)
+    ew = np.asarray(e, dtype=work)
+    aw = np.asarray(a, dtype=work)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(aw - ew)
+        bound = tol.atol + tol.rtol * np.abs(ew)
+        ok = diff <= bound
+        ok |= ew == aw  # matching infinities: inf - inf is NaN, but they are equal
+        if tol.equal_nan:
+            ok |= np.isnan(ew) & np.isnan(aw)
+    bad = np.flatnonzero(~ok)
+    if bad.size == 0:
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        excess = diff.ravel()[bad] / bound.ravel()[bad]
+    # A NaN error (NaN on one side) is the worst kind of failure; rank it first.
+    excess = np.where(np.isnan(excess), np.inf, excess)
+    worst = int(bad[int(np.argmax(excess))])
+    e_val, a_val = ew.ravel()[worst], aw.ravel()[worst]
+    abs_err = float(np.abs(a_val - e_val)) if not (np.isnan(e_val) or np.isnan(a_val)) else math.nan
+    rel_err = abs_err / float(np.abs(e_val)) if e_val != 0 else math.inf
+    return Mismatch(
+        path,
+        e.ravel()[worst],
+        a.ravel()[worst],
+        abs_err,
+        rel_err,
+        tol,
+        index=_unravel(worst, e.shape),
+        failing=int(bad.size),
+        size=int(e.size),
+    )
+
+
+def _array_not_equal(e: np.ndarray, a: np.ndarray, path: str) -> Mismatch | None:
+    if np.array_equal(e, a):
+        return None
+    bad = np.flatnonzero(np.asarray(e != a).ravel())
+    first = int(bad[0]) if bad.size else 0
+    return Mismatch(
+        path,
+        e.ravel()[first],
+        a.ravel()[first],
+        index=_unravel(first, e.shape),
+        failing=int(bad.size),
+        size=int(e.size),
+    )
+
+
+def compare(
+    expected: object,
+    actual: object,
+    rules: ToleranceRules | Tolerance | None = None,
+) -> Comparison:
+    """Compare ``actual`` with the golden ``expected``, leaf by leaf.
+
+    Raises ``TypeError`` (naming the path) for a value of a type that cannot be compared.
+    """
+    if rules is None:
+        rules = ToleranceRules()
+    elif isinstance(rules, Tolerance):
+        rules = ToleranceRules(default=rules)
+    walk = _Walk(rules)
+    walk.walk(expected, actual, "", rules.default)
+    unmatched = tuple(r.pattern for r in rules.rules if r.pattern not in walk.used)
+    return Comparison(
+        passed=walk.passed,
+        mismatches=tuple(walk.mismatches),
+        differences=tuple(walk.differences),
+        unmatched_patterns=unmatched,
+    )
+
+
+def iter_paths(value: object, path: str = "") -> Iterator[str]:
+    """Every node path in ``value``, parents before children (for messages about patterns)."""
+    yield path
+    kind, canonical = view(value)
+    if kind == "mapping":
+        for key in sorted(canonical, key=_sort_key):
+            yield from iter_paths(canonical[key], child_path(path, key))
+    elif kind == "sequence":
+        items: Sequence[object] = canonical
+        for index, item in enumerate(items):
+            yield from iter_paths(item, index_path(path, index))
