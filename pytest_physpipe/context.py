@@ -8,12 +8,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from pytest_physpipe.keys import seed_from_key
 from pytest_physpipe.models import StageConfig
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from pytest_physpipe.resources import Grant
 
 __all__ = ["StageContext"]
@@ -50,6 +50,8 @@ class StageContext:
     @cached_property
     def rng(self) -> np.random.Generator:
         """A generator seeded from the key: the same instance always draws the same numbers."""
+        import numpy as np  # not at module level: `import pytest_physpipe` stays cheap
+
         return np.random.default_rng(self.seed)
 
     def metric(self, name: str, value: float) -> None:

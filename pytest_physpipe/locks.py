@@ -392,7 +392,10 @@ class KeyLock:
                     with contextlib.suppress(FileNotFoundError):
                         self.path.unlink()
             finally:
-                os.close(fd)  # closing the last descriptor drops the flock
+                # Unlock before closing: a child forked while we held it shares the open file,
+                # and closing only our descriptor would leave the lock held for its lifetime.
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
         elif self._token is not None:
             self._stop_heartbeat()
             token, self._token = self._token, None

@@ -16,7 +16,7 @@ from typing import Literal
 
 import pytest
 
-from pytest_physpipe.store import parse_size
+from pytest_physpipe.units import parse_size
 
 __all__ = ["Settings", "add_options", "parse_settings"]
 

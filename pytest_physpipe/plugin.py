@@ -2,23 +2,53 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_physpipe.options import add_options, parse_settings
-from pytest_physpipe.session import SESSION, PhyspipeFixture, PhyspipeSession, get_session
-from pytest_physpipe.stage import PROVIDER
+from pytest_physpipe.options import Settings, add_options, parse_settings
 
 if TYPE_CHECKING:
     from syrupy.assertion import SnapshotAssertion
 
     from pytest_physpipe.context import StageContext
     from pytest_physpipe.records import StageRecord
+    from pytest_physpipe.session import PhyspipeFixture, PhyspipeSession
     from pytest_physpipe.snapshot import PhysicsSnapshot
 
+_SETTINGS = pytest.StashKey[Settings]()
+_RUN = pytest.StashKey[tuple[str | None, str | None]]()
 _INSTANCES = pytest.StashKey[list[Any]]()
+
+
+def _session(config: pytest.Config, *, create: bool = True) -> PhyspipeSession | None:
+    """The run's session, created on first need.
+
+    Creating it imports the whole machinery (store, codecs, numpy); a suite that declares no
+    stage never creates it, so it never pays for that (STYLE habit 1).
+    """
+    if not create and "pytest_physpipe.session" not in sys.modules:
+        return None  # nothing ever created one in this process
+    from pytest_physpipe.session import SESSION
+
+    session = config.stash.get(SESSION, None)
+    if session is None and create:
+        from pytest_physpipe.session import PhyspipeSession
+        from pytest_physpipe.stage import PROVIDER
+
+        run_id, worker = config.stash[_RUN]
+        session = PhyspipeSession(config, config.stash[_SETTINGS], run_id=run_id, worker=worker)
+        config.stash[SESSION] = session
+        config.stash[PROVIDER] = session
+    return session
+
+
+def _stages_declared() -> bool:
+    from pytest_physpipe.stage import registry
+
+    return bool(registry.all())
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -50,18 +80,24 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput is not None:
         run_id = workerinput.get("physpipe_run_id")
         worker = str(workerinput.get("workerid"))
-    session = PhyspipeSession(config, settings, run_id=run_id, worker=worker)
-    config.stash[SESSION] = session
-    config.stash[PROVIDER] = session
+    else:
+        from pytest_physpipe.execute import new_run_id
+
+        run_id = new_run_id()
+    config.stash[_SETTINGS] = settings
+    config.stash[_RUN] = (run_id, worker)
     if config.pluginmanager.hasplugin("xdist"):
         from pytest_physpipe.xdist import XdistHooks
 
-        config.pluginmanager.register(XdistHooks(session), "physpipe-xdist")
+        config.pluginmanager.register(XdistHooks(config, run_id), "physpipe-xdist")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    session = config.stash.get(SESSION, None)
+    session = _session(config, create=False)
     if session is not None:
+        from pytest_physpipe.session import SESSION
+        from pytest_physpipe.stage import PROVIDER
+
         session.close()
         del config.stash[SESSION]
         del config.stash[PROVIDER]
@@ -70,11 +106,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # tryfirst: the slow marker must be on the items before `-m "not slow"` deselects.
-    get_session(config).mark_items(items)
+    if _stages_declared():
+        session = _session(config)
+        assert session is not None
+        session.mark_items(items)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    physpipe = get_session(session.config)
+    physpipe = _session(session.config, create=_stages_declared())
+    if physpipe is None:
+        return
     instances = physpipe.finish_collection(session.items)
     session.config.stash[_INSTANCES] = instances
     if physpipe.settings.plan:
@@ -91,13 +132,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session: pytest.Session) -> bool | None:
-    if get_session(session.config).settings.plan:
+    if session.config.stash[_SETTINGS].plan:
         return True  # the plan runs nothing
     return None
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    physpipe = session.config.stash.get(SESSION, None)
+    physpipe = _session(session.config, create=False)
     if physpipe is None or hasattr(session.config, "workerinput"):
         return  # workers hand their records to the controller (see xdist.py)
     settings = physpipe.settings
@@ -111,7 +152,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    physpipe = config.stash.get(SESSION, None)
+    physpipe = _session(config, create=False)
     if physpipe is None or not physpipe.records or physpipe.settings.plan:
         return
     from pytest_physpipe.report import format_summary
@@ -132,7 +173,11 @@ def pytest_physpipe_run_stage(
 @pytest.fixture
 def physpipe(request: pytest.FixtureRequest) -> PhyspipeFixture:
     """Provenance of the stage instances this test uses: ``physpipe.record("heat")``."""
-    return PhyspipeFixture(get_session(request.config), request.node)
+    from pytest_physpipe.session import PhyspipeFixture
+
+    session = _session(request.config)
+    assert session is not None
+    return PhyspipeFixture(session, request.node)
 
 
 @pytest.fixture

@@ -10,26 +10,9 @@ from typing import Any
 
 from pytest_physpipe.plan import StageInstance
 from pytest_physpipe.records import StageRecord
+from pytest_physpipe.units import human_size, human_time
 
 __all__ = ["format_plan", "format_summary", "write_graph", "write_report"]
-
-
-def human_size(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def human_time(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.2f} s"
-    minutes, secs = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{int(minutes)} min {secs:.0f} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{int(hours)} h {int(minutes)} min"
 
 
 def where(found: StageInstance, backend: str) -> str:

@@ -186,7 +186,7 @@ class SlotPool:
             f"Stage {stage!r} asks for {resources.cpu} CPU(s) and {resources.gpu} GPU(s), but "
             f"this run's budget is {self.budget}, so it could never start. Raise the budget "
             "with --physpipe-cpus / --physpipe-gpus (ini physpipe_cpus / physpipe_gpus), lower "
-            f"the stage's Resources(cpu=..., gpu=...), or mark it slow=True and dispatch it to "
+            "the stage's Resources(cpu=..., gpu=...), or mark it slow=True and dispatch it to "
             "a cluster with --physpipe-backend slurm (or pbs)."
         )
 
@@ -213,7 +213,10 @@ class SlotPool:
             )
         finally:
             for fd in fds.values():
-                os.close(fd)  # closing drops the flock: the slots are free
+                # Unlock, not just close: a child forked inside the stage shares these open
+                # files, and would otherwise keep the slots for as long as it lives.
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
 
     # -- internals --------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from pytest_physpipe.errors import CorruptEntryError, StoreError
 from pytest_physpipe.keys import KEY_PATTERN
 from pytest_physpipe.locks import KeyLock, resolve_lock_mode
 from pytest_physpipe.records import StageRecord
+from pytest_physpipe.units import parse_size
 
 __all__ = ["Entry", "Loaded", "Store", "parse_size"]
 
@@ -46,20 +47,6 @@ _CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
     "# This directory is a pytest-physpipe store (https://bford.info/cachedir/).\n"
 )
-
-
-def parse_size(text: str | int) -> int:
-    """``"64M"``, ``"64MiB"``, ``"1G"`` or a byte count, as bytes."""
-    if isinstance(text, int):
-        return text
-    value = text.strip().upper().removesuffix("B").removesuffix("I")
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    factor = units.get(value[-1:], 1)
-    number = value[:-1] if value[-1:] in units else value
-    try:
-        return int(float(number) * factor)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a size such as '64M', '1G' or '1048576'") from None
 
 
 def _hash_file(path: Path) -> str:
@@ -251,6 +238,7 @@ class Store:
 
         Raises :class:`CorruptEntryError` when the entry exists but fails verification.
         """
+        meta: dict[str, Any] | None = None
         try:
             meta = self.read_meta(key)
             if meta is None:
@@ -260,7 +248,14 @@ class Store:
             base = self.entry_dir(key)
             value = codec.decode(base, meta.get("codec_meta", {}), mmap_min=self.mmap_min)
             record = StageRecord.model_validate(meta["record"])
-        except (FileNotFoundError, NotADirectoryError):
+            if not self._unchanged(key, meta):
+                return None  # replaced while we decoded: what we read may be the new files
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            if meta is not None and self._unchanged(key, meta):
+                # The entry is still the one we started on, so a file is missing from it.
+                raise CorruptEntryError(
+                    f"entry {key}: payload file {Path(exc.filename or '?').name} is missing"
+                ) from None
             return None  # replaced or removed under us: a miss, retried under the lock
         except CorruptEntryError:
             raise
@@ -276,6 +271,13 @@ class Store:
         with contextlib.suppress(OSError):  # LRU bookkeeping only; a read-only store is fine
             os.utime(base / "meta.json")
         return Loaded(value=value, record=record, meta=meta, path=base)
+
+    def _unchanged(self, key: str, meta: dict[str, Any]) -> bool:
+        """Whether ``meta.json`` still reads ``meta`` (a replaced entry has a new run and time)."""
+        try:
+            return self.read_meta(key) == meta
+        except CorruptEntryError:
+            return False
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -343,8 +345,11 @@ class Store:
                 except OSError:
                     if not final.exists():
                         raise
-                    # Lost a race with another committer of the same key: theirs is as good.
-                    shutil.rmtree(staging, ignore_errors=True)
+                    if (final / "meta.json").is_file():
+                        # Lost a race with another committer of the same key: theirs is as good.
+                        shutil.rmtree(staging, ignore_errors=True)
+                    else:  # a damaged entry without meta.json: nobody can use it, replace it
+                        self._swap(final, staging)
             _fsync_dir(final.parent)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

@@ -12,30 +12,39 @@ from typing import Any
 
 import pytest
 
-from pytest_physpipe.session import PhyspipeSession
-
 __all__ = ["XdistHooks"]
 
 
 class XdistHooks:
     """xdist hooks for one run, on the controller and on every worker."""
 
-    def __init__(self, session: PhyspipeSession) -> None:
-        self.session = session
+    def __init__(self, config: pytest.Config, run_id: str | None) -> None:
+        self.config = config
+        self.run_id = run_id
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
-        node.workerinput["physpipe_run_id"] = self.session.run_id
+        node.workerinput["physpipe_run_id"] = self.run_id
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: object | None) -> None:
         records = getattr(node, "workeroutput", {}).get("physpipe_records", [])
-        self.session.merge(records)
+        if records:
+            from pytest_physpipe.plugin import _session
+
+            session = _session(self.config)
+            assert session is not None
+            session.merge(records)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         workeroutput = getattr(session.config, "workeroutput", None)
-        if workeroutput is not None:
+        if workeroutput is None:
+            return
+        from pytest_physpipe.plugin import _session
+
+        physpipe = _session(session.config, create=False)
+        if physpipe is not None:
             workeroutput["physpipe_records"] = [
-                r.model_dump(mode="json") for r in self.session.records.values()
+                r.model_dump(mode="json") for r in physpipe.records.values()
             ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -90,7 +91,7 @@ def kill(child: subprocess.Popen[str]) -> None:
 
 def disjoint(intervals: list[tuple[float, float]]) -> bool:
     ordered = sorted(intervals)
-    return all(a_end <= b_start for (_, a_end), (b_start, _) in zip(ordered, ordered[1:]))
+    return all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(ordered))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +257,8 @@ for i in range(rounds):
     time.sleep(0.03)  # let the waiter settle into its polling loop
     released = time.monotonic()
     lock.release()
-    (outdir / f"released-{i}").write_text(repr(released))
+    (outdir / f"tmp-{i}").write_text(repr(released))
+    (outdir / f"tmp-{i}").rename(outdir / f"released-{i}")  # never seen half-written
     wait_for(outdir / f"got-{i}")  # polling is not FIFO: do not snatch the lock straight back
 """
 

@@ -213,7 +213,7 @@ def test_big_request_is_not_starved_by_small_ones(tmp_path: Path) -> None:
             while not stop.is_set():
                 with pool.hold(Resources(cpu=1), stage="small", timeout=30):
                     time.sleep(0.003)
-        except BaseException as exc:  # noqa: BLE001  # reported by the main thread
+        except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
     threads = [threading.Thread(target=churn) for _ in range(2)]

@@ -1,0 +1,53 @@
+"""Shared helpers for the plugin's tests. Keep this small and generic."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+#: A module the stages of a pytester project import to count their computations:
+#: ``from physlog import log`` then ``log("grid n=8")`` inside the stage function. It appends
+#: to ``calls.log`` beside it (short O_APPEND writes, so xdist workers never tear a line).
+PHYSLOG = '''
+from pathlib import Path
+
+LOG = Path(__file__).parent / "calls.log"
+
+
+def log(line):
+    with LOG.open("a") as handle:
+        handle.write(line + "\\n")
+'''
+
+
+class CallLog:
+    """The lines logged by stages of a pytester project, read between runs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def lines(self) -> list[str]:
+        return self.path.read_text().splitlines() if self.path.exists() else []
+
+    def take(self) -> Counter[str]:
+        """How often each line was logged since the last ``take()``; then forget them."""
+        counted = Counter(self.lines())
+        self.path.unlink(missing_ok=True)
+        return counted
+
+
+@pytest.fixture
+def calls(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> CallLog:
+    """Set up a pytester project for stage tests and return its :class:`CallLog`.
+
+    Also: no store location leaks in from the environment, and no bytecode is cached, so a
+    module rewritten between two in-process runs is always imported from its new source (a
+    ``.pyc`` is validated by mtime in whole seconds and size only).
+    """
+    monkeypatch.delenv("PHYSPIPE_DIR", raising=False)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    pytester.makepyfile(physlog=PHYSLOG)
+    return CallLog(pytester.path / "calls.log")
