@@ -24,8 +24,7 @@ import math
 
 import numpy as np
 
-from pytest_physpipe import StageConfig, StageContext, sweep
-from pytest_physpipe import stage as stage
+from pytest_physpipe import StageConfig, StageContext, stage, sweep
 
 # -- 1-D heat equation --------------------------------------------------------------------------
 
@@ -42,13 +41,18 @@ class InitialConfig(StageConfig):
 
 class HeatConfig(StageConfig):
     alpha: float = 1.0  # diffusivity
-    courant: float = 0.4  # r = alpha * dt / dx**2; FTCS is stable for r <= 1/2
-    t_end: float = 0.1  # about one e-folding time of the first mode (1 / pi**2)
-    snapshots: int = 50  # how many times the solution is kept, besides t = 0
+    courant: float = 0.25  # r = alpha * dt / dx**2; FTCS is stable for r <= 1/2
+    t_end: float = 0.125  # about one e-folding time of the first mode (1 / pi**2)
+    snapshots: int = 64  # how many times the solution is kept, besides t = 0
+    # With these defaults dt = r dx^2 exactly on every grid with n a multiple of 16
+    # (steps = n^2 / 2), so r is the same on all grids and the error constant too.
 
 
 class ConvergenceConfig(StageConfig):
     resolutions: tuple[int, ...] = (32, 64, 128, 256)
+    # A nested config is part of the key like any field: editing HeatConfig's defaults
+    # invalidates this stage too (a default read inside the function body would not).
+    heat: HeatConfig = HeatConfig()
 
 
 def ftcs(u0: np.ndarray, r: float, steps: int, snapshots: int) -> np.ndarray:
@@ -125,7 +129,7 @@ def heat_diagnostics(heat_grid: np.ndarray, heat_initial: dict, heat: dict) -> d
 @stage(track=[ftcs, time_step])
 def heat_convergence(config: ConvergenceConfig, ctx: StageContext) -> dict:
     """Max error at t_end on successively refined grids (same solver as ``heat``)."""
-    heat_config = HeatConfig()
+    heat_config = config.heat
     errors = []
     for n in config.resolutions:
         x = np.linspace(0.0, 1.0, n + 1)
@@ -200,9 +204,7 @@ def orbit(kepler_initial: np.ndarray, config: LeapfrogConfig) -> dict:
     return leapfrog(kepler_initial, config)
 
 
-@stage(slow=True, track=[leapfrog])
-def long_orbit(
-    kepler_initial: np.ndarray, config: LeapfrogConfig = LeapfrogConfig(orbits=5000)
-) -> dict:
+@stage(slow=True, config=LeapfrogConfig(orbits=8000), track=[leapfrog])
+def long_orbit(kepler_initial: np.ndarray, config: LeapfrogConfig) -> dict:
     """The same integration over thousands of orbits: the test of long-term stability."""
     return leapfrog(kepler_initial, config)

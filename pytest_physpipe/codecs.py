@@ -224,7 +224,9 @@ class TreeCodec:
         if tag == "npscalar":
             dtype = np.dtype(node["dtype"])
             value = node["value"]
-            return dtype.type(complex(*value)) if dtype.kind == "c" else dtype.type(value)
+            if dtype.kind == "c":
+                return dtype.type(complex(*value))  # type: ignore[arg-type]
+            return dtype.type(value)
         if tag == "complex":
             return complex(*node["value"])
         if tag == "tuple":

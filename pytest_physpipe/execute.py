@@ -189,7 +189,9 @@ class StageRunner:
             base.mkdir(exist_ok=True)
         else:
             base = Path(tempfile.gettempdir())
-        path = Path(tempfile.mkdtemp(prefix=f"work-{instance.key[:12]}-", dir=base))
+        # Named <what>.<host>.<pid>. so that Store.cleanup() knows when its owner is dead.
+        owner = f"{hostname()}.{os.getpid()}."
+        path = Path(tempfile.mkdtemp(prefix=f"work-{instance.key[:12]}.{owner}", dir=base))
         try:
             yield path
         finally:
@@ -243,7 +245,8 @@ class StageRunner:
                 )
                 if workdir is None and ctx.artifacts:
                     # The scratch dir goes when this block ends: keep artifacts for the commit.
-                    keep = Path(tempfile.mkdtemp(prefix="artifacts-", dir=path.parent))
+                    owner = f"{hostname()}.{os.getpid()}."
+                    keep = Path(tempfile.mkdtemp(prefix=f"artifacts.{owner}", dir=path.parent))
                     for name, source in ctx.artifacts.items():
                         shutil.copyfile(source, keep / name)
                     record = record.model_copy(

@@ -44,8 +44,30 @@ def canonical(obj: Any) -> bytes:
 
 
 def config_json(config: StageConfig | None) -> dict[str, Any]:
-    """The config as JSON-safe data (``model_dump(mode="json")``); ``{}`` for no config."""
-    return {} if config is None else config.model_dump(mode="json")
+    """The config as JSON-safe data (``model_dump(mode="json")``); ``{}`` for no config.
+
+    Sets come out of ``model_dump`` as lists in iteration order, which depends on
+    ``PYTHONHASHSEED`` for strings: they are sorted here, or every process (each xdist worker,
+    each batch job) would compute its own key for the same declaration.
+    """
+    if config is None:
+        return {}
+    data: dict[str, Any] = _sort_sets(config.model_dump(), config.model_dump(mode="json"))
+    return data
+
+
+def _sort_sets(python: Any, data: Any) -> Any:
+    """``data`` (the JSON dump) with the lists that were sets in ``python`` sorted."""
+    if isinstance(python, set | frozenset) and isinstance(data, list):
+        return sorted(data, key=canonical)
+    if isinstance(python, dict) and isinstance(data, dict) and len(python) == len(data):
+        return {
+            key: _sort_sets(value, item)
+            for value, (key, item) in zip(python.values(), data.items(), strict=True)
+        }
+    if isinstance(python, list | tuple) and isinstance(data, list) and len(python) == len(data):
+        return [_sort_sets(value, item) for value, item in zip(python, data, strict=True)]
+    return data
 
 
 def _file_hash(path: Path) -> str:

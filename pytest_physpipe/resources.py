@@ -20,6 +20,7 @@ See ``docs/locks-and-slots.md`` for the design and why CPU affinity is left alon
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
@@ -49,6 +50,8 @@ _POLL_MAX_S = 0.004
 # After this long without a grant, a waiter tries to become the priority waiter.
 _PRIORITY_AFTER_S = 0.2
 _NVIDIA_SMI_TIMEOUT_S = 5.0
+# What flock fails with where the filesystem has no flock (Lustre without -o flock, some FUSE).
+_NO_FLOCK = frozenset({errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL})
 
 
 @dataclass(frozen=True)
@@ -201,7 +204,17 @@ class SlotPool:
         self.check(resources, stage=stage)
         fds = self._open()
         try:
-            cpu_slots, gpu_slots = self._acquire(fds, resources, stage=stage, timeout=timeout)
+            try:
+                cpu_slots, gpu_slots = self._acquire(fds, resources, stage=stage, timeout=timeout)
+            except OSError as exc:
+                if exc.errno not in _NO_FLOCK:
+                    raise
+                raise ResourceError(
+                    f"Cannot hold resource slots for stage {stage!r}: the filesystem of "
+                    f"{self.root} does not support flock ({exc.strerror}). Put the store on a "
+                    "filesystem that does (--physpipe-dir), or ask the administrator to mount "
+                    "this one with flock support (Lustre: -o flock)."
+                ) from exc
             # Close the slot files we do not hold; closing a held one would drop its lock.
             held = {f"cpu-{i}" for i in cpu_slots} | {f"gpu-{i}" for i in gpu_slots}
             for name in [name for name in fds if name not in held]:

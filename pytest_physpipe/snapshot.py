@@ -91,10 +91,7 @@ FORMAT_VERSION = 1
 INLINE_MAX_ELEMENTS = 64
 #: Sidecars larger than this are memory-mapped rather than read into memory.
 MMAP_MIN_BYTES = 16 << 20
-_ABOUT = (
-    "pytest-physpipe golden values. Update with `pytest --snapshot-update`: values still within "
-    "tolerance are kept as written; arrays too large to inline live in the .arrays/ directory."
-)
+_ABOUT = "pytest-physpipe goldens; update with `pytest --snapshot-update`"
 _LINE_WIDTH = 100
 _SIDECAR = re.compile(r"\.[0-9a-f]{32}\.npy\Z")
 _TAGS = ("$float", "$complex", "$bytes", "$tuple", "$dict", "$model", "$dataclass", "$array")
@@ -446,28 +443,51 @@ def _is_scalar(node: object) -> bool:
     return not isinstance(node, (list, dict))
 
 
+def _compact(node: object) -> bool:
+    """Whether a node may go on one line: scalars, short rows, small tagged values."""
+    if isinstance(node, list):
+        return all(_compact(x) for x in node)
+    if isinstance(node, dict):
+        tag = _tag(node)
+        return tag in ("$float", "$complex", "$bytes") or (
+            tag == "$tuple" and all(_is_scalar(x) for x in node[tag])
+        )
+    return True
+
+
+def _one_line(node: object) -> str:
+    if isinstance(node, list):
+        return "[" + ", ".join(_one_line(x) for x in node) + "]"
+    if isinstance(node, dict):
+        return (
+            "{"
+            + ", ".join(
+                f"{json.dumps(k, ensure_ascii=False)}: {_one_line(v)}" for k, v in node.items()
+            )
+            + "}"
+        )
+    return _scalar_text(node)
+
+
 def _emit(node: object, indent: int = 0) -> str:
-    """Deterministic JSON: one leaf per line, short rows and tags on one line.
+    """Deterministic JSON: one leaf per line, short rows and small tagged values on one line.
 
     Floats are written with ``repr``, the shortest text that reads back as the same double,
     so parsing and re-emitting a file is the identity (regeneration is byte-identical).
     """
+    if isinstance(node, (list, dict)) and node and _compact(node):
+        one = _one_line(node)
+        if len(one) + 2 * indent <= _LINE_WIDTH:
+            return one
     pad = "  " * (indent + 1)
     if isinstance(node, list):
         if not node:
             return "[]"
-        if all(_is_scalar(x) for x in node):
-            one = "[" + ", ".join(_scalar_text(x) for x in node) + "]"
-            if len(one) + 2 * indent <= _LINE_WIDTH:
-                return one
         items = ",\n".join(pad + _emit(x, indent + 1) for x in node)
         return "[\n" + items + "\n" + "  " * indent + "]"
     if isinstance(node, dict):
         if not node:
             return "{}"
-        tag = _tag(node)
-        if tag in ("$float", "$complex", "$bytes"):
-            return "{" + json.dumps(tag) + ": " + _emit(node[tag], indent + 1) + "}"
         items = ",\n".join(
             f"{pad}{json.dumps(str(k), ensure_ascii=False)}: {_emit(v, indent + 1)}"
             for k, v in node.items()
@@ -1011,6 +1031,9 @@ class PhysicsSnapshot(SnapshotAssertion):
         if received is not None and not received.keep_for_write:
             received.value = None  # nothing will be written: release large arrays early
         return result
+
+    def __repr__(self) -> str:
+        return f"physics_snapshot({self.test_location.snapshot_name!r}, {self.defaults})"
 
     def with_defaults(
         self,

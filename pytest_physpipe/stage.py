@@ -285,9 +285,9 @@ def _build_spec(func: Callable[..., Any], options: dict[str, Any]) -> StageSpec:
         params=None,
         ids=None,
         version=options["version"],
-        resources=options["resources"] or Resources(),
+        resources=_coerce_model(name, "resources", Resources, options["resources"]),
         slow=bool(options["slow"]),
-        cluster=options["cluster"],
+        cluster=_coerce_model(name, "cluster", ClusterOptions, options["cluster"]),
         cache=bool(options["cache"]),
         codec=options["codec"],
         retry=_coerce_retry(name, options["retries"]),
@@ -319,6 +319,26 @@ def _build_spec(func: Callable[..., Any], options: dict[str, Any]) -> StageSpec:
     if not isinstance(draft.codec, str):
         raise StageError(f"stage {name!r}: codec= must be a codec name such as 'auto' or 'npy'")
     return StageSpec(**{**draft.__dict__, "default_config": default, "params": params, "ids": ids})
+
+
+_M = TypeVar("_M", Resources, ClusterOptions)
+
+
+def _coerce_model(name: str, option: str, model: type[_M], value: object) -> Any:
+    """``resources=``/``cluster=``: an instance or a dict of its fields, validated now."""
+    if value is None:
+        return Resources() if model is Resources else None
+    if isinstance(value, model):
+        return value
+    if isinstance(value, Mapping):
+        try:
+            return model.model_validate(dict(value))
+        except ValidationError as exc:
+            raise StageError(f"stage {name!r}: invalid {option}=\n{exc}") from None
+    raise StageError(
+        f"stage {name!r}: {option}= must be a {model.__name__}(...) (or a dict of its fields), "
+        f"got {value!r}"
+    )
 
 
 def _coerce_retry(name: str, value: Retry | int) -> Retry:

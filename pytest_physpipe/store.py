@@ -373,7 +373,13 @@ class Store:
         return True
 
     def cleanup(self, *, older_than_s: float = 3600.0) -> int:
-        """Remove leftovers of killed writers: staging dirs of dead local pids, old trash."""
+        """Remove leftovers of killed writers: staging dirs of dead local pids, old trash.
+
+        Names in ``tmp/`` read ``<what>.<host>.<pid>.<random>`` (the host may hold dots). One
+        of this host is removed as soon as its pid is dead and never while it lives (a stage
+        may compute for hours); one of another host, or unnamed, once older than
+        ``older_than_s``. Trash goes after a minute.
+        """
         removed = 0
         host = socket.gethostname()
         now = time.time()
@@ -385,18 +391,20 @@ class Store:
                 if path.name.startswith(".probe-"):
                     continue
                 parts = path.name.split(".")
-                dead = (
-                    sub == "tmp"
-                    and len(parts) >= 4
-                    and parts[-3] == host
-                    and not _pid_alive(parts[-2])
-                )
+                local = sub == "tmp" and len(parts) >= 4 and ".".join(parts[1:-2]) == host
                 try:
-                    old = now - path.stat().st_mtime > older_than_s
+                    age = now - path.lstat().st_mtime
                 except FileNotFoundError:
                     continue
-                if dead or old or (sub == "trash" and now - path.stat().st_mtime > 60):
-                    shutil.rmtree(path, ignore_errors=True)
+                if local:
+                    gone = not _pid_alive(parts[-2])
+                else:
+                    gone = age > (60.0 if sub == "trash" else older_than_s)
+                if gone:
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
                     removed += 1
         return removed
 

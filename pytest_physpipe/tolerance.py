@@ -207,26 +207,21 @@ class Mismatch:
     failing: int | None = None
     size: int | None = None
 
-    def describe(self) -> list[str]:
-        """Lines for a failure report."""
+    def describe(self) -> str:
+        """One line of a failure report."""
         where = _display_path(self.path)
+        head = ""
         if self.index is not None:
+            verdict = "differ; first" if self.tolerance is None else "outside tolerance; worst"
+            head = f"{where}: {self.failing} of {self.size} elements {verdict} "
             where = f"{where}[{', '.join(map(str, self.index))}]"
-        lines = []
-        if self.failing is not None and self.size is not None:
-            lines.append(
-                f"{_display_path(self.path)}: {self.failing} of {self.size} elements "
-                f"outside tolerance; worst at index {tuple(self.index or ())}"
-            )
-        lines.append(f"{where}: expected {_show(self.expected)}, got {_show(self.actual)}")
-        if self.tolerance is not None:
-            lines.append(
-                f"    abs err {_err(self.abs_err)}, rel err {_err(self.rel_err)}; "
-                f"allowed: {self.tolerance}"
-            )
-        else:
-            lines.append("    compared exactly (integers, bools, strings and None must be equal)")
-        return lines
+        text = f"{head}{where}: expected {_show(self.expected)}, got {_show(self.actual)}"
+        if self.tolerance is None:
+            return f"{text} (compared exactly)"
+        return (
+            f"{text} (abs err {_err(self.abs_err)}, rel err {_err(self.rel_err)}; "
+            f"allowed {self.tolerance})"
+        )
 
 
 @dataclass(frozen=True)
@@ -262,13 +257,11 @@ class Comparison:
         """A report a physicist can act on: what differs, by how much, and what was allowed."""
         total = self.passed + len(self.mismatches)
         lines = [
-            f"{len(self.mismatches)} of {total} values outside tolerance, {self.passed} passed"
+            f"{len(self.mismatches)} of {total} values outside tolerance ({self.passed} passed)"
             + (f"; {len(self.differences)} structural difference(s)" if self.differences else "")
         ]
-        for difference in self.differences:
-            lines.append(f"  {difference.describe()}")
-        for mismatch in self.mismatches:
-            lines.extend(f"  {line}" for line in mismatch.describe())
+        lines.extend(f"  {difference.describe()}" for difference in self.differences)
+        lines.extend(f"  {mismatch.describe()}" for mismatch in self.mismatches)
         if self.unmatched_patterns:
             lines.append(
                 "  note: tolerances pattern(s) "
@@ -440,7 +433,8 @@ class _Walk:
         if e_nan or a_nan:
             close = tol.equal_nan and e_nan and a_nan
         else:
-            close = abs_err <= tol.atol + tol.rtol * abs(e)
+            # An infinite golden would make the bound infinite; infinities must match exactly.
+            close = cmath.isfinite(e) and abs_err <= tol.atol + tol.rtol * abs(e)
         if close:
             self.passed += 1
             return
@@ -509,8 +503,10 @@ def _array_outside_tolerance(
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs(aw - ew)
         bound = tol.atol + tol.rtol * np.abs(ew)
-        ok = diff <= bound
-        ok |= ew == aw  # matching infinities: inf - inf is NaN, but they are equal
+        # An infinite golden makes its bound infinite: infinities pass only by equality,
+        # which the next line covers (inf - inf is NaN, but inf == inf).
+        ok = (diff <= bound) & np.isfinite(ew)
+        ok |= ew == aw
         if tol.equal_nan:
             ok |= np.isnan(ew) & np.isnan(aw)
     bad = np.flatnonzero(~ok)

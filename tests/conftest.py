@@ -43,11 +43,15 @@ class CallLog:
 def calls(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> CallLog:
     """Set up a pytester project for stage tests and return its :class:`CallLog`.
 
-    Also: no store location leaks in from the environment, and no bytecode is cached, so a
+    Also: no store location leaks in from the environment, inner runs skip slow unrelated
+    plugins, and no bytecode is cached, so a
     module rewritten between two in-process runs is always imported from its new source (a
     ``.pyc`` is validated by mtime in whole seconds and size only).
     """
     monkeypatch.delenv("PHYSPIPE_DIR", raising=False)
+    # Inner runs do not need these plugins: hypothesis's costs ~0.7 s per in-process run, and
+    # pytest-benchmark warns under xdist. (`-p no:NAME` is fine where NAME is not installed.)
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:hypothesispytest -p no:benchmark")
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     pytester.makepyfile(physlog=PHYSLOG)
     return CallLog(pytester.path / "calls.log")

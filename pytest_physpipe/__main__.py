@@ -1,0 +1,8 @@
+"""``python -m pytest_physpipe``: the ``physpipe`` store-management command."""
+
+from __future__ import annotations
+
+from pytest_physpipe.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())
