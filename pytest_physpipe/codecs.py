@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 _TAG = "__physpipe__"
+#: The widest float / complex itemsize a JSON float (a double) holds exactly.
+_JSON_EXACT = {"f": 8, "c": 16}
 
 
 @runtime_checkable
@@ -84,8 +86,13 @@ def _is_plain_array(value: object) -> bool:
     return isinstance(value, np.ndarray) and not value.dtype.hasobject
 
 
+#: Exact types only: subclasses (``numpy.float64``, ``numpy.str_``, ``IntEnum`` members) would
+#: come back as their base type, and a consumer must get what a fresh run gives it.
+_PRIMITIVES = (str, bool, int, float)
+
+
 def _is_json_safe(value: object) -> bool:
-    if value is None or isinstance(value, str | bool | int | float):
+    if value is None or type(value) in _PRIMITIVES:
         return True
     if type(value) is list:
         return all(_is_json_safe(v) for v in value)
@@ -145,7 +152,7 @@ class TreeCodec:
     name = "tree"
 
     def _skeleton(self, value: object, arrays: list[np.ndarray[Any, Any]], path: str) -> Any:
-        if value is None or isinstance(value, str | bool | int | float):
+        if value is None or type(value) in _PRIMITIVES:
             return value
         if isinstance(value, np.ndarray):
             if value.dtype.hasobject:
@@ -153,6 +160,14 @@ class TreeCodec:
             arrays.append(value)
             return {_TAG: "ndarray", "file": f"a{len(arrays) - 1}.npy"}
         if isinstance(value, np.generic):
+            if value.dtype.kind in "fc" and value.dtype.itemsize > _JSON_EXACT[value.dtype.kind]:
+                # long double: more precision than a JSON float holds; keep its bytes.
+                arrays.append(np.asarray(value))
+                return {
+                    _TAG: "npscalar",
+                    "dtype": value.dtype.str,
+                    "file": f"a{len(arrays) - 1}.npy",
+                }
             if value.dtype.kind in "biuf":
                 return {_TAG: "npscalar", "dtype": value.dtype.str, "value": value.item()}
             if value.dtype.kind == "c":
@@ -216,11 +231,12 @@ class TreeCodec:
         tag = node.get(_TAG)
         if tag is None:
             return {k: self._rebuild(v, src, mmap_min) for k, v in node.items()}
-        if tag == "ndarray":
+        if tag == "ndarray" or (tag == "npscalar" and "file" in node):
             name = node["file"]
             if "/" in name or name.startswith("."):
                 raise CorruptEntryError(f"tree entry names an array file outside it: {name!r}")
-            return _load_array(src / name, mmap_min)
+            array = _load_array(src / name, mmap_min)
+            return array if tag == "ndarray" else array[()]
         if tag == "npscalar":
             dtype = np.dtype(node["dtype"])
             value = node["value"]

@@ -31,7 +31,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from pytest_physpipe.context import StageContext
-from pytest_physpipe.errors import CorruptEntryError, CorruptEntryWarning, StoreWriteWarning
+from pytest_physpipe.errors import (
+    CodecError,
+    CorruptEntryError,
+    CorruptEntryWarning,
+    StoreWriteWarning,
+    UnstorableValueError,
+)
 from pytest_physpipe.plan import StageInstance
 from pytest_physpipe.records import StageRecord, base_versions, hostname, now_iso
 from pytest_physpipe.resources import Grant, SlotPool, pinned
@@ -313,6 +319,16 @@ class StageRunner:
             )
             self.hooks.stage_end(record, "computed")
             return Outcome(_as_stored(value), record)
+        except CodecError as exc:
+            if isinstance(exc, UnstorableValueError):
+                raise
+            raise UnstorableValueError(
+                f"stage {instance.label!r} returned a {type(value).__module__}."
+                f"{type(value).__qualname__}, which codec {codec.name!r} cannot store ({exc}). "
+                "Pass codec= naming a codec that stores it (plugins add codecs through "
+                "pytest_physpipe_register_codecs), or cache=False to keep the value in memory "
+                "only. Nothing was written to the store."
+            ) from None
         finally:
             for path in {p.parent for p in artifacts.values()}:
                 shutil.rmtree(path, ignore_errors=True)

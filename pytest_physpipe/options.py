@@ -142,6 +142,13 @@ def add_options(parser: pytest.Parser) -> None:
         type=_backend,
         help="where slow stages run: local (default), slurm or pbs",
     )
+    group.addoption(
+        "--physpipe-dist",
+        action="store_true",
+        default=None,
+        help="with -n N, schedule tests with the physpipe scheduler (SPEC's '--dist physpipe': "
+        "xdist's --dist takes a fixed list of modes); see docs/xdist.md",
+    )
 
     parser.addini("physpipe_dir", "store location (relative to the rootdir)", default="")
     parser.addini("physpipe_plan", "like --physpipe-plan", type="bool", default=False)
@@ -160,6 +167,7 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("physpipe_cpus", "like --physpipe-cpus", default="")
     parser.addini("physpipe_gpus", "like --physpipe-gpus", default="")
     parser.addini("physpipe_backend", "like --physpipe-backend", default="local")
+    parser.addini("physpipe_dist", "like --physpipe-dist", type="bool", default=False)
     parser.addini(
         "physpipe_track_packages",
         "packages whose versions are part of every key",
@@ -207,6 +215,8 @@ class Settings:
     snapshot_atol: float
     lock: Literal["auto", "flock", "soft"]
     verify_max: int
+    #: ``--physpipe-dist``: the physpipe xdist scheduler (see ``xdist.py``, ``scheduler.py``).
+    dist: bool = False
 
 
 def _ini_int(config: pytest.Config, name: str, minimum: int) -> int | None:
@@ -288,4 +298,5 @@ def parse_settings(config: pytest.Config) -> Settings:
         snapshot_atol=_ini_float(config, "physpipe_snapshot_atol"),
         lock=lock,  # type: ignore[arg-type]
         verify_max=verify_max,
+        dist=bool(_pick(opt("physpipe_dist"), config.getini("physpipe_dist"))),
     )

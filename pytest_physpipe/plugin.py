@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 _SETTINGS = pytest.StashKey[Settings]()
 _RUN = pytest.StashKey[tuple[str | None, str | None]]()
 _INSTANCES = pytest.StashKey[list[Any]]()
+_BUDGET = pytest.StashKey[Any]()  # an xdist worker's Budget, decided by its controller
 
 
 def _session(config: pytest.Config, *, create: bool = True) -> PhyspipeSession | None:
@@ -39,7 +40,13 @@ def _session(config: pytest.Config, *, create: bool = True) -> PhyspipeSession |
         from pytest_physpipe.stage import PROVIDER
 
         run_id, worker = config.stash[_RUN]
-        session = PhyspipeSession(config, config.stash[_SETTINGS], run_id=run_id, worker=worker)
+        session = PhyspipeSession(
+            config,
+            config.stash[_SETTINGS],
+            run_id=run_id,
+            worker=worker,
+            budget=config.stash.get(_BUDGET, None),
+        )
         config.stash[SESSION] = session
         config.stash[PROVIDER] = session
     return session
@@ -80,6 +87,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput is not None:
         run_id = workerinput.get("physpipe_run_id")
         worker = str(workerinput.get("workerid"))
+        from pytest_physpipe.xdist import from_controller
+
+        settings, config.stash[_BUDGET] = from_controller(settings, workerinput)
     else:
         from pytest_physpipe.execute import new_run_id
 

@@ -55,6 +55,7 @@ class PhyspipeSession:
         *,
         run_id: str | None = None,
         worker: str | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.config = config
         self.settings = settings
@@ -77,13 +78,16 @@ class PhyspipeSession:
             verify_max=settings.verify_max,
         )
         self.planner = Planner(
-            registry=registry,
+            registry=registry.bound(config.pluginmanager.is_registered),
             overrides=settings.overrides,
             packages=keys.package_versions(settings.track_packages),
             salt=settings.salt,
             rootdir=Path(config.rootpath),
         )
-        self.budget: Budget = detect_budget(cpus=settings.cpus, gpus=settings.gpus)
+        # An xdist worker gets the budget its controller decided (see xdist.py).
+        self.budget: Budget = (
+            budget if budget is not None else detect_budget(cpus=settings.cpus, gpus=settings.gpus)
+        )
         self.runner = StageRunner(
             store=self.store,
             run_id=self.run_id,
@@ -98,23 +102,35 @@ class PhyspipeSession:
         self._current: dict[str, str] = {}
         self._values: dict[str, Outcome] = {}
         self.statuses: dict[str, str] = {}  # key -> "cached" | "missing", from the plan
+        self._plan_failed = False
 
     # -- collection -----------------------------------------------------------------------------
 
     def mark_items(self, items: list[pytest.Item]) -> None:
         """Plan every collected test and mark those needing a slow stage (before ``-m``)."""
-        used = {n for item in items for n in getattr(item, "fixturenames", ()) if n in registry}
+        stages = self.planner.registry
+        used = {n for item in items for n in getattr(item, "fixturenames", ()) if n in stages}
         try:
             self.planner.validate(sorted(used))
+            for name in sorted(self.settings.rebuild - {"all"}):
+                if name not in stages:
+                    known = ", ".join(sorted(s.name for s in stages.all())) or "none"
+                    raise PhyspipeError(
+                        f"--physpipe-rebuild {name}: there is no stage named {name!r} (stages: "
+                        f"{known}). Name a stage, or use `all` to rebuild every stage."
+                    )
             for item in items:
                 needed = self.planner.for_item(item)
                 if any(found.spec.slow for found in needed.values()):
                     item.add_marker(pytest.mark.slow)
         except PhyspipeError as exc:
+            self._plan_failed = True
             raise pytest.UsageError(str(exc)) from None
 
     def finish_collection(self, items: list[pytest.Item]) -> list[StageInstance]:
         """After deselection: check budgets, look up statuses, skip under cached-only."""
+        if self._plan_failed:
+            return []  # pytest calls this even when mark_items raised; let its error show
         needed = {
             found.key: found for item in items for found in self.planner.for_item(item).values()
         }
@@ -202,6 +218,10 @@ class PhyspipeSession:
                 self.records[record.key] = record
 
     def close(self) -> None:
+        pool = self.runner.pool
+        if self.worker is None and pool is not None:
+            # The run's slot files; an xdist controller closes only after its workers are gone.
+            shutil.rmtree(pool.root, ignore_errors=True)
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
 

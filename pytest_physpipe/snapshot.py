@@ -168,6 +168,12 @@ def _number(x: object) -> object:
 
 def _summary(array: np.ndarray) -> dict[str, object]:
     """min, max, mean and norm of a sidecar array: what a reviewer reads instead of the data."""
+    # Display only: a norm or mean that overflows to inf is still the right thing to show.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _summary_stats(array)
+
+
+def _summary_stats(array: np.ndarray) -> dict[str, object]:
     kind = array.dtype.kind
     if kind not in "biufc" or array.size == 0:
         return {}
@@ -195,7 +201,10 @@ def _summary(array: np.ndarray) -> dict[str, object]:
 
 
 def _dtype_text(dtype: np.dtype[Any]) -> str:
-    # Names read best ("float64"); strings keep their width, which names drop.
+    # Names read best ("float64"); strings keep their width, which names drop; structured
+    # dtypes spell out their fields (they only ever live in sidecars, which hold the dtype).
+    if dtype.names is not None:
+        return str(dtype)
     return str(dtype.str if dtype.kind in "USV" else dtype.name)
 
 
@@ -310,9 +319,9 @@ class _Decoder:
         )
 
     def decode_array(self, node: Mapping[str, Any]) -> np.ndarray:
-        dtype = np.dtype(node["$array"])
         shape = tuple(int(n) for n in node["shape"])
         if "data" in node:
+            dtype = np.dtype(node["$array"])
             data = node["data"]
             if dtype.kind == "c":
                 data = _map_leaves(data, lambda pair: complex(float(pair[0]), float(pair[1])), 1)
@@ -334,10 +343,10 @@ class _Decoder:
             ) from None
         except ValueError as exc:
             raise GoldenFileError(f"golden array file {path} is unreadable: {exc}") from None
-        if array.shape != shape or not _same_dtype_exact(array.dtype, dtype):
+        if array.shape != shape or _dtype_text(array.dtype) != node["$array"]:
             raise GoldenFileError(
-                f"golden array file {path} holds {array.dtype} {array.shape}, but the golden "
-                f"says {dtype} {shape}"
+                f"golden array file {path} holds {_dtype_text(array.dtype)} {array.shape}, but "
+                f"the golden says {node['$array']} {shape}"
             )
         if f".{_digest(array)}.npy" != path.name:
             raise GoldenFileError(
@@ -346,12 +355,6 @@ class _Decoder:
             )
         result: np.ndarray = array
         return result
-
-
-def _same_dtype_exact(found: np.dtype[Any], recorded: np.dtype[Any]) -> bool:
-    if recorded.kind in "USV":
-        return bool(found == recorded)
-    return str(found.name) == str(recorded.name)
 
 
 def _map_leaves(data: object, fn: Any, pair_depth: int) -> object:
@@ -469,7 +472,7 @@ def _one_line(node: object) -> str:
     return _scalar_text(node)
 
 
-def _emit(node: object, indent: int = 0) -> str:
+def _emit(node: object, indent: int = 0, lead: int = 0) -> str:
     """Deterministic JSON: one leaf per line, short rows and small tagged values on one line.
 
     Floats are written with ``repr``, the shortest text that reads back as the same double,
@@ -477,7 +480,7 @@ def _emit(node: object, indent: int = 0) -> str:
     """
     if isinstance(node, (list, dict)) and node and _compact(node):
         one = _one_line(node)
-        if len(one) + 2 * indent <= _LINE_WIDTH:
+        if 2 * indent + lead + len(one) <= _LINE_WIDTH:
             return one
     pad = "  " * (indent + 1)
     if isinstance(node, list):
@@ -488,9 +491,10 @@ def _emit(node: object, indent: int = 0) -> str:
     if isinstance(node, dict):
         if not node:
             return "{}"
+        keys = [json.dumps(str(k), ensure_ascii=False) + ": " for k in node]
         items = ",\n".join(
-            f"{pad}{json.dumps(str(k), ensure_ascii=False)}: {_emit(v, indent + 1)}"
-            for k, v in node.items()
+            f"{pad}{key}{_emit(v, indent + 1, len(key))}"
+            for key, v in zip(keys, node.values(), strict=True)
         )
         return "{\n" + items + "\n" + "  " * indent + "}"
     return _scalar_text(node)
@@ -930,20 +934,22 @@ class PhysicsSnapshotExtension(AbstractSyrupyExtension):
 def _entry_to_write(received: _Received, old_entry: object, array_dir: Path) -> dict[str, object]:
     """The entry to store: the received one, but with in-tolerance leaves kept from the golden."""
     entry = received.entry
+    # A golden that does not decode (a corrupt or missing sidecar) is replaced, sidecars too.
+    rewrite_sidecars = False
     if isinstance(old_entry, dict):
         try:
             golden = _Decoder(array_dir).decode(old_entry.get("value"))
             comparison = compare(golden, received.value, received.rules)
         except (GoldenFileError, TypeError, ValueError):
-            comparison = None  # an unreadable golden is simply replaced
-        if comparison is not None and comparison.ok:
-            return old_entry
-        if comparison is not None:
+            rewrite_sidecars = True
+        else:
+            if comparison.ok:
+                return old_entry
             value = _merge(old_entry.get("value"), entry["value"], "", comparison.failed_paths)
             entry = {**entry, "value": value}
-    for name in set(_sidecars_in(entry["value"])):
+    for name in sorted(set(_sidecars_in(entry["value"]))):
         target = array_dir / name
-        if not target.exists():
+        if rewrite_sidecars or not target.exists():
             array = received.sidecars[name]
             _write_atomic(target, lambda handle, a=array: np.save(handle, a, allow_pickle=False))
     return entry
@@ -1016,8 +1022,11 @@ class PhysicsSnapshot(SnapshotAssertion):
         )
         result = super().__eq__(measured)
         received = measured.received
-        if received is not None and received.comparison is not None:
-            unmatched = received.comparison.unmatched_patterns
+        if rules.rules:
+            try:
+                unmatched = rules.unused_patterns(other)
+            except TypeError:  # an unsupported value: the assertion has already said so
+                unmatched = ()
             if unmatched:
                 warnings.warn(
                     PhyspipeWarning(

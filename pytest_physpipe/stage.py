@@ -7,6 +7,7 @@ lives further down the line (plan → execute → session).
 
 from __future__ import annotations
 
+import copy
 import inspect
 import itertools
 import sys
@@ -14,6 +15,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from types import ModuleType
 from typing import Any, Protocol, TypeVar, overload
 
 import pytest
@@ -124,27 +126,50 @@ class StageRegistry:
 
     pytest may import a module more than once in one process (pytester, importlib mode), so a
     re-registration from the same file replaces the old spec; two live definitions from
-    different files under one name are reported by :meth:`conflicts`.
+    different files under one name are reported by :meth:`conflicts`. A spec is *live* while
+    the module object that declared it is still the imported one (in ``sys.modules``, or a
+    conftest registered with pytest: conftests share the module name ``conftest``); a stage
+    from an earlier in-process run whose module is gone is no stage of this run.
     """
 
     def __init__(self) -> None:
         self._specs: dict[str, StageSpec] = {}
         self._shadowed: dict[str, list[StageSpec]] = {}
+        self._origins: dict[int, tuple[StageSpec, ModuleType | None]] = {}
+        self._is_plugin: Callable[[object], bool] = lambda module: False
 
     def add(self, spec: StageSpec) -> None:
+        self._origins[id(spec)] = (spec, sys.modules.get(spec.func.__module__))
         old = self._specs.get(spec.name)
         if old is not None and _file_of(old) != _file_of(spec):
             self._shadowed.setdefault(spec.name, []).append(old)
         self._specs[spec.name] = spec
 
+    def bound(self, is_plugin: Callable[[object], bool]) -> StageRegistry:
+        """This registry as one pytest run sees it (``is_plugin``: its plugin manager's check).
+
+        A shallow copy: it shares the declarations, so stages imported later still show.
+        """
+        view = copy.copy(self)
+        view._is_plugin = is_plugin
+        return view
+
+    def is_live(self, spec: StageSpec) -> bool:
+        origin = self._origins.get(id(spec))
+        module = origin[1] if origin is not None else None
+        if module is None:
+            return True  # declared outside any imported module (exec'd code): cannot tell
+        return sys.modules.get(spec.func.__module__) is module or self._is_plugin(module)
+
     def get(self, name: str) -> StageSpec | None:
-        return self._specs.get(name)
+        spec = self._specs.get(name)
+        return spec if spec is not None and self.is_live(spec) else None
 
     def __contains__(self, name: object) -> bool:
-        return name in self._specs
+        return isinstance(name, str) and self.get(name) is not None
 
     def all(self) -> list[StageSpec]:
-        return list(self._specs.values())
+        return [spec for spec in self._specs.values() if self.is_live(spec)]
 
     def conflicts(self) -> list[tuple[StageSpec, StageSpec]]:
         """Pairs of live stages sharing a name (both modules still imported)."""
@@ -152,18 +177,17 @@ class StageRegistry:
         for name, olds in self._shadowed.items():
             current = self._specs[name]
             for old in olds:
-                if _is_live(old) and _is_live(current) and _file_of(old) != _file_of(current):
+                if (
+                    self.is_live(old)
+                    and self.is_live(current)
+                    and _file_of(old) != _file_of(current)
+                ):
                     pairs.append((old, current))
         return pairs
 
 
 def _file_of(spec: StageSpec) -> str:
     return spec.location.rsplit(":", 1)[0]
-
-
-def _is_live(spec: StageSpec) -> bool:
-    module = sys.modules.get(spec.func.__module__)
-    return module is not None and getattr(module, "__file__", None) == _file_of(spec)
 
 
 #: The process-wide registry of declarations (like pluggy's hookspec markers, it is filled at

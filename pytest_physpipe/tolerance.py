@@ -163,10 +163,24 @@ class ToleranceRules:
         rules.sort(key=lambda rule: rule.regex is not None)
         return cls(default=default, rules=tuple(rules))
 
+    def unused_patterns(self, value: object) -> tuple[str, ...]:
+        """The override patterns that name no node of ``value`` (most likely typos)."""
+        left = {rule.pattern: rule for rule in self.rules}
+        for path in iter_paths(value):
+            for pattern in [p for p, rule in left.items() if self._hits(rule, path)]:
+                del left[pattern]
+            if not left:
+                break
+        return tuple(left)
+
+    @staticmethod
+    def _hits(rule: _Rule, path: str) -> bool:
+        return rule.pattern == path if rule.regex is None else bool(rule.regex.match(path))
+
     def match(self, path: str) -> _Rule | None:
         """The rule naming exactly this node, if any."""
         for rule in self.rules:
-            if rule.pattern == path if rule.regex is None else rule.regex.match(path):
+            if self._hits(rule, path):
                 return rule
         return None
 
@@ -306,8 +320,9 @@ def view(value: object) -> tuple[Kind, Any]:
     """Classify a value for comparison and return it in canonical form.
 
     Mappings, pydantic models and dataclass instances become ``("mapping", dict)``; lists and
-    tuples ``("sequence", list)``; numpy scalars the matching Python scalar, except those no
-    Python scalar holds exactly (long double, datetimes, structured), which become 0-d arrays.
+    tuples ``("sequence", list)``; numpy scalars and 0-d arrays the matching Python scalar,
+    except those no Python scalar holds exactly (long double, datetimes, structured), which
+    become 0-d arrays.
     Anything else raises ``TypeError``.
     """
     if value is None:
@@ -317,6 +332,10 @@ def view(value: object) -> tuple[Kind, Any]:
     if isinstance(value, (int, np.integer)):
         return "int", int(value)
     if isinstance(value, np.ndarray):
+        if value.ndim == 0 and not value.dtype.hasobject:
+            # numpy hands out 0-d arrays and scalars interchangeably (``a.sum()`` vs
+            # ``np.asarray(x)``); both mean one number, so both compare as one.
+            return view(value[()])
         return "array", value
     if isinstance(value, np.generic):
         if isinstance(value, np.floating) and value.dtype.itemsize <= 8:
@@ -512,7 +531,7 @@ def _array_outside_tolerance(
     bad = np.flatnonzero(~ok)
     if bad.size == 0:
         return None
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         excess = diff.ravel()[bad] / bound.ravel()[bad]
     # A NaN error (NaN on one side) is the worst kind of failure; rank it first.
     excess = np.where(np.isnan(excess), np.inf, excess)
@@ -534,10 +553,13 @@ def _array_outside_tolerance(
 
 
 def _array_not_equal(e: np.ndarray, a: np.ndarray, path: str) -> Mismatch | None:
-    if np.array_equal(e, a):
+    differ = np.asarray(e != a)
+    if e.dtype.kind in "Mm":  # NaT != NaT, like NaN; a missing time in both is no change
+        differ &= ~(np.isnat(e) & np.isnat(a))
+    bad = np.flatnonzero(differ.ravel())
+    if bad.size == 0:
         return None
-    bad = np.flatnonzero(np.asarray(e != a).ravel())
-    first = int(bad[0]) if bad.size else 0
+    first = int(bad[0])
     return Mismatch(
         path,
         e.ravel()[first],

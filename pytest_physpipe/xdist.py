@@ -1,18 +1,48 @@
 """Everything xdist-specific, registered only when xdist is active (STYLE habit 5).
 
-Values decided once travel from the controller to the workers through ``workerinput`` (the run
-id, so that slots and ``--physpipe-rebuild`` are shared by the whole run); workers send their
-stage records back through ``workeroutput`` and the controller merges them into its summary
-and JSON report.
+Values decided once on the controller travel to the workers through ``workerinput``: the run
+id (slots and ``--physpipe-rebuild`` are per run), the resolved store path and the resource
+budget (so that every worker shares the same slots, whatever its own environment detects).
+Workers send their stage records back through ``workeroutput``; the controller merges them
+into its terminal summary and JSON report, each record naming its worker.
+
+Under ``--physpipe-dist`` every worker writes its plan (``scheduler.py``) before it reports its
+collection, and the controller schedules with ``scheduler.PhyspipeScheduling``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-__all__ = ["XdistHooks"]
+if TYPE_CHECKING:
+    from pytest_physpipe.options import Settings
+    from pytest_physpipe.resources import Budget
+    from pytest_physpipe.session import PhyspipeSession
+
+__all__ = ["XdistHooks", "from_controller"]
+
+# xdist modes whose placement --physpipe-dist replaces (xdist turns "no" into "load" under -n).
+_REPLACEABLE_DIST = ("load", "no")
+
+
+def from_controller(
+    settings: Settings, workerinput: dict[str, Any]
+) -> tuple[Settings, Budget | None]:
+    """A worker's settings and budget, as its controller decided them."""
+    from pytest_physpipe.resources import Budget
+
+    store_dir = workerinput.get("physpipe_store_dir")
+    if store_dir:
+        settings = dataclasses.replace(settings, store_dir=Path(store_dir))
+    budget = workerinput.get("physpipe_budget")
+    if not budget:
+        return settings, None
+    return settings, Budget(cpus=int(budget["cpus"]), gpu_ids=tuple(budget["gpu_ids"]))
 
 
 class XdistHooks:
@@ -21,30 +51,201 @@ class XdistHooks:
     def __init__(self, config: pytest.Config, run_id: str | None) -> None:
         self.config = config
         self.run_id = run_id
+        self.is_worker = hasattr(config, "workerinput")
+        self._budget: Budget | None = None
+        if self.is_worker or not self._settings().dist:
+            return
+        dist = config.getoption("dist", "no")
+        if config.getoption("numprocesses", None) and dist not in _REPLACEABLE_DIST:
+            raise pytest.UsageError(
+                f"--physpipe-dist and --dist {dist} both choose how xdist places tests: drop "
+                "one of them (--physpipe-dist takes the place of --dist load)."
+            )
+
+    def _settings(self) -> Settings:
+        from pytest_physpipe.plugin import _SETTINGS
+
+        return self.config.stash[_SETTINGS]
+
+    def _session(self, *, create: bool) -> PhyspipeSession | None:
+        from pytest_physpipe.plugin import _session
+
+        return _session(self.config, create=create)
+
+    def _plan_dir(self) -> Path | None:
+        settings = self._settings()
+        if settings.no_cache or self.run_id is None:
+            return None  # --physpipe-no-cache writes nothing into the store
+        from pytest_physpipe.scheduler import run_dir
+
+        return run_dir(settings.store_dir, self.run_id)
+
+    # -- controller ---------------------------------------------------------------------------
+
+    def _controller_budget(self) -> Budget:
+        if self._budget is None:
+            from pytest_physpipe.errors import ResourceError
+            from pytest_physpipe.plugin import _BUDGET
+            from pytest_physpipe.resources import detect_budget
+
+            settings = self._settings()
+            try:
+                self._budget = detect_budget(cpus=settings.cpus, gpus=settings.gpus)
+            except ResourceError as exc:
+                raise pytest.UsageError(str(exc)) from None
+            # The controller's own session (it merges records) uses the same budget.
+            self.config.stash[_BUDGET] = self._budget
+        return self._budget
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
+        budget = self._controller_budget()
         node.workerinput["physpipe_run_id"] = self.run_id
+        node.workerinput["physpipe_store_dir"] = str(self._settings().store_dir)
+        node.workerinput["physpipe_budget"] = {"cpus": budget.cpus, "gpu_ids": list(budget.gpu_ids)}
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        if not self._settings().dist:
+            return None  # xdist's own --dist modes
+        from pytest_physpipe.scheduler import PhyspipeScheduling
+
+        return PhyspipeScheduling(config, log, plan_dir=self._plan_dir())
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: object | None) -> None:
         records = getattr(node, "workeroutput", {}).get("physpipe_records", [])
         if records:
-            from pytest_physpipe.plugin import _session
-
-            session = _session(self.config)
+            session = self._session(create=True)
             assert session is not None
             session.merge(records)
 
+    # -- worker -------------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # tryfirst: xdist's worker reports its collection from this same hook, and the
+        # controller reads the plan as soon as every collection is in.
+        if not self.is_worker:
+            return
+        from pytest_physpipe.plugin import _stages_declared
+
+        physpipe = self._session(create=_stages_declared())
+        if physpipe is not None:
+            self._check_budget(physpipe, session)
+        plan_dir = self._plan_dir()
+        if plan_dir is None or not self._settings().dist:
+            return
+        from pytest_physpipe.scheduler import Plan
+
+        plan = Plan(tests={}, stages={}) if physpipe is None else _plan(physpipe, session.items)
+        worker = str(self.config.workerinput["workerid"])  # type: ignore[attr-defined]
+        try:
+            plan.write(plan_dir / f"plan-{worker}.json")
+        except OSError as exc:
+            # Without a plan the controller schedules without stage keys; the run goes on.
+            session.config.issue_config_time_warning(
+                pytest.PytestWarning(
+                    f"physpipe: could not write the scheduling plan into {plan_dir} ({exc}); "
+                    "--physpipe-dist schedules without knowing the stages."
+                ),
+                stacklevel=2,
+            )
+
+    @staticmethod
+    def _check_budget(physpipe: PhyspipeSession, session: pytest.Session) -> None:
+        """The plan-time budget check, reported so that the controller shows it.
+
+        A ``UsageError`` raised in a worker never reaches the terminal (the controller only
+        sees the worker end early), so the error travels as a failed collection report, and
+        the worker runs nothing.
+        """
+        from pytest_physpipe.errors import ResourceError
+
+        pool = physpipe.runner.pool
+        if pool is None:
+            return
+        local = physpipe.settings.backend == "local"
+        for item in session.items:
+            for found in physpipe.planner.for_item(item).values():
+                if found.spec.slow and not local:
+                    continue  # goes to the cluster (session.finish_collection does the same)
+                try:
+                    pool.check(found.spec.resources, stage=found.label)
+                except ResourceError as exc:
+                    session.config.hook.pytest_collectreport(
+                        report=pytest.CollectReport(
+                            nodeid="", outcome="failed", longrepr=str(exc), result=[]
+                        )
+                    )
+                    session.items.clear()
+                    return
+
+    # -- both ---------------------------------------------------------------------------------
+
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        workeroutput = getattr(session.config, "workeroutput", None)
-        if workeroutput is None:
+        physpipe = self._session(create=False)
+        if self.is_worker:
+            if physpipe is not None:
+                workeroutput = session.config.workeroutput  # type: ignore[attr-defined]
+                workeroutput["physpipe_records"] = [
+                    r.model_dump(mode="json") for r in physpipe.records.values()
+                ]
             return
-        from pytest_physpipe.plugin import _session
+        if physpipe is not None and not physpipe.settings.no_cache:
+            _record_costs(physpipe)
 
-        physpipe = _session(session.config, create=False)
-        if physpipe is not None:
-            workeroutput["physpipe_records"] = [
-                r.model_dump(mode="json") for r in physpipe.records.values()
-            ]
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self.is_worker or self.run_id is None:
+            return
+        # The controller outlives its workers: nobody uses this run's files any more.
+        store_dir = self._settings().store_dir
+        for path in (store_dir / "slots" / self.run_id, store_dir / "runs" / self.run_id):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _plan(physpipe: PhyspipeSession, items: list[pytest.Item]) -> Any:
+    from pytest_physpipe.scheduler import Plan, StageCosts, StagePlan
+
+    costs = StageCosts.load(physpipe.settings.store_dir)
+    tests: dict[str, tuple[str, ...]] = {}
+    stages: dict[str, StagePlan] = {}
+    for item in items:
+        needed = physpipe.planner.for_item(item)
+        # A cache=False stage is computed by every process that needs it: nothing to share.
+        shared = [found for found in needed.values() if found.spec.cache]
+        tests[item.nodeid] = tuple(sorted(found.key for found in shared))
+        for found in shared:
+            if found.key in stages:
+                continue
+            cached = not physpipe.runner.wants_rebuild(found) and physpipe.store.exists(found.key)
+            stages[found.key] = StagePlan(
+                key=found.key,
+                label=found.label,
+                cached=cached,
+                cost=costs.expected(label=found.label, name=found.name, slow=found.spec.slow),
+                upstream=tuple(found.upstream.values()),
+                cpu=found.spec.resources.cpu,
+                slow=found.spec.slow,
+            )
+    return Plan(tests=tests, stages=stages)
+
+
+def _record_costs(physpipe: PhyspipeSession) -> None:
+    from pytest_physpipe.scheduler import StageCosts
+
+    computed = [
+        (r.label, r.name, r.duration_s) for r in physpipe.records.values() if r.status == "computed"
+    ]
+    if not computed:
+        return
+    store_dir = physpipe.settings.store_dir
+    if not store_dir.is_dir():
+        return
+    costs = StageCosts.load(store_dir)
+    costs.update(computed)
+    try:
+        costs.save(store_dir)
+    except OSError:
+        return  # a scheduling hint: a read-only store just keeps the old one

@@ -11,7 +11,7 @@ import pytest
 #: A module the stages of a pytester project import to count their computations:
 #: ``from physlog import log`` then ``log("grid n=8")`` inside the stage function. It appends
 #: to ``calls.log`` beside it (short O_APPEND writes, so xdist workers never tear a line).
-PHYSLOG = '''
+PHYSLOG = """
 from pathlib import Path
 
 LOG = Path(__file__).parent / "calls.log"
@@ -20,7 +20,7 @@ LOG = Path(__file__).parent / "calls.log"
 def log(line):
     with LOG.open("a") as handle:
         handle.write(line + "\\n")
-'''
+"""
 
 
 class CallLog:

@@ -448,7 +448,11 @@ def test_physpipe_set_errors_are_usage_errors(
 # -- retries, cache=False, codecs, stored values --------------------------------------------------
 
 
-def test_retries(pytester: pytest.Pytester, calls: CallLog) -> None:
+def test_retries(
+    pytester: pytest.Pytester, calls: CallLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sleeps: list[float] = []  # the inner run is in-process: record the backoff, do not wait
+    monkeypatch.setattr("pytest_physpipe.execute.time.sleep", sleeps.append)
     project(
         pytester,
         """
@@ -488,6 +492,7 @@ def test_retries(pytester: pytest.Pytester, calls: CallLog) -> None:
     result.assert_outcomes(passed=1, errors=2)
     result.stdout.fnmatch_lines(["*ValueError: not retried*", "*TimeoutError: always*"])
     assert calls.take() == Counter({"flaky": 3, "picky": 1, "hopeless": 2})
+    assert sorted(sleeps) == [0.0, 2.0, 4.0]  # retries=2: backoff 2**attempt; Retry(backoff=0)
 
 
 def test_cache_false_is_computed_once_per_process_and_never_stored(
@@ -794,9 +799,7 @@ def test_hooks_are_called_as_documented(pytester: pytest.Pytester, calls: CallLo
 # -- errors ---------------------------------------------------------------------------------------
 
 
-def test_cycle_is_a_usage_error_naming_the_cycle(
-    pytester: pytest.Pytester, calls: CallLog
-) -> None:
+def test_cycle_is_a_usage_error_naming_the_cycle(pytester: pytest.Pytester, calls: CallLog) -> None:
     project(
         pytester,
         """
@@ -818,7 +821,7 @@ def test_cycle_is_a_usage_error_naming_the_cycle(
     )
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*cycle: third -> second -> first -> third*"])
+    result.stderr.fnmatch_lines(["*stages form a cycle: first -> third -> second -> first.*"])
 
 
 def test_parameter_that_is_not_a_stage(pytester: pytest.Pytester, calls: CallLog) -> None:
@@ -840,9 +843,35 @@ def test_parameter_that_is_not_a_stage(pytester: pytest.Pytester, calls: CallLog
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["*stage 'grid'*takes parameter 'resolution', which is not a stage*make 'resolution' a "
-         "@stage*config*"]
+        [
+            "*stage 'grid'*takes parameter 'resolution', which is not a stage*make 'resolution' a "
+            "@stage*config*"
+        ]
     )
+
+
+def test_a_stage_that_became_a_plain_fixture_is_no_stage(
+    pytester: pytest.Pytester, calls: CallLog
+) -> None:
+    # The registry is process-wide; a definition from an earlier in-process run must not count.
+    body = """
+        {decorator}
+        def resolution():
+            return 3
+
+        @stage
+        def grid(resolution):
+            return resolution
+
+        def test_grid(grid):
+            assert grid == 3
+        """
+    project(pytester, body.format(decorator="@stage"))
+    pytester.runpytest().assert_outcomes(passed=1)
+    project(pytester, body.format(decorator='@pytest.fixture(scope="session")'))
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*'resolution', which is not a stage*"])
 
 
 def test_parameter_naming_no_fixture_at_all(pytester: pytest.Pytester, calls: CallLog) -> None:
@@ -883,9 +912,7 @@ def test_invalid_config_names_the_stage_and_pydantic_message(
     result.stdout.fnmatch_lines(["*stage 'grid'*invalid GridConfig*", "*n*", "*valid integer*"])
 
 
-def test_invalid_indirect_config_names_the_stage(
-    pytester: pytest.Pytester, calls: CallLog
-) -> None:
+def test_invalid_indirect_config_names_the_stage(pytester: pytest.Pytester, calls: CallLog) -> None:
     project(
         pytester,
         """
@@ -928,3 +955,22 @@ def test_unwritable_store_is_a_clear_error(pytester: pytest.Pytester, calls: Cal
     assert "cannot create or write the physpipe store" in output
     assert "--physpipe-dir" in output
     assert blocker.is_file()
+
+
+def test_stage_with_the_plugin_disabled_says_so(pytester: pytest.Pytester, calls: CallLog) -> None:
+    project(
+        pytester,
+        """
+        @stage
+        def grid():
+            return 1
+
+        def test_grid(grid):
+            pass
+        """,
+    )
+    result = pytester.runpytest("-p", "no:physpipe")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*stage 'grid' was requested but the physpipe plugin is not active*"]
+    )

@@ -1,0 +1,299 @@
+"""What a cache hit costs: one table, every number measured side by side in this run.
+
+    python bench/bench_cache.py            # all three parts (needs ~3.5 GiB free in $TMPDIR)
+    python bench/bench_cache.py --quick    # fewer repeats, 256 MiB instead of 1 GiB in (c)
+
+(a) A cached rerun of a suite of 200 stage instances, against bare pytest running the same 200
+    tests with a plain parametrized fixture and the plugin disabled (``-p no:physpipe``). Each
+    suite runs as ``python -m pytest -q -p no:cacheprovider`` in a fresh process; medians.
+(b) The cost of one hit, for a small dict and for a 64 MiB float64 array: our
+    ``StageRunner.lookup`` (what a stage fixture does on a hit: load, verify, record) and
+    ``Store.load`` against a cached ``joblib.Memory`` call returning the same value.
+(c) Loading a cached 1 GiB array: ours, ``np.load`` (no mmap) and ``pickle.load``, each in its
+    own process: time, and how much the resident set grew (VmHWM, the peak, minus VmRSS
+    before the load).
+
+Targets (see bench/README.md): (a) ratio <= 1.3; (b) <= 0.1 ms small, <= 0.3 ms 64 MiB;
+(c) ours does not copy the array.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pytest_physpipe import StageConfig, stage
+
+SUITE_SIZE = 200
+
+
+# The two stages of (b), declared as a user would.
+class BigConfig(StageConfig):
+    n: int = (64 << 20) // 8
+
+
+@stage
+def bench_small() -> dict[str, Any]:
+    return {"energy": 0.123456789, "steps": 1000, "converged": True, "label": "heat"}
+
+
+@stage
+def bench_big(config: BigConfig) -> np.ndarray:
+    return np.arange(config.n, dtype=np.float64)
+
+
+PHYSPIPE_CONFTEST = f"""
+from pytest_physpipe import StageConfig, stage
+
+
+class PointConfig(StageConfig):
+    i: int = 0
+
+
+@stage(params=[PointConfig(i=i) for i in range({SUITE_SIZE})])
+def point(config: PointConfig) -> dict:
+    return {{"i": config.i, "square": config.i * config.i}}
+"""
+
+BARE_CONFTEST = f"""
+import pytest
+
+
+@pytest.fixture(scope="session", params=range({SUITE_SIZE}))
+def point(request):
+    i = request.param
+    return {{"i": i, "square": i * i}}
+"""
+
+TEST_MODULE = """
+def test_point(point):
+    assert point["square"] == point["i"] ** 2
+"""
+
+# A process per method for (c): RSS is per process, and page cache from an earlier method must
+# not be mistaken for this one's copy.
+LOAD_SCRIPT = r"""
+import os, pickle, sys, time
+import numpy as np
+
+def status(field):
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+method, path = sys.argv[1], sys.argv[2]
+if method == "physpipe":
+    from pytest_physpipe.store import Store
+    store = Store(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(path)))))
+    key = os.path.basename(os.path.dirname(path))
+before = status("VmRSS")
+started = time.perf_counter()
+if method == "physpipe":
+    value = store.load(key).value
+elif method == "np.load":
+    value = np.load(path, allow_pickle=False)
+else:
+    with open(path, "rb") as handle:
+        value = pickle.load(handle)
+elapsed = time.perf_counter() - started
+assert value.shape == (int(sys.argv[3]),), value.shape
+print(elapsed, status("VmHWM") - before, type(value).__name__)
+"""
+
+
+def median_time(func: Callable[[], object], repeats: int) -> float:
+    """Median wall time of one call, in seconds (after one warm-up call)."""
+    func()
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        func()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def write_suite(folder: Path, conftest: str) -> None:
+    folder.mkdir(parents=True)
+    # An ini file makes the folder the rootdir, so the repository's own config is not read.
+    (folder / "pytest.ini").write_text("[pytest]\n")
+    (folder / "conftest.py").write_text(textwrap.dedent(conftest))
+    (folder / "test_suite.py").write_text(textwrap.dedent(TEST_MODULE))
+
+
+def run_pytest(folder: Path, *extra: str) -> float:
+    env = {k: v for k, v in os.environ.items() if k != "PHYSPIPE_DIR"}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra]
+    started = time.perf_counter()
+    result = subprocess.run(
+        command, cwd=folder, env=env, capture_output=True, text=True, check=False
+    )
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0 or f"{SUITE_SIZE} passed" not in result.stdout:
+        raise SystemExit(f"{' '.join(command)} in {folder} failed:\n{result.stdout}{result.stderr}")
+    return elapsed
+
+
+def part_a(tmp: Path, repeats: int) -> list[tuple[str, str, str]]:
+    ours, bare = tmp / "suite_physpipe", tmp / "suite_bare"
+    write_suite(ours, PHYSPIPE_CONFTEST)
+    write_suite(bare, BARE_CONFTEST)
+    run_pytest(ours)  # the first run computes and fills the store; the rest are all hits
+    times_ours, times_bare = [], []
+    for _ in range(repeats):  # interleaved, so machine noise hits both alike
+        times_ours.append(run_pytest(ours))
+        times_bare.append(run_pytest(bare, "-p", "no:physpipe"))
+    med_ours, med_bare = statistics.median(times_ours), statistics.median(times_bare)
+    return [
+        (f"(a) bare pytest, {SUITE_SIZE} tests (-p no:physpipe)", f"{med_bare:.3f} s", ""),
+        (f"(a) cached rerun, {SUITE_SIZE} stage instances", f"{med_ours:.3f} s", ""),
+        ("(a) ratio cached / bare", f"{med_ours / med_bare:.2f}", "<= 1.3"),
+    ]
+
+
+def part_b(tmp: Path, repeats: int) -> list[tuple[str, str, str]]:
+    import joblib
+
+    from pytest_physpipe.execute import StageRunner
+    from pytest_physpipe.plan import Planner
+    from pytest_physpipe.stage import registry
+    from pytest_physpipe.store import Store
+
+    store = Store(tmp / "store_b")
+    runner = StageRunner(store=store, run_id="bench")
+    planner = Planner(registry=registry)
+
+    def instance(name: str) -> Any:
+        spec = registry.get(name)
+        assert spec is not None
+        return planner.instance(spec, spec.default_config, {})
+
+    small, big = instance("bench_small"), instance("bench_big")
+    runner.provide(small, {})
+    runner.provide(big, {})
+    assert runner.lookup(small) is not None
+    assert runner.lookup(big) is not None
+
+    memory = joblib.Memory(tmp / "joblib", verbose=0)
+    memory_mmap = joblib.Memory(tmp / "joblib_mmap", mmap_mode="r", verbose=0)
+
+    def small_value(label: str) -> dict[str, Any]:
+        return {"energy": 0.123456789, "steps": 1000, "converged": True, "label": label}
+
+    def big_value(n: int) -> np.ndarray:
+        return np.arange(n, dtype=np.float64)
+
+    jl_small = memory.cache(small_value)
+    jl_big = memory.cache(big_value)
+    jl_big_mmap = memory_mmap.cache(big_value)
+    n_big = BigConfig().n
+
+    def us(seconds: float) -> str:
+        return f"{seconds * 1e6:.0f} µs" if seconds < 1e-3 else f"{seconds * 1e3:.2f} ms"
+
+    rows = []
+    cases: list[tuple[str, Callable[[], object], str, int]] = [
+        ("(b) small dict: physpipe StageRunner.lookup", lambda: runner.lookup(small), "0.1 ms", 1),
+        ("(b) small dict: physpipe Store.load", lambda: store.load(small.key), "", 1),
+        ("(b) small dict: joblib.Memory cached call", lambda: jl_small("heat"), "", 1),
+        ("(b) 64 MiB array: physpipe StageRunner.lookup", lambda: runner.lookup(big), "0.3 ms", 4),
+        ("(b) 64 MiB array: physpipe Store.load", lambda: store.load(big.key), "", 4),
+        ("(b) 64 MiB array: joblib.Memory cached call", lambda: jl_big(n_big), "", 40),
+        ("(b) 64 MiB array: joblib.Memory(mmap_mode='r')", lambda: jl_big_mmap(n_big), "", 4),
+    ]
+    for label, func, target, divisor in cases:
+        seconds = median_time(func, max(5, repeats * 20 // divisor))
+        rows.append((label, us(seconds), f"<= {target}" if target else ""))
+    return rows
+
+
+def part_c(tmp: Path, size_bytes: int) -> list[tuple[str, str, str]]:
+    import pickle
+
+    from pytest_physpipe.codecs import NpyCodec
+    from pytest_physpipe.records import StageRecord
+    from pytest_physpipe.store import Store
+
+    n = size_bytes // 8
+    array = np.arange(n, dtype=np.float64)
+    store = Store(tmp / "store_c")
+    store.ensure()
+    key = "c" * 32
+    entry = store.commit(
+        key,
+        value=array,
+        codec=NpyCodec(),
+        record=StageRecord(key=key, name="bench_gib"),
+        run_id="bench",
+    )
+    np.save(tmp / "plain.npy", array, allow_pickle=False)
+    with (tmp / "plain.pkl").open("wb") as handle:
+        pickle.dump(array, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    del array
+    paths = {
+        "physpipe": entry / "value.npy",
+        "np.load": tmp / "plain.npy",
+        "pickle.load": tmp / "plain.pkl",
+    }
+    label = f"{size_bytes >> 30} GiB" if size_bytes >= 1 << 30 else f"{size_bytes >> 20} MiB"
+    rows = []
+    for method, path in paths.items():
+        # Best of three runs (the file is in the page cache after the first).
+        results = []
+        for _ in range(3):
+            out = subprocess.run(
+                [sys.executable, "-c", LOAD_SCRIPT, method, str(path), str(n)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
+            results.append((float(out[0]), int(out[1]), out[2]))
+        elapsed, grown, kind = min(results)
+        rows.append(
+            (
+                f"(c) load {label}: {method} ({kind})",
+                f"{elapsed * 1e3:.1f} ms",
+                f"RSS +{grown / (1 << 20):.0f} MiB",
+            )
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller (c)")
+    parser.add_argument("--repeats", type=int, default=None, help="pytest runs per suite in (a)")
+    parser.add_argument("--skip", default="", help="parts to skip, e.g. --skip c")
+    args = parser.parse_args()
+    repeats = args.repeats or (3 if args.quick else 7)
+    rows: list[tuple[str, str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="physpipe-bench-") as name:
+        tmp = Path(name)
+        if "a" not in args.skip:
+            rows += part_a(tmp, repeats)
+        if "b" not in args.skip:
+            rows += part_b(tmp, repeats)
+        if "c" not in args.skip:
+            rows += part_c(tmp, (256 << 20) if args.quick else (1 << 30))
+    header = ("measurement", "median", "target / note")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} cpus")
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+
+
+if __name__ == "__main__":
+    main()

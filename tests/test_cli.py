@@ -1,0 +1,362 @@
+"""The ``physpipe`` command: ls, show, verify, prune, rm; through main() and as a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pytest_physpipe.cli import main, parse_duration
+from pytest_physpipe.records import StageRecord
+from pytest_physpipe.store import Store
+
+
+def add_entry(
+    store: Store, name: str, value: object, *, param_id: str | None = None, age_days: float = 0
+) -> str:
+    key = uuid.uuid4().hex
+    store.ensure()
+    codec = store.codecs.choose(value, "auto", stage=name)
+    record = StageRecord(
+        key=key,
+        name=name,
+        param_id=param_id,
+        config={"n": 8},
+        upstream={"grid": "f" * 32},
+        metrics={"energy": 0.5},
+        created_at="2024-05-01T12:00:00.000+00:00",
+        duration_s=1.25,
+    )
+    store.commit(key, value=value, codec=codec, record=record, run_id="run-x")
+    if age_days:
+        stamp = time.time() - age_days * 86400
+        os.utime(store.entry_dir(key) / "meta.json", (stamp, stamp))
+    return key
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
+    monkeypatch.delenv("PHYSPIPE_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return Store(tmp_path / "store")
+
+
+@pytest.fixture
+def populated(store: Store) -> dict[str, str]:
+    return {
+        "grid": add_entry(store, "grid", np.arange(1000.0), age_days=40),
+        "heat64": add_entry(store, "heat", {"u": np.ones(64)}, param_id="n=64", age_days=10),
+        "heat128": add_entry(store, "heat", {"u": np.ones(128)}, param_id="n=128", age_days=1),
+        "report": add_entry(store, "report", {"ok": True}),
+    }
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_ls_table_and_json(
+    store: Store, populated: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = run(capsys, "--dir", str(store.root), "ls")
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["KEY", "STAGE", "STATUS/CODEC", "SIZE", "CREATED", "LAST", "USED"]
+    assert any(populated["grid"][:12] in line and "computed/npy" in line for line in lines)
+    assert any("heat[n=64]" in line and "computed/tree" in line for line in lines)
+    assert any("report" in line and "computed/json" in line for line in lines)
+    assert lines[-1].startswith("4 entries")
+    status, out, _ = run(capsys, "ls", "--dir", str(store.root), "--json")
+    assert status == 0
+    rows = json.loads(out)
+    assert {row["key"] for row in rows} == set(populated.values())
+    grid = next(row for row in rows if row["stage"] == "grid")
+    assert grid["codec"] == "npy"
+    assert grid["size"] > 8000
+    status, out, _ = run(capsys, "ls", "--dir", str(store.root), "--json", "heat")
+    assert sorted(row["label"] for row in json.loads(out)) == ["heat[n=128]", "heat[n=64]"]
+
+
+def test_store_location_env_then_default(
+    store: Store, populated: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.setenv("PHYSPIPE_DIR", str(store.root))
+    status, out, _ = run(capsys, "ls")
+    assert status == 0
+    assert "4 entries" in out
+    monkeypatch.delenv("PHYSPIPE_DIR")
+    status, _, err = run(capsys, "ls")  # ./.physpipe does not exist in tmp_path
+    assert status == 2
+    assert ".physpipe" in err
+    assert "--dir" in err
+    assert "PHYSPIPE_DIR" in err
+    shutil.copytree(store.root, Path(".physpipe"))
+    status, out, _ = run(capsys, "ls")
+    assert status == 0
+    assert "4 entries" in out
+
+
+def test_no_store_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(capsys, "--dir", str(tmp_path / "nowhere"), "verify")
+    assert status == 2
+    assert out == ""
+    assert "does not exist" in err
+    assert "--dir PATH" in err
+    (tmp_path / "plain").mkdir()
+    status, _, err = run(capsys, "--dir", str(tmp_path / "plain"), "ls")
+    assert status == 2
+    assert "is not a physpipe store" in err
+    assert not (tmp_path / "plain" / "entries").exists()  # the command created nothing
+
+
+def test_show_by_key_prefix_and_name(
+    store: Store, populated: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = populated["grid"]
+    for target in (key, key[:8], "grid"):
+        status, out, _ = run(capsys, "--dir", str(store.root), "show", target)
+        assert status == 0
+        assert f"key:       {key}" in out
+        assert "stage:     grid" in out
+        assert "codec:     npy" in out
+        assert "run:       run-x" in out
+        assert "config:\n  n = 8" in out
+        assert f"upstream:\n  grid = {'f' * 32}" in out
+        assert "metrics:\n  energy = 0.5" in out
+        assert "value.npy" in out
+    status, out, _ = run(capsys, "--dir", str(store.root), "show", "heat")
+    assert out.count("key: ") == 2  # a name with several entries shows each
+    status, out, _ = run(capsys, "--dir", str(store.root), "show", key, "--json")
+    data = json.loads(out)
+    assert data["key"] == key
+    assert data["meta"]["record"]["name"] == "grid"
+    assert data["meta"]["files"]["value.npy"]["size"] > 0
+
+
+def test_show_unknown_and_short_prefix(
+    store: Store, populated: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run(capsys, "--dir", str(store.root), "show", "nosuchstage")
+    assert status == 1
+    assert "nosuchstage" in err
+    status, _, err = run(capsys, "--dir", str(store.root), "show", "abc")
+    assert status == 1
+    assert "at least 6" in err
+
+
+def test_verify_reports_corrupt_entries(
+    store: Store, populated: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = run(capsys, "--dir", str(store.root), "verify", "-q")
+    assert status == 0
+    assert "verified 4 entries" in out
+    grid = store.entry_dir(populated["grid"]) / "value.npy"
+    data = bytearray(grid.read_bytes())
+    data[-1] ^= 1
+    grid.write_bytes(bytes(data))
+    (store.entry_dir(populated["heat64"]) / "a0.npy").unlink()
+    (store.entry_dir(populated["report"]) / "meta.json").write_text("{garbage")
+    status, out, _ = run(capsys, "--dir", str(store.root), "verify")
+    assert status == 1
+    corrupt = {line.split()[1] for line in out.splitlines() if line.startswith("CORRUPT")}
+    assert corrupt == {populated["grid"], populated["heat64"], populated["report"]}
+    assert "checksum mismatch in value.npy" in out
+    assert "a0.npy is missing" in out
+    assert "3 of 4 entries are corrupt" in out
+    # Only the named ones.
+    status, out, _ = run(capsys, "--dir", str(store.root), "verify", populated["heat128"])
+    assert status == 0
+    assert "verified 1 entries" in out
+    status, out, _ = run(capsys, "--dir", str(store.root), "verify", "--remove")
+    assert status == 1
+    assert sorted(store.keys()) == [populated["heat128"]]
+    assert run(capsys, "--dir", str(store.root), "verify")[0] == 0
+
+
+def test_prune_older_than_and_max_size(
+    store: Store, populated: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = str(store.root)
+    status, out, _ = run(capsys, "--dir", root, "prune", "--older-than", "30d", "--dry-run")
+    assert status == 0
+    assert "would remove" in out
+    assert populated["grid"] in out
+    assert len(list(store.keys())) == 4  # dry run
+    status, out, _ = run(capsys, "--dir", root, "prune", "--older-than", "30d", "-q")
+    assert status == 0
+    assert set(store.keys()) == {populated[k] for k in ("heat64", "heat128", "report")}
+    # Size cap: least recently used goes first (heat64 is 10 days old, heat128 1 day).
+    sizes = {e.key: e.size for e in store.entries()}
+    cap = sizes[populated["heat128"]] + sizes[populated["report"]]
+    status, out, _ = run(capsys, "--dir", root, "prune", "--max-size", str(cap), "-q")
+    assert status == 0
+    assert set(store.keys()) == {populated["heat128"], populated["report"]}
+    assert "store over" in out
+
+
+def test_prune_skips_locked_entries_and_cleans_leftovers(
+    store: Store, populated: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    held = store.lock(populated["grid"])
+    held.acquire()
+    dead = store.root / "tmp" / f"{'0' * 32}.{os.uname().nodename}.999999999.abcd"
+    dead.mkdir()
+    try:
+        status, out, _ = run(capsys, "--dir", str(store.root), "prune", "--older-than", "5d", "-q")
+    finally:
+        held.release()
+    assert status == 0
+    assert f"skipped  {populated['grid']}" in out
+    assert "skipped 1 in use" in out
+    assert "cleaned 1 leftovers" in out
+    assert not dead.exists()
+    assert store.exists(populated["grid"])  # locked: kept
+    assert not store.exists(populated["heat64"])  # 10 days old: gone
+    assert not (store.root / "locks" / f"{populated['heat64']}.lock").exists()
+
+
+def test_rm_by_key_prefix_and_name(
+    store: Store, populated: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = str(store.root)
+    status, out, _ = run(capsys, "--dir", root, "rm", "heat", "--dry-run")
+    assert status == 0
+    assert out.count("would remove") == 2
+    assert len(list(store.keys())) == 4
+    status, out, _ = run(capsys, "--dir", root, "rm", "heat")
+    assert status == 0
+    assert not store.exists(populated["heat64"])
+    assert not store.exists(populated["heat128"])
+    status, _, _ = run(capsys, "--dir", root, "rm", populated["grid"][:10])
+    assert status == 0
+    assert not store.exists(populated["grid"])
+    status, _, err = run(capsys, "--dir", root, "rm", "nothing-here")
+    assert status == 1
+    assert "nothing-here" in err
+    assert store.exists(populated["report"])
+
+
+def test_rm_refuses_ambiguous_prefix(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    store.ensure()
+    record = StageRecord(key="x", name="s")
+    keys = ["abcdef" + uuid.uuid4().hex[6:] for _ in range(2)]
+    for key in keys:
+        store.commit(
+            key,
+            value=[1],
+            codec=store.codecs.get("json"),
+            record=record.model_copy(update={"key": key}),
+            run_id="r",
+        )
+    status, _, err = run(capsys, "--dir", str(store.root), "rm", "abcdef")
+    assert status == 1
+    assert "ambiguous" in err
+    assert sorted(store.keys()) == sorted(keys)
+
+
+def test_rm_in_use_is_refused(
+    store: Store, populated: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with store.lock(populated["report"]):
+        status, out, _ = run(capsys, "--dir", str(store.root), "rm", "report")
+    assert status == 1
+    assert "lock is held" in out
+    assert store.exists(populated["report"])
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30d", 30 * 86400), ("12h", 43200), ("90m", 5400), ("45s", 45), ("2w", 14 * 86400),
+     ("1.5", 1.5 * 86400)],
+)  # fmt: skip
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_bad_arguments_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["prune", "--older-than", "soon"])
+    assert info.value.code == 2
+    assert "not a duration" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["prune", "--max-size", "lots"])
+    assert "not a size" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([])
+
+
+def test_console_script_and_module(store: Store, populated: dict[str, str]) -> None:
+    env = {**os.environ, "PHYSPIPE_DIR": str(store.root)}
+    script = shutil.which("physpipe")
+    commands = [[sys.executable, "-m", "pytest_physpipe"]]
+    if script is not None:  # installed (pip install -e .): the console script too
+        commands.append([script])
+    for command in commands:
+        result = subprocess.run(
+            [*command, "ls"], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        assert "4 entries" in result.stdout
+        result = subprocess.run(
+            [*command, "verify", "missing0000"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 1
+        assert "missing0000" in result.stderr
+        result = subprocess.run(
+            [*command, "--help"], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert result.returncode == 0
+        for sub in ("ls", "show", "verify", "prune", "rm"):
+            assert sub in result.stdout
+
+
+def test_cli_on_a_store_written_by_pytest(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import numpy as np
+        from pytest_physpipe import stage, StageConfig, sweep
+
+        class C(StageConfig):
+            n: int = 4
+
+        @stage(params=sweep(C, n=[3, 5]))
+        def cgrid(config: C):
+            return np.arange(config.n)
+
+        def test_g(cgrid):
+            assert len(cgrid) in (3, 5)
+        """
+    )
+    store = pytester.path / "pstore"
+    pytester.runpytest(f"--physpipe-dir={store}", "-p", "no:cacheprovider").assert_outcomes(
+        passed=2
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest_physpipe", "--dir", str(store), "ls"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "cgrid[n=3]" in result.stdout
+    assert "cgrid[n=5]" in result.stdout
+    assert main(["--dir", str(store), "verify", "-q"]) == 0
+    assert main(["--dir", str(store), "rm", "cgrid"]) == 0
+    assert not list((store / "entries").rglob("meta.json"))
