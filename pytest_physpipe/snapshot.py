@@ -194,7 +194,9 @@ def _summary_stats(array: np.ndarray) -> dict[str, object]:
             out["min"] = _number(numeric.min())
             out["max"] = _number(numeric.max())
             out["mean"] = _float_node(float(numeric.mean(dtype=np.float64)))
-        out["norm"] = _float_node(float(np.linalg.norm(values.astype(np.result_type(values, 1.0)))))
+        out["norm"] = _float_node(
+            float(np.linalg.norm(np.asarray(values, dtype=np.result_type(values, 1.0))))
+        )
     if kind in "fc":
         out["nonfinite"] = nonfinite
     return out
@@ -211,7 +213,10 @@ def _dtype_text(dtype: np.dtype[Any]) -> str:
 class _Encoder:
     """Turns a value into JSON nodes, collecting the arrays that go to sidecars."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, for_write: bool = True) -> None:
+        # Checksums and summaries cost a few passes over a large array; a run that will not
+        # write (no --snapshot-update) compares values only and skips them.
+        self.for_write = for_write
         self.sidecars: dict[str, np.ndarray] = {}
 
     def encode(self, value: object, path: str) -> object:
@@ -268,6 +273,9 @@ class _Encoder:
         }
         if _inline_ok(array):
             node["data"] = _inline_data(array.tolist())
+            return node
+        if not self.for_write:
+            node["sidecar"] = "(not written in this run)"
             return node
         contiguous = array if array.flags.c_contiguous else array.copy(order="C")
         digest = _digest(contiguous)
@@ -725,7 +733,7 @@ class _Received(str):
 
     @classmethod
     def build(cls, measured: _Measured) -> _Received:
-        encoder = _Encoder()
+        encoder = _Encoder(for_write=measured.keep_for_write)
         node = encoder.encode(measured.value, "")
         entry: dict[str, object] = {
             "value": node,

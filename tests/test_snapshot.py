@@ -86,7 +86,8 @@ def test_update_then_pass_then_tolerance(
     result.stdout.fnmatch_lines(["*1 snapshot generated.*"])
     files = golden_files(pytester)
     sidecars = [name for name in files if name.startswith("test_orbit.arrays/.")]
-    assert len(sidecars) == 1 and sidecars[0].endswith(".npy")
+    assert len(sidecars) == 1
+    assert sidecars[0].endswith(".npy")
     entry = golden_doc(pytester)["snapshots"]["test_orbit"]  # type: ignore[index]
     trajectory = entry["value"]["trajectory"]
     assert trajectory["$array"] == "float64"
@@ -256,7 +257,7 @@ def test_unused_goldens_are_reported_then_deleted(pytester: pytest.Pytester) -> 
     run(pytester, "--snapshot-update").assert_outcomes(passed=2)
     assert len([f for f in golden_files(pytester) if f.endswith(".npy")]) == 1
 
-    pytester.makepyfile(test_orbit=TWO_TESTS.split("def test_dropped")[0])
+    pytester.makepyfile(test_orbit=TWO_TESTS.split("def test_dropped", maxsplit=1)[0])
     result = run(pytester)
     result.assert_outcomes(passed=1)
     assert result.ret == 1  # syrupy fails a run that leaves goldens unused
@@ -326,7 +327,7 @@ def test_xdist_two_workers(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*6 snapshots generated.*"])
     assert golden_files(pytester) == serial  # both workers merged into the same files
 
-    pytester.makepyfile(test_orbit=PARAMETRIZED.split("def test_named")[0])
+    pytester.makepyfile(test_orbit=PARAMETRIZED.split("def test_named", maxsplit=1)[0])
     result = pytester.runpytest_subprocess(*LEAN, "-n", "2")
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["*4 snapshots passed. 2 snapshots unused.*"])
@@ -405,7 +406,8 @@ def test_sidecars_survive_other_extensions_cleanup(pytester: pytest.Pytester) ->
     pytester.makepyfile(test_orbit=AMBER)
     run(pytester, "--snapshot-update").assert_outcomes(passed=1)
     files = golden_files(pytester)
-    assert any(f.endswith(".npy") for f in files) and "test_orbit.ambr" in files
+    assert any(f.endswith(".npy") for f in files)
+    assert "test_orbit.ambr" in files
     result = run(pytester, "--snapshot-update")
     result.assert_outcomes(passed=1)
     assert "deleted" not in result.stdout.str()
@@ -626,15 +628,17 @@ def test_arrays_round_trip_exactly(array: np.ndarray, tmp_path: Path) -> None:
 def test_small_arrays_inline_large_ones_go_to_a_sidecar(tmp_path: Path) -> None:
     _, text = _round_trip({"small": np.arange(64.0), "large": np.arange(65.0)}, tmp_path)
     node = json.loads(text)
-    assert "data" in node["small"] and "sidecar" not in node["small"]
-    assert node["large"]["sidecar"].startswith(".") and "data" not in node["large"]
+    assert "data" in node["small"]
+    assert "sidecar" not in node["small"]
+    assert node["large"]["sidecar"].startswith(".")
+    assert "data" not in node["large"]
     assert (node["large"]["min"], node["large"]["max"], node["large"]["mean"]) == (0, 64.0, 32.0)
     assert node["large"]["norm"] == pytest.approx(float(np.linalg.norm(np.arange(65.0))))
 
 
 def test_keys_that_look_like_tags_are_escaped(tmp_path: Path) -> None:
     value = {"$array": 1, "$$x": (1, 2.5), 3: "three", (1, "a"): None}
-    decoded, text = _round_trip(value, tmp_path)
+    decoded, _text = _round_trip(value, tmp_path)
     assert decoded == value
     assert compare(value, decoded).ok
 

@@ -51,7 +51,7 @@ def test_tolerance_rejects_bad_values(kwargs: dict[str, object], error: type, ma
 def test_tolerance_dict_form_keeps_unspecified_fields() -> None:
     base = Tolerance(rtol=1e-6, atol=1e-8, equal_nan=False)
     assert base.updated({"rtol": 1e-12}) == Tolerance(rtol=1e-12, atol=1e-8, equal_nan=False)
-    with pytest.raises(ValueError, match="unknown tolerance field.*'rtl'.*rtol, atol, equal_nan"):
+    with pytest.raises(ValueError, match=r"unknown tolerance field.*'rtl'.*rtol, atol, equal_nan"):
         base.updated({"rtl": 1.0})
 
 
