@@ -53,8 +53,26 @@ def fingerprint_source(source: str) -> str:
         # the rest (resources, slow, retries, ...) must not invalidate the cache.
         top.decorator_list = []
     _Normalizer().visit(top)
-    dump = ast.dump(top, annotate_fields=True, include_attributes=False)
-    return xxhash.xxh3_128_hexdigest(dump.encode())
+    return xxhash.xxh3_128_hexdigest(_stable_dump(top).encode())
+
+
+def _stable_dump(node: Any) -> str:
+    """Like ``ast.dump``, but the same on every Python version.
+
+    ``ast.dump`` changed its output for empty fields in 3.13, and new versions add fields
+    (``type_params`` in 3.12); leaving out every empty field keeps keys valid across upgrades.
+    """
+    if isinstance(node, ast.AST):
+        fields = []
+        for name in node._fields:
+            value = getattr(node, name, None)
+            if value is None or value == []:
+                continue
+            fields.append(f"{name}={_stable_dump(value)}")
+        return f"{type(node).__name__}({','.join(fields)})"
+    if isinstance(node, list):
+        return "[" + ",".join(_stable_dump(item) for item in node) + "]"
+    return repr(node)
 
 
 def _source_of(obj: Any) -> str | None:

@@ -180,11 +180,9 @@ class Planner:
             qualname=spec.qualname,
             code=spec.code,
             version=spec.version,
-            config_class=(
-                None
-                if spec.config_class is None
-                else f"{spec.config_class.__module__}.{spec.config_class.__qualname__}"
-            ),
+            # The qualified name without the module, like the stage's: moving a stage and its
+            # config class to another file keeps the key (docs/decisions.md).
+            config_class=None if spec.config_class is None else spec.config_class.__qualname__,
             config=config_data,
             inputs=inputs,
             upstream=upstream,
@@ -283,13 +281,24 @@ def _json_or_missing(raw: str) -> Any:
         return MISSING
 
 
+_PARAM_IDS: dict[int, tuple[StageSpec, dict[bytes, str]]] = {}
+
+
 def _param_id(spec: StageSpec, config: StageConfig | None) -> str | None:
     if config is None:
         return None
     if spec.params is not None and spec.ids is not None:
-        for candidate, ident in zip(spec.params, spec.ids, strict=True):
-            if candidate == config:
-                return ident
+        # One dict per spec: comparing against every param would be quadratic in sweep size.
+        cached = _PARAM_IDS.get(id(spec))
+        if cached is None or cached[0] is not spec:
+            table = {
+                keys.canonical(keys.config_json(p)): i
+                for p, i in zip(spec.params, spec.ids, strict=True)
+            }
+            cached = _PARAM_IDS[id(spec)] = (spec, table)
+        ident = cached[1].get(keys.canonical(keys.config_json(config)))
+        if ident is not None:
+            return ident
     if config == spec.default_config:
         return None
     return default_ids([config], spec.default_config)[0]

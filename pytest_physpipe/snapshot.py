@@ -94,7 +94,6 @@ MMAP_MIN_BYTES = 16 << 20
 _ABOUT = "pytest-physpipe goldens; update with `pytest --snapshot-update`"
 _LINE_WIDTH = 100
 _SIDECAR = re.compile(r"\.[0-9a-f]{32}\.npy\Z")
-_TAGS = ("$float", "$complex", "$bytes", "$tuple", "$dict", "$model", "$dataclass", "$array")
 
 
 class GoldenFileError(PhyspipeError, ValueError):
@@ -369,8 +368,6 @@ def _map_leaves(data: object, fn: Any, pair_depth: int) -> object:
     # pair_depth=1: complex values are [re, im] lists at the bottom of the nesting.
     if isinstance(data, list) and not (pair_depth and data and not isinstance(data[0], list)):
         return [_map_leaves(x, fn, pair_depth) for x in data]
-    if isinstance(data, list) and not data:
-        return data
     return fn(data)
 
 
@@ -421,7 +418,10 @@ def _merge(golden: object, actual: object, path: str, failed: frozenset[str]) ->
     if g is not None and a is not None and g[0] == a[0]:
         merged = {}
         for key, child in a[1].items():
-            sub = index_path(path, key) if a[0] == "sequence" else child_path(path, key)  # type: ignore[arg-type]
+            if a[0] == "sequence" and isinstance(key, int):
+                sub = index_path(path, key)
+            else:
+                sub = child_path(path, key)
             merged[key] = _merge(g[1][key], child, sub, failed) if key in g[1] else child
         return _rebuild(actual, merged)
     if g is None and a is None and path not in failed:
@@ -1008,15 +1008,17 @@ class PhysicsSnapshot(SnapshotAssertion):
             equal_nan=self.defaults.equal_nan if equal_nan is None else equal_nan,
         )
         self._rules = ToleranceRules.build(default, tolerances)
-        super().__call__(
-            name=name,
-            diff=diff,
-            diff_data=diff_data,
-            exclude=exclude,
-            include=include,
-            extension_class=extension_class,
-            matcher=matcher,
-        )
+        # Pass on only what was given: older syrupy releases take fewer keywords.
+        given: dict[str, Any] = {
+            "name": name,
+            "diff": diff,
+            "diff_data": diff_data,
+            "exclude": exclude,
+            "include": include,
+            "extension_class": extension_class,
+            "matcher": matcher,
+        }
+        super().__call__(**{key: value for key, value in given.items() if value is not None})
         return self
 
     def __eq__(self, other: object) -> bool:

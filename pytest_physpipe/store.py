@@ -49,15 +49,17 @@ _CACHEDIR_TAG = (
 )
 
 
-def _hash_file(path: Path) -> str:
-    digest = xxhash.xxh3_128()
-    with path.open("rb") as handle:
+def _hash_file(path: str | Path, size: int = -1) -> str:
+    with open(path, "rb") as handle:
+        if 0 <= size <= 1 << 20:  # small: one read, one hash call
+            return str(xxhash.xxh3_128_hexdigest(handle.read()))
+        digest = xxhash.xxh3_128()
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
-    return digest.hexdigest()
+        return str(digest.hexdigest())
 
 
-def _sample_hash(path: Path, size: int) -> str:
+def _sample_hash(path: str | Path, size: int) -> str:
     """xxh3 of the header, the tail and evenly spaced blocks: a cheap check for big files."""
     digest = xxhash.xxh3_128()
     last = max(size - _SAMPLE_BLOCK, 0)
@@ -132,6 +134,7 @@ class Store:
         self._lock_mode_option = lock_mode
         self._lock_mode: str | None = None
         self._ready = False
+        self._entries = os.fspath(self.root / "entries")
 
     # -- layout ---------------------------------------------------------------------------------
 
@@ -170,9 +173,13 @@ class Store:
 
     def entry_dir(self, key: str) -> Path:
         """Where the entry for ``key`` lives; refuses anything but a 32-hex-digit key."""
+        return Path(self._entry_path(key))
+
+    def _entry_path(self, key: str) -> str:
+        # Plain strings on the hit path: pathlib costs more than the I/O for small entries.
         if not isinstance(key, str) or not KEY_PATTERN.match(key):
             raise StoreError(f"{key!r} is not a physpipe key (32 lowercase hex digits)")
-        return self.root / "entries" / key[:2] / key
+        return f"{self._entries}/{key[:2]}/{key}"
 
     @property
     def lock_mode(self) -> str:
@@ -195,32 +202,42 @@ class Store:
     # -- reading --------------------------------------------------------------------------------
 
     def exists(self, key: str) -> bool:
-        return (self.entry_dir(key) / "meta.json").is_file()
+        return os.path.isfile(f"{self._entry_path(key)}/meta.json")
 
     def read_meta(self, key: str) -> dict[str, Any] | None:
-        path = self.entry_dir(key) / "meta.json"
+        found = self._read_meta(key)
+        return None if found is None else found[0]
+
+    def _read_meta(self, key: str) -> tuple[dict[str, Any], int] | None:
+        """``meta.json`` and its inode, which identifies this version of the entry."""
         try:
-            data = path.read_bytes()
+            fd = os.open(f"{self._entry_path(key)}/meta.json", os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        try:
+            inode = os.fstat(fd).st_ino
+            with os.fdopen(fd, "rb", closefd=False) as handle:
+                data = handle.read()
+        finally:
+            os.close(fd)
         try:
             meta = json.loads(data)
         except ValueError:
             raise CorruptEntryError(f"entry {key}: meta.json is not valid JSON") from None
         if not isinstance(meta, dict) or meta.get("key") != key:
             raise CorruptEntryError(f"entry {key}: meta.json belongs to another key")
-        return meta
+        return meta, inode
 
     def verify(self, key: str, meta: dict[str, Any], *, full: bool = False) -> None:
         """Check every payload file's size and checksum (sampled above ``verify_max``)."""
-        base = self.entry_dir(key)
+        base = self._entry_path(key)
         files = meta.get("files")
         if not isinstance(files, dict) or not files:
             raise CorruptEntryError(f"entry {key}: meta.json lists no payload files")
         for rel, info in files.items():
-            path = base / rel
-            if ".." in Path(rel).parts or Path(rel).is_absolute():
+            if rel.startswith("/") or ".." in rel.split("/"):
                 raise CorruptEntryError(f"entry {key}: payload path {rel!r} escapes the entry")
+            path = f"{base}/{rel}"
             size = os.stat(path).st_size  # FileNotFoundError: vanished, the caller's miss
             if size != info["size"]:
                 raise CorruptEntryError(
@@ -228,7 +245,7 @@ class Store:
                 )
             # No sample: committed under a larger physpipe_verify_max; check it in full.
             if full or size <= self.verify_max or "sample" not in info:
-                actual, expected = _hash_file(path), info["xxh3"]
+                actual, expected = _hash_file(path, size), info["xxh3"]
             else:
                 actual, expected = _sample_hash(path, size), info["sample"]
             if actual != expected:
@@ -240,19 +257,21 @@ class Store:
         Raises :class:`CorruptEntryError` when the entry exists but fails verification.
         """
         meta: dict[str, Any] | None = None
+        inode = -1
         try:
-            meta = self.read_meta(key)
-            if meta is None:
+            found = self._read_meta(key)
+            if found is None:
                 return None
+            meta, inode = found
             self.verify(key, meta, full=full_verify)
             codec = self.codecs.get(str(meta["codec"]))
             base = self.entry_dir(key)
             value = codec.decode(base, meta.get("codec_meta", {}), mmap_min=self.mmap_min)
             record = StageRecord.model_validate(meta["record"])
-            if not self._unchanged(key, meta):
+            if not self._unchanged(key, inode):
                 return None  # replaced while we decoded: what we read may be the new files
         except (FileNotFoundError, NotADirectoryError) as exc:
-            if meta is not None and self._unchanged(key, meta):
+            if meta is not None and self._unchanged(key, inode):
                 # The entry is still the one we started on, so a file is missing from it.
                 raise CorruptEntryError(
                     f"entry {key}: payload file {Path(exc.filename or '?').name} is missing"
@@ -270,14 +289,18 @@ class Store:
                 update={"artifacts": {n: str(base / rel) for n, rel in artifacts.items()}}
             )
         with contextlib.suppress(OSError):  # LRU bookkeeping only; a read-only store is fine
-            os.utime(base / "meta.json")
+            os.utime(f"{self._entry_path(key)}/meta.json")
         return Loaded(value=value, record=record, meta=meta, path=base)
 
-    def _unchanged(self, key: str, meta: dict[str, Any]) -> bool:
-        """Whether ``meta.json`` still reads ``meta`` (a replaced entry has a new run and time)."""
+    def _unchanged(self, key: str, inode: int) -> bool:
+        """Whether the entry is still the version whose ``meta.json`` had ``inode``.
+
+        Entries are immutable and replaced whole (a new directory renamed into place), so a
+        replaced entry has a new ``meta.json`` inode.
+        """
         try:
-            return self.read_meta(key) == meta
-        except CorruptEntryError:
+            return os.stat(f"{self._entry_path(key)}/meta.json").st_ino == inode
+        except (FileNotFoundError, NotADirectoryError):
             return False
 
     # -- writing --------------------------------------------------------------------------------

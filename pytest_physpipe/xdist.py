@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ import pytest
 if TYPE_CHECKING:
     from pytest_physpipe.options import Settings
     from pytest_physpipe.resources import Budget
+    from pytest_physpipe.scheduler import Plan
     from pytest_physpipe.session import PhyspipeSession
 
 __all__ = ["XdistHooks", "from_controller"]
@@ -136,20 +138,23 @@ class XdistHooks:
         plan_dir = self._plan_dir()
         if plan_dir is None or not self._settings().dist:
             return
-        from pytest_physpipe.scheduler import Plan
+        from pytest_physpipe.errors import PhyspipeError
 
-        plan = Plan(tests={}, stages={}) if physpipe is None else _plan(physpipe, session.items)
+        # Even without stages: an empty plan tells the controller not to wait for one.
+        physpipe = self._session(create=True)
+        assert physpipe is not None
         worker = str(self.config.workerinput["workerid"])  # type: ignore[attr-defined]
         try:
-            plan.write(plan_dir / f"plan-{worker}.json")
-        except OSError as exc:
+            physpipe.store.ensure()
+            _plan(physpipe, session.items).write(plan_dir / f"plan-{worker}.json")
+        except (OSError, PhyspipeError) as exc:
             # Without a plan the controller schedules without stage keys; the run goes on.
-            session.config.issue_config_time_warning(
+            warnings.warn(
                 pytest.PytestWarning(
                     f"physpipe: could not write the scheduling plan into {plan_dir} ({exc}); "
                     "--physpipe-dist schedules without knowing the stages."
                 ),
-                stacklevel=2,
+                stacklevel=1,
             )
 
     @staticmethod
@@ -205,7 +210,7 @@ class XdistHooks:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _plan(physpipe: PhyspipeSession, items: list[pytest.Item]) -> Any:
+def _plan(physpipe: PhyspipeSession, items: list[pytest.Item]) -> Plan:
     from pytest_physpipe.scheduler import Plan, StageCosts, StagePlan
 
     costs = StageCosts.load(physpipe.settings.store_dir)

@@ -245,5 +245,5 @@ def test_many_jobs_in_one_status_call(backend: Backend, tmp_path: Path) -> None:
     started = time.monotonic()
     states = _wait(backend, ids)
     assert all(info.state is JobState.COMPLETED for info in states.values())
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 5.5  # one at a time would take 6 s or more
     assert sorted(p.name for p in tmp_path.glob("fan*.txt")) == [f"fan{i}.txt" for i in range(6)]

@@ -8,8 +8,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import CallLog
+
 from pytest_physpipe.scheduler import (
     DEFAULT_COST_S,
     PhyspipeScheduling,
@@ -20,7 +20,9 @@ from pytest_physpipe.scheduler import (
 )
 
 
-def stage(key: str, cost: float = 1.0, *, cached: bool = False, up: tuple[str, ...] = ()) -> StagePlan:
+def stage(
+    key: str, cost: float = 1.0, *, cached: bool = False, up: tuple[str, ...] = ()
+) -> StagePlan:
     return StagePlan(key=key, label=key, cached=cached, cost=cost, upstream=up)
 
 
@@ -151,7 +153,7 @@ def test_every_test_runs_exactly_once_and_the_run_ends(
     nodeids, plan = _random_plan(rng, tests=rng.randint(0, 30))
     nodes = [FakeNode(f"gw{i}") for i in range(rng.randint(1, 4))]
     plan.write(tmp_path / "plan-gw0.json")
-    config = pytester.parseconfig("-n", str(len(nodes)))
+    config = pytester.parseconfig("--tx", f"{len(nodes)}*popen")
     sched = PhyspipeScheduling(config, None, plan_dir=tmp_path)
     for node in nodes:
         sched.add_node(node)
@@ -179,7 +181,7 @@ def test_a_crashed_node_reports_its_running_test_and_requeues_the_rest(
 ) -> None:
     nodeids = [f"t{i}" for i in range(6)]
     make_plan({n: ("A",) for n in nodeids}, stage("A")).write(tmp_path / "plan-gw0.json")
-    config = pytester.parseconfig("-n", "2")
+    config = pytester.parseconfig("--tx", "2*popen")
     sched = PhyspipeScheduling(config, None, plan_dir=tmp_path)
     n1, n2 = FakeNode("gw0"), FakeNode("gw1")
     for node in (n1, n2):
@@ -284,8 +286,16 @@ def test_physpipe_dist_end_to_end(pytester: pytest.Pytester, calls: CallLog) -> 
 def test_physpipe_dist_without_stages_runs_plain_tests(
     pytester: pytest.Pytester, calls: CallLog
 ) -> None:
-    pytester.makepyfile(test_plain="import pytest\n@pytest.mark.parametrize('i', range(5))\n"
-                        "def test_plain(i):\n    assert i < 5\n")
-    result = pytester.runpytest_subprocess("-n", "2", "--physpipe-dist", timeout=120)
+    pytester.makepyfile(
+        test_plain="""
+        import pytest
+
+        @pytest.mark.parametrize("i", range(5))
+        def test_plain(i):
+            assert i < 5
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "--physpipe-dist", "-v", timeout=120)
     result.assert_outcomes(passed=5)
-    assert result.duration < 60
+    result.stdout.fnmatch_lines(["*scheduling tests via PhyspipeScheduling*"])
+    assert (pytester.path / ".physpipe" / "CACHEDIR.TAG").is_file()
