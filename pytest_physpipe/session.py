@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -25,6 +25,9 @@ from pytest_physpipe.records import StageRecord
 from pytest_physpipe.resources import Budget, SlotPool, detect_budget
 from pytest_physpipe.stage import StageSpec, registry
 from pytest_physpipe.store import Store
+
+if TYPE_CHECKING:
+    from pytest_physpipe.campaign import Campaign
 
 __all__ = ["SESSION", "PhyspipeFixture", "PhyspipeSession", "get_session", "stage_provenance"]
 
@@ -99,6 +102,7 @@ class PhyspipeSession:
             extra_versions=self.planner.packages,
         )
         self.records: dict[str, StageRecord] = {}
+        self.campaign: Campaign | None = None
         self._current: dict[str, str] = {}
         self._values: dict[str, Outcome] = {}
         self.statuses: dict[str, str] = {}  # key -> "cached" | "missing", from the plan
@@ -112,13 +116,7 @@ class PhyspipeSession:
         used = {n for item in items for n in getattr(item, "fixturenames", ()) if n in stages}
         try:
             self.planner.validate(sorted(used))
-            for name in sorted(self.settings.rebuild - {"all"}):
-                if name not in stages:
-                    known = ", ".join(sorted(s.name for s in stages.all())) or "none"
-                    raise PhyspipeError(
-                        f"--physpipe-rebuild {name}: there is no stage named {name!r} (stages: "
-                        f"{known}). Name a stage, or use `all` to rebuild every stage."
-                    )
+            self._check_rebuild_names()
             for item in items:
                 needed = self.planner.for_item(item)
                 if any(found.spec.slow for found in needed.values()):
@@ -126,6 +124,16 @@ class PhyspipeSession:
         except PhyspipeError as exc:
             self._plan_failed = True
             raise pytest.UsageError(str(exc)) from None
+
+    def _check_rebuild_names(self) -> None:
+        stages = self.planner.registry
+        for name in sorted(self.settings.rebuild - {"all"}):
+            if name not in stages:
+                known = ", ".join(sorted(s.name for s in stages.all())) or "none"
+                raise PhyspipeError(
+                    f"--physpipe-rebuild {name}: there is no stage named {name!r} (stages: "
+                    f"{known}). Name a stage, or use `all` to rebuild every stage."
+                )
 
     def finish_collection(self, items: list[pytest.Item]) -> list[StageInstance]:
         """After deselection: check budgets, look up statuses, skip under cached-only."""
@@ -160,7 +168,53 @@ class PhyspipeSession:
                             f"{self.store.root}"
                         )
                     )
-        return self.planner.instances(items)
+        instances = self.planner.instances(items)
+        if not local and not (
+            self.settings.plan or self.settings.cached_only or self.settings.no_cache
+        ):
+            self._start_campaign(instances)
+        return instances
+
+    def _start_campaign(self, instances: list[StageInstance]) -> None:
+        """Submit the slow, missing instances to the batch backend (SPEC §7)."""
+        if not any(
+            f.spec.slow and f.spec.cache and self.statuses.get(f.key) == "missing"
+            for f in instances
+        ):
+            return
+        from pytest_physpipe.backends import BATCH_BACKENDS
+        from pytest_physpipe.campaign import Campaign, CancelOnInterrupt
+
+        factories: dict[str, Any] = dict(BATCH_BACKENDS)
+        self.config.hook.pytest_physpipe_register_backends(backends=factories)
+        name = self.settings.backend
+        if name not in factories:
+            raise pytest.UsageError(
+                f"--physpipe-backend {name}: no such backend; choose local, "
+                f"{', '.join(sorted(factories))}"
+            )
+        default_args = {"slurm": self.settings.slurm_args, "pbs": self.settings.pbs_args}
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        campaign = Campaign(
+            backend=factories[name](),
+            store=self.store,
+            runner=self.runner,
+            planner=self.planner,
+            run_id=self.run_id,
+            rootdir=Path(self.config.rootpath),
+            cwd=Path(self.config.invocation_params.dir),
+            default_args=default_args.get(name, ()),
+            say=reporter.write_line if reporter is not None else None,
+        )
+        try:
+            self.store.ensure()
+            campaign.check()
+            self.campaign = campaign
+            self.config.pluginmanager.register(CancelOnInterrupt(campaign))
+            campaign.submit(instances)
+        except PhyspipeError as exc:
+            campaign.cancel()
+            raise pytest.UsageError(str(exc)) from None
 
     def _exists(self, key: str) -> bool:
         try:
@@ -197,6 +251,12 @@ class PhyspipeSession:
             if self.settings.no_cache and spec.cache:
                 self.store.ensure()
                 outcome = self.runner.compute_uncached(found, upstream)
+            elif self.campaign is not None and spec.slow and spec.cache:
+                # A job this run submitted or joined reports as such, even when it is done.
+                in_flight = found.key in self.campaign.job_ids
+                outcome = (None if in_flight else self.runner.lookup(found)) or self._from_job(
+                    found
+                )
             else:
                 outcome = self.runner.provide(found, upstream)
         except BaseException as exc:
@@ -217,7 +277,32 @@ class PhyspipeSession:
             if old is None or rank[record.status] > rank[old.status]:
                 self.records[record.key] = record
 
+    def _from_job(self, found: StageInstance) -> Outcome:
+        assert self.campaign is not None
+        if found.key not in self.campaign.job_ids:
+            # Needed at run time but not planned (an override the plan could not see): its
+            # chain goes out now.
+            chain: list[StageInstance] = []
+
+            def visit(current: StageInstance) -> None:
+                for key in current.upstream.values():
+                    above = self.planner.get(key)
+                    if above is not None and above not in chain:
+                        visit(above)
+                chain.append(current)
+
+            visit(found)
+            self.campaign.submit(chain)
+        return self.campaign.wait(found)
+
+    def cancel_jobs(self) -> None:
+        """Cancel the batch jobs this process submitted (Ctrl-C, SIGTERM)."""
+        if self.campaign is not None:
+            self.campaign.cancel()
+
     def close(self) -> None:
+        if self.campaign is not None:
+            self.campaign.close()
         pool = self.runner.pool
         if self.worker is None and pool is not None:
             # The run's slot files; an xdist controller closes only after its workers are gone.

@@ -319,6 +319,12 @@ def test_sweep_fans_out_downstream_stages_and_tests(
     assert found["total 2"] == 2
     assert found["total 3"] == 2
     assert set(found.values()) == {1, 2}
+    result = pytester.runpytest("--physpipe-plan")
+    result.stdout.fnmatch_lines(
+        ["grid[[]n=2-length=1.0[]] *cached*", "total[[]n=2-length=1.0[]] *cached*"],
+        consecutive=False,
+    )
+    result.stdout.fnmatch_lines(["8 stage instance(s): 8 cached, 0 missing"])
 
 
 def test_sweep_with_explicit_ids_and_validation(pytester: pytest.Pytester, calls: CallLog) -> None:

@@ -1,0 +1,243 @@
+"""xdist as the local scheduler: duplicate work under -n 8, and makespan of --physpipe-dist.
+
+Run: ``python bench/bench_xdist.py [--repeat 3]``. Prints two tables (medians over the
+repeats, every run on a fresh store); asserts nothing about time.
+
+1. Shared upstream work on ``-n 8``: how many times each stage instance was computed
+   (target 1.00x) and the wall time against the serial run.
+2. Uneven stage costs on ``-n 2``: the makespan of the test phase (first test start to last
+   test end, from timestamps the tests log) with ``--dist load`` and with ``--physpipe-dist``
+   (cold: no cost history; warm: costs from an earlier run), against the lower bound
+   ``max(critical path, total work / workers)``.
+
+Stages sleep instead of computing, so a shared, small machine measures scheduling, not CPU
+contention; ``--physpipe-cpus`` is raised so that slots do not serialize the sleepers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+LOGGER = """
+import json, os, time
+from pathlib import Path
+
+LOG = Path(__file__).parent / "events.log"
+
+
+def event(kind, name, **extra):
+    with LOG.open("a") as handle:  # O_APPEND: one short write per line, never torn
+        handle.write(json.dumps({"kind": kind, "name": name, "t": time.time(),
+                                 "pid": os.getpid(), **extra}) + "\\n")
+"""
+
+CONFTEST = """
+import pytest
+from benchlog import event
+
+@pytest.fixture(autouse=True)
+def _timed(request):
+    event("test-start", request.node.nodeid)
+    yield
+    event("test-end", request.node.nodeid)
+"""
+
+# 1. A DAG whose stages share upstream work: grid -> 4 x heat -> 2 x post each; 3 tests per leaf.
+SHARED = """
+import time
+import pytest
+from benchlog import event
+from pytest_physpipe import StageConfig, stage, sweep
+
+class H(StageConfig):
+    i: int = 0
+
+class P(StageConfig):
+    j: int = 0
+
+def work(name, seconds):
+    event("stage", name)
+    time.sleep(seconds)
+
+@stage
+def grid():
+    work("grid", 0.3)
+    return 1
+
+@stage(params=sweep(H, i=[0, 1, 2, 3]))
+def heat(grid, config: H):
+    work(f"heat{config.i}", 0.2)
+    return config.i
+
+@stage(params=sweep(P, j=[0, 1]))
+def post(heat, config: P):
+    work(f"post{heat}-{config.j}", 0.1)
+    return heat
+
+@pytest.mark.parametrize("k", range(3))
+def test_post(post, k):
+    assert post >= 0
+"""
+SHARED_INSTANCES = 1 + 4 + 8
+
+# 2. Uneven costs: many cheap independent stages collected first, one expensive stage shared by
+# four tests, and a chain of two.
+UNEVEN_COSTS = {"cheap": 0.2, "big": 1.6, "first": 0.8, "second": 0.8}
+UNEVEN = """
+import time
+import pytest
+from benchlog import event
+from pytest_physpipe import StageConfig, stage, sweep
+
+class C(StageConfig):
+    i: int = 0
+
+@stage(params=sweep(C, i=list(range(6))))
+def cheap(config: C):
+    event("stage-start", f"cheap{config.i}")
+    time.sleep(0.2)
+    return config.i
+
+@stage
+def big():
+    event("stage-start", "big")
+    time.sleep(1.6)
+    return 1
+
+@stage
+def first():
+    event("stage-start", "first")
+    time.sleep(0.8)
+    return 1
+
+@stage
+def second(first):
+    event("stage-start", "second")
+    time.sleep(0.8)
+    return first
+
+def test_cheap(cheap):
+    assert cheap >= 0
+
+@pytest.mark.parametrize("k", range(4))
+def test_big(big, k):
+    assert big == 1
+
+@pytest.mark.parametrize("k", range(2))
+def test_chain(second, k):
+    assert second == 1
+"""
+UNEVEN_TOTAL = 6 * 0.2 + 1.6 + 0.8 + 0.8
+UNEVEN_CRITICAL = 0.8 + 0.8
+
+
+def _project(base: Path, body: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix="physpipe-bench-", dir=base))
+    (path / "benchlog.py").write_text(textwrap.dedent(LOGGER))
+    (path / "conftest.py").write_text(textwrap.dedent(CONFTEST))
+    (path / "test_bench.py").write_text(textwrap.dedent(body))
+    (path / "pytest.ini").write_text("[pytest]\n")
+    return path
+
+
+def _run(project: Path, *args: str) -> tuple[float, list[dict[str, object]]]:
+    (project / "events.log").unlink(missing_ok=True)
+    shutil.rmtree(project / ".physpipe" / "entries", ignore_errors=True)
+    env = dict(os.environ)
+    env["PYTEST_ADDOPTS"] = "-p no:benchmark -p no:hypothesispytest -p no:cacheprovider"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.pop("PHYSPIPE_DIR", None)
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"pytest {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    events = [json.loads(line) for line in (project / "events.log").read_text().splitlines()]
+    return wall, events
+
+
+def _makespan(events: list[dict[str, object]]) -> float:
+    starts = [float(e["t"]) for e in events if e["kind"] == "test-start"]  # type: ignore[arg-type]
+    ends = [float(e["t"]) for e in events if e["kind"] == "test-end"]  # type: ignore[arg-type]
+    return max(ends) - min(starts)
+
+
+def bench_shared(base: Path, repeat: int) -> list[str]:
+    project = _project(base, SHARED)
+    rows: dict[str, list[tuple[float, float]]] = {"serial": [], "-n 8": []}
+    for _ in range(repeat):
+        for label, args in (("serial", ["-p", "no:xdist"]), ("-n 8", ["-n", "8"])):
+            wall, events = _run(project, *args, "--physpipe-cpus", "8")
+            computed = Counter(str(e["name"]) for e in events if e["kind"] == "stage")
+            assert len(computed) == SHARED_INSTANCES, computed
+            rows[label].append((sum(computed.values()) / SHARED_INSTANCES, wall))
+    serial_wall = statistics.median(w for _, w in rows["serial"])
+    lines = [
+        "1. shared upstream work (13 stage instances, 24 tests), medians",
+        f"{'run':<8} {'computations/instance':>22} {'wall s':>8} {'vs serial':>10}",
+    ]
+    for label, values in rows.items():
+        dup = statistics.median(d for d, _ in values)
+        wall = statistics.median(w for _, w in values)
+        lines.append(f"{label:<8} {dup:>21.2f}x {wall:>8.2f} {wall / serial_wall:>9.2f}x")
+    return lines
+
+
+def bench_uneven(base: Path, repeat: int) -> list[str]:
+    bound = max(UNEVEN_CRITICAL, UNEVEN_TOTAL / 2)
+    modes = {
+        "--dist load": ["--dist", "load"],
+        "--physpipe-dist (cold)": ["--physpipe-dist"],
+        "--physpipe-dist (warm)": ["--physpipe-dist"],
+    }
+    spans: dict[str, list[float]] = {mode: [] for mode in modes}
+    project = _project(base, UNEVEN)
+    for _ in range(repeat):
+        for mode, args in modes.items():
+            if mode.endswith("(cold)"):
+                (project / ".physpipe" / "runs" / "durations.json").unlink(missing_ok=True)
+            elif mode.endswith("(warm)") and not spans[mode]:
+                _run(project, "-n", "2", "--physpipe-cpus", "2", *args)  # records the costs
+            _, events = _run(project, "-n", "2", "--physpipe-cpus", "2", *args)
+            spans[mode].append(_makespan(events))
+    lines = [
+        f"2. uneven stage costs on -n 2: total work {UNEVEN_TOTAL:.1f} s, critical path "
+        f"{UNEVEN_CRITICAL:.1f} s, lower bound {bound:.2f} s; medians",
+        f"{'mode':<24} {'makespan s':>11} {'vs bound':>9}",
+    ]
+    for mode, values in spans.items():
+        span = statistics.median(values)
+        lines.append(f"{mode:<24} {span:>11.2f} {span / bound:>8.2f}x")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="physpipe-bench-") as tmp:
+        base = Path(tmp)
+        for line in [*bench_shared(base, args.repeat), "", *bench_uneven(base, args.repeat)]:
+            print(line)
+
+
+if __name__ == "__main__":
+    main()

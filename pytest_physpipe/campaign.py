@@ -1,0 +1,378 @@
+"""Cluster campaigns: slow stage instances dispatched to a batch backend as jobs.
+
+Right after collection, every ``slow`` instance the selected tests need and the store lacks is
+submitted as one job, with its upstream slow instances as ``afterok`` dependencies; missing fast
+upstream instances are computed locally and committed first, so the job finds them in the
+store. Tests then wait for the keys they need and load them from the store.
+
+Submissions are recorded in the store (``jobs/<key>/submitted.json``) under a per-key lock, so
+xdist workers and a second pytest session reuse a job still in flight instead of submitting a
+duplicate. The job's own outcome record (``jobs/<key>/outcome.json``, written by
+:mod:`pytest_physpipe.worker`) says how it ended; the scheduler's word is only a hint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from pytest_physpipe.backends.base import Backend, JobRequest, JobState, log_tail
+from pytest_physpipe.errors import BackendError, CorruptEntryError, JobFailedError
+from pytest_physpipe.execute import Outcome, StageRunner
+from pytest_physpipe.locks import KeyLock, filesystem_type, is_network_filesystem
+from pytest_physpipe.plan import Planner, StageInstance
+from pytest_physpipe.store import Store
+from pytest_physpipe.worker import JobSpec, job_dir, read_outcome
+
+__all__ = ["Campaign", "CancelOnInterrupt"]
+
+#: Seconds between scheduler status calls while a test waits (the store is polled faster).
+STATUS_INTERVAL_S = 2.0
+#: Seconds between looks at the store while a test waits for a job's commit.
+STORE_POLL_S = 0.1
+#: Consecutive failed status calls tolerated before a wait gives up.
+STATUS_FAILURES_MAX = 5
+
+
+class Campaign:
+    """The jobs of one pytest process: submits, reuses, waits for and cancels them."""
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        store: Store,
+        runner: StageRunner,
+        planner: Planner,
+        run_id: str,
+        rootdir: Path,
+        cwd: Path,
+        default_args: Sequence[str] = (),
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.store = store
+        self.runner = runner
+        self.planner = planner
+        self.run_id = run_id
+        self.rootdir = rootdir
+        self.cwd = cwd
+        self.default_args = tuple(default_args)
+        self.say = say or (lambda _line: None)
+        self.job_ids: dict[str, str] = {}  # key -> job id (submitted or reused)
+        self.submitted: list[str] = []  # job ids this process submitted (cancelled on Ctrl-C)
+        self.submitted_at: dict[str, float] = {}
+        self._old_sigterm: Any = None
+
+    # -- submission -----------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Fail before anything is submitted if the backend or the store cannot work."""
+        self.backend.check()
+        nodes = _slurm_nodes() if self.backend.name == "slurm" else None
+        local_only = nodes is not None and nodes <= {socket.gethostname(), "localhost"}
+        if not local_only and not is_network_filesystem(filesystem_type(self.store.root)):
+            fs = filesystem_type(self.store.root) or "unknown"
+            if nodes:  # a multi-node Slurm cluster and a local store: jobs could not see it
+                raise BackendError(
+                    f"the physpipe store {self.store.root} is on a local filesystem ({fs}), but "
+                    f"the {self.backend.name} cluster's compute nodes ({', '.join(sorted(nodes))})"
+                    " cannot read it. Put the store on a shared filesystem with --physpipe-dir "
+                    "(for example your project or scratch space)."
+                )
+
+    def submit(self, instances: Iterable[StageInstance]) -> list[StageInstance]:
+        """Submit every slow, missing instance (upstream first); the ones now in flight."""
+        pending: list[StageInstance] = []
+        for found in instances:  # the planner lists upstream before downstream
+            if not (found.spec.slow and found.spec.cache) or self.store.exists(found.key):
+                continue
+            self._ensure_local_upstream(found)
+            depends = tuple(self.job_ids[k] for k in found.upstream.values() if k in self.job_ids)
+            self.job_ids[found.key] = self._submit_or_reuse(found, depends)
+            pending.append(found)
+        if self.submitted:
+            self._install_sigterm()
+        return pending
+
+    def _ensure_local_upstream(self, found: StageInstance) -> None:
+        for key in found.upstream.values():
+            upstream = self.planner.get(key)
+            if upstream is None or upstream.spec.slow or self.store.exists(key):
+                continue
+            self._ensure_local_upstream(upstream)
+            values = {name: self._load(k) for name, k in upstream.upstream.items()}
+            self.say(f"physpipe: computing {upstream.label} locally for a job that needs it")
+            self.runner.provide(upstream, values)
+
+    def _load(self, key: str) -> Any:
+        loaded = self.store.load(key)
+        if loaded is None:
+            raise JobFailedError(f"upstream entry {key} is not in the store {self.store.root}")
+        return loaded.value
+
+    def _submit_or_reuse(self, found: StageInstance, depends: tuple[str, ...]) -> str:
+        folder = job_dir(self.store.root, found.key)
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = KeyLock(
+            self.store.root / "locks" / f"{found.key}.submit.lock",
+            mode=self.store.lock_mode,  # type: ignore[arg-type]
+            describe=f"submission of stage {found.label}",
+        )
+        with lock:
+            previous = _read_json(folder / "submitted.json")
+            if previous and previous.get("backend") == self.backend.name:
+                job_id = str(previous["job_id"])
+                info = self.backend.status(job_ids=[job_id]).get(job_id)
+                if info is not None and not info.state.finished:
+                    self.say(f"physpipe: {found.label} is already in flight as job {job_id}")
+                    self.submitted_at[found.key] = float(previous.get("submitted_at", time.time()))
+                    return job_id
+            spec = self._job_spec(found)
+            _write_atomic(folder / "job.json", spec.model_dump_json(indent=1))
+            (folder / "outcome.json").unlink(missing_ok=True)
+            request = JobRequest(
+                name=f"physpipe-{found.name}",
+                argv=[sys.executable, "-m", "pytest_physpipe.worker", str(folder / "job.json")],
+                cwd=self.cwd,
+                log_path=folder / "job.log",
+                resources=found.spec.resources,
+                cluster=found.spec.cluster,
+                depends_on=depends,
+                env=_job_env(),
+                default_args=self.default_args,
+            )
+            job_id = self.backend.submit(request=request)
+            now = time.time()
+            _write_atomic(
+                folder / "submitted.json",
+                json.dumps(
+                    {
+                        "job_id": job_id,
+                        "backend": self.backend.name,
+                        "submitted_at": now,
+                        "run_id": self.run_id,
+                        "stage": found.label,
+                        "depends_on": list(depends),
+                        "host": socket.gethostname(),
+                        "pid": os.getpid(),
+                    },
+                    indent=1,
+                ),
+            )
+        self.submitted.append(job_id)
+        self.submitted_at[found.key] = now
+        deps = f" after {', '.join(depends)}" if depends else ""
+        self.say(f"physpipe: submitted {found.label} as {self.backend.name} job {job_id}{deps}")
+        return job_id
+
+    def _job_spec(self, found: StageInstance) -> JobSpec:
+        func = found.spec.func
+        return JobSpec(
+            key=found.key,
+            stage=found.name,
+            module_name=func.__module__,
+            module_file=func.__code__.co_filename,
+            sys_path=[p for p in sys.path if p],
+            rootdir=str(self.rootdir),
+            store=str(self.store.root),
+            config=found.config_json if found.config is not None else None,
+            upstream=found.upstream,
+            packages=self.planner.packages,
+            salt=self.planner.salt,
+            lock=self.store.lock_mode,
+            verify_max=self.store.verify_max,
+            run_id=self.run_id,
+            backend=self.backend.name,
+        )
+
+    # -- waiting --------------------------------------------------------------------------------
+
+    def wait(self, found: StageInstance) -> Outcome:
+        """Block until the job computing ``found`` commits, then load it; or raise why not."""
+        job_id = self.job_ids.get(found.key)
+        if job_id is None:
+            previous = _read_json(job_dir(self.store.root, found.key) / "submitted.json")
+            if previous is None:
+                raise JobFailedError(
+                    f"stage {found.label} is neither in the store nor submitted as a job"
+                )
+            job_id = str(previous["job_id"])
+        next_status = 0.0
+        failures = 0
+        while True:
+            outcome = self._try_load(found, job_id)
+            if outcome is not None:
+                return outcome
+            result = read_outcome(self.store.root, found.key)
+            if result is not None and result.status == "failed":
+                raise self._failure(found, job_id, "FAILED", result.traceback or result.error)
+            now = time.monotonic()
+            if now >= next_status:
+                next_status = now + STATUS_INTERVAL_S
+                try:
+                    info = self.backend.status(job_ids=[job_id]).get(job_id)
+                except BackendError:
+                    # A busy controller may fail a call; the store still tells us the outcome.
+                    failures += 1
+                    if failures >= STATUS_FAILURES_MAX:
+                        raise
+                    continue
+                failures = 0
+                if info is not None and info.state.finished:
+                    time.sleep(STORE_POLL_S)  # the commit may land just after the state
+                    outcome = self._try_load(found, job_id)
+                    if outcome is not None:
+                        return outcome
+                    result = read_outcome(self.store.root, found.key)
+                    detail = result.traceback if result and result.traceback else info.reason
+                    state = info.state.value
+                    if info.state is JobState.COMPLETED:
+                        state = "COMPLETED without committing a result"
+                    elif "Dependency" in info.reason:
+                        state = f"{state} because a job it depends on failed"
+                    raise self._failure(found, job_id, state, detail)
+            time.sleep(STORE_POLL_S)
+
+    def _try_load(self, found: StageInstance, job_id: str) -> Outcome | None:
+        try:
+            loaded = self.store.load(found.key)
+        except CorruptEntryError:
+            return None
+        if loaded is None:
+            return None
+        result = read_outcome(self.store.root, found.key)
+        queued = None
+        submitted = self.submitted_at.get(found.key)
+        if submitted is not None and result is not None:
+            queued = max(0.0, result.started_at - submitted)
+        record = loaded.record.model_copy(
+            update={
+                "status": "loaded-from-job",
+                "param_id": found.param_id,
+                "backend": self.backend.name,
+                "job_id": job_id,
+                "queued_s": queued,
+                "worker": self.runner.worker,
+            }
+        )
+        return Outcome(loaded.value, record)
+
+    def _failure(
+        self, found: StageInstance, job_id: str, state: str, detail: str | None
+    ) -> JobFailedError:
+        log = job_dir(self.store.root, found.key) / "job.log"
+        parts = [
+            f"stage {found.label} ({found.key[:12]}): {self.backend.name} job {job_id} ended "
+            f"{state}; nothing was committed."
+        ]
+        if detail:
+            parts.append(f"The job reported:\n{detail.rstrip()}")
+        parts.append(f"Last lines of {log}:\n{log_tail(log)}")
+        parts.append("Fix the cause and rerun pytest: the job is submitted again.")
+        return JobFailedError("\n".join(parts))
+
+    # -- cancelling -----------------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Cancel the jobs this process submitted that have not finished."""
+        if not self.submitted:
+            return
+        ids, self.submitted = self.submitted, []
+        try:
+            self.backend.cancel(job_ids=ids)
+        except BackendError as exc:
+            self.say(f"physpipe: could not cancel jobs {', '.join(ids)}: {exc}")
+            return
+        self.say(f"physpipe: cancelled {self.backend.name} jobs {', '.join(ids)}")
+
+    def _install_sigterm(self) -> None:
+        # pytest handles KeyboardInterrupt (Ctrl-C) cleanly; make SIGTERM take the same road so
+        # that `kill` or a CI timeout also cancels the jobs this run submitted.
+        def on_sigterm(signum: int, frame: FrameType | None) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        try:
+            self._old_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
+        except ValueError:  # not the main thread: leave signals alone
+            self._old_sigterm = None
+
+    def close(self) -> None:
+        if self._old_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+            self._old_sigterm = None
+
+
+class CancelOnInterrupt:
+    """Registered as a pytest plugin while a campaign runs: Ctrl-C cancels its jobs."""
+
+    def __init__(self, campaign: Campaign) -> None:
+        self.campaign = campaign
+
+    def pytest_keyboard_interrupt(self, excinfo: object) -> None:
+        # Ctrl-C, or SIGTERM (turned into KeyboardInterrupt above): no job this run
+        # submitted may outlive it.
+        self.campaign.cancel()
+
+    def pytest_sessionfinish(self, session: object, exitstatus: int) -> None:
+        if exitstatus == 2:  # pytest.ExitCode.INTERRUPTED
+            self.campaign.cancel()
+
+
+def _job_env() -> dict[str, str]:
+    env = {}
+    # Only what the job needs to find the code and the pickle secret file; the job script is
+    # written to disk, so secrets such as PHYSPIPE_SECRET are left to the inherited environment.
+    for name in ("XDG_CONFIG_HOME", "PYTHONPATH"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
+
+
+def _slurm_nodes() -> set[str] | None:
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["sinfo", "-h", "-o", "%N"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    nodes: set[str] = set()
+    for line in done.stdout.split():
+        try:
+            expanded = subprocess.run(
+                ["scontrol", "show", "hostnames", line],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            ).stdout.split()
+        except (OSError, subprocess.SubprocessError):
+            expanded = [line]
+        nodes.update(expanded or [line])
+    return nodes
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
