@@ -152,7 +152,10 @@ class PhyspipeSession:
                 raise pytest.UsageError(str(exc)) from None
         for key, found in needed.items():
             cached = found.spec.cache and not self.settings.no_cache and self._exists(key)
-            self.statuses[key] = "cached" if cached else "missing"
+            # cache=False stages live in memory only: "uncached", never "missing".
+            self.statuses[key] = (
+                "cached" if cached else "missing" if found.spec.cache else "uncached"
+            )
         if self.settings.cached_only:
             for item in items:
                 missing = [
