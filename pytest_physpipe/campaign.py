@@ -24,13 +24,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pytest_physpipe.backends.base import Backend, JobRequest, JobState, log_tail
+from pytest_physpipe.backends.base import Backend, JobInfo, JobRequest, JobState, log_tail
 from pytest_physpipe.errors import BackendError, CorruptEntryError, JobFailedError
 from pytest_physpipe.execute import Outcome, StageRunner
 from pytest_physpipe.locks import KeyLock, filesystem_type, is_network_filesystem
 from pytest_physpipe.plan import Planner, StageInstance
 from pytest_physpipe.store import Store
-from pytest_physpipe.worker import JobSpec, job_dir, read_outcome
+from pytest_physpipe.worker import JobOutcome, JobSpec, job_dir, read_outcome
 
 __all__ = ["Campaign", "CancelOnInterrupt"]
 
@@ -76,7 +76,12 @@ class Campaign:
 
     def check(self) -> None:
         """Fail before anything is submitted if the backend or the store cannot work."""
-        self.backend.check()
+        try:
+            self.backend.check()
+        except BackendError as exc:
+            raise BackendError(
+                f"--physpipe-backend {self.backend.name}: {exc}. Nothing was submitted."
+            ) from None
         nodes = _slurm_nodes() if self.backend.name == "slurm" else None
         local_only = nodes is not None and nodes <= {socket.gethostname(), "localhost"}
         if not local_only and not is_network_filesystem(filesystem_type(self.store.root)):
@@ -150,7 +155,13 @@ class Campaign:
                 env=_job_env(),
                 default_args=self.default_args,
             )
-            job_id = self.backend.submit(request=request)
+            try:
+                job_id = self.backend.submit(request=request)
+            except BackendError as exc:
+                raise BackendError(
+                    f"submitting stage {found.label} ({found.key[:12]}) to {self.backend.name} "
+                    f"failed: {exc}"
+                ) from None
             now = time.time()
             _write_atomic(
                 folder / "submitted.json",
@@ -198,6 +209,7 @@ class Campaign:
 
     def wait(self, found: StageInstance) -> Outcome:
         """Block until the job computing ``found`` commits, then load it; or raise why not."""
+        __tracebackhide__ = True
         job_id = self.job_ids.get(found.key)
         if job_id is None:
             previous = _read_json(job_dir(self.store.root, found.key) / "submitted.json")
@@ -213,8 +225,9 @@ class Campaign:
             if outcome is not None:
                 return outcome
             result = read_outcome(self.store.root, found.key)
-            if result is not None and result.status == "failed":
+            if result is not None and result.status == "failed" and result.signal is None:
                 raise self._failure(found, job_id, "FAILED", result.traceback or result.error)
+            # A job ended by a signal (cancelled, walltime): the scheduler's state says which.
             now = time.monotonic()
             if now >= next_status:
                 next_status = now + STATUS_INTERVAL_S
@@ -234,13 +247,35 @@ class Campaign:
                         return outcome
                     result = read_outcome(self.store.root, found.key)
                     detail = result.traceback if result and result.traceback else info.reason
-                    state = info.state.value
-                    if info.state is JobState.COMPLETED:
-                        state = "COMPLETED without committing a result"
-                    elif "Dependency" in info.reason:
-                        state = f"{state} because a job it depends on failed"
-                    raise self._failure(found, job_id, state, detail)
+                    raise self._failure(found, job_id, self._end_state(found, info, result), detail)
             time.sleep(STORE_POLL_S)
+
+    def _end_state(self, found: StageInstance, info: JobInfo, result: JobOutcome | None) -> str:
+        """How a finished job that committed nothing ended, in words."""
+        state = info.state.value
+        upstream_failed = [
+            self.planner.get(key)
+            for key in found.upstream.values()
+            if not self.store.exists(key)
+            and (job := read_outcome(self.store.root, key)) is not None
+            and job.status == "failed"
+        ]
+        if result is not None and result.signal and info.state is JobState.COMPLETED:
+            # Torque's wrapper over Slurm reports a cancelled or timed-out job as completed.
+            name = signal.Signals(result.signal).name
+            return (
+                f"by {name} (cancelled, or past its walltime; {self.backend.name} does not say "
+                "which)"
+            )
+        if result is None and ("Dependency" in info.reason or upstream_failed):
+            names = ", ".join(u.label for u in upstream_failed if u is not None)
+            return (
+                f"{state} without running, because the job of {names or 'a stage'} it depends "
+                "on failed"
+            )
+        if info.state is JobState.COMPLETED:
+            return "COMPLETED without committing a result"
+        return state
 
     def _try_load(self, found: StageInstance, job_id: str) -> Outcome | None:
         try:

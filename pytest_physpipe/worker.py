@@ -13,6 +13,7 @@ import argparse
 import importlib.util
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -22,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["JobOutcome", "JobSpec", "job_dir", "main", "read_outcome", "run_job"]
+__all__ = ["JobOutcome", "JobSpec", "JobTerminated", "job_dir", "main", "read_outcome", "run_job"]
 
 
 class JobSpec(BaseModel):
@@ -59,6 +60,22 @@ class JobOutcome(BaseModel):
     job_id: str | None = None
     error: str | None = None
     traceback: str | None = None
+    #: The signal that ended the job (SIGTERM: cancelled, or past its walltime), if any.
+    signal: int | None = None
+
+
+class JobTerminated(BaseException):
+    """The scheduler sent the job SIGTERM: ``scancel``/``qdel``, or the walltime ran out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    def __str__(self) -> str:
+        return (
+            f"the job received {signal.Signals(self.signum).name}: it was cancelled (scancel, "
+            "qdel) or ran past its walltime"
+        )
 
 
 def job_dir(store: Path, key: str) -> Path:
@@ -145,12 +162,13 @@ def run_job(spec: JobSpec) -> JobOutcome:
     """Compute the instance described by ``spec`` and commit it; never raises."""
     started = time.time()
     clock = time.perf_counter()
-    status, error, trace = "failed", None, None
+    status, error, trace, signum = "failed", None, None, None
     try:
         status = _compute(spec)
     except BaseException as exc:  # the job's outcome record must be written, whatever happened
         error = f"{type(exc).__name__}: {exc}"
         trace = "".join(traceback.format_exception(exc))
+        signum = exc.signum if isinstance(exc, JobTerminated) else None
     result = JobOutcome(
         key=spec.key,
         status=status,
@@ -161,6 +179,7 @@ def run_job(spec: JobSpec) -> JobOutcome:
         job_id=_job_id(),
         error=error,
         traceback=trace,
+        signal=signum,
     )
     folder = job_dir(Path(spec.store), spec.key)
     folder.mkdir(parents=True, exist_ok=True)
@@ -176,6 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("job", type=Path, help="the job spec (jobs/<key>/job.json in the store)")
     args = parser.parse_args(argv)
     spec = JobSpec.model_validate(json.loads(args.job.read_text()))
+
+    # Both schedulers send SIGTERM before SIGKILL on scancel/qdel and at the walltime: record
+    # it, because Torque's wrapper reports such a job as completed, with no exit status.
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise JobTerminated(signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     outcome = run_job(spec)
     if outcome.traceback:
         sys.stderr.write(outcome.traceback)
