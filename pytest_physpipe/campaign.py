@@ -32,7 +32,7 @@ from pytest_physpipe.plan import Planner, StageInstance
 from pytest_physpipe.store import Store
 from pytest_physpipe.worker import JobOutcome, JobSpec, job_dir, read_outcome
 
-__all__ = ["Campaign", "CancelOnInterrupt"]
+__all__ = ["Campaign", "CancelOnInterrupt", "sigterm_as_interrupt"]
 
 #: Seconds between scheduler status calls while a test waits (the store is polled faster).
 STATUS_INTERVAL_S = 2.0
@@ -70,7 +70,9 @@ class Campaign:
         self.job_ids: dict[str, str] = {}  # key -> job id (submitted or reused)
         self.submitted: list[str] = []  # job ids this process submitted (cancelled on Ctrl-C)
         self.submitted_at: dict[str, float] = {}
-        self._old_sigterm: Any = None
+        #: Fast upstream instances computed here for the jobs (the session records them).
+        self.local: dict[str, Outcome] = {}
+        self._undo_sigterm: Callable[[], None] | None = None
 
     # -- submission -----------------------------------------------------------------------------
 
@@ -97,6 +99,8 @@ class Campaign:
     def submit(self, instances: Iterable[StageInstance]) -> list[StageInstance]:
         """Submit every slow, missing instance (upstream first); the ones now in flight."""
         pending: list[StageInstance] = []
+        if self._undo_sigterm is None:
+            self._undo_sigterm = sigterm_as_interrupt()
         for found in instances:  # the planner lists upstream before downstream
             if not (found.spec.slow and found.spec.cache) or self.store.exists(found.key):
                 continue
@@ -104,8 +108,6 @@ class Campaign:
             depends = tuple(self.job_ids[k] for k in found.upstream.values() if k in self.job_ids)
             self.job_ids[found.key] = self._submit_or_reuse(found, depends)
             pending.append(found)
-        if self.submitted:
-            self._install_sigterm()
         return pending
 
     def _ensure_local_upstream(self, found: StageInstance) -> None:
@@ -116,7 +118,7 @@ class Campaign:
             self._ensure_local_upstream(upstream)
             values = {name: self._load(k) for name, k in upstream.upstream.items()}
             self.say(f"physpipe: computing {upstream.label} locally for a job that needs it")
-            self.runner.provide(upstream, values)
+            self.local[upstream.key] = self.runner.provide(upstream, values)
 
     def _load(self, key: str) -> Any:
         loaded = self.store.load(key)
@@ -270,8 +272,8 @@ class Campaign:
         if result is None and ("Dependency" in info.reason or upstream_failed):
             names = ", ".join(u.label for u in upstream_failed if u is not None)
             return (
-                f"{state} without running, because the job of {names or 'a stage'} it depends "
-                "on failed"
+                f"without running ({state}), because the job of {names or 'a stage'} it "
+                "depends on failed"
             )
         if info.state is JobState.COMPLETED:
             return "COMPLETED without committing a result"
@@ -329,21 +331,10 @@ class Campaign:
             return
         self.say(f"physpipe: cancelled {self.backend.name} jobs {', '.join(ids)}")
 
-    def _install_sigterm(self) -> None:
-        # pytest handles KeyboardInterrupt (Ctrl-C) cleanly; make SIGTERM take the same road so
-        # that `kill` or a CI timeout also cancels the jobs this run submitted.
-        def on_sigterm(signum: int, frame: FrameType | None) -> None:
-            raise KeyboardInterrupt(f"signal {signum}")
-
-        try:
-            self._old_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
-        except ValueError:  # not the main thread: leave signals alone
-            self._old_sigterm = None
-
     def close(self) -> None:
-        if self._old_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._old_sigterm)
-            self._old_sigterm = None
+        if self._undo_sigterm is not None:
+            self._undo_sigterm()
+            self._undo_sigterm = None
 
 
 class CancelOnInterrupt:
@@ -360,6 +351,30 @@ class CancelOnInterrupt:
     def pytest_sessionfinish(self, session: object, exitstatus: int) -> None:
         if exitstatus == 2:  # pytest.ExitCode.INTERRUPTED
             self.campaign.cancel()
+
+
+def sigterm_as_interrupt() -> Callable[[], None]:
+    """Make SIGTERM raise ``KeyboardInterrupt``; return the function that undoes it.
+
+    pytest handles KeyboardInterrupt (Ctrl-C) cleanly; SIGTERM taking the same road means that
+    `kill` or a CI timeout also cancels the jobs a run submitted. An xdist controller needs it
+    too: on KeyboardInterrupt it stops its workers, and execnet interrupts their main thread,
+    so each worker cancels its own jobs; killed outright by SIGTERM, it would leave them be.
+    """
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum} ({signal.Signals(signum).name})")
+
+    try:
+        old = signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread: leave signals alone
+        return lambda: None
+
+    def undo() -> None:
+        # None: the old handler was not installed from Python; the default is the best guess.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if old is None else old)
+
+    return undo
 
 
 def _job_env() -> dict[str, str]:

@@ -21,12 +21,15 @@ import json
 import os
 import pickle
 import secrets
+import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, runtime_checkable
 
-import numpy as np
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from pytest_physpipe.errors import CodecError, CorruptEntryError, UnstorableValueError
 
@@ -64,6 +67,18 @@ class Codec(Protocol):
     def decode(self, src: Path, meta: Mapping[str, Any], *, mmap_min: int) -> object: ...
 
 
+def _numpy() -> Any:
+    """numpy, imported on first use: a suite whose stages return no arrays never pays for it."""
+    import numpy
+
+    return numpy
+
+
+def _loaded_numpy() -> Any:
+    """numpy if something imported it already, else ``None`` (then no value can be an array)."""
+    return sys.modules.get("numpy")
+
+
 def readonly(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """The array, flagged read-only (no copy)."""
     array.flags.writeable = False
@@ -72,18 +87,20 @@ def readonly(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 
 def _save_array(array: np.ndarray[Any, Any], path: Path) -> None:
     with path.open("wb") as handle:
-        np.save(handle, array, allow_pickle=False)
+        _numpy().save(handle, array, allow_pickle=False)
 
 
 def _load_array(path: Path, mmap_min: int) -> np.ndarray[Any, Any]:
+    numpy = _numpy()
     if path.stat().st_size >= mmap_min:
-        array: np.ndarray[Any, Any] = np.load(path, mmap_mode="r", allow_pickle=False)
+        array: np.ndarray[Any, Any] = numpy.load(path, mmap_mode="r", allow_pickle=False)
         return array
-    return readonly(np.load(path, allow_pickle=False))
+    return readonly(numpy.load(path, allow_pickle=False))
 
 
-def _is_plain_array(value: object) -> bool:
-    return isinstance(value, np.ndarray) and not value.dtype.hasobject
+def _is_plain_array(value: object) -> TypeGuard[np.ndarray[Any, Any]]:
+    numpy = _loaded_numpy()
+    return numpy is not None and isinstance(value, numpy.ndarray) and not value.dtype.hasobject
 
 
 #: Exact types only: subclasses (``numpy.float64``, ``numpy.str_``, ``IntEnum`` members) would
@@ -112,7 +129,6 @@ class NpyCodec:
     def encode(self, value: object, dest: Path) -> dict[str, Any]:
         if not _is_plain_array(value):
             raise CodecError(f"the npy codec stores numpy arrays, not {type(value).__name__}")
-        assert isinstance(value, np.ndarray)
         _save_array(value, dest / "value.npy")
         return {}
 
@@ -154,12 +170,13 @@ class TreeCodec:
     def _skeleton(self, value: object, arrays: list[np.ndarray[Any, Any]], path: str) -> Any:
         if value is None or type(value) in _PRIMITIVES:
             return value
-        if isinstance(value, np.ndarray):
+        np = _loaded_numpy()
+        if np is not None and isinstance(value, np.ndarray):
             if value.dtype.hasobject:
                 raise _Unsupported(value, path)
             arrays.append(value)
             return {_TAG: "ndarray", "file": f"a{len(arrays) - 1}.npy"}
-        if isinstance(value, np.generic):
+        if np is not None and isinstance(value, np.generic):
             if value.dtype.kind in "fc" and value.dtype.itemsize > _JSON_EXACT[value.dtype.kind]:
                 # long double: more precision than a JSON float holds; keep its bytes.
                 arrays.append(np.asarray(value))
@@ -238,10 +255,10 @@ class TreeCodec:
             array = _load_array(src / name, mmap_min)
             return array if tag == "ndarray" else array[()]
         if tag == "npscalar":
-            dtype = np.dtype(node["dtype"])
+            dtype = _numpy().dtype(node["dtype"])
             value = node["value"]
             if dtype.kind == "c":
-                return dtype.type(complex(*value))  # type: ignore[arg-type]
+                return dtype.type(complex(*value))
             return dtype.type(value)
         if tag == "complex":
             return complex(*node["value"])

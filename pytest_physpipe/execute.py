@@ -13,22 +13,18 @@ session does. The protocol for one instance:
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import inspect
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
-
-import numpy as np
 
 from pytest_physpipe.context import StageContext
 from pytest_physpipe.errors import (
@@ -344,7 +340,8 @@ class StageRunner:
 
 def _as_stored(value: Any) -> Any:
     """In memory, what a reload would give: arrays read-only (views, not copies)."""
-    if isinstance(value, np.ndarray):
+    numpy = sys.modules.get("numpy")  # no numpy imported: no value can be an array
+    if numpy is not None and isinstance(value, numpy.ndarray):
         view = value.view()
         view.flags.writeable = False
         return view
@@ -358,6 +355,9 @@ def _as_stored(value: Any) -> Any:
 
 
 def _run_coroutine(awaitable: Any) -> Any:
+    import asyncio  # only async stages pay for importing asyncio
+    import concurrent.futures
+
     async def wrapper() -> Any:
         return await awaitable
 
@@ -368,7 +368,3 @@ def _run_coroutine(awaitable: Any) -> Any:
     # Called from inside a running loop (pytest-asyncio, Jupyter): run it in a fresh thread.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, wrapper()).result()
-
-
-def new_run_id() -> str:
-    return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}"

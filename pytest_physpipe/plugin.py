@@ -91,11 +91,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
         settings, config.stash[_BUDGET] = from_controller(settings, workerinput)
     else:
-        from pytest_physpipe.execute import new_run_id
+        from pytest_physpipe.runid import new_run_id
 
         run_id = new_run_id()
     config.stash[_SETTINGS] = settings
     config.stash[_RUN] = (run_id, worker)
+    if workerinput is None and settings.backend != "local" and not settings.plan:
+        # Jobs a run submitted must not outlive it (SPEC §7): `kill` acts like Ctrl-C.
+        from pytest_physpipe.campaign import sigterm_as_interrupt
+
+        config.add_cleanup(sigterm_as_interrupt())
     if config.pluginmanager.hasplugin("xdist"):
         from pytest_physpipe.xdist import XdistHooks
 

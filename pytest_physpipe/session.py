@@ -18,11 +18,12 @@ from pytest_physpipe import keys
 from pytest_physpipe.codecs import CodecRegistry
 from pytest_physpipe.context import StageContext
 from pytest_physpipe.errors import PhyspipeError, ResourceError
-from pytest_physpipe.execute import Outcome, StageRunner, new_run_id
+from pytest_physpipe.execute import Outcome, StageRunner
 from pytest_physpipe.options import Settings
 from pytest_physpipe.plan import MISSING, Planner, StageInstance
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.resources import Budget, SlotPool, detect_budget
+from pytest_physpipe.runid import new_run_id
 from pytest_physpipe.stage import StageSpec, registry
 from pytest_physpipe.store import Store
 
@@ -218,6 +219,11 @@ class PhyspipeSession:
         except PhyspipeError as exc:
             campaign.cancel()
             raise pytest.UsageError(str(exc)) from None
+        finally:
+            # What the campaign computed here for its jobs counts as computed by this run.
+            for key, outcome in campaign.local.items():
+                self.records[key] = outcome.record
+                self._values[key] = outcome
 
     def _exists(self, key: str) -> bool:
         try:
@@ -281,6 +287,7 @@ class PhyspipeSession:
                 self.records[record.key] = record
 
     def _from_job(self, found: StageInstance) -> Outcome:
+        __tracebackhide__ = True
         assert self.campaign is not None
         if found.key not in self.campaign.job_ids:
             # Needed at run time but not planned (an override the plan could not see): its
