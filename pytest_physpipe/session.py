@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -144,13 +144,10 @@ class PhyspipeSession:
             found.key: found for item in items for found in self.planner.for_item(item).values()
         }
         local = self.settings.backend == "local"
-        for found in needed.values():
-            if found.spec.slow and not local:
-                continue  # goes to the cluster: its budget is the scheduler's business
-            try:
-                self.runner.pool.check(found.spec.resources, stage=found.label)  # type: ignore[union-attr]
-            except ResourceError as exc:
-                raise pytest.UsageError(str(exc)) from None
+        try:
+            self.check_budget(needed.values())
+        except ResourceError as exc:
+            raise pytest.UsageError(str(exc)) from None
         for key, found in needed.items():
             cached = found.spec.cache and not self.settings.no_cache and self._exists(key)
             # cache=False stages live in memory only: "uncached", never "missing".
@@ -178,6 +175,17 @@ class PhyspipeSession:
         ):
             self._start_campaign(instances)
         return instances
+
+    def check_budget(self, instances: Iterable[StageInstance]) -> None:
+        """:class:`ResourceError` for the first instance asking more than the local budget.
+
+        Slow instances going to a cluster are exempt: their budget is the scheduler's business.
+        """
+        local = self.settings.backend == "local"
+        for found in instances:
+            if found.spec.slow and not local:
+                continue
+            self.runner.pool.check(found.spec.resources, stage=found.label)  # type: ignore[union-attr]
 
     def _start_campaign(self, instances: list[StageInstance]) -> None:
         """Submit the slow, missing instances to the batch backend (SPEC §7)."""

@@ -167,24 +167,19 @@ class XdistHooks:
         """
         from pytest_physpipe.errors import ResourceError
 
-        pool = physpipe.runner.pool
-        if pool is None:
-            return
-        local = physpipe.settings.backend == "local"
-        for item in session.items:
-            for found in physpipe.planner.for_item(item).values():
-                if found.spec.slow and not local:
-                    continue  # goes to the cluster (session.finish_collection does the same)
-                try:
-                    pool.check(found.spec.resources, stage=found.label)
-                except ResourceError as exc:
-                    session.config.hook.pytest_collectreport(
-                        report=pytest.CollectReport(
-                            nodeid="", outcome="failed", longrepr=str(exc), result=[]
-                        )
-                    )
-                    session.items.clear()
-                    return
+        try:
+            physpipe.check_budget(
+                found
+                for item in session.items
+                for found in physpipe.planner.for_item(item).values()
+            )
+        except ResourceError as exc:
+            session.config.hook.pytest_collectreport(
+                report=pytest.CollectReport(
+                    nodeid="", outcome="failed", longrepr=str(exc), result=[]
+                )
+            )
+            session.items.clear()
 
     # -- both ---------------------------------------------------------------------------------
 
