@@ -495,7 +495,7 @@ def test_a_second_session_reuses_jobs_in_flight(
     assert first.returncode == 0, output
     second.assert_outcomes(passed=3)
     for label, data in before.items():
-        second.stdout.fnmatch_lines([f"*{label} is already in flight as job {data['job_id']}"])
+        assert f"{label} is already in flight as job {data['job_id']}\n" in str(second.stdout)
     assert "submitted" not in str(second.stdout)
     assert jobs.submitted() == before  # no duplicate: still the first session's three jobs
     assert calls.take() == {"shared 1": 1, "shared 2": 1, "shared 3": 1}

@@ -1,0 +1,246 @@
+"""Cluster campaigns against a real scheduler: what batch dispatch buys, and what it costs.
+
+Run: ``python bench/bench_cluster.py [--backend slurm|pbs] [--repeat 1] [--latency-repeat 5]``
+with a Slurm cluster up (``.ci/slurm-up``). Prints one table; asserts nothing about time.
+
+1. Wall time of a pytest run whose 8 tests each need an independent slow stage that sleeps
+   5 s: with ``--physpipe-backend slurm`` (8 jobs at once on the 8-CPU test node) against the
+   same suite run serially (``--physpipe-backend local -p no:xdist``). Each run is a fresh
+   ``python -m pytest`` process on a fresh store, so it includes start-up, submission and
+   waiting.
+2. Per-job overhead of the plugin over a bare ``sbatch --wrap`` of the same command (a Python
+   that sleeps ``--job-seconds``): submit -> COMPLETED for the bare job (``scontrol`` polled
+   every 0.1 s, as the plugin polls the store), submit -> value in the test for a one-stage
+   campaign, both timed from the moment the submit command returned; medians over
+   ``--latency-repeat`` jobs run one at a time. The plugin's time is split into queueing
+   (submit -> worker start), the worker (imports, upstream loads, the stage, the commit) and
+   detection (commit -> the test body runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+SUITE = """
+import os
+import time
+from pathlib import Path
+
+from pytest_physpipe import Resources, StageConfig, stage, sweep
+
+
+class Job(StageConfig):
+    i: int = 0
+
+
+SECONDS = float(os.environ["BENCH_SECONDS"])
+
+
+@stage(slow=True, resources=Resources(cpu=1, mem="100M", walltime="10:00"),
+       params=sweep(Job, i=list(range(int(os.environ["BENCH_STAGES"])))))
+def work(config: Job):
+    time.sleep(SECONDS)
+    return config.i
+
+
+def test_work(work):
+    # When the value reached the test (part 2 reads it).
+    Path(f"done-{work}.txt").write_text(repr(time.time()))
+    assert work >= 0
+"""
+
+PYTEST = ("-q", "-p", "no:cacheprovider", "-p", "no:benchmark", "-p", "no:randomly")
+
+
+def _project(root: Path, *, stages: int, seconds: float) -> dict[str, str]:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "test_bench_cluster.py").write_text(textwrap.dedent(SUITE))
+    env = dict(os.environ, BENCH_STAGES=str(stages), BENCH_SECONDS=repr(seconds))
+    env.pop("PHYSPIPE_DIR", None)
+    env.pop("PYTEST_ADDOPTS", None)
+    return env
+
+
+def _pytest(root: Path, env: dict[str, str], *args: str) -> float:
+    """Run pytest in ``root`` on a fresh store; its wall time. Fails loudly if a test fails."""
+    store = root / "store"
+    shutil.rmtree(store, ignore_errors=True)
+    for done in root.glob("done-*.txt"):
+        done.unlink()
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", *PYTEST, f"--physpipe-dir={store}", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"pytest {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return elapsed
+
+
+def campaign_vs_serial(
+    work: Path, *, backend: str, stages: int, seconds: float, repeat: int
+) -> tuple[list[float], list[float]]:
+    root = work / "fanout"
+    env = _project(root, stages=stages, seconds=seconds)
+    cluster, serial = [], []
+    for _ in range(repeat):  # interleaved, so a busy spell hits both
+        cluster.append(_pytest(root, env, f"--physpipe-backend={backend}"))
+        serial.append(_pytest(root, env, "--physpipe-backend=local", "-p", "no:xdist"))
+    return cluster, serial
+
+
+def plugin_latency(
+    work: Path, *, backend: str, seconds: float, repeat: int
+) -> list[dict[str, float]]:
+    """Submit -> value in the test for one-stage campaigns, split into its parts."""
+    root = work / "single"
+    env = _project(root, stages=1, seconds=seconds)
+    samples = []
+    for _ in range(repeat):
+        _pytest(root, env, f"--physpipe-backend={backend}")
+        (job,) = (root / "store" / "jobs").iterdir()
+        submitted = json.loads((job / "submitted.json").read_text())["submitted_at"]
+        outcome = json.loads((job / "outcome.json").read_text())
+        done = float((root / "done-0.txt").read_text())
+        ended = outcome["started_at"] + outcome["duration_s"]
+        samples.append(
+            {
+                "total": done - submitted,
+                "queue": outcome["started_at"] - submitted,
+                "worker": outcome["duration_s"],
+                "detect": done - ended,
+            }
+        )
+    return samples
+
+
+def _scontrol_state(job_id: str) -> str:
+    out = subprocess.run(
+        ["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, check=False
+    ).stdout
+    for word in out.split():
+        key, _, value = word.partition("=")
+        if key == "JobState":
+            return value
+    return ""
+
+
+def bare_latency(work: Path, *, seconds: float, repeat: int) -> list[float]:
+    """Submit -> COMPLETED of ``sbatch --wrap`` running the same Python sleep."""
+    command = shlex.join([sys.executable, "-c", f"import time; time.sleep({seconds!r})"])
+    samples = []
+    for _ in range(repeat):
+        result = subprocess.run(
+            [
+                "sbatch",
+                "--parsable",
+                "--job-name=bench-bare",
+                f"--output={work / 'bare-%j.log'}",
+                "--cpus-per-task=1",
+                "--mem=100M",
+                "--time=10:00",
+                f"--wrap={command}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        submitted = time.time()
+        job_id = result.stdout.strip().split(";")[0]
+        while (state := _scontrol_state(job_id)) in ("PENDING", "CONFIGURING", "RUNNING", ""):
+            time.sleep(0.1)
+        if state != "COMPLETED":
+            sys.exit(f"bare job {job_id} ended {state}")
+        samples.append(time.time() - submitted)
+    return samples
+
+
+def _cluster_ready(backend: str) -> str | None:
+    needed = ["sinfo", "sbatch", "scontrol"] + (["qsub"] if backend == "pbs" else [])
+    missing = [c for c in needed if shutil.which(c) is None]
+    if missing:
+        return f"{', '.join(missing)} not on PATH: start a cluster with .ci/slurm-up"
+    done = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, check=False)
+    if not any(s.rstrip("*~#") in ("idle", "mixed") for s in done.stdout.split()):
+        return f"no idle Slurm node (sinfo: {done.stdout.strip() or done.stderr.strip()})"
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=["slurm", "pbs"], default="slurm")
+    parser.add_argument("--stages", type=int, default=8, help="slow stages in part 1")
+    parser.add_argument("--seconds", type=float, default=5.0, help="each stage's sleep, part 1")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each side in part 1")
+    parser.add_argument("--job-seconds", type=float, default=1.0, help="the job's sleep, part 2")
+    parser.add_argument("--latency-repeat", type=int, default=5, help="jobs per side, part 2")
+    args = parser.parse_args()
+    reason = _cluster_ready(args.backend)
+    if reason:
+        sys.exit(f"bench_cluster: {reason}")
+    with tempfile.TemporaryDirectory(prefix="physpipe-bench-cluster-") as tmp:
+        work = Path(tmp)
+        cluster, serial = campaign_vs_serial(
+            work,
+            backend=args.backend,
+            stages=args.stages,
+            seconds=args.seconds,
+            repeat=args.repeat,
+        )
+        bare = bare_latency(work, seconds=args.job_seconds, repeat=args.latency_repeat)
+        plugin = plugin_latency(
+            work, backend=args.backend, seconds=args.job_seconds, repeat=args.latency_repeat
+        )
+
+    def med(values: list[float]) -> float:
+        return statistics.median(values)
+
+    part = {key: med([s[key] for s in plugin]) for key in ("total", "queue", "worker", "detect")}
+    n, s = args.stages, args.seconds
+    rows = [
+        (
+            "1",
+            f"{n} x {s:g} s slow stages, --physpipe-backend {args.backend}",
+            f"{med(cluster):.2f} s",
+        ),
+        ("1", "same suite, serial (local backend, -p no:xdist)", f"{med(serial):.2f} s"),
+        ("1", "speed-up", f"{med(serial) / med(cluster):.1f}x"),
+        (
+            "2",
+            f"bare sbatch --wrap, submit -> COMPLETED ({args.job_seconds:g} s job)",
+            f"{med(bare):.2f} s",
+        ),
+        ("2", f"plugin ({args.backend}), submit -> value in the test", f"{part['total']:.2f} s"),
+        ("", "  queue (submit -> worker starts)", f"{part['queue']:.2f} s"),
+        ("", "  worker (imports, stage, commit)", f"{part['worker']:.2f} s"),
+        ("", "  detection (commit -> test body)", f"{part['detect']:.2f} s"),
+        ("2", "plugin overhead per job (plugin - bare)", f"{part['total'] - med(bare):+.2f} s"),
+    ]
+    width = max(len(r[1]) for r in rows)
+    print(
+        f"bench_cluster: {args.backend}, medians of {args.repeat} (part 1) and "
+        f"{args.latency_repeat} (part 2) runs"
+    )
+    print(f"{'part':<5} {'what':<{width}}  {'time':>9}")
+    for number, what, value in rows:
+        print(f"{number:<5} {what:<{width}}  {value:>9}")
+
+
+if __name__ == "__main__":
+    main()
