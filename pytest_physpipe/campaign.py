@@ -24,6 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from pytest_physpipe.atomic import write_text_atomic
 from pytest_physpipe.backends.base import Backend, JobInfo, JobRequest, JobState, log_tail
 from pytest_physpipe.errors import BackendError, CorruptEntryError, JobFailedError
 from pytest_physpipe.execute import Outcome, StageRunner
@@ -144,7 +145,7 @@ class Campaign:
                     self.submitted_at[found.key] = float(previous.get("submitted_at", time.time()))
                     return job_id
             spec = self._job_spec(found)
-            _write_atomic(folder / "job.json", spec.model_dump_json(indent=1))
+            write_text_atomic(folder / "job.json", spec.model_dump_json(indent=1))
             (folder / "outcome.json").unlink(missing_ok=True)
             request = JobRequest(
                 name=f"physpipe-{found.name}",
@@ -165,7 +166,7 @@ class Campaign:
                     f"failed: {exc}"
                 ) from None
             now = time.time()
-            _write_atomic(
+            write_text_atomic(
                 folder / "submitted.json",
                 json.dumps(
                     {
@@ -420,9 +421,3 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (FileNotFoundError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

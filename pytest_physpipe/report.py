@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pytest_physpipe.atomic import write_text_atomic
 from pytest_physpipe.plan import StageInstance
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.units import human_size, human_time
@@ -93,7 +93,7 @@ def write_graph(
                     lines.append(f"  n{upstream[:16]} --> n{key[:16]}")
         for status, color in colors.items():
             lines.append(f"  classDef {status.replace('-', '_')} fill:{color}")
-    _write_atomic(path, "\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n", make_parents=True)
 
 
 def write_report(path: Path, run_id: str, records: dict[str, StageRecord]) -> None:
@@ -106,14 +106,9 @@ def write_report(path: Path, run_id: str, records: dict[str, StageRecord]) -> No
             for r in sorted(records.values(), key=lambda r: (r.name, r.key))
         ],
     }
-    _write_atomic(path, json.dumps(document, indent=2, allow_nan=True) + "\n")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(
+        path, json.dumps(document, indent=2, allow_nan=True) + "\n", make_parents=True
+    )
 
 
 def summary_counts(records: dict[str, StageRecord]) -> dict[str, Any]:

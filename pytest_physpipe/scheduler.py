@@ -28,7 +28,6 @@ it is ``slow``).
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from pytest_physpipe.atomic import write_text_atomic
 
 __all__ = [
     "DEFAULT_COST_S",
@@ -67,10 +68,7 @@ def run_dir(store_dir: Path, run_id: str) -> Path:
 
 def _write_json(path: Path, data: object) -> None:
     # Built beside the final path and renamed into place: a reader never sees half a file.
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, sort_keys=True), make_parents=True)
 
 
 # --------------------------------------------------------------------------------------------

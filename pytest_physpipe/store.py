@@ -31,6 +31,7 @@ from typing import Any
 
 import xxhash
 
+from pytest_physpipe.atomic import write_text_atomic
 from pytest_physpipe.codecs import Codec, CodecRegistry
 from pytest_physpipe.errors import CorruptEntryError, StoreError
 from pytest_physpipe.keys import KEY_PATTERN
@@ -165,11 +166,8 @@ class Store:
         return not (self.root / "CACHEDIR.TAG").exists()
 
     def _write_once(self, path: Path, text: str) -> None:
-        if path.exists():
-            return
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        if not path.exists():
+            write_text_atomic(path, text)
 
     def entry_dir(self, key: str) -> Path:
         """Where the entry for ``key`` lives; refuses anything but a 32-hex-digit key."""

@@ -23,6 +23,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pytest_physpipe.atomic import write_text_atomic
+
 __all__ = ["JobOutcome", "JobSpec", "JobTerminated", "job_dir", "main", "read_outcome", "run_job"]
 
 
@@ -89,12 +91,6 @@ def read_outcome(store: Path, key: str) -> JobOutcome | None:
         return JobOutcome.model_validate_json(path.read_text())
     except (FileNotFoundError, ValueError):
         return None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _job_id() -> str | None:
@@ -183,7 +179,7 @@ def run_job(spec: JobSpec) -> JobOutcome:
     )
     folder = job_dir(Path(spec.store), spec.key)
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomic(folder / "outcome.json", result.model_dump_json(indent=1))
+    write_text_atomic(folder / "outcome.json", result.model_dump_json(indent=1))
     return result
 
 
