@@ -132,7 +132,7 @@ class Campaign:
         folder.mkdir(parents=True, exist_ok=True)
         lock = KeyLock(
             self.store.root / "locks" / f"{found.key}.submit.lock",
-            mode=self.store.lock_mode,  # type: ignore[arg-type]
+            mode=self.store.lock_mode,
             describe=f"submission of stage {found.label}",
         )
         with lock:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO
 
 from pytest_physpipe.errors import CorruptEntryError, StoreError
 from pytest_physpipe.keys import KEY_PATTERN
@@ -393,12 +393,7 @@ def _label_of(meta: dict[str, Any]) -> str:
 
 def _lock_of(store: Store, key: str) -> KeyLock | None:
     """The key's lock, taken without waiting, or ``None`` when someone holds it."""
-    return try_lock(store.root / "locks" / f"{key}.lock", _lock_mode(store), describe=key)
-
-
-def _lock_mode(store: Store) -> Literal["flock", "soft"]:
-    # The choice a pytest run makes for this store: ini physpipe_lock, given here as --lock.
-    return "soft" if store.lock_mode == "soft" else "flock"
+    return try_lock(store.root / "locks" / f"{key}.lock", store.lock_mode, describe=key)
 
 
 def _remove_locked(store: Store, key: str, out: TextIO, *, dry_run: bool) -> bool:
@@ -488,7 +483,7 @@ def _tidy_locks(store: Store) -> None:
         key = path.name.removesuffix(".lock")
         if not KEY_PATTERN.match(key) or store.exists(key):
             continue
-        lock = try_lock(path, _lock_mode(store), describe=key)
+        lock = try_lock(path, store.lock_mode, describe=key)
         if lock is not None:
             lock.release(remove=True)
 

@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import xxhash
 
@@ -133,7 +133,7 @@ class Store:
         self.mmap_min = mmap_min
         self.lock_timeout = lock_timeout
         self._lock_mode_option = lock_mode
-        self._lock_mode: str | None = None
+        self._lock_mode: Literal["flock", "soft"] | None = None
         self._ready = False
         self._entries = os.fspath(self.root / "entries")
 
@@ -180,7 +180,7 @@ class Store:
         return f"{self._entries}/{key[:2]}/{key}"
 
     @property
-    def lock_mode(self) -> str:
+    def lock_mode(self) -> Literal["flock", "soft"]:
         if self._lock_mode is None:
             self._lock_mode = resolve_lock_mode(self._lock_mode_option, self.root)
         return self._lock_mode
@@ -188,11 +188,9 @@ class Store:
     def lock(self, key: str, *, describe: str = "") -> KeyLock:
         """The per-key lock (a context manager). Only misses take it."""
         self.entry_dir(key)  # validates the key
-        mode = self.lock_mode
-        assert mode in ("flock", "soft")
         return KeyLock(
             self.root / "locks" / f"{key}.lock",
-            mode=mode,  # type: ignore[arg-type]
+            mode=self.lock_mode,
             timeout=self.lock_timeout,
             describe=describe or key,
         )
