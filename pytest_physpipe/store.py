@@ -43,6 +43,7 @@ __all__ = ["Entry", "Loaded", "Store", "parse_size"]
 
 ENTRY_FORMAT = 1
 _SAMPLE_BLOCK = 4096
+_TOUCH_EVERY_S = 3600.0
 _SAMPLE_COUNT = 16
 _CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
@@ -204,25 +205,22 @@ class Store:
         found = self._read_meta(key)
         return None if found is None else found[0]
 
-    def _read_meta(self, key: str) -> tuple[dict[str, Any], int] | None:
-        """``meta.json`` and its inode, which identifies this version of the entry."""
+    def _read_meta(self, key: str) -> tuple[dict[str, Any], os.stat_result] | None:
+        """``meta.json`` and its stat; the inode identifies this version of the entry."""
         try:
-            fd = os.open(f"{self._entry_path(key)}/meta.json", os.O_RDONLY)
+            handle = open(f"{self._entry_path(key)}/meta.json", "rb")  # noqa: SIM115
         except (FileNotFoundError, NotADirectoryError):
             return None
-        try:
-            inode = os.fstat(fd).st_ino
-            with os.fdopen(fd, "rb", closefd=False) as handle:
-                data = handle.read()
-        finally:
-            os.close(fd)
+        with handle:
+            info = os.fstat(handle.fileno())
+            data = handle.read()
         try:
             meta = json.loads(data)
         except ValueError:
             raise CorruptEntryError(f"entry {key}: meta.json is not valid JSON") from None
         if not isinstance(meta, dict) or meta.get("key") != key:
             raise CorruptEntryError(f"entry {key}: meta.json belongs to another key")
-        return meta, inode
+        return meta, info
 
     def verify(self, key: str, meta: dict[str, Any], *, full: bool = False) -> None:
         """Check every payload file's size and checksum (sampled above ``verify_max``)."""
@@ -253,12 +251,13 @@ class Store:
         Raises :class:`CorruptEntryError` when the entry exists but fails verification.
         """
         meta: dict[str, Any] | None = None
-        inode = -1
+        inode, touched = -1, 0.0
         try:
             found = self._read_meta(key)
             if found is None:
                 return None
-            meta, inode = found
+            meta, info = found
+            inode, touched = info.st_ino, info.st_mtime
             self.verify(key, meta, full=full_verify)
             codec = self.codecs.get(str(meta["codec"]))
             base = self.entry_dir(key)
@@ -284,8 +283,11 @@ class Store:
             record = record.model_copy(
                 update={"artifacts": {n: str(base / rel) for n, rel in artifacts.items()}}
             )
-        with contextlib.suppress(OSError):  # LRU bookkeeping only; a read-only store is fine
-            os.utime(f"{self._entry_path(key)}/meta.json")
+        if time.time() - touched > _TOUCH_EVERY_S:
+            # `physpipe prune` removes the least recently used first; an hour is precise
+            # enough for that, and spares a metadata write on nearly every hit.
+            with contextlib.suppress(OSError):  # a read-only store is fine: bookkeeping only
+                os.utime(f"{self._entry_path(key)}/meta.json")
         return Loaded(value=value, record=record, meta=meta, path=base)
 
     def _unchanged(self, key: str, inode: int) -> bool:
