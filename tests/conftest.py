@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import textwrap
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from childproc import REPO, Spawn
 
 #: A module the stages of a pytester project import to count their computations:
 #: ``from physlog import log`` then ``log("grid n=8")`` inside the stage function. It appends
@@ -55,3 +60,30 @@ def calls(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> CallLog
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     pytester.makepyfile(physlog=PHYSLOG)
     return CallLog(pytester.path / "calls.log")
+
+
+@pytest.fixture
+def spawn(request: pytest.FixtureRequest) -> Iterator[Spawn]:
+    """Start ``python -c PRELUDE+code args...`` (``PRELUDE`` from the test module); every child
+    is killed at teardown."""
+    prelude = getattr(request.module, "PRELUDE", "")
+    children: list[subprocess.Popen[str]] = []
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+
+    def start(code: str, *args: object) -> subprocess.Popen[str]:
+        child = subprocess.Popen(
+            [sys.executable, "-c", prelude + textwrap.dedent(code), *map(str, args)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        if child.poll() is None:
+            child.kill()
+        child.communicate(timeout=30)

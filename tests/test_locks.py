@@ -12,16 +12,14 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from childproc import Spawn, finish, wait_for
 
 from pytest_physpipe import locks
 from pytest_physpipe.errors import LockTimeoutError
 from pytest_physpipe.locks import KeyLock, resolve_lock_mode, try_lock
-
-REPO = Path(locks.__file__).resolve().parents[1]
 
 # Children wait for a "go" file so that they race from the same instant.
 PRELUDE = """
@@ -42,46 +40,6 @@ def log(path, line):
     with open(path, "a") as handle:  # O_APPEND: one short write per line, never torn
         handle.write(line + "\\n")
 """
-
-Spawn = Callable[..., "subprocess.Popen[str]"]
-
-
-@pytest.fixture
-def spawn() -> Iterator[Spawn]:
-    """Start ``python -c PRELUDE+code args...``; every child is killed at teardown."""
-    children: list[subprocess.Popen[str]] = []
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-
-    def start(code: str, *args: object) -> subprocess.Popen[str]:
-        child = subprocess.Popen(
-            [sys.executable, "-c", PRELUDE + textwrap.dedent(code), *map(str, args)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        children.append(child)
-        return child
-
-    yield start
-    for child in children:
-        if child.poll() is None:
-            child.kill()
-        child.communicate(timeout=30)
-
-
-def finish(child: subprocess.Popen[str]) -> str:
-    out, err = child.communicate(timeout=60)
-    assert child.returncode == 0, f"child failed ({child.returncode}):\n{out}\n{err}"
-    return out
-
-
-def wait_for(path: Path, timeout: float = 30.0) -> None:
-    end = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < end, f"timed out waiting for {path}"
-        time.sleep(0.002)
 
 
 def kill(child: subprocess.Popen[str]) -> None:
