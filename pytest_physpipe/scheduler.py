@@ -196,12 +196,17 @@ class Policy:
         # Tests with the same missing keys form a group: picking scans groups, not tests.
         self._groups: dict[frozenset[str], list[int]] = {}
         self._group_of: dict[int, frozenset[str]] = {}
+        # How many tests wait for each missing stage: without cost history (every stage costs
+        # the same), a stage many tests share is the one to start early.
+        self._demand: dict[str, int] = {}
         for index, nodeid in enumerate(collection):
             missing = frozenset(
                 k for k in tests.get(nodeid, ()) if k in stages and not stages[k].cached
             )
             self._groups.setdefault(missing, []).append(index)
             self._group_of[index] = missing
+            for key in missing:
+                self._demand[key] = self._demand.get(key, 0) + 1
         self.done: set[str] = set()
         self.owner: dict[str, object] = {}
         self._bottom = _bottom_levels(stages)
@@ -220,9 +225,10 @@ class Policy:
         """The next test for ``node``; ``None`` if each waits on another node (unless ``force``).
 
         Among the tests that need no stage another node is computing, the one with the longest
-        remaining chain of stages it would compute goes first; ties go to collection order.
+        remaining chain of stages it would compute goes first; then the one whose stage the most
+        tests share; remaining ties go to collection order.
         """
-        best: tuple[float, float, int] | None = None
+        best: tuple[float, float, int, int] | None = None
         best_group: frozenset[str] | None = None
         fallback: tuple[float, int] | None = None
         fallback_group: frozenset[str] | None = None
@@ -239,7 +245,8 @@ class Policy:
                 continue
             priority = max((self._bottom.get(k, 0.0) for k in new), default=0.0)
             work = sum(self.cost.get(k, DEFAULT_COST_S) for k in new)
-            candidate = (priority, work, -group[0])
+            demand = max((self._demand.get(k, 0) for k in new), default=0)
+            candidate = (priority, work, demand, -group[0])
             if best is None or candidate > best:
                 best, best_group = candidate, keys
         chosen = best_group if best_group is not None else (fallback_group if force else None)

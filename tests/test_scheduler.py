@@ -82,6 +82,19 @@ def test_priority_follows_the_longest_chain_below_a_stage() -> None:
     assert policy.pick("n1", force=False) == 2
 
 
+def test_without_costs_the_stage_most_tests_share_starts_first() -> None:
+    # No cost history: every stage costs the same, so the stage four tests wait for goes before
+    # the ones a single test needs, although those were collected first.
+    plan = make_plan(
+        {"c0": ("C0",), "c1": ("C1",), **{f"s{i}": ("S",) for i in range(4)}},
+        stage("C0"),
+        stage("C1"),
+        stage("S"),
+    )
+    policy = Policy(["c0", "c1", "s0", "s1", "s2", "s3"], plan)
+    assert policy.pick("n1", force=False) == 2
+
+
 def test_a_lost_node_gives_back_its_tests_and_its_stages() -> None:
     plan = make_plan({"a0": ("A",), "a1": ("A",)}, stage("A"))
     policy = Policy(["a0", "a1"], plan)
