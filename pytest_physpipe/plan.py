@@ -119,7 +119,7 @@ class Planner:
                 raise GraphError(
                     f"stage {name!r} ({spec.location}) takes parameter {upstream!r}, which is "
                     "not a stage. Stage parameters name other stages so that keys stay static: "
-                    f"make {upstream!r} a @stage, or move the value into {name!r}'s config (a "
+                    f"make {upstream!r} a @stage, or move the value into the config of {name!r} (a "
                     "StageConfig field)."
                 )
             self._visit(upstream, [*path, name], seen)

@@ -10,6 +10,9 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+# numpy cannot be imported twice in one process, and pytester's in-process runs drop modules
+# first imported inside them; importing it here, before any such run, keeps it loaded.
+import numpy  # noqa: F401
 import pytest
 from childproc import REPO, Spawn
 
