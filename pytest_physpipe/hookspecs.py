@@ -95,9 +95,9 @@ def pytest_physpipe_register_codecs(registry: CodecRegistry) -> None:
 def pytest_physpipe_register_backends(backends: dict[str, Callable[..., Any]]) -> None:
     """Add batch backends: ``backends["mine"] = factory``, selected by ``--physpipe-backend``.
 
-    A factory takes the run's settings as keyword arguments and returns an object with the
-    :class:`pytest_physpipe.backends.base.Backend` protocol (``check``, ``submit``, ``status``,
-    ``cancel``).
+    A factory is called with no arguments (a class works) and returns an object with the
+    :class:`pytest_physpipe.backends.base.Backend` protocol (``name``, ``check``, ``submit``,
+    ``status``, ``cancel``).
 
     .. code-block:: python
 

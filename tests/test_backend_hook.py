@@ -1,0 +1,149 @@
+"""A backend registered by a plugin (``pytest_physpipe_register_backends``) runs a campaign.
+
+No cluster needed: the conftest's backend runs each job's command at once, in a subprocess, as
+a scheduler would on a compute node. This exercises the campaign end to end (submission order,
+dependencies, the worker entry point, waiting on the store, records) through the public hook.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import CallLog
+
+CONFTEST = """
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from pytest_physpipe.backends import JobInfo, JobState
+
+SUBMITTED = Path(__file__).parent / "submitted.jsonl"
+
+
+class InlineBackend:
+    name = "inline"
+
+    def __init__(self):
+        self.states = {}
+
+    def check(self):
+        return None
+
+    def submit(self, *, request):
+        job_id = str(len(self.states) + 100)
+        with SUBMITTED.open("a") as handle:
+            handle.write(json.dumps({"id": job_id, "name": request.name,
+                                     "after": list(request.depends_on)}) + "\\n")
+        # Dependencies are already done: this "scheduler" runs each job to completion.
+        assert all(self.states[d] is JobState.COMPLETED for d in request.depends_on)
+        with open(request.log_path, "w") as log:
+            done = subprocess.run(list(request.argv), cwd=request.cwd, stdout=log,
+                                  stderr=subprocess.STDOUT, check=False)
+        self.states[job_id] = JobState.COMPLETED if done.returncode == 0 else JobState.FAILED
+        return job_id
+
+    def status(self, *, job_ids):
+        return {j: JobInfo(job_id=j, state=self.states.get(j, JobState.VANISHED)) for j in job_ids}
+
+    def cancel(self, *, job_ids):
+        return None
+
+
+def pytest_physpipe_register_backends(backends):
+    backends["inline"] = InlineBackend
+"""
+
+STAGES = """
+from physlog import log
+from pytest_physpipe import stage
+
+
+@stage
+def base():
+    log("base")
+    return 1.0
+
+
+@stage(slow=True)
+def middle(base):
+    log("middle")
+    return base + 1
+
+
+@stage(slow=True)
+def top(middle):
+    log("top")
+    return {"x": middle * 10}
+
+
+@stage(slow=True)
+def broken():
+    raise ValueError("the solver diverged")
+
+
+def test_top(top):
+    assert top["x"] == 20.0
+
+
+def test_broken(broken):
+    pass
+"""
+
+
+def test_a_plugin_backend_runs_the_slow_stages_as_jobs(
+    pytester: pytest.Pytester, calls: CallLog
+) -> None:
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_campaign=STAGES)
+    result = pytester.runpytest_subprocess(
+        "--physpipe-backend", "inline", "--physpipe-report", "report.json", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*submitted middle as inline job 10?*",
+            "*submitted top as inline job 10? after 10?*",
+            "*inline job 10? ended FAILED*",
+            "*ValueError: the solver diverged*",
+        ]
+    )
+    # Each stage ran once (the fast upstream locally, before the jobs), in dependency order.
+    assert calls.take() == {"base": 1, "middle": 1, "top": 1}
+    submitted = [
+        json.loads(line) for line in (pytester.path / "submitted.jsonl").read_text().splitlines()
+    ]
+    by_name = {s["name"]: s for s in submitted}
+    assert by_name["physpipe-top"]["after"] == [by_name["physpipe-middle"]["id"]]
+    records = {
+        r["name"]: r for r in json.loads((pytester.path / "report.json").read_text())["stages"]
+    }
+    assert records["top"]["status"] == "loaded-from-job"
+    assert (records["top"]["backend"], records["top"]["job_id"]) == (
+        "inline",
+        by_name["physpipe-top"]["id"],
+    )
+    assert records["broken"]["status"] == "failed"
+
+    # A rerun is served from the store: only the failed stage goes out again.
+    (pytester.path / "submitted.jsonl").unlink()
+    again = pytester.runpytest_subprocess("--physpipe-backend", "inline", "-p", "no:cacheprovider")
+    again.assert_outcomes(passed=1, errors=1)
+    assert calls.take() == {}
+    names = [
+        json.loads(line)["name"]
+        for line in (pytester.path / "submitted.jsonl").read_text().splitlines()
+    ]
+    assert names == ["physpipe-broken"]
+
+
+def test_an_unknown_backend_is_a_usage_error(pytester: pytest.Pytester, calls: CallLog) -> None:
+    pytester.makepyfile(test_campaign=STAGES)
+    result = pytester.runpytest_subprocess("--physpipe-backend", "lsf", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--physpipe-backend lsf: no such backend; choose local, *pbs*slurm*"]
+    )
+    assert calls.take() == {}
