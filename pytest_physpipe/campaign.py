@@ -20,6 +20,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -290,8 +291,15 @@ class Campaign:
         result = read_outcome(self.store.root, found.key)
         queued = None
         submitted = self.submitted_at.get(found.key)
-        if submitted is not None and result is not None:
-            queued = max(0.0, result.started_at - submitted)
+        if submitted is not None:
+            # The job commits its entry, then writes its outcome record: a test may see the
+            # entry first. Then the record's own start time (the stage's, a little later than
+            # the job's) stands in.
+            started = (
+                result.started_at if result is not None else _timestamp(loaded.record.created_at)
+            )
+            if started is not None:
+                queued = max(0.0, started - submitted)
         record = loaded.record.model_copy(
             update={
                 "status": "loaded-from-job",
@@ -413,6 +421,13 @@ def _slurm_nodes() -> set[str] | None:
             expanded = [line]
         nodes.update(expanded or [line])
     return nodes
+
+
+def _timestamp(iso: str) -> float | None:
+    try:
+        return datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
