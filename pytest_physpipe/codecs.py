@@ -42,6 +42,7 @@ __all__ = [
     "TreeCodec",
     "load_secret",
     "readonly",
+    "type_name",
 ]
 
 _TAG = "__physpipe__"
@@ -390,7 +391,7 @@ class CodecRegistry:
             codec = self.get(requested)
             if not codec.accepts(value):
                 raise UnstorableValueError(
-                    f"stage {stage!r} returned a {_type_name(value)}, which its codec "
+                    f"stage {stage!r} returned a {type_name(value)}, which its codec "
                     f"{requested!r} cannot store. Return a type that codec takes, pass another "
                     f"codec= ({', '.join(self._codecs)}, or 'auto'), or cache=False to keep "
                     "the value in memory only."
@@ -401,10 +402,11 @@ class CodecRegistry:
             candidate = self._codecs.get(name)
             if candidate is not None and candidate.accepts(value):
                 return candidate
-        raise UnstorableValueError(f"stage {stage!r}: no codec accepts {_type_name(value)}")
+        raise UnstorableValueError(f"stage {stage!r}: no codec accepts {type_name(value)}")
 
 
-def _type_name(value: object) -> str:
+def type_name(value: object) -> str:
+    """``dict`` for builtins, ``module.Qualname`` otherwise: how error messages name a type."""
     cls = type(value)
     return (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"

@@ -26,6 +26,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
+from pytest_physpipe.codecs import type_name
 from pytest_physpipe.context import StageContext
 from pytest_physpipe.errors import (
     CodecError,
@@ -319,8 +320,8 @@ class StageRunner:
             if isinstance(exc, UnstorableValueError):
                 raise
             raise UnstorableValueError(
-                f"stage {instance.label!r} returned a {type(value).__module__}."
-                f"{type(value).__qualname__}, which codec {codec.name!r} cannot store ({exc}). "
+                f"stage {instance.label!r} returned a {type_name(value)}, which codec "
+                f"{codec.name!r} cannot store ({exc}). "
                 "Pass codec= naming a codec that stores it (plugins add codecs through "
                 "pytest_physpipe_register_codecs), or cache=False to keep the value in memory "
                 "only. Nothing was written to the store."
