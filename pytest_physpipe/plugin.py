@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -24,19 +25,24 @@ _INSTANCES = pytest.StashKey[list[Any]]()
 _BUDGET = pytest.StashKey[Any]()  # an xdist worker's Budget, decided by its controller
 
 
-def _session(config: pytest.Config, *, create: bool = True) -> PhyspipeSession | None:
+def _existing_session(config: pytest.Config) -> PhyspipeSession | None:
+    """The run's session if something already created it."""
+    if "pytest_physpipe.session" not in sys.modules:
+        return None  # nothing ever created one in this process
+    from pytest_physpipe.session import SESSION
+
+    return config.stash.get(SESSION, None)
+
+
+def _session(config: pytest.Config) -> PhyspipeSession:
     """The run's session, created on first need.
 
     Creating it imports the whole machinery (store, codecs, numpy); a suite that declares no
     stage never creates it, so it never pays for that (STYLE habit 1).
     """
-    if not create and "pytest_physpipe.session" not in sys.modules:
-        return None  # nothing ever created one in this process
-    from pytest_physpipe.session import SESSION
-
-    session = config.stash.get(SESSION, None)
-    if session is None and create:
-        from pytest_physpipe.session import PhyspipeSession
+    session = _existing_session(config)
+    if session is None:
+        from pytest_physpipe.session import SESSION, PhyspipeSession
         from pytest_physpipe.stage import PROVIDER
 
         run_id, worker = config.stash[_RUN]
@@ -108,7 +114,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    session = _session(config, create=False)
+    session = _existing_session(config)
     if session is not None:
         from pytest_physpipe.session import SESSION
         from pytest_physpipe.stage import PROVIDER
@@ -116,19 +122,24 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         session.close()
         del config.stash[SESSION]
         del config.stash[PROVIDER]
+    run_id, worker = config.stash.get(_RUN, (None, None))
+    settings = config.stash.get(_SETTINGS, None)
+    if worker is None and run_id is not None and settings is not None and not settings.no_cache:
+        # The run's slot files and scheduling plans. The process that decided the run id (a
+        # plain run, or the xdist controller, whose workers are gone by now) removes them.
+        for path in (settings.store_dir / "slots" / run_id, settings.store_dir / "runs" / run_id):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # tryfirst: the slow marker must be on the items before `-m "not slow"` deselects.
     if _stages_declared():
-        session = _session(config)
-        assert session is not None
-        session.mark_items(items)
+        _session(config).mark_items(items)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    physpipe = _session(session.config, create=_stages_declared())
+    physpipe = _session(session.config) if _stages_declared() else _existing_session(session.config)
     if physpipe is None:
         return
     instances = physpipe.finish_collection(session.items)
@@ -153,7 +164,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    physpipe = _session(session.config, create=False)
+    physpipe = _existing_session(session.config)
     if physpipe is None or hasattr(session.config, "workerinput"):
         return  # workers hand their records to the controller (see xdist.py)
     settings = physpipe.settings
@@ -167,7 +178,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    physpipe = _session(config, create=False)
+    physpipe = _existing_session(config)
     if physpipe is None or not physpipe.records or physpipe.settings.plan:
         return
     from pytest_physpipe.report import format_summary
@@ -190,9 +201,7 @@ def physpipe(request: pytest.FixtureRequest) -> PhyspipeFixture:
     """Provenance of the stage instances this test uses: ``physpipe.record("heat")``."""
     from pytest_physpipe.session import PhyspipeFixture
 
-    session = _session(request.config)
-    assert session is not None
-    return PhyspipeFixture(session, request.node)
+    return PhyspipeFixture(_session(request.config), request.node)
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from pytest_physpipe.store import Store
 if TYPE_CHECKING:
     from pytest_physpipe.campaign import Campaign
 
-__all__ = ["SESSION", "PhyspipeFixture", "PhyspipeSession", "get_session", "stage_provenance"]
+__all__ = ["SESSION", "PhyspipeFixture", "PhyspipeSession", "stage_provenance"]
 
 
 class _PluginHooks:
@@ -321,10 +321,6 @@ class PhyspipeSession:
     def close(self) -> None:
         if self.campaign is not None:
             self.campaign.close()
-        pool = self.runner.pool
-        if self.worker is None and pool is not None:
-            # The run's slot files; an xdist controller closes only after its workers are gone.
-            shutil.rmtree(pool.root, ignore_errors=True)
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
 
@@ -345,15 +341,6 @@ def _record(
 
 
 SESSION = pytest.StashKey[PhyspipeSession]()
-
-
-def get_session(config: pytest.Config) -> PhyspipeSession:
-    try:
-        return config.stash[SESSION]
-    except KeyError:
-        raise PhyspipeError(
-            "the physpipe session is not active (plugin disabled with -p no:physpipe?)"
-        ) from None
 
 
 class PhyspipeFixture:

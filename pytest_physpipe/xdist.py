@@ -13,7 +13,6 @@ collection, and the controller schedules with ``scheduler.PhyspipeScheduling``.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,10 +68,15 @@ class XdistHooks:
 
         return self.config.stash[_SETTINGS]
 
-    def _session(self, *, create: bool) -> PhyspipeSession | None:
+    def _session(self) -> PhyspipeSession:
         from pytest_physpipe.plugin import _session
 
-        return _session(self.config, create=create)
+        return _session(self.config)
+
+    def _existing_session(self) -> PhyspipeSession | None:
+        from pytest_physpipe.plugin import _existing_session
+
+        return _existing_session(self.config)
 
     def _plan_dir(self) -> Path | None:
         settings = self._settings()
@@ -118,9 +122,7 @@ class XdistHooks:
     def pytest_testnodedown(self, node: Any, error: object | None) -> None:
         records = getattr(node, "workeroutput", {}).get("physpipe_records", [])
         if records:
-            session = self._session(create=True)
-            assert session is not None
-            session.merge(records)
+            self._session().merge(records)
 
     # -- worker -------------------------------------------------------------------------------
 
@@ -132,17 +134,15 @@ class XdistHooks:
             return
         from pytest_physpipe.plugin import _stages_declared
 
-        physpipe = self._session(create=_stages_declared())
-        if physpipe is not None:
-            self._check_budget(physpipe, session)
+        if _stages_declared():
+            self._check_budget(self._session(), session)
         plan_dir = self._plan_dir()
         if plan_dir is None or not self._settings().dist:
             return
         from pytest_physpipe.errors import PhyspipeError
 
         # Even without stages: an empty plan tells the controller not to wait for one.
-        physpipe = self._session(create=True)
-        assert physpipe is not None
+        physpipe = self._session()
         worker = str(self.config.workerinput["workerid"])  # type: ignore[attr-defined]
         try:
             physpipe.store.ensure()
@@ -185,7 +185,7 @@ class XdistHooks:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        physpipe = self._session(create=False)
+        physpipe = self._existing_session()
         if self.is_worker:
             if physpipe is not None:
                 workeroutput = session.config.workeroutput  # type: ignore[attr-defined]
@@ -195,14 +195,6 @@ class XdistHooks:
             return
         if physpipe is not None and not physpipe.settings.no_cache:
             _record_costs(physpipe)
-
-    def pytest_unconfigure(self, config: pytest.Config) -> None:
-        if self.is_worker or self.run_id is None:
-            return
-        # The controller outlives its workers: nobody uses this run's files any more.
-        store_dir = self._settings().store_dir
-        for path in (store_dir / "slots" / self.run_id, store_dir / "runs" / self.run_id):
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def _plan(physpipe: PhyspipeSession, items: list[pytest.Item]) -> Plan:

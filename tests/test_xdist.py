@@ -85,6 +85,14 @@ def _runs_left(pytester: pytest.Pytester) -> list[str]:
     return leftovers
 
 
+def test_a_run_without_xdist_leaves_no_run_files(pytester: pytest.Pytester, calls: CallLog) -> None:
+    pytester.makepyfile(test_dag=DAG)
+    pytester.runpytest_subprocess(timeout=120).assert_outcomes(passed=DAG_TESTS)
+    assert calls.take() == EXPECTED
+    assert (pytester.path / ".physpipe" / "slots").is_dir()  # the stages held slots there
+    assert _runs_left(pytester) == []
+
+
 @pytest.mark.parametrize("workers", ["2", "4"])
 def test_every_stage_instance_is_computed_once_across_workers(
     pytester: pytest.Pytester, calls: CallLog, workers: str
