@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchutil import timed_pytest
 
 from pytest_physpipe import StageConfig, stage
 
@@ -135,14 +136,9 @@ def write_suite(folder: Path, conftest: str) -> None:
 
 def run_pytest(folder: Path, *extra: str) -> float:
     env = {k: v for k, v in os.environ.items() if k != "PHYSPIPE_DIR"}
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra]
-    started = time.perf_counter()
-    result = subprocess.run(
-        command, cwd=folder, env=env, capture_output=True, text=True, check=False
-    )
-    elapsed = time.perf_counter() - started
-    if result.returncode != 0 or f"{SUITE_SIZE} passed" not in result.stdout:
-        raise SystemExit(f"{' '.join(command)} in {folder} failed:\n{result.stdout}{result.stderr}")
+    elapsed, result = timed_pytest(["-q", "-p", "no:cacheprovider", *extra], cwd=folder, env=env)
+    if f"{SUITE_SIZE} passed" not in result.stdout:
+        raise SystemExit(f"pytest in {folder} did not run {SUITE_SIZE} tests:\n{result.stdout}")
     return elapsed
 
 

@@ -32,6 +32,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from benchutil import timed_pytest
+
 SUITE = """
 import os
 import time
@@ -78,18 +80,7 @@ def _pytest(root: Path, env: dict[str, str], *args: str) -> float:
     shutil.rmtree(store, ignore_errors=True)
     for done in root.glob("done-*.txt"):
         done.unlink()
-    started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", *PYTEST, f"--physpipe-dir={store}", *args],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    elapsed = time.perf_counter() - started
-    if result.returncode != 0:
-        sys.exit(f"pytest {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    elapsed, _ = timed_pytest([*PYTEST, f"--physpipe-dir={store}", *args], cwd=root, env=env)
     return elapsed
 
 

@@ -22,13 +22,12 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import textwrap
-import time
 from collections import Counter
 from pathlib import Path
+
+from benchutil import timed_pytest
 
 LOGGER = """
 import json, os, time
@@ -159,18 +158,7 @@ def _run(project: Path, *args: str) -> tuple[float, list[dict[str, object]]]:
     env["PYTEST_ADDOPTS"] = "-p no:benchmark -p no:hypothesispytest -p no:cacheprovider"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.pop("PHYSPIPE_DIR", None)
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"pytest {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    wall, _ = timed_pytest(["-q", *args], cwd=project, env=env)
     events = [json.loads(line) for line in (project / "events.log").read_text().splitlines()]
     return wall, events
 
