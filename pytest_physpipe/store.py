@@ -341,7 +341,7 @@ class Store:
                 if rel.startswith("artifacts/"):
                     continue
                 size = path.stat().st_size
-                info: dict[str, Any] = {"size": size, "xxh3": _hash_file(path)}
+                info: dict[str, Any] = {"size": size, "xxh3": _hash_file(path, size)}
                 if size > self.verify_max:
                     info["sample"] = _sample_hash(path, size)
                 files[rel] = info
