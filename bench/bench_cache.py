@@ -97,7 +97,7 @@ def status(field):
 
 method, path = sys.argv[1], sys.argv[2]
 if method == "physpipe":
-    from pytest_physpipe.store import Store
+    from pytest_physpipe.store.entries import Store
     store = Store(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(path)))))
     key = os.path.basename(os.path.dirname(path))
 before = status("VmRSS")
@@ -165,7 +165,7 @@ def part_b(tmp: Path, repeats: int) -> list[tuple[str, str, str]]:
     from pytest_physpipe.execute import StageRunner
     from pytest_physpipe.plan import Planner
     from pytest_physpipe.stage import registry
-    from pytest_physpipe.store import Store
+    from pytest_physpipe.store.entries import Store
 
     store = Store(tmp / "store_b")
     runner = StageRunner(store=store, run_id="bench")
@@ -218,9 +218,9 @@ def part_b(tmp: Path, repeats: int) -> list[tuple[str, str, str]]:
 def part_c(tmp: Path, size_bytes: int) -> list[tuple[str, str, str]]:
     import pickle
 
-    from pytest_physpipe.codecs import NpyCodec
     from pytest_physpipe.records import StageRecord
-    from pytest_physpipe.store import Store
+    from pytest_physpipe.store.codecs import NpyCodec
+    from pytest_physpipe.store.entries import Store
 
     n = size_bytes // 8
     array = np.arange(n, dtype=np.float64)

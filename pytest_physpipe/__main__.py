@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytest_physpipe.cli import main
+from pytest_physpipe.store.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -26,7 +26,6 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
-from pytest_physpipe.codecs import type_name
 from pytest_physpipe.context import StageContext
 from pytest_physpipe.errors import (
     CodecError,
@@ -38,13 +37,14 @@ from pytest_physpipe.errors import (
 from pytest_physpipe.plan import StageInstance
 from pytest_physpipe.records import StageRecord, base_versions, hostname, now_iso
 from pytest_physpipe.resources import Grant, SlotPool, pinned
-from pytest_physpipe.store import Store
+from pytest_physpipe.store.codecs import type_name
+from pytest_physpipe.store.entries import Store
 
 __all__ = ["Outcome", "RunnerHooks", "StageRunner"]
 
 
 class RunnerHooks(Protocol):
-    """Calls out of the runner; the plugin forwards them to the pluggy hooks of SPEC §9."""
+    """Calls out of the runner; the plugin forwards them to the pluggy hooks in hookspecs.py."""
 
     def stage_start(self, record: StageRecord) -> None: ...
 

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_physpipe.codecs import CodecRegistry
     from pytest_physpipe.context import StageContext
     from pytest_physpipe.records import StageRecord
+    from pytest_physpipe.store.codecs import CodecRegistry
 
 hookspec = pytest.hookspec
 
@@ -73,7 +73,7 @@ def pytest_physpipe_register_codecs(registry: CodecRegistry) -> None:
     """Add codecs for your own types: ``registry.add(codec)``.
 
     A codec has ``name``, ``accepts(value)``, ``encode(value, dest) -> dict`` and
-    ``decode(src, meta, *, mmap_min)`` (see :class:`pytest_physpipe.codecs.Codec`).
+    ``decode(src, meta, *, mmap_min)`` (see :class:`pytest_physpipe.Codec`).
 
     .. code-block:: python
 
@@ -96,8 +96,8 @@ def pytest_physpipe_register_backends(backends: dict[str, Callable[..., Any]]) -
     """Add batch backends: ``backends["mine"] = factory``, selected by ``--physpipe-backend``.
 
     A factory is called with no arguments (a class works) and returns an object with the
-    :class:`pytest_physpipe.backends.base.Backend` protocol (``name``, ``check``, ``submit``,
-    ``status``, ``cancel``).
+    :class:`pytest_physpipe.Backend` protocol (``name``, ``check``, ``submit``, ``status``,
+    ``cancel``); it receives :class:`pytest_physpipe.JobRequest` objects.
 
     .. code-block:: python
 

@@ -146,8 +146,8 @@ def add_options(parser: pytest.Parser) -> None:
         "--physpipe-dist",
         action="store_true",
         default=None,
-        help="with -n N, schedule tests with the physpipe scheduler (SPEC's '--dist physpipe': "
-        "xdist's --dist takes a fixed list of modes); see docs/xdist.md",
+        help="with -n N, schedule tests with the physpipe scheduler (takes the place of "
+        "--dist load; xdist's --dist takes a fixed list of modes); see docs/xdist.md",
     )
 
     parser.addini("physpipe_dir", "store location (relative to the rootdir)", default="")
@@ -215,7 +215,7 @@ class Settings:
     snapshot_atol: float
     lock: Literal["auto", "flock", "soft"]
     verify_max: int
-    #: ``--physpipe-dist``: the physpipe xdist scheduler (see ``xdist.py``, ``scheduler.py``).
+    #: ``--physpipe-dist``: the physpipe xdist scheduler (see ``scheduling/``).
     dist: bool = False
 
 

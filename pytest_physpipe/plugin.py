@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from pytest_physpipe.context import StageContext
     from pytest_physpipe.records import StageRecord
     from pytest_physpipe.session import PhyspipeFixture, PhyspipeSession
-    from pytest_physpipe.snapshot import PhysicsSnapshot
+    from pytest_physpipe.snapshot.assertion import PhysicsSnapshot
 
 _SETTINGS = pytest.StashKey[Settings]()
 _RUN = pytest.StashKey[tuple[str | None, str | None]]()
@@ -38,7 +38,7 @@ def _session(config: pytest.Config) -> PhyspipeSession:
     """The run's session, created on first need.
 
     Creating it imports the whole machinery (store, codecs, numpy); a suite that declares no
-    stage never creates it, so it never pays for that (STYLE habit 1).
+    stage never creates it, so it never pays for that: pytest imports every plugin on every run.
     """
     session = _existing_session(config)
     if session is None:
@@ -93,7 +93,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput is not None:
         run_id = workerinput.get("physpipe_run_id")
         worker = str(workerinput.get("workerid"))
-        from pytest_physpipe.xdist import from_controller
+        from pytest_physpipe.scheduling.hooks import from_controller
 
         settings, config.stash[_BUDGET] = from_controller(settings, workerinput)
     else:
@@ -103,12 +103,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_SETTINGS] = settings
     config.stash[_RUN] = (run_id, worker)
     if workerinput is None and settings.backend != "local" and not settings.plan:
-        # Jobs a run submitted must not outlive it (SPEC §7): `kill` acts like Ctrl-C.
-        from pytest_physpipe.campaign import sigterm_as_interrupt
+        # Jobs a run submitted must not outlive it : `kill` acts like Ctrl-C.
+        from pytest_physpipe.cluster.campaign import sigterm_as_interrupt
 
         config.add_cleanup(sigterm_as_interrupt())
     if config.pluginmanager.hasplugin("xdist"):
-        from pytest_physpipe.xdist import XdistHooks
+        from pytest_physpipe.scheduling.hooks import XdistHooks
 
         config.pluginmanager.register(XdistHooks(config, run_id), "physpipe-xdist")
 
@@ -166,7 +166,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     physpipe = _existing_session(session.config)
     if physpipe is None or hasattr(session.config, "workerinput"):
-        return  # workers hand their records to the controller (see xdist.py)
+        return  # workers hand their records to the controller (see scheduling/hooks.py)
     settings = physpipe.settings
     from pytest_physpipe.report import write_graph, write_report
 
@@ -208,7 +208,7 @@ def physpipe(request: pytest.FixtureRequest) -> PhyspipeFixture:
 def physics_snapshot(
     snapshot: SnapshotAssertion, request: pytest.FixtureRequest
 ) -> PhysicsSnapshot:
-    """A syrupy snapshot that compares physics metrics within tolerances (SPEC §8)."""
-    from pytest_physpipe.snapshot import make_physics_snapshot
+    """A syrupy snapshot that compares physics metrics within tolerances (docs/snapshots.md)."""
+    from pytest_physpipe.snapshot.assertion import make_physics_snapshot
 
     return make_physics_snapshot(snapshot, request)

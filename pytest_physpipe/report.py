@@ -7,9 +7,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pytest_physpipe.atomic import write_text_atomic
 from pytest_physpipe.plan import StageInstance
 from pytest_physpipe.records import StageRecord
+from pytest_physpipe.store.atomic import write_text_atomic
 from pytest_physpipe.units import human_size, human_time
 
 __all__ = ["format_plan", "format_summary", "write_graph", "write_report"]

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_physpipe import keys
-from pytest_physpipe.codecs import CodecRegistry
 from pytest_physpipe.context import StageContext
 from pytest_physpipe.errors import PhyspipeError, ResourceError
 from pytest_physpipe.execute import Outcome, StageRunner
@@ -25,10 +24,11 @@ from pytest_physpipe.records import StageRecord
 from pytest_physpipe.resources import Budget, SlotPool, detect_budget
 from pytest_physpipe.runid import new_run_id
 from pytest_physpipe.stage import StageSpec, registry
-from pytest_physpipe.store import Store
+from pytest_physpipe.store.codecs import CodecRegistry
+from pytest_physpipe.store.entries import Store
 
 if TYPE_CHECKING:
-    from pytest_physpipe.campaign import Campaign
+    from pytest_physpipe.cluster.campaign import Campaign
 
 __all__ = ["SESSION", "PhyspipeFixture", "PhyspipeSession", "stage_provenance"]
 
@@ -88,7 +88,7 @@ class PhyspipeSession:
             salt=settings.salt,
             rootdir=Path(config.rootpath),
         )
-        # An xdist worker gets the budget its controller decided (see xdist.py).
+        # An xdist worker gets the budget its controller decided (see scheduling/hooks.py).
         self.budget: Budget = (
             budget if budget is not None else detect_budget(cpus=settings.cpus, gpus=settings.gpus)
         )
@@ -188,14 +188,14 @@ class PhyspipeSession:
             self.runner.pool.check(found.spec.resources, stage=found.label)  # type: ignore[union-attr]
 
     def _start_campaign(self, instances: list[StageInstance]) -> None:
-        """Submit the slow, missing instances to the batch backend (SPEC §7)."""
+        """Submit the slow, missing instances to the batch backend (docs/howto-cluster.md)."""
         if not any(
             f.spec.slow and f.spec.cache and self.statuses.get(f.key) == "missing"
             for f in instances
         ):
             return
-        from pytest_physpipe.backends import BATCH_BACKENDS
-        from pytest_physpipe.campaign import Campaign, CancelOnInterrupt
+        from pytest_physpipe.cluster.backends import BATCH_BACKENDS
+        from pytest_physpipe.cluster.campaign import Campaign, CancelOnInterrupt
 
         factories: dict[str, Any] = dict(BATCH_BACKENDS)
         self.config.hook.pytest_physpipe_register_backends(backends=factories)

@@ -6,45 +6,13 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 # numpy cannot be imported twice in one process, and pytester's in-process runs drop modules
 # first imported inside them; importing it here, before any such run, keeps it loaded.
 import numpy  # noqa: F401
 import pytest
-from childproc import REPO, Spawn
-
-#: A module the stages of a pytester project import to count their computations:
-#: ``from physlog import log`` then ``log("grid n=8")`` inside the stage function. It appends
-#: to ``calls.log`` beside it (short O_APPEND writes, so xdist workers never tear a line).
-PHYSLOG = """
-from pathlib import Path
-
-LOG = Path(__file__).parent / "calls.log"
-
-
-def log(line):
-    with LOG.open("a") as handle:
-        handle.write(line + "\\n")
-"""
-
-
-class CallLog:
-    """The lines logged by stages of a pytester project, read between runs."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def lines(self) -> list[str]:
-        return self.path.read_text().splitlines() if self.path.exists() else []
-
-    def take(self) -> Counter[str]:
-        """How often each line was logged since the last ``take()``; then forget them."""
-        counted = Counter(self.lines())
-        self.path.unlink(missing_ok=True)
-        return counted
+from physpipe_testing import PHYSLOG, REPO, CallLog, Spawn
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from childproc import Spawn, finish, wait_for
+from physpipe_testing import Spawn, finish, wait_for
 
 from pytest_physpipe import resources as resources_module
 from pytest_physpipe.errors import LockTimeoutError, ResourceError

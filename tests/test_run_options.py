@@ -1,4 +1,4 @@
-"""Running pipelines (SPEC §3, §4 location, §5): caching across runs, invalidation, options."""
+"""Running pipelines: caching across runs, invalidation, the store location, options."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import CallLog
+    from physpipe_testing import CallLog
 
 #: A small DAG: grid -> heat -> energy <- data (an InputFile), plus tracked and other.
 STAGES = """

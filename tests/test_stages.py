@@ -1,4 +1,4 @@
-"""Declaring stages (SPEC §2, §6 slow marker, §9 hooks, §10 errors), run through pytester."""
+"""Declaring stages (options, the slow marker, hooks, clear errors), run through pytester."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import CallLog
+    from physpipe_testing import CallLog
 
 COMMON = """
 import numpy as np

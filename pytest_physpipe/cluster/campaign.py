@@ -8,7 +8,7 @@ store. Tests then wait for the keys they need and load them from the store.
 Submissions are recorded in the store (``jobs/<key>/submitted.json``) under a per-key lock, so
 xdist workers and a second pytest session reuse a job still in flight instead of submitting a
 duplicate. The job's own outcome record (``jobs/<key>/outcome.json``, written by
-:mod:`pytest_physpipe.worker`) says how it ended; the scheduler's word is only a hint.
+`python -m pytest_physpipe.worker`) says how it ended; the scheduler's word is only a hint.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pytest_physpipe.atomic import write_text_atomic
-from pytest_physpipe.backends.base import Backend, JobInfo, JobRequest, JobState, log_tail
+from pytest_physpipe.cluster.backends.base import Backend, JobInfo, JobRequest, JobState, log_tail
+from pytest_physpipe.cluster.worker import JobOutcome, JobSpec, job_dir, read_outcome
 from pytest_physpipe.errors import BackendError, CorruptEntryError, JobFailedError
 from pytest_physpipe.execute import Outcome, StageRunner
-from pytest_physpipe.locks import KeyLock, filesystem_type, is_network_filesystem
 from pytest_physpipe.plan import Planner, StageInstance
-from pytest_physpipe.store import Store
-from pytest_physpipe.worker import JobOutcome, JobSpec, job_dir, read_outcome
+from pytest_physpipe.store.atomic import write_text_atomic
+from pytest_physpipe.store.entries import Store
+from pytest_physpipe.store.locks import KeyLock, filesystem_type, is_network_filesystem
 
 __all__ = ["Campaign", "CancelOnInterrupt", "sigterm_as_interrupt"]
 

@@ -1,4 +1,4 @@
-"""Cluster campaigns (SPEC §7) end to end: pytest runs against the real Slurm cluster of
+"""Cluster campaigns end to end: pytest runs against the real Slurm cluster of
 .ci/slurm-up, in both dialects (``slurm``, and ``pbs`` through Slurm's Torque wrapper).
 
 Every inner run is a subprocess (signals, and jobs that import the test module from its file)
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import CallLog
+    from physpipe_testing import CallLog
 
 pytestmark = pytest.mark.cluster
 
@@ -51,31 +51,6 @@ class Point(StageConfig):
 
 
 # -- fixtures and helpers -------------------------------------------------------------------------
-
-
-def _cluster_reason() -> str | None:
-    """Why no Slurm cluster can be used here, or None when one answers (cf. .ci/slurm-up)."""
-    if shutil.which("sinfo") is None:
-        return "no Slurm here (sinfo not on PATH): run .ci/slurm-up to start a test cluster"
-    try:
-        result = subprocess.run(
-            ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=5, check=False
-        )
-    except subprocess.TimeoutExpired:
-        return "Slurm did not answer `sinfo` within 5 s: is .ci/slurm-up's cluster up?"
-    states = result.stdout.split()
-    if result.returncode != 0 or not any(
-        s.rstrip("*~#") in ("idle", "mixed", "allocated") for s in states
-    ):
-        return f"Slurm has no usable node ({result.stdout.strip() or result.stderr.strip()})"
-    return None
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster() -> None:
-    reason = _cluster_reason()
-    if reason is not None:
-        pytest.skip(reason)
 
 
 class Jobs:

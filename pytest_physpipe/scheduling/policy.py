@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from pytest_physpipe.atomic import write_text_atomic
+from pytest_physpipe.store.atomic import write_text_atomic
 
 __all__ = [
     "DEFAULT_COST_S",

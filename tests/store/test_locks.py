@@ -15,19 +15,19 @@ import time
 from pathlib import Path
 
 import pytest
-from childproc import Spawn, finish, wait_for
+from physpipe_testing import Spawn, finish, wait_for
 
-from pytest_physpipe import locks
 from pytest_physpipe.errors import LockTimeoutError
-from pytest_physpipe.locks import KeyLock, resolve_lock_mode, try_lock
+from pytest_physpipe.store import locks
+from pytest_physpipe.store.locks import KeyLock, resolve_lock_mode, try_lock
 
 # Children wait for a "go" file so that they race from the same instant.
 PRELUDE = """
 import json, os, sys, time
 from pathlib import Path
-from pytest_physpipe import locks
+from pytest_physpipe.store import locks
 from pytest_physpipe.errors import LockTimeoutError
-from pytest_physpipe.locks import KeyLock
+from pytest_physpipe.store.locks import KeyLock
 
 def wait_for(path, timeout=30.0):
     end = time.monotonic() + timeout

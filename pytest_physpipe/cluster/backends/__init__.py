@@ -7,7 +7,7 @@ beyond these small files and runs no command.
 
 from __future__ import annotations
 
-from pytest_physpipe.backends.base import (
+from pytest_physpipe.cluster.backends.base import (
     DEFAULT_TIMEOUT_S,
     Backend,
     JobInfo,
@@ -18,8 +18,8 @@ from pytest_physpipe.backends.base import (
     script_path,
     write_script,
 )
-from pytest_physpipe.backends.pbs import PbsBackend
-from pytest_physpipe.backends.slurm import SlurmBackend
+from pytest_physpipe.cluster.backends.pbs import PbsBackend
+from pytest_physpipe.cluster.backends.slurm import SlurmBackend
 from pytest_physpipe.errors import BackendError
 
 __all__ = [

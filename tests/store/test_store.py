@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import CallLog
+from physpipe_testing import CallLog
 
-from pytest_physpipe.codecs import CodecRegistry, NpyCodec
 from pytest_physpipe.errors import CodecError, CorruptEntryError, StoreError
-from pytest_physpipe.locks import try_lock
 from pytest_physpipe.records import StageRecord
-from pytest_physpipe.store import Store
+from pytest_physpipe.store.codecs import CodecRegistry, NpyCodec
+from pytest_physpipe.store.entries import Store
+from pytest_physpipe.store.locks import try_lock
 
 
 def new_key() -> str:
@@ -224,7 +224,7 @@ def test_large_payload_is_sample_checked_on_hit_and_fully_on_request(tmp_path: P
     assert unsampled + 1 < 2 * last // 15
     flip(path, unsampled)
     hit = store.load(key)
-    assert hit is not None  # sampled verification, by design (SPEC 4)
+    assert hit is not None  # sampled verification above physpipe_verify_max, by design
     with pytest.raises(CorruptEntryError, match="checksum"):
         store.load(key, full_verify=True)
     flip(path, unsampled)  # restored
@@ -354,7 +354,7 @@ def test_victim(victim):
 SLOW_CODEC = """
 import os, time
 from pathlib import Path
-from pytest_physpipe.codecs import NpyCodec
+from pytest_physpipe.store.codecs import NpyCodec
 
 
 class SlowNpy(NpyCodec):

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_physpipe.cli import main, parse_duration
 from pytest_physpipe.records import StageRecord
-from pytest_physpipe.store import Store
+from pytest_physpipe.store.cli import main, parse_duration
+from pytest_physpipe.store.entries import Store
 
 
 def add_entry(

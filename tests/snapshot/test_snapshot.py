@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pytest_physpipe.snapshot import (
+from pytest_physpipe.snapshot.assertion import (
     _Decoder,
     _emit,
     _Encoder,

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pytest_physpipe.backends.base import (
+from pytest_physpipe.cluster.backends.base import (
     DEFAULT_TIMEOUT_S,
     JobInfo,
     JobRequest,

@@ -31,12 +31,12 @@ from typing import Any, Literal
 
 import xxhash
 
-from pytest_physpipe.atomic import write_text_atomic
-from pytest_physpipe.codecs import Codec, CodecRegistry
 from pytest_physpipe.errors import CorruptEntryError, StoreError
 from pytest_physpipe.keys import KEY_PATTERN
-from pytest_physpipe.locks import KeyLock, resolve_lock_mode
 from pytest_physpipe.records import StageRecord
+from pytest_physpipe.store.atomic import write_text_atomic
+from pytest_physpipe.store.codecs import Codec, CodecRegistry
+from pytest_physpipe.store.locks import KeyLock, resolve_lock_mode
 from pytest_physpipe.units import parse_size
 
 __all__ = ["Entry", "Loaded", "Store", "parse_size"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import CallLog
+from physpipe_testing import CallLog
 
 CONFTEST = """
 import json
@@ -18,7 +18,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from pytest_physpipe.backends import JobInfo, JobState
+from pytest_physpipe.cluster.backends import JobInfo, JobState
 
 SUBMITTED = Path(__file__).parent / "submitted.jsonl"
 

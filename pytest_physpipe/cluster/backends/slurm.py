@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from pytest_physpipe.backends.base import (
+from pytest_physpipe.cluster.backends.base import (
     DEFAULT_TIMEOUT_S,
     JobInfo,
     JobRequest,

@@ -84,7 +84,7 @@ NETWORK_FILESYSTEMS = frozenset(
     }
 )
 
-# A waiter must see a release within a few milliseconds (SPEC 4: workers wait on each other's
+# A waiter must see a release within a few milliseconds (workers wait on each other's
 # stages); flock has no portable "wait with timeout", so waiters poll with a non-blocking try.
 # A try is one syscall (~1 us), so even long waits cost little CPU.
 _FLOCK_POLL_S = 0.001

@@ -24,9 +24,9 @@ from typing import Any, TextIO
 
 from pytest_physpipe.errors import CorruptEntryError, StoreError
 from pytest_physpipe.keys import KEY_PATTERN
-from pytest_physpipe.locks import KeyLock, try_lock
 from pytest_physpipe.records import StageRecord
-from pytest_physpipe.store import Store
+from pytest_physpipe.store.entries import Store
+from pytest_physpipe.store.locks import KeyLock, try_lock
 from pytest_physpipe.units import human_size, parse_size
 
 __all__ = ["main", "parse_duration"]

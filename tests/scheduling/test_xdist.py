@@ -1,4 +1,5 @@
-"""xdist workers as the local scheduler (SPEC §6), with real workers in subprocesses.
+"""xdist workers as the local scheduler (each stage once, shared slots, the scheduler), with
+real workers in subprocesses.
 
 Every stage appends a line to ``calls.log`` (see ``conftest.PHYSLOG``), so "computed exactly
 once" is read from the log, whichever worker did it. Timing claims are about order and
@@ -16,11 +17,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import CallLog
+from physpipe_testing import CallLog
 
 from pytest_physpipe.options import Settings
 from pytest_physpipe.resources import Budget
-from pytest_physpipe.xdist import from_controller
+from pytest_physpipe.scheduling.hooks import from_controller
 
 # A DAG with shared upstream work: grid -> {heat[a], heat[b]} -> energy[...], a parametrized
 # mesh beside it, and many tests per instance, so several workers want the same stage at once.

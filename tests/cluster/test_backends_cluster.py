@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_physpipe.backends import (
+from pytest_physpipe.cluster.backends import (
     Backend,
     JobInfo,
     JobRequest,
@@ -28,27 +28,6 @@ from pytest_physpipe.errors import BackendError
 from pytest_physpipe.models import ClusterOptions, Resources
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster() -> None:
-    """Skip unless a Slurm controller answers (start one with .ci/slurm-up)."""
-    if shutil.which("sinfo") is None:
-        pytest.skip("no Slurm here (sinfo not on PATH): run .ci/slurm-up to start a test cluster")
-    try:
-        result = subprocess.run(
-            ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=5, check=False
-        )
-    except subprocess.TimeoutExpired:
-        pytest.skip("Slurm did not answer `sinfo` within 5 s: is .ci/slurm-up's cluster up?")
-    states = result.stdout.split()
-    if result.returncode != 0 or not any(
-        s.rstrip("*~#") in ("idle", "mixed", "allocated") for s in states
-    ):
-        pytest.skip(
-            f"Slurm has no usable node (sinfo: {result.stdout.strip() or result.stderr.strip()}): "
-            "run .ci/slurm-up"
-        )
 
 
 @pytest.fixture(params=["slurm", "pbs"])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_physpipe.backends import (
+from pytest_physpipe.cluster.backends import (
     BATCH_BACKENDS,
     JobInfo,
     JobRequest,
@@ -31,8 +31,8 @@ from pytest_physpipe.backends import (
     script_path,
     write_script,
 )
-from pytest_physpipe.backends.base import mem_mib, run_command
-from pytest_physpipe.backends.pbs import (
+from pytest_physpipe.cluster.backends.base import mem_mib, run_command
+from pytest_physpipe.cluster.backends.pbs import (
     format_pbs_walltime,
     map_pbs_state,
     parse_qstat_json,
@@ -40,7 +40,7 @@ from pytest_physpipe.backends.pbs import (
     parse_qsub_output,
     qsub_argv,
 )
-from pytest_physpipe.backends.slurm import (
+from pytest_physpipe.cluster.backends.slurm import (
     decode_exit_code,
     format_slurm_time,
     map_slurm_state,

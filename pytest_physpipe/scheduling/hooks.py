@@ -1,4 +1,4 @@
-"""Everything xdist-specific, registered only when xdist is active (STYLE habit 5).
+"""Everything xdist-specific, registered only when xdist is active (pytest-randomly's pattern).
 
 Values decided once on the controller travel to the workers through ``workerinput``: the run
 id (slots and ``--physpipe-rebuild`` are per run), the resolved store path and the resource
@@ -22,7 +22,7 @@ import pytest
 if TYPE_CHECKING:
     from pytest_physpipe.options import Settings
     from pytest_physpipe.resources import Budget
-    from pytest_physpipe.scheduler import Plan
+    from pytest_physpipe.scheduling.policy import Plan
     from pytest_physpipe.session import PhyspipeSession
 
 __all__ = ["XdistHooks", "from_controller"]
@@ -82,7 +82,7 @@ class XdistHooks:
         settings = self._settings()
         if settings.no_cache or self.run_id is None:
             return None  # --physpipe-no-cache writes nothing into the store
-        from pytest_physpipe.scheduler import run_dir
+        from pytest_physpipe.scheduling.policy import run_dir
 
         return run_dir(settings.store_dir, self.run_id)
 
@@ -114,7 +114,7 @@ class XdistHooks:
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
         if not self._settings().dist:
             return None  # xdist's own --dist modes
-        from pytest_physpipe.scheduler import PhyspipeScheduling
+        from pytest_physpipe.scheduling.policy import PhyspipeScheduling
 
         return PhyspipeScheduling(config, log, plan_dir=self._plan_dir())
 
@@ -198,7 +198,7 @@ class XdistHooks:
 
 
 def _plan(physpipe: PhyspipeSession, items: list[pytest.Item]) -> Plan:
-    from pytest_physpipe.scheduler import Plan, StageCosts, StagePlan
+    from pytest_physpipe.scheduling.policy import Plan, StageCosts, StagePlan
 
     costs = StageCosts.load(physpipe.settings.store_dir)
     tests: dict[str, tuple[str, ...]] = {}
@@ -225,7 +225,7 @@ def _plan(physpipe: PhyspipeSession, items: list[pytest.Item]) -> Plan:
 
 
 def _record_costs(physpipe: PhyspipeSession) -> None:
-    from pytest_physpipe.scheduler import StageCosts
+    from pytest_physpipe.scheduling.policy import StageCosts
 
     computed = [
         (r.label, r.name, r.duration_s) for r in physpipe.records.values() if r.status == "computed"

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from pydantic import BaseModel
 
-from pytest_physpipe.codecs import (
+from pytest_physpipe.errors import CodecError, CorruptEntryError, UnstorableValueError
+from pytest_physpipe.store.codecs import (
     CodecRegistry,
     JsonCodec,
     NpyCodec,
@@ -26,7 +27,6 @@ from pytest_physpipe.codecs import (
     TreeCodec,
     load_secret,
 )
-from pytest_physpipe.errors import CodecError, CorruptEntryError, UnstorableValueError
 
 FAST = settings(
     max_examples=50,

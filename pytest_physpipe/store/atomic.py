@@ -1,7 +1,8 @@
 """Small files written whole: built beside the final path, then renamed into place.
 
-A reader sees the old file or the new one, never half of one (STYLE habit 8). For store
-entries, which are directories, see :meth:`pytest_physpipe.store.Store.commit`.
+A reader sees the old file or the new one, never half of one (pytest's cache provider does the
+same). For store entries, which are directories, see
+:meth:`pytest_physpipe.store.entries.Store.commit`.
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import CallLog
+from physpipe_testing import CallLog
 
-from pytest_physpipe.scheduler import (
+from pytest_physpipe.scheduling.policy import (
     DEFAULT_COST_S,
     PhyspipeScheduling,
     Plan,

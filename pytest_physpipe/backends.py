@@ -1,0 +1,18 @@
+"""Deprecated import path, kept for one release: use :mod:`pytest_physpipe.cluster.backends`.
+
+The extension contracts are exported from :mod:`pytest_physpipe` itself.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from pytest_physpipe.cluster.backends import *  # noqa: F403 -- the moved module's whole public surface
+from pytest_physpipe.cluster.backends import __all__  # noqa: F401 -- `import *` from this shim sees the same names
+
+warnings.warn(
+    "pytest_physpipe.backends moved to pytest_physpipe.cluster.backends; import the extension "
+    "contracts from pytest_physpipe instead (this path goes away in the next release)",
+    DeprecationWarning,
+    stacklevel=2,
+)

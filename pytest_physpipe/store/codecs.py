@@ -1,0 +1,413 @@
+"""Value codecs: how a stage's return value becomes files in a store entry, and back.
+
+Built-in codecs, tried in this order by ``codec="auto"``:
+
+- ``npy``: a numpy array (no object dtype) as one ``.npy`` file;
+- ``json``: JSON-safe data (dicts with string keys, lists, str, int, float, bool, None);
+- ``tree``: dicts/lists/tuples holding arrays, numpy scalars, complex numbers or pydantic models:
+  a JSON skeleton plus one ``.npy`` file per array;
+- ``pickle``: anything else that pickles, as a last resort, signed with an HMAC.
+
+Decoding never executes code except for a pickle entry whose HMAC verifies. Arrays come back
+read-only, memory-mapped when they are at least ``mmap_min`` bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib
+import json
+import os
+import pickle
+import secrets
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, runtime_checkable
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    import numpy as np
+
+from pytest_physpipe.errors import CodecError, CorruptEntryError, UnstorableValueError
+
+__all__ = [
+    "Codec",
+    "CodecRegistry",
+    "JsonCodec",
+    "NpyCodec",
+    "PickleCodec",
+    "TreeCodec",
+    "load_secret",
+    "readonly",
+    "type_name",
+]
+
+_TAG = "__physpipe__"
+#: The widest float / complex itemsize a JSON float (a double) holds exactly.
+_JSON_EXACT = {"f": 8, "c": 16}
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """A way to store values. Register your own through ``pytest_physpipe_register_codecs``.
+
+    ``encode`` writes files into the empty directory ``dest`` and returns JSON-safe metadata
+    that is stored in ``meta.json`` and handed back to ``decode``. Checksums of the files are
+    the store's business, not the codec's.
+    """
+
+    name: str
+
+    def accepts(self, value: object) -> bool: ...
+
+    def encode(self, value: object, dest: Path) -> dict[str, Any]: ...
+
+    def decode(self, src: Path, meta: Mapping[str, Any], *, mmap_min: int) -> object: ...
+
+
+def _numpy() -> Any:
+    """numpy, imported on first use: a suite whose stages return no arrays never pays for it."""
+    import numpy
+
+    return numpy
+
+
+def _loaded_numpy() -> Any:
+    """numpy if something imported it already, else ``None`` (then no value can be an array)."""
+    return sys.modules.get("numpy")
+
+
+def _read(folder: Path, name: str) -> bytes:
+    # os.path, not pathlib: on a cache hit the path arithmetic costs more than the read.
+    with open(os.path.join(folder, name), "rb") as handle:
+        return handle.read()
+
+
+def readonly(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The array, flagged read-only (no copy)."""
+    array.flags.writeable = False
+    return array
+
+
+def _save_array(array: np.ndarray[Any, Any], path: Path) -> None:
+    with path.open("wb") as handle:
+        _numpy().save(handle, array, allow_pickle=False)
+
+
+def _load_array(path: Path, mmap_min: int) -> np.ndarray[Any, Any]:
+    numpy = _numpy()
+    if path.stat().st_size >= mmap_min:
+        array: np.ndarray[Any, Any] = numpy.load(path, mmap_mode="r", allow_pickle=False)
+        return array
+    return readonly(numpy.load(path, allow_pickle=False))
+
+
+def _is_plain_array(value: object) -> TypeGuard[np.ndarray[Any, Any]]:
+    numpy = _loaded_numpy()
+    return numpy is not None and isinstance(value, numpy.ndarray) and not value.dtype.hasobject
+
+
+#: Exact types only: subclasses (``numpy.float64``, ``numpy.str_``, ``IntEnum`` members) would
+#: come back as their base type, and a consumer must get what a fresh run gives it.
+_PRIMITIVES = (str, bool, int, float)
+
+
+def _is_json_safe(value: object) -> bool:
+    if value is None or type(value) in _PRIMITIVES:
+        return True
+    if type(value) is list:
+        return all(_is_json_safe(v) for v in value)
+    if type(value) is dict:
+        return all(isinstance(k, str) and _is_json_safe(v) for k, v in value.items())
+    return False
+
+
+class NpyCodec:
+    """One numpy array as ``value.npy``."""
+
+    name = "npy"
+
+    def accepts(self, value: object) -> bool:
+        return _is_plain_array(value)
+
+    def encode(self, value: object, dest: Path) -> dict[str, Any]:
+        if not _is_plain_array(value):
+            raise CodecError(f"the npy codec stores numpy arrays, not {type(value).__name__}")
+        _save_array(value, dest / "value.npy")
+        return {}
+
+    def decode(self, src: Path, meta: Mapping[str, Any], *, mmap_min: int) -> object:
+        return _load_array(src / "value.npy", mmap_min)
+
+
+class JsonCodec:
+    """JSON-safe data as ``value.json`` (floats round-trip exactly; NaN and inf allowed)."""
+
+    name = "json"
+
+    def accepts(self, value: object) -> bool:
+        return _is_json_safe(value)
+
+    def encode(self, value: object, dest: Path) -> dict[str, Any]:
+        if not _is_json_safe(value):
+            raise CodecError(
+                f"the json codec stores dicts with str keys, lists, str, int, float, bool and "
+                f"None, not {type(value).__name__}"
+            )
+        (dest / "value.json").write_text(json.dumps(value, allow_nan=True))
+        return {}
+
+    def decode(self, src: Path, meta: Mapping[str, Any], *, mmap_min: int) -> object:
+        return json.loads(_read(src, "value.json"))
+
+
+class _Unsupported(Exception):
+    def __init__(self, value: object, path: str) -> None:
+        super().__init__(f"{type(value).__module__}.{type(value).__qualname__} at {path or '.'}")
+
+
+class TreeCodec:
+    """Containers of arrays and scalars: ``tree.json`` skeleton plus ``a<i>.npy`` per array."""
+
+    name = "tree"
+
+    def _skeleton(self, value: object, arrays: list[np.ndarray[Any, Any]], path: str) -> Any:
+        if value is None or type(value) in _PRIMITIVES:
+            return value
+        np = _loaded_numpy()
+        if np is not None and isinstance(value, np.ndarray):
+            if value.dtype.hasobject:
+                raise _Unsupported(value, path)
+            arrays.append(value)
+            return {_TAG: "ndarray", "file": f"a{len(arrays) - 1}.npy"}
+        if np is not None and isinstance(value, np.generic):
+            if value.dtype.kind in "fc" and value.dtype.itemsize > _JSON_EXACT[value.dtype.kind]:
+                # long double: more precision than a JSON float holds; keep its bytes.
+                arrays.append(np.asarray(value))
+                return {
+                    _TAG: "npscalar",
+                    "dtype": value.dtype.str,
+                    "file": f"a{len(arrays) - 1}.npy",
+                }
+            if value.dtype.kind in "biuf":
+                return {_TAG: "npscalar", "dtype": value.dtype.str, "value": value.item()}
+            if value.dtype.kind == "c":
+                item = complex(value.item())
+                return {_TAG: "npscalar", "dtype": value.dtype.str, "value": [item.real, item.imag]}
+            raise _Unsupported(value, path)
+        if isinstance(value, complex):
+            return {_TAG: "complex", "value": [value.real, value.imag]}
+        if type(value) is list:
+            return [self._skeleton(v, arrays, f"{path}[{i}]") for i, v in enumerate(value)]
+        if type(value) is tuple:
+            items = [self._skeleton(v, arrays, f"{path}[{i}]") for i, v in enumerate(value)]
+            return {_TAG: "tuple", "items": items}
+        if type(value) is dict:
+            if all(isinstance(k, str) for k in value) and _TAG not in value:
+                return {k: self._skeleton(v, arrays, f"{path}.{k}") for k, v in value.items()}
+            pairs = [
+                [
+                    self._skeleton(k, arrays, f"{path}<key>"),
+                    self._skeleton(v, arrays, f"{path}.{k}"),
+                ]
+                for k, v in value.items()
+            ]
+            return {_TAG: "dict", "items": pairs}
+        if isinstance(value, BaseModel):
+            cls = type(value)
+            try:
+                data = value.model_dump(mode="json")
+            except Exception:
+                raise _Unsupported(value, path) from None
+            return {_TAG: "model", "class": f"{cls.__module__}:{cls.__qualname__}", "data": data}
+        raise _Unsupported(value, path)
+
+    def accepts(self, value: object) -> bool:
+        try:
+            self._skeleton(value, [], "")
+        except _Unsupported:
+            return False
+        return True
+
+    def encode(self, value: object, dest: Path) -> dict[str, Any]:
+        arrays: list[np.ndarray[Any, Any]] = []
+        try:
+            skeleton = self._skeleton(value, arrays, "")
+        except _Unsupported as exc:
+            raise CodecError(f"the tree codec cannot store {exc}") from None
+        for index, array in enumerate(arrays):
+            _save_array(array, dest / f"a{index}.npy")
+        (dest / "tree.json").write_text(json.dumps(skeleton, allow_nan=True))
+        return {}
+
+    def decode(self, src: Path, meta: Mapping[str, Any], *, mmap_min: int) -> object:
+        skeleton = json.loads(_read(src, "tree.json"))
+        return self._rebuild(skeleton, src, mmap_min)
+
+    def _rebuild(self, node: Any, src: Path, mmap_min: int) -> Any:
+        if isinstance(node, list):
+            return [self._rebuild(v, src, mmap_min) for v in node]
+        if not isinstance(node, dict):
+            return node
+        tag = node.get(_TAG)
+        if tag is None:
+            return {k: self._rebuild(v, src, mmap_min) for k, v in node.items()}
+        if tag == "ndarray" or (tag == "npscalar" and "file" in node):
+            name = node["file"]
+            if "/" in name or name.startswith("."):
+                raise CorruptEntryError(f"tree entry names an array file outside it: {name!r}")
+            array = _load_array(src / name, mmap_min)
+            return array if tag == "ndarray" else array[()]
+        if tag == "npscalar":
+            dtype = _numpy().dtype(node["dtype"])
+            value = node["value"]
+            if dtype.kind == "c":
+                return dtype.type(complex(*value))
+            return dtype.type(value)
+        if tag == "complex":
+            return complex(*node["value"])
+        if tag == "tuple":
+            return tuple(self._rebuild(v, src, mmap_min) for v in node["items"])
+        if tag == "dict":
+            return {
+                _hashable(self._rebuild(k, src, mmap_min)): self._rebuild(v, src, mmap_min)
+                for k, v in node["items"]
+            }
+        if tag == "model":
+            return _import_model(node["class"]).model_validate(node["data"])
+        raise CorruptEntryError(f"tree entry has an unknown node tag {tag!r}")
+
+
+def _hashable(key: Any) -> Any:
+    return tuple(_hashable(k) for k in key) if isinstance(key, list) else key
+
+
+def _import_model(path: str) -> type[BaseModel]:
+    module_name, _, qualname = path.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
+        raise CorruptEntryError(f"{path} is not a pydantic model class")
+    return obj
+
+
+def load_secret() -> bytes:
+    """The HMAC key for pickle entries: ``PHYSPIPE_SECRET``, else a per-user secret file.
+
+    The file (``$XDG_CONFIG_HOME/pytest-physpipe/secret``) is created on first use with
+    owner-only permissions; batch jobs on a shared home directory see the same one.
+    """
+    env = os.environ.get("PHYSPIPE_SECRET")
+    if env:
+        return env.encode()
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    path = base / "pytest-physpipe" / "secret"
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    token = secrets.token_hex(32).encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it first: use theirs
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(token)
+    return token
+
+
+class PickleCodec:
+    """Anything picklable, as ``value.pkl`` with an HMAC-SHA256 checked before unpickling."""
+
+    name = "pickle"
+
+    def __init__(self) -> None:
+        self._secret: bytes | None = None
+
+    @property
+    def secret(self) -> bytes:
+        if self._secret is None:
+            self._secret = load_secret()
+        return self._secret
+
+    def accepts(self, value: object) -> bool:
+        return True
+
+    def encode(self, value: object, dest: Path) -> dict[str, Any]:
+        try:
+            data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise CodecError(f"pickling failed: {type(exc).__name__}: {exc}") from None
+        (dest / "value.pkl").write_bytes(data)
+        return {"hmac": hmac.new(self.secret, data, hashlib.sha256).hexdigest()}
+
+    def decode(self, src: Path, meta: Mapping[str, Any], *, mmap_min: int) -> object:
+        data = (src / "value.pkl").read_bytes()
+        expected = str(meta.get("hmac", ""))
+        actual = hmac.new(self.secret, data, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, actual):
+            raise CorruptEntryError(
+                "its pickle HMAC does not verify (written with another PHYSPIPE_SECRET or "
+                "tampered with); it is refused, not unpickled"
+            )
+        return pickle.loads(data)
+
+
+class CodecRegistry:
+    """Codecs by name; ``choose`` implements ``codec="auto"``."""
+
+    AUTO_ORDER = ("npy", "json", "tree", "pickle")
+
+    def __init__(self) -> None:
+        self._codecs: dict[str, Codec] = {}
+        for codec in (NpyCodec(), JsonCodec(), TreeCodec(), PickleCodec()):
+            self.add(codec)
+
+    def add(self, codec: Codec) -> None:
+        """Register (or replace) a codec under ``codec.name``."""
+        if not isinstance(codec, Codec) or not isinstance(getattr(codec, "name", None), str):
+            raise TypeError(f"{codec!r} does not implement the Codec protocol")
+        self._codecs[codec.name] = codec
+
+    def names(self) -> list[str]:
+        return list(self._codecs)
+
+    def get(self, name: str) -> Codec:
+        try:
+            return self._codecs[name]
+        except KeyError:
+            raise CodecError(
+                f"no codec named {name!r}; registered codecs: {', '.join(self._codecs)}"
+            ) from None
+
+    def choose(self, value: object, requested: str, *, stage: str) -> Codec:
+        """The codec for ``value``: the one requested, or the first in AUTO_ORDER accepting it."""
+        if requested != "auto":
+            codec = self.get(requested)
+            if not codec.accepts(value):
+                raise UnstorableValueError(
+                    f"stage {stage!r} returned a {type_name(value)}, which its codec "
+                    f"{requested!r} cannot store. Return a type that codec takes, pass another "
+                    f"codec= ({', '.join(self._codecs)}, or 'auto'), or cache=False to keep "
+                    "the value in memory only."
+                )
+            return codec
+        extra = [n for n in self._codecs if n not in self.AUTO_ORDER]
+        for name in (*self.AUTO_ORDER[:-1], *extra, self.AUTO_ORDER[-1]):
+            candidate = self._codecs.get(name)
+            if candidate is not None and candidate.accepts(value):
+                return candidate
+        raise UnstorableValueError(f"stage {stage!r}: no codec accepts {type_name(value)}")
+
+
+def type_name(value: object) -> str:
+    """``dict`` for builtins, ``module.Qualname`` otherwise: how error messages name a type."""
+    cls = type(value)
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )

@@ -1,0 +1,60 @@
+"""Helpers the tests import: the call log of pytester projects, and child processes for the
+race tests (the ``calls`` and ``spawn`` fixtures in conftest.py use them)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+Spawn = Callable[..., "subprocess.Popen[str]"]
+
+
+def finish(child: subprocess.Popen[str]) -> str:
+    """Wait for a child and return its stdout; fail with its output if it failed."""
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, f"child failed ({child.returncode}):\n{out}\n{err}"
+    return out
+
+
+def wait_for(path: Path, timeout: float = 30.0) -> None:
+    """Wait until a child creates ``path`` (its handshake file)."""
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < end, f"timed out waiting for {path}"
+        time.sleep(0.002)
+
+
+#: A module the stages of a pytester project import to count their computations:
+#: ``from physlog import log`` then ``log("grid n=8")`` inside the stage function. It appends
+#: to ``calls.log`` beside it (short O_APPEND writes, so xdist workers never tear a line).
+PHYSLOG = """
+from pathlib import Path
+
+LOG = Path(__file__).parent / "calls.log"
+
+
+def log(line):
+    with LOG.open("a") as handle:
+        handle.write(line + "\\n")
+"""
+
+
+class CallLog:
+    """The lines logged by stages of a pytester project, read between runs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def lines(self) -> list[str]:
+        return self.path.read_text().splitlines() if self.path.exists() else []
+
+    def take(self) -> Counter[str]:
+        """How often each line was logged since the last ``take()``; then forget them."""
+        counted = Counter(self.lines())
+        self.path.unlink(missing_ok=True)
+        return counted
