@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-import socket
 import sys
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -67,4 +66,6 @@ def base_versions() -> dict[str, str]:
 
 
 def hostname() -> str:
-    return socket.gethostname()
+    from pytest_physpipe.store.hosts import hostname as this_hostname
+
+    return this_hostname()

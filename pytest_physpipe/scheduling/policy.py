@@ -37,6 +37,7 @@ from typing import Any
 import pytest
 
 from pytest_physpipe.store.atomic import write_text_atomic
+from pytest_physpipe.store.layout import StoreLayout
 
 __all__ = [
     "DEFAULT_COST_S",
@@ -45,7 +46,6 @@ __all__ = [
     "Policy",
     "StageCosts",
     "StagePlan",
-    "plan_path",
 ]
 
 #: Expected cost of a stage with no history (seconds); a ``slow`` one is ten times that.
@@ -58,16 +58,7 @@ _EMA = 0.5
 _PLAN_WAIT_S = 2.0
 
 
-def plan_path(store_dir: Path, run_id: str, worker: str) -> Path:
-    return run_dir(store_dir, run_id) / f"plan-{worker}.json"
-
-
-def run_dir(store_dir: Path, run_id: str) -> Path:
-    return Path(store_dir) / "runs" / run_id
-
-
 def _write_json(path: Path, data: object) -> None:
-    # Built beside the final path and renamed into place: a reader never sees half a file.
     write_text_atomic(path, json.dumps(data, sort_keys=True), make_parents=True)
 
 
@@ -84,7 +75,7 @@ class StageCosts:
 
     @staticmethod
     def path(store_dir: Path) -> Path:
-        return Path(store_dir) / "runs" / "durations.json"
+        return StoreLayout(Path(store_dir)).durations
 
     @classmethod
     def load(cls, store_dir: Path) -> StageCosts:
@@ -435,7 +426,7 @@ class PhyspipeScheduling:
         deadline = time.monotonic() + _PLAN_WAIT_S
         while True:
             for node in self.node2collection:
-                plan = Plan.read(self.plan_dir / f"plan-{node.gateway.id}.json")
+                plan = Plan.read(self.plan_dir / StoreLayout.plan_name(node.gateway.id))
                 if plan is not None:
                     return plan
             if time.monotonic() >= deadline:
