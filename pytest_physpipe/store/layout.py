@@ -9,7 +9,7 @@
     trash/<name>.<rand>              entries on their way out
     locks/<key>.lock                 per-key locks; locks/<key>.submit.lock for batch submission
     slots/<run_id>/                  one run's CPU/GPU slot files
-    runs/<run_id>/plan-<worker>.json one run's scheduling plans; runs/durations.json (costs)
+    runs/<run_id>/manifest-<w>.json one run's scheduling manifests; runs/durations.json (costs)
     jobs/<key>/                      batch job spec, outcome and log
 
 No other module builds a path under the root: each asks a :class:`StoreLayout`. Scratch names
@@ -98,9 +98,9 @@ class StoreLayout:
         return self.runs / run_id
 
     @staticmethod
-    def plan_name(worker: object) -> str:
-        """The name of an xdist worker's plan file inside its run's :meth:`run_dir`."""
-        return f"plan-{worker}.json"
+    def manifest_name(worker: object) -> str:
+        """The name of an xdist worker's scheduling manifest in its run's :meth:`run_dir`."""
+        return f"manifest-{worker}.json"
 
     @property
     def durations(self) -> Path:
