@@ -439,3 +439,29 @@ def test_a_workflow_and_pytest_racing_for_one_missing_key_compute_it_once(
     assert got["value"] == {"value": 42}
     assert sorted([got["status"], from_pytest]) == ["computed", "hit"]
     assert len(calls.lines()) == 1  # computed once, by one of the two processes
+
+
+def test_the_notebook_howto_runs_as_written(tmp_path: Path) -> None:
+    """docs/howto-notebook.md's Python blocks, in order, from a copy of the repository root."""
+    text = (REPO / "docs" / "howto-notebook.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    assert blocks, "the how-to has no Python example"
+    shutil.copytree(REPO / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns(".*"))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("PHYSPIPE_DIR", None)
+    done = subprocess.run(
+        [sys.executable, "-c", "\n".join(blocks)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "max error at t_end on n=64" in done.stdout
+    assert "4 stage instance(s): 2 cached, 2 missing" in done.stdout
+    assert "['heat', 'heat_diagnostics']" in done.stdout
+    assert (tmp_path / "pipeline.dot").read_text().startswith("digraph physpipe {")
+    assert (tmp_path / "examples" / ".physpipe" / "entries").is_dir()  # the suite's own store
+    assert "physpipe: computing heat[n=64-courant=0.125] (1 of 2)" in done.stderr
