@@ -35,7 +35,7 @@ from typing import IO, Any, Literal, overload
 from pytest_physpipe import keys
 from pytest_physpipe.context import StageContext
 from pytest_physpipe.errors import NotInStoreError, ProjectError, SelectionError
-from pytest_physpipe.execute import Outcome, RunnerHooks, StageRunner
+from pytest_physpipe.execute import RunnerHooks, Served, StageRunner
 from pytest_physpipe.models import StageConfig
 from pytest_physpipe.plan import MISSING, Planner, StageInstance
 from pytest_physpipe.project import Project, load_project
@@ -120,7 +120,7 @@ class Workflow:
     """The stages of a test suite, served from its store outside pytest.
 
     ``rootdir`` is the folder you would run pytest on; the ini settings, ``addopts``, plugins
-    and the store are found as ``pytest <rootdir>`` would find them. ``modules`` are the modules
+    and the store are instance as ``pytest <rootdir>`` would find them. ``modules`` are the modules
     declaring stages, as the tests import them (``"stages"``) or as paths to ``.py`` files.
     ``store`` overrides the store's location; ``settings`` overrides ``physpipe_*`` ini
     settings (``{"physpipe_lock": "soft"}``). ``progress=False`` silences the progress lines.
@@ -206,9 +206,9 @@ class Workflow:
 
     def status(self, name: str, /, **selection: Any) -> StageStatus:
         """``"cached"`` or ``"missing"`` (with ``.reason``) for one instance; computes nothing."""
-        found = self._select(name, selection)
+        instance = self._select(name, selection)
         self._require_store()
-        return self._status(found)
+        return self._status(instance)
 
     def record(self, name: str, /, **selection: Any) -> StageRecord:
         """The provenance of one stored instance (the :class:`StageRecord` a test would get).
@@ -217,17 +217,18 @@ class Workflow:
         instance not in the store raises :class:`NotInStoreError`: ``get`` computes it, and
         ``key`` gives its key without it.
         """
-        found = self._select(name, selection)
-        served = self.records.get(found.key)
-        if served is not None and found.spec.cache:
-            return served
+        instance = self._select(name, selection)
+        known = self.records.get(instance.key)
+        if known is not None and instance.spec.cache:
+            return known
         self._require_store()
-        hit = self._runner.lookup(found) if found.spec.cache else None
+        hit = self._runner.lookup(instance) if instance.spec.cache else None
         if hit is None:
             raise NotInStoreError(
-                f"stage {found.label} ({found.key[:16]}) is not in the store {self.store.root}"
-                f"{'' if found.spec.cache else ' (cache=False: never stored)'}. "
-                f"wf.get({found.name!r}, ...) computes it; wf.key(...) gives its key already."
+                f"stage {instance.label} ({instance.key[:16]}) is not in the store "
+                f"{self.store.root}{'' if instance.spec.cache else ' (cache=False: never stored)'}"
+                ". "
+                f"wf.get({instance.name!r}, ...) computes it; wf.key(...) gives its key already."
             )
         return hit.record
 
@@ -246,7 +247,7 @@ class Workflow:
         self._require_store()
         wanted = set(names)
         return self._table(
-            found for found in self._every_instance() if not wanted or found.name in wanted
+            instance for instance in self._every_instance() if not wanted or instance.name in wanted
         )
 
     def what_invalidates(self, name: str, /) -> set[str]:
@@ -256,14 +257,14 @@ class Workflow:
         for spec in self.registry.all():
             for upstream in spec.upstream:
                 below.setdefault(upstream, set()).add(spec.name)
-        found: set[str] = set()
+        downstream: set[str] = set()
         todo = [name]
         while todo:
             for child in below.get(todo.pop(), ()):
-                if child not in found:
-                    found.add(child)
+                if child not in downstream:
+                    downstream.add(child)
                     todo.append(child)
-        return found
+        return downstream
 
     def diagram(self, format: Literal["dot", "mermaid"] = "dot") -> str:
         """The DAG of every instance, coloured by status: what ``--physpipe-graph`` writes."""
@@ -271,7 +272,7 @@ class Workflow:
             raise ValueError(f"diagram(format={format!r}): choose 'dot' or 'mermaid'")
         self._require_store()
         instances = list(self._every_instance())
-        statuses = {found.key: str(self._status(found)) for found in instances}
+        statuses = {instance.key: str(self._status(instance)) for instance in instances}
         return format_graph(instances, {}, statuses, mermaid=format == "mermaid")
 
     # -- selections -----------------------------------------------------------------------------
@@ -323,14 +324,14 @@ class Workflow:
         """``target`` and its upstream instances, upstream first."""
         chain: dict[str, StageInstance] = {}
 
-        def visit(found: StageInstance) -> None:
-            if found.key in chain:
+        def visit(instance: StageInstance) -> None:
+            if instance.key in chain:
                 return
-            for key in found.upstream.values():
+            for key in instance.upstream.values():
                 above = self.planner.get(key)
                 if above is not None:
                     visit(above)
-            chain[found.key] = found
+            chain[instance.key] = instance
 
         visit(target)
         return list(chain.values())
@@ -342,10 +343,10 @@ class Workflow:
             swept = [n for n in self._closure(name) if self._spec(n).params is not None]
             choices = [self._spec(n).params or () for n in swept]
             for combo in itertools.product(*choices):
-                found = self.planner.resolve([name], dict(zip(swept, combo, strict=True)))[name]
-                if found.key not in seen:
-                    seen.add(found.key)
-                    yield found
+                instance = self.planner.resolve([name], dict(zip(swept, combo, strict=True)))[name]
+                if instance.key not in seen:
+                    seen.add(instance.key)
+                    yield instance
 
     # -- statuses -------------------------------------------------------------------------------
 
@@ -357,15 +358,15 @@ class Workflow:
                 "a pytest run creates it. If you expected results there, check that setting."
             )
 
-    def _status(self, found: StageInstance) -> StageStatus:
-        if not found.spec.cache:
-            return StageStatus("uncached", key=found.key, label=found.label)
-        if self.store.exists(found.key):
-            return StageStatus("cached", key=found.key, label=found.label)
-        return StageStatus("missing", key=found.key, label=found.label, reason=None)
+    def _status(self, instance: StageInstance) -> StageStatus:
+        if not instance.spec.cache:
+            return StageStatus("uncached", key=instance.key, label=instance.label)
+        if self.store.exists(instance.key):
+            return StageStatus("cached", key=instance.key, label=instance.label)
+        return StageStatus("missing", key=instance.key, label=instance.label, reason=None)
 
     def _table(self, instances: Iterable[StageInstance]) -> InstanceTable:
-        return InstanceTable(InstanceRow(found, self._status(found)) for found in instances)
+        return InstanceTable(InstanceRow(each, self._status(each)) for each in instances)
 
     # -- building -------------------------------------------------------------------------------
 
@@ -382,10 +383,10 @@ class Workflow:
             extra_versions=self.planner.packages,
         )
 
-    def _build(self, target: StageInstance, runner: StageRunner) -> Outcome:
+    def _build(self, target: StageInstance, runner: StageRunner) -> Served:
         todo = self._to_compute(target, runner)
-        for found in todo:
-            self._pool.check(found.spec.resources, stage=found.label)
+        for instance in todo:
+            self._pool.check(instance.spec.resources, stage=instance.label)
         with self._progress.build(len(todo)):
             return self._serve(target, runner)
 
@@ -394,35 +395,35 @@ class Workflow:
         another process may commit some meanwhile)."""
         todo: dict[str, StageInstance] = {}
 
-        def visit(found: StageInstance, rebuild: bool) -> None:
-            if found.key in todo:
+        def visit(instance: StageInstance, rebuild: bool) -> None:
+            if instance.key in todo:
                 return
-            stored = found.spec.cache and self.store.exists(found.key)
-            live = not found.spec.cache and found.key in self.records
+            stored = instance.spec.cache and self.store.exists(instance.key)
+            live = not instance.spec.cache and instance.key in self.records
             if (stored or live) and not rebuild:
                 return
-            for key in found.upstream.values():
+            for key in instance.upstream.values():
                 above = self.planner.get(key)
                 if above is not None:
                     visit(above, rebuild=False)
-            todo[found.key] = found
+            todo[instance.key] = instance
 
         visit(target, rebuild=runner is not self._runner)
         return list(todo.values())
 
-    def _serve(self, found: StageInstance, runner: StageRunner) -> Outcome:
+    def _serve(self, instance: StageInstance, runner: StageRunner) -> Served:
         """A hit, or the upstream values first and then the runner's compute-once protocol."""
-        outcome = runner.lookup(found) if found.spec.cache else None
-        if outcome is None:
+        served = runner.lookup(instance) if instance.spec.cache else None
+        if served is None:
             upstream = {}
-            for name, key in found.upstream.items():
+            for name, key in instance.upstream.items():
                 above = self.planner.get(key)
-                assert above is not None  # resolved together with ``found``
+                assert above is not None  # resolved together with ``instance``
                 upstream[name] = self._serve(above, self._runner).value
-            outcome = runner.provide(found, upstream)
-        if outcome.record.status != "hit" or found.key not in self.records:
-            self.records[found.key] = outcome.record  # "computed" stays, later hits or not
-        return outcome
+            served = runner.provide(instance, upstream)
+        if served.record.status != "hit" or instance.key not in self.records:
+            self.records[instance.key] = served.record  # "computed" stays, later hits or not
+        return served
 
 
 def _param(spec: StageSpec, given: Any, target: str) -> Any:
@@ -600,10 +601,10 @@ class _Progress:
         of = f" ({self._done} of {self._total})" if self._total > 1 else ""
         self._say(f"physpipe: computing {record.label}{of} ...", final=False)
 
-    def stage_end(self, record: StageRecord, outcome: str) -> None:
-        self._hooks.stage_end(record, outcome)
+    def stage_end(self, record: StageRecord, status: str) -> None:
+        self._hooks.stage_end(record, status)
         self._say(
-            f"physpipe: {record.label} {outcome} in {human_time(record.duration_s)}", final=True
+            f"physpipe: {record.label} {status} in {human_time(record.duration_s)}", final=True
         )
 
     def run_stage(self, record: StageRecord, ctx: StageContext, call: Callable[[], Any]) -> Any:
