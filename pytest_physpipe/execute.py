@@ -46,7 +46,7 @@ from pytest_physpipe.resources import Grant, SlotPool, pinned
 from pytest_physpipe.store.codecs import type_name
 from pytest_physpipe.store.entries import Store
 
-__all__ = ["Outcome", "RunnerHooks", "StageRunner"]
+__all__ = ["RunnerHooks", "Served", "StageRunner"]
 
 
 class RunnerHooks(Protocol):
@@ -54,7 +54,7 @@ class RunnerHooks(Protocol):
 
     def stage_start(self, record: StageRecord) -> None: ...
 
-    def stage_end(self, record: StageRecord, outcome: str) -> None: ...
+    def stage_end(self, record: StageRecord, status: str) -> None: ...
 
     def run_stage(self, record: StageRecord, ctx: StageContext, call: Callable[[], Any]) -> Any: ...
 
@@ -65,14 +65,14 @@ class NoHooks:
     def stage_start(self, record: StageRecord) -> None:
         return None
 
-    def stage_end(self, record: StageRecord, outcome: str) -> None:
+    def stage_end(self, record: StageRecord, status: str) -> None:
         return None
 
     def run_stage(self, record: StageRecord, ctx: StageContext, call: Callable[[], Any]) -> Any:
         return call()
 
 
-class Outcome:
+class Served:
     """What :meth:`StageRunner.provide` returns: the value and its record for this run."""
 
     __slots__ = ("record", "value")
@@ -105,7 +105,7 @@ class StageRunner:
         self.full_verify = full_verify
         self.worker = worker
         self.versions = {**base_versions(), **(extra_versions or {})}
-        self._live: dict[str, Outcome] = {}
+        self._live: dict[str, Served] = {}
         self._lock = threading.Lock()
 
     # -- the protocol ---------------------------------------------------------------------------
@@ -113,7 +113,7 @@ class StageRunner:
     def wants_rebuild(self, instance: StageInstance) -> bool:
         return "all" in self.rebuild or instance.name in self.rebuild
 
-    def lookup(self, instance: StageInstance) -> Outcome | None:
+    def lookup(self, instance: StageInstance) -> Served | None:
         """A lock-free hit, or ``None`` (missing, vanished, corrupt, or due for a rebuild)."""
         try:
             loaded = self.store.load(instance.key, full_verify=self.full_verify)
@@ -123,15 +123,15 @@ class StageRunner:
             return None
         if self.wants_rebuild(instance) and loaded.meta.get("run_id") != self.run_id:
             return None
-        return Outcome(loaded.value, self._hit_record(loaded.record, instance))
+        return Served(loaded.value, self._hit_record(loaded.record, instance))
 
-    def provide(self, instance: StageInstance, upstream: dict[str, Any]) -> Outcome:
+    def provide(self, instance: StageInstance, upstream: dict[str, Any]) -> Served:
         """The value of ``instance``: a hit, or computed exactly once across processes."""
         if not instance.spec.cache:
             return self._provide_live(instance, upstream)
-        found = self.lookup(instance)
-        if found is not None:
-            return found
+        hit = self.lookup(instance)
+        if hit is not None:
+            return hit
         self.store.ensure()
         with self.store.lock(instance.key, describe=f"stage {instance.label}"):
             replace = False
@@ -150,26 +150,26 @@ class StageRunner:
             if loaded is not None:
                 rebuilt_now = loaded.meta.get("run_id") == self.run_id
                 if not self.wants_rebuild(instance) or rebuilt_now:
-                    return Outcome(loaded.value, self._hit_record(loaded.record, instance))
+                    return Served(loaded.value, self._hit_record(loaded.record, instance))
                 replace = True
             return self._compute_and_commit(instance, upstream, replace=replace)
 
-    def compute_uncached(self, instance: StageInstance, upstream: dict[str, Any]) -> Outcome:
+    def compute_uncached(self, instance: StageInstance, upstream: dict[str, Any]) -> Served:
         """Compute into a private scratch store (``--physpipe-no-cache``): same round trip."""
         return self._compute_and_commit(instance, upstream, replace=True)
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _provide_live(self, instance: StageInstance, upstream: dict[str, Any]) -> Outcome:
+    def _provide_live(self, instance: StageInstance, upstream: dict[str, Any]) -> Served:
         with self._lock:
-            found = self._live.get(instance.key)
-        if found is not None:
-            return found
+            live = self._live.get(instance.key)
+        if live is not None:
+            return live
         value, record = self._compute(instance, upstream)
-        outcome = Outcome(value, record)
+        served = Served(value, record)
         self.hooks.stage_end(record, "computed")
         with self._lock:
-            return self._live.setdefault(instance.key, outcome)
+            return self._live.setdefault(instance.key, served)
 
     def _hit_record(self, record: StageRecord, instance: StageInstance) -> StageRecord:
         return record.model_copy(
@@ -302,7 +302,7 @@ class StageRunner:
 
     def _compute_and_commit(
         self, instance: StageInstance, upstream: dict[str, Any], *, replace: bool
-    ) -> Outcome:
+    ) -> Served:
         value, record = self._compute(instance, upstream)
         codec = self.store.codecs.choose(value, instance.spec.codec, stage=instance.label)
         artifacts = {n: Path(p) for n, p in record.artifacts.items()}
@@ -326,7 +326,7 @@ class StageRunner:
                 stacklevel=2,
             )
             self.hooks.stage_end(record, "computed")
-            return Outcome(_as_stored(value), record)
+            return Served(_as_stored(value), record)
         except CodecError as exc:
             if isinstance(exc, UnstorableValueError):
                 raise
@@ -347,7 +347,7 @@ class StageRunner:
             update={"status": "computed", "param_id": instance.param_id, "worker": self.worker}
         )
         self.hooks.stage_end(final, "computed")
-        return Outcome(loaded.value, final)
+        return Served(loaded.value, final)
 
 
 def _as_stored(value: Any) -> Any:

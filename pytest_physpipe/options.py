@@ -196,7 +196,8 @@ class Settings:
     """Everything the options decide, resolved once per process."""
 
     store_dir: Path
-    plan: bool
+    #: ``--physpipe-plan``: print the plan (every instance, its key and status), run nothing.
+    plan_only: bool
     verify: bool
     graph: Path | None
     report: Path | None
@@ -279,7 +280,7 @@ def parse_settings(config: pytest.Config) -> Settings:
         )
     return Settings(
         store_dir=store_dir,
-        plan=bool(_pick(opt("physpipe_plan"), config.getini("physpipe_plan"))),
+        plan_only=bool(_pick(opt("physpipe_plan"), config.getini("physpipe_plan"))),
         verify=bool(_pick(opt("physpipe_verify"), config.getini("physpipe_verify"))),
         graph=Path(str(graph)) if graph else None,
         report=Path(str(report)) if report else None,

@@ -178,9 +178,9 @@ class Planner:
                 "anything else in a stage and pass it downstream instead."
             ) from None
         declaration = keys.canonical([spec.name, id(spec), identity, dict(upstream)])
-        found = self._by_declaration.get(declaration)
-        if found is not None:
-            return found
+        instance = self._by_declaration.get(declaration)
+        if instance is not None:
+            return instance
         try:
             inputs = keys.input_file_hashes(config, base=self.rootdir)
         except FileNotFoundError as exc:
@@ -217,7 +217,7 @@ class Planner:
             "packages": dict(self.packages),
             "salt": keys.xxh3(self.salt.encode()),
         }
-        found = StageInstance(
+        instance = StageInstance(
             spec=spec,
             config=config,
             upstream=dict(upstream),
@@ -226,9 +226,9 @@ class Planner:
             config_json=config_data,
             manifest=manifest,
         )
-        self._by_declaration[declaration] = found
-        self._instances.setdefault(key, found)
-        return found
+        self._by_declaration[declaration] = instance
+        self._instances.setdefault(key, instance)
+        return instance
 
     def _label_id(
         self, spec: StageSpec, config: StageConfig | None, upstream: Mapping[str, str]
@@ -266,8 +266,8 @@ class Planner:
             assert spec is not None  # names come from the registry; validate() checked upstream
             config = self.resolve_config(spec, params.get(name, MISSING))
             upstream = {p: resolve(p).key for p in spec.upstream}
-            resolved[name] = found = self.instance(spec, config, upstream)
-            return found
+            resolved[name] = instance = self.instance(spec, config, upstream)
+            return instance
 
         for name in names:
             resolve(name)
@@ -287,19 +287,19 @@ class Planner:
             else [self.for_item(item) for item in items]
         )
 
-        def visit(found: StageInstance) -> None:
-            if found.key in seen:
+        def visit(instance: StageInstance) -> None:
+            if instance.key in seen:
                 return
-            seen.add(found.key)
-            for key in found.upstream.values():
+            seen.add(instance.key)
+            for key in instance.upstream.values():
                 upstream = self._instances.get(key)
                 if upstream is not None:
                     visit(upstream)
-            ordered.append(found)
+            ordered.append(instance)
 
         for per_item in per_items:
-            for found in per_item.values():
-                visit(found)
+            for instance in per_item.values():
+                visit(instance)
         return ordered
 
 

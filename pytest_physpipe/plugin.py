@@ -82,7 +82,7 @@ def pytest_configure(config: pytest.Config) -> None:
         '-m "not slow"',
     )
     settings = parse_settings(config)
-    if settings.plan and config.pluginmanager.hasplugin("xdist"):
+    if settings.plan_only and config.pluginmanager.hasplugin("xdist"):
         # The plan is printed from collection, which an xdist controller never does itself:
         # collect here instead of in workers. (Runs before xdist's trylast pytest_configure.)
         config.option.numprocesses = 0
@@ -102,7 +102,7 @@ def pytest_configure(config: pytest.Config) -> None:
         run_id = new_run_id()
     config.stash[_SETTINGS] = settings
     config.stash[_RUN] = (run_id, worker)
-    if workerinput is None and settings.backend != "local" and not settings.plan:
+    if workerinput is None and settings.backend != "local" and not settings.plan_only:
         # Jobs a run submitted must not outlive it : `kill` acts like Ctrl-C.
         from pytest_physpipe.cluster.campaign import sigterm_as_interrupt
 
@@ -144,7 +144,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     instances = physpipe.finish_collection(session.items)
     session.config.stash[_INSTANCES] = instances
-    if physpipe.settings.plan:
+    if physpipe.settings.plan_only:
         from pytest_physpipe.report import format_plan
 
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -158,7 +158,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session: pytest.Session) -> bool | None:
-    if session.config.stash[_SETTINGS].plan:
+    if session.config.stash[_SETTINGS].plan_only:
         return True  # the plan runs nothing
     return None
 
@@ -179,7 +179,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     physpipe = _existing_session(config)
-    if physpipe is None or not physpipe.records or physpipe.settings.plan:
+    if physpipe is None or not physpipe.records or physpipe.settings.plan_only:
         return
     from pytest_physpipe.report import format_summary
 

@@ -15,8 +15,8 @@ from pytest_physpipe.units import human_size, human_time
 __all__ = ["format_plan", "format_summary", "write_graph", "write_report"]
 
 
-def where(found: StageInstance, backend: str) -> str:
-    return backend if found.spec.slow and backend != "local" else "local"
+def where(instance: StageInstance, backend: str) -> str:
+    return backend if instance.spec.slow and backend != "local" else "local"
 
 
 def format_plan(
@@ -24,16 +24,16 @@ def format_plan(
 ) -> list[str]:
     """The ``--physpipe-plan`` table: one line per stage instance, upstream first."""
     rows = [("stage", "key", "status", "resources", "runs on")]
-    for found in instances:
-        res = found.spec.resources
+    for instance in instances:
+        res = instance.spec.resources
         resources = f"cpu={res.cpu} gpu={res.gpu} mem={res.mem} time={res.walltime}"
         rows.append(
             (
-                found.label,
-                found.key[:16],
-                statuses.get(found.key, "missing"),
+                instance.label,
+                instance.key[:16],
+                statuses.get(instance.key, "missing"),
                 resources,
-                where(found, backend) + (" (slow)" if found.spec.slow else ""),
+                where(instance, backend) + (" (slow)" if instance.spec.slow else ""),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -69,26 +69,26 @@ def write_graph(
         "missing": "lightgrey",
         "skipped": "lightgrey",
     }
-    nodes = {found.key: found for found in instances}
+    nodes = {instance.key: instance for instance in instances}
     if path.suffix == ".dot":
         lines = ["digraph physpipe {", "  rankdir=LR;", "  node [shape=box, style=filled];"]
-        for key, found in nodes.items():
+        for key, instance in nodes.items():
             status = _status(key, records, statuses)
-            label = f"{found.label}\\n{key[:12]}\\n{status}"
+            label = f"{instance.label}\\n{key[:12]}\\n{status}"
             lines.append(f'  "{key}" [label="{label}", fillcolor={colors.get(status, "white")}];')
-        for key, found in nodes.items():
-            for upstream in found.upstream.values():
+        for key, instance in nodes.items():
+            for upstream in instance.upstream.values():
                 if upstream in nodes:
                     lines.append(f'  "{upstream}" -> "{key}";')
         lines.append("}")
     else:
         lines = ["graph LR"]
-        for key, found in nodes.items():
+        for key, instance in nodes.items():
             status = _status(key, records, statuses)
             css = status.replace("-", "_")
-            lines.append(f'  n{key[:16]}["{found.label}<br/>{key[:12]}<br/>{status}"]:::{css}')
-        for key, found in nodes.items():
-            for upstream in found.upstream.values():
+            lines.append(f'  n{key[:16]}["{instance.label}<br/>{key[:12]}<br/>{status}"]:::{css}')
+        for key, instance in nodes.items():
+            for upstream in instance.upstream.values():
                 if upstream in nodes:
                     lines.append(f"  n{upstream[:16]} --> n{key[:16]}")
         for status, color in colors.items():

@@ -4,7 +4,7 @@ A batch backend does four things and nothing else: check that its commands exist
 job, report the state of many jobs in one scheduler call, and cancel jobs. It knows nothing
 about stages, keys or the store; the campaign logic turns a stage instance into a
 :class:`JobRequest` (the command is ``python -m pytest_physpipe.worker ...``) and decides what a
-job's end means by reading the outcome record that the worker writes itself: schedulers do not
+job's end means by reading the result record that the job writes itself: schedulers do not
 reliably report exit codes (Slurm without accounting forgets them once a job is purged, Torque's
 wrapper over Slurm never reports them), so the scheduler's word is only a hint.
 

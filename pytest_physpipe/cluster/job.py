@@ -4,7 +4,7 @@ The submitting session writes a :class:`JobSpec` beside the store (``jobs/<key>/
 The job imports the stage's module from its file, rebuilds the instance and checks that its key
 is still the submitted one (the code or the config may have changed since), loads the upstream
 values from the store, computes under the key's lock, commits, and always writes its own
-outcome record (``jobs/<key>/outcome.json``): the outcome never depends on ``sacct``.
+result record (``jobs/<key>/result.json``): the result never depends on ``sacct``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pytest_physpipe.store.atomic import write_text_atomic
 
-__all__ = ["JobOutcome", "JobSpec", "JobTerminated", "job_dir", "main", "read_outcome", "run_job"]
+__all__ = ["JobResult", "JobSpec", "JobTerminated", "job_dir", "main", "read_job_result", "run_job"]
 
 
 class JobSpec(BaseModel):
@@ -50,7 +50,7 @@ class JobSpec(BaseModel):
     backend: str = "slurm"
 
 
-class JobOutcome(BaseModel):
+class JobResult(BaseModel):
     """What the job says about itself, whatever the scheduler says."""
 
     key: str
@@ -85,10 +85,10 @@ def job_dir(store: Path, key: str) -> Path:
     return Path(store) / "jobs" / key
 
 
-def read_outcome(store: Path, key: str) -> JobOutcome | None:
-    path = job_dir(store, key) / "outcome.json"
+def read_job_result(store: Path, key: str) -> JobResult | None:
+    path = job_dir(store, key) / "result.json"
     try:
-        return JobOutcome.model_validate_json(path.read_text())
+        return JobResult.model_validate_json(path.read_text())
     except (FileNotFoundError, ValueError):
         return None
 
@@ -130,10 +130,10 @@ def _compute(spec: JobSpec) -> str:
         registry=registry, packages=spec.packages, salt=spec.salt, rootdir=Path(spec.rootdir)
     )
     config = stage_spec.coerce_config(spec.config, origin="the job spec")
-    found = planner.instance(stage_spec, config, spec.upstream)
-    if found.key != spec.key:
+    instance = planner.instance(stage_spec, config, spec.upstream)
+    if instance.key != spec.key:
         raise JobFailedError(
-            f"stage {spec.stage!r}: its key is now {found.key}, not the submitted "
+            f"stage {spec.stage!r}: its key is now {instance.key}, not the submitted "
             f"{spec.key}: its code, config or an input changed after submission. Rerun "
             "pytest to submit the current version."
         )
@@ -150,22 +150,22 @@ def _compute(spec: JobSpec) -> str:
     runner = StageRunner(
         store=store, run_id=spec.run_id, worker=f"{spec.backend} job {_job_id() or '?'}"
     )
-    outcome = runner.provide(found, upstream)
-    return "computed" if outcome.record.status == "computed" else "hit"
+    served = runner.provide(instance, upstream)
+    return "computed" if served.record.status == "computed" else "hit"
 
 
-def run_job(spec: JobSpec) -> JobOutcome:
+def run_job(spec: JobSpec) -> JobResult:
     """Compute the instance described by ``spec`` and commit it; never raises."""
     started = time.time()
     clock = time.perf_counter()
     status, error, trace, signum = "failed", None, None, None
     try:
         status = _compute(spec)
-    except BaseException as exc:  # the job's outcome record must be written, whatever happened
+    except BaseException as exc:  # the job's result record must be written, whatever happened
         error = f"{type(exc).__name__}: {exc}"
         trace = "".join(traceback.format_exception(exc))
         signum = exc.signum if isinstance(exc, JobTerminated) else None
-    result = JobOutcome(
+    result = JobResult(
         key=spec.key,
         status=status,
         exit_code=1 if error else 0,
@@ -179,7 +179,7 @@ def run_job(spec: JobSpec) -> JobOutcome:
     )
     folder = job_dir(Path(spec.store), spec.key)
     folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(folder / "outcome.json", result.model_dump_json(indent=1))
+    write_text_atomic(folder / "result.json", result.model_dump_json(indent=1))
     return result
 
 
@@ -198,14 +198,14 @@ def main(argv: list[str] | None = None) -> int:
         raise JobTerminated(signum)
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    outcome = run_job(spec)
-    if outcome.traceback:
-        sys.stderr.write(outcome.traceback)
+    result = run_job(spec)
+    if result.traceback:
+        sys.stderr.write(result.traceback)
     print(
-        f"physpipe worker: stage {spec.stage} ({spec.key[:12]}) {outcome.status} on "
-        f"{outcome.host} in {outcome.duration_s:.2f} s"
+        f"physpipe job: stage {spec.stage} ({spec.key[:12]}) {result.status} on "
+        f"{result.host} in {result.duration_s:.2f} s"
     )
-    return outcome.exit_code
+    return result.exit_code
 
 
 if __name__ == "__main__":
