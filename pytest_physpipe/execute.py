@@ -29,6 +29,8 @@ from pytest_physpipe.errors import (
     CodecError,
     CorruptEntryError,
     CorruptEntryWarning,
+    ForeignSignatureError,
+    SecretError,
     StoreWriteWarning,
     UnstorableValueError,
 )
@@ -135,6 +137,17 @@ class StageRunner:
             replace = False
             try:
                 loaded = self.store.load(instance.key, full_verify=True)
+            except ForeignSignatureError as exc:
+                warnings.warn(
+                    CorruptEntryWarning(
+                        f"stage {instance.label}: the store entry {instance.key} is not loaded: "
+                        f"{exc}. It is kept for whoever signed it, and this run computes the "
+                        "value without caching it. To share a store, give everyone the same "
+                        "PHYSPIPE_SECRET."
+                    ),
+                    stacklevel=2,
+                )
+                return self._compute_uncached_value(instance, upstream)
             except CorruptEntryError as exc:
                 warnings.warn(
                     CorruptEntryWarning(
@@ -290,6 +303,14 @@ class StageRunner:
                 time.sleep(retry.backoff**attempt if retry.backoff else 0.0)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _compute_uncached_value(self, instance: StageInstance, upstream: dict[str, Any]) -> Served:
+        value, record = self._compute(instance, upstream)
+        for path in {Path(p).parent for p in record.artifacts.values()}:
+            shutil.rmtree(path, ignore_errors=True)
+        record = record.model_copy(update={"artifacts": {}})
+        self.hooks.stage_end(record, "computed")
+        return Served(_as_stored(value), record)
+
     def _compute_and_commit(
         self, instance: StageInstance, upstream: dict[str, Any], *, replace: bool
     ) -> Served:
@@ -306,10 +327,11 @@ class StageRunner:
                 artifacts=artifacts,
                 replace=replace,
             )
-        except OSError as exc:
+        except (OSError, SecretError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             warnings.warn(
                 StoreWriteWarning(
-                    f"stage {instance.label}: its result was not cached ({exc.strerror or exc}"
+                    f"stage {instance.label}: its result was not cached ({why}"
                     f"); the test gets the value, and nothing partial was left in "
                     f"{self.store.root}. Free some space or fix the store's permissions."
                 ),

@@ -280,6 +280,17 @@ class Store:
             if actual != expected:
                 raise CorruptEntryError(f"entry {key}: checksum mismatch in {rel}")
 
+    def check_signature(self, key: str, meta: dict[str, Any]) -> None:
+        """Check the signature of a signed entry without decoding it (``physpipe verify``).
+
+        Raises :class:`~pytest_physpipe.errors.SignatureError` (or its subclass for a foreign
+        signature) or :class:`~pytest_physpipe.errors.UnverifiableEntryError`.
+        """
+        codec = self.codecs.get(str(meta["codec"]))
+        check = getattr(codec, "check_signature", None)
+        if check is not None:
+            check(self.entry_dir(key), meta.get("codec_meta", {}))
+
     def load(self, key: str, *, full_verify: bool = False) -> Loaded | None:
         """The entry's value, or ``None`` if there is none (or it vanished while loading).
 
