@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 from collections.abc import Callable
@@ -102,8 +103,9 @@ def pytest_configure(config: pytest.Config) -> None:
         run_id = new_run_id()
     config.stash[_SETTINGS] = settings
     config.stash[_RUN] = (run_id, worker)
-    if workerinput is None and settings.backend != "local" and not settings.plan_only:
-        # Jobs a run submitted must not outlive it : `kill` acts like Ctrl-C.
+    if not settings.plan_only:
+        # `kill`, a CI timeout or Slurm's end of allocation acts like Ctrl-C: scratch removed,
+        # locks released, the jobs a run submitted cancelled (xdist workers too, each its own).
         from pytest_physpipe.cluster.campaign import sigterm_as_interrupt
 
         config.add_cleanup(sigterm_as_interrupt())
@@ -132,6 +134,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         layout = StoreLayout(settings.store_dir)
         for path in (layout.slots_dir(run_id), layout.run_dir(run_id)):
             shutil.rmtree(path, ignore_errors=True)
+        # What killed runs (and killed workers of this one) left on this host: provably dead,
+        # so removed now; a listing of tmp/ and trash/, no waiting.
+        from pytest_physpipe.store.scratch import cleanup
+
+        with contextlib.suppress(OSError):
+            cleanup(layout, local_only=True)
 
 
 @pytest.hookimpl(tryfirst=True)
