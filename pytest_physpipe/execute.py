@@ -30,6 +30,7 @@ from pytest_physpipe.errors import (
     CorruptEntryError,
     CorruptEntryWarning,
     ForeignSignatureError,
+    LockTimeoutError,
     SecretError,
     StoreWriteWarning,
     UnstorableValueError,
@@ -45,6 +46,7 @@ from pytest_physpipe.records import (
 from pytest_physpipe.resources import Grant, SlotPool, pinned
 from pytest_physpipe.store.codecs import type_name
 from pytest_physpipe.store.entries import Store
+from pytest_physpipe.store.locks import KeyLock
 
 __all__ = ["RunnerHooks", "Served", "StageRunner"]
 
@@ -133,7 +135,22 @@ class StageRunner:
         if hit is not None:
             return hit
         self.store.ensure()
-        with self.store.lock(instance.key, describe=f"stage {instance.label}"):
+        lock = self.store.lock(instance.key, describe=f"stage {instance.label}")
+        try:
+            lock.acquire()
+        except LockTimeoutError:
+            raise
+        except OSError as exc:  # a full disk or a read-only store: no lock file can be made
+            warnings.warn(
+                StoreWriteWarning(
+                    f"stage {instance.label}: cannot take its lock in {self.store.root} "
+                    f"({exc.strerror or exc}); it is computed without caching. Free some space "
+                    "or fix the store's permissions."
+                ),
+                stacklevel=2,
+            )
+            return self._compute_uncached_value(instance, upstream)
+        with _releasing(lock):
             replace = False
             try:
                 loaded = self.store.load(instance.key, full_verify=True)
@@ -360,6 +377,14 @@ class StageRunner:
         )
         self.hooks.stage_end(final, "computed")
         return Served(loaded.value, final)
+
+
+@contextmanager
+def _releasing(lock: KeyLock) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _as_stored(value: Any) -> Any:

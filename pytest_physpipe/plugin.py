@@ -181,11 +181,22 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     settings = physpipe.settings
     from pytest_physpipe.report import write_graph, write_report
 
-    if settings.report is not None:
-        write_report(settings.report, physpipe.run_id, physpipe.records)
-    if settings.graph is not None:
-        instances = session.config.stash.get(_INSTANCES, [])
-        write_graph(settings.graph, instances, physpipe.records, physpipe.statuses)
+    try:
+        if settings.report is not None:
+            write_report(settings.report, physpipe.run_id, physpipe.records)
+        if settings.graph is not None:
+            instances = session.config.stash.get(_INSTANCES, [])
+            write_graph(settings.graph, instances, physpipe.records, physpipe.statuses)
+    except OSError as exc:
+        # Checked before the run, so only a change since (disk full, folder removed) gets here.
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = (
+            f"physpipe: could not write {exc.filename or 'the report'} ({exc.strerror or exc}); "
+            "the run's results are unaffected. Free some space or pick another path."
+        )
+        if reporter is not None:
+            reporter.write_line(message, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -223,3 +234,37 @@ def physics_snapshot(
     from pytest_physpipe.snapshot.assertion import make_physics_snapshot
 
     return make_physics_snapshot(snapshot, request)
+
+
+# -- errors: one paragraph, no plugin traceback -----------------------------------------------
+
+
+def _plain_error(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
+    """A physpipe error as users read it: its class and its paragraph, without our frames."""
+    exc = excinfo.value
+    return f"{type(exc).__name__}: {exc}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    from pytest_physpipe.errors import PhyspipeError
+
+    excinfo = call.excinfo
+    if report.failed and excinfo is not None and isinstance(excinfo.value, PhyspipeError):
+        # Raised by the plugin on the stage's behalf (the message names stage and remedy);
+        # the stage's own exceptions keep their full traceback.
+        report.longrepr = _plain_error(excinfo)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Any:
+    report = yield
+    crash = getattr(report.longrepr, "reprcrash", None)
+    message = getattr(crash, "message", "")
+    if report.failed and message.startswith("pytest_physpipe.errors."):
+        # A stage declaration the plugin refused at import: the paragraph says which and why.
+        where = getattr(collector, "path", None) or collector.nodeid
+        report.longrepr = f"{where}: {message.removeprefix('pytest_physpipe.errors.')}"
+    return report

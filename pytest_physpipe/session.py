@@ -16,7 +16,7 @@ import pytest
 
 from pytest_physpipe import keys
 from pytest_physpipe.context import StageContext
-from pytest_physpipe.errors import PhyspipeError, ResourceError
+from pytest_physpipe.errors import CorruptEntryError, PhyspipeError, ResourceError
 from pytest_physpipe.execute import Served, StageRunner
 from pytest_physpipe.options import Settings
 from pytest_physpipe.plan import MISSING, Planner, StageInstance
@@ -82,6 +82,7 @@ class PhyspipeSession:
             lock_mode=settings.lock,
             verify_max=settings.verify_max,
         )
+        self.store.on_wait = _say_now(config)
         self.planner = Planner(
             registry=registry.bound(config.pluginmanager.is_registered),
             overrides=settings.overrides,
@@ -151,6 +152,9 @@ class PhyspipeSession:
             self.check_budget(needed.values())
         except ResourceError as exc:
             raise pytest.UsageError(str(exc)) from None
+        self._check_codecs(needed.values())
+        if not local and not self.settings.plan_only:
+            self._backend_factory()
         for key, instance in needed.items():
             cached = instance.spec.cache and not self.settings.no_cache and self._exists(key)
             # cache=False stages live in memory only: "uncached", never "missing".
@@ -190,6 +194,33 @@ class PhyspipeSession:
                 continue
             self.runner.pool.check(instance.spec.resources, stage=instance.label)  # type: ignore[union-attr]
 
+    def _check_codecs(self, instances: Iterable[StageInstance]) -> None:
+        """A ``codec=`` no registered codec answers to is an error before anything computes."""
+        known = self.codecs.names()
+        for instance in instances:
+            codec = instance.spec.codec
+            if instance.spec.cache and codec != "auto" and codec not in known:
+                raise pytest.UsageError(
+                    f"stage {instance.name!r}: codec={codec!r} is not a registered codec "
+                    f"(registered: {', '.join(known)}). Use one of them or 'auto', or register "
+                    "yours through the pytest_physpipe_register_codecs hook."
+                )
+
+    def _backend_factory(self) -> Any:
+        """The factory of ``--physpipe-backend``; a usage error if no plugin provides it."""
+        from pytest_physpipe.cluster.backends import BATCH_BACKENDS
+
+        factories: dict[str, Any] = dict(BATCH_BACKENDS)
+        self.config.hook.pytest_physpipe_register_backends(backends=factories)
+        name = self.settings.backend
+        if name not in factories:
+            raise pytest.UsageError(
+                f"--physpipe-backend {name} (or ini physpipe_backend): no such backend; choose "
+                f"local, {', '.join(sorted(factories))}, or one a plugin registers through "
+                "pytest_physpipe_register_backends."
+            )
+        return factories[name]
+
     def _start_campaign(self, instances: list[StageInstance]) -> None:
         """Submit the slow, missing instances to the batch backend (docs/howto-cluster.md)."""
         if not any(
@@ -197,21 +228,14 @@ class PhyspipeSession:
             for f in instances
         ):
             return
-        from pytest_physpipe.cluster.backends import BATCH_BACKENDS
         from pytest_physpipe.cluster.campaign import Campaign, CancelOnInterrupt
 
-        factories: dict[str, Any] = dict(BATCH_BACKENDS)
-        self.config.hook.pytest_physpipe_register_backends(backends=factories)
         name = self.settings.backend
-        if name not in factories:
-            raise pytest.UsageError(
-                f"--physpipe-backend {name}: no such backend; choose local, "
-                f"{', '.join(sorted(factories))}"
-            )
+        factory = self._backend_factory()
         default_args = {"slurm": self.settings.slurm_args, "pbs": self.settings.pbs_args}
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         campaign = Campaign(
-            backend=factories[name](),
+            backend=factory(),
             store=self.store,
             runner=self.runner,
             planner=self.planner,
@@ -261,14 +285,10 @@ class PhyspipeSession:
         memo = self._values.get(instance.key)
         if memo is not None:
             return memo.value
-        if self.settings.cached_only and spec.cache and not self._exists(instance.key):
-            self.records[instance.key] = _record(instance, "skipped", self.worker)
-            pytest.skip(
-                f"--physpipe-cached-only: stage {instance.label} ({instance.key[:12]}) is not in "
-                f"the store {self.store.root}"
-            )
         try:
-            if self.settings.no_cache and spec.cache:
+            if self.settings.cached_only and spec.cache:
+                served = self._cached_only(instance)
+            elif self.settings.no_cache and spec.cache:
                 self.store.ensure()
                 served = self.runner.compute_uncached(instance, upstream)
             elif self.campaign is not None and spec.slow and spec.cache:
@@ -285,6 +305,21 @@ class PhyspipeSession:
         self.records[instance.key] = served.record
         self._values[instance.key] = served
         return served.value
+
+    def _cached_only(self, instance: StageInstance) -> Served:
+        """A hit, or a skip naming why there is none (missing, or an entry it cannot load)."""
+        hit = self.runner.lookup(instance)
+        if hit is not None:
+            return hit
+        try:
+            problem = "is not in" if self.store.load(instance.key) is None else "is not usable in"
+        except CorruptEntryError as exc:
+            problem = f"has an entry that cannot be loaded ({exc}; run `physpipe verify`) in"
+        self.records[instance.key] = _record(instance, "skipped", self.worker)
+        pytest.skip(
+            f"--physpipe-cached-only: stage {instance.label} ({instance.key[:12]}) {problem} "
+            f"the store {self.store.root}"
+        )
 
     # -- results --------------------------------------------------------------------------------
 
@@ -397,3 +432,22 @@ def stage_provenance(item: pytest.Item) -> dict[str, dict[str, object]]:
         }
         for name, instance in sorted(session.planner.for_item(item).items())
     }
+
+
+def _say_now(config: pytest.Config) -> Callable[[str], None]:
+    """Write a line to the terminal at once, past output capturing (long lock waits)."""
+
+    def say(message: str) -> None:
+        import contextlib
+        import sys
+
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            if reporter is not None:
+                reporter.write_line(message)
+            else:  # an xdist worker: its stderr is the controller's terminal
+                sys.stderr.write(message + "\n")
+                sys.stderr.flush()
+
+    return say
