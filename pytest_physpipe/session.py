@@ -83,6 +83,22 @@ class PhyspipeSession:
             verify_max=settings.verify_max,
         )
         self.store.on_wait = _say_now(config)
+        missing = [
+            n for n in settings.track_packages if keys.package_versions([n])[n] == "not-installed"
+        ]
+        if missing:
+            import warnings
+
+            from pytest_physpipe.errors import PhyspipeWarning
+
+            warnings.warn(
+                PhyspipeWarning(
+                    f"ini physpipe_track_packages names {', '.join(missing)}, which is not "
+                    "installed: keys record it as 'not-installed'. Fix the name (as pip spells "
+                    "it) or remove it."
+                ),
+                stacklevel=1,
+            )
         self.planner = Planner(
             registry=registry.bound(config.pluginmanager.is_registered),
             overrides=settings.overrides,
@@ -285,10 +301,13 @@ class PhyspipeSession:
         memo = self._values.get(instance.key)
         if memo is not None:
             return memo.value
+        if self.settings.cached_only and spec.cache:
+            served = self._cached_only(instance)  # or a skip naming why there is no hit
+            self.records[instance.key] = served.record
+            self._values[instance.key] = served
+            return served.value
         try:
-            if self.settings.cached_only and spec.cache:
-                served = self._cached_only(instance)
-            elif self.settings.no_cache and spec.cache:
+            if self.settings.no_cache and spec.cache:
                 self.store.ensure()
                 served = self.runner.compute_uncached(instance, upstream)
             elif self.campaign is not None and spec.slow and spec.cache:
@@ -314,7 +333,7 @@ class PhyspipeSession:
         try:
             problem = "is not in" if self.store.load(instance.key) is None else "is not usable in"
         except CorruptEntryError as exc:
-            problem = f"has an entry that cannot be loaded ({exc}; run `physpipe verify`) in"
+            problem = f"has an entry that is corrupt or unusable ({exc}; run `physpipe verify`) in"
         self.records[instance.key] = _record(instance, "skipped", self.worker)
         pytest.skip(
             f"--physpipe-cached-only: stage {instance.label} ({instance.key[:12]}) {problem} "
