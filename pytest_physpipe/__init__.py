@@ -18,6 +18,7 @@ from pytest_physpipe.errors import (
     PhyspipeWarning,
     StoreWriteWarning,
 )
+from pytest_physpipe.fanin import Gathered, gather
 from pytest_physpipe.models import ClusterOptions, InputFile, Resources, Retry, StageConfig
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.stage import stage, sweep
@@ -32,6 +33,7 @@ __all__ = [
     "Codec",
     "CodecRegistry",
     "CorruptEntryWarning",
+    "Gathered",
     "InputFile",
     "JobInfo",
     "JobRequest",
@@ -44,6 +46,7 @@ __all__ = [
     "StageContext",
     "StageRecord",
     "StoreWriteWarning",
+    "gather",
     "stage",
     "sweep",
 ]

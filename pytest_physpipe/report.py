@@ -16,7 +16,14 @@ __all__ = ["format_plan", "format_summary", "write_graph", "write_report"]
 
 
 def where(found: StageInstance, backend: str) -> str:
-    return backend if found.spec.slow and backend != "local" else "local"
+    return backend if found.slow and backend != "local" else "local"
+
+
+def _edges(found: StageInstance, nodes: dict[str, StageInstance]) -> list[tuple[str, bool]]:
+    """(upstream key, whether it is gathered) for every edge into ``found`` in ``nodes``."""
+    edges = [(key, False) for key in found.upstream.values() if key in nodes]
+    edges += [(r.key, True) for refs in found.gathered.values() for r in refs if r.key in nodes]
+    return edges
 
 
 def format_plan(
@@ -33,7 +40,7 @@ def format_plan(
                 found.key[:16],
                 statuses.get(found.key, "missing"),
                 resources,
-                where(found, backend) + (" (slow)" if found.spec.slow else ""),
+                where(found, backend) + (" (slow)" if found.slow else ""),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -77,9 +84,9 @@ def write_graph(
             label = f"{found.label}\\n{key[:12]}\\n{status}"
             lines.append(f'  "{key}" [label="{label}", fillcolor={colors.get(status, "white")}];')
         for key, found in nodes.items():
-            for upstream in found.upstream.values():
-                if upstream in nodes:
-                    lines.append(f'  "{upstream}" -> "{key}";')
+            for upstream, gathered in _edges(found, nodes):
+                style = " [style=dashed]" if gathered else ""
+                lines.append(f'  "{upstream}" -> "{key}"{style};')
         lines.append("}")
     else:
         lines = ["graph LR"]
@@ -88,9 +95,9 @@ def write_graph(
             css = status.replace("-", "_")
             lines.append(f'  n{key[:16]}["{found.label}<br/>{key[:12]}<br/>{status}"]:::{css}')
         for key, found in nodes.items():
-            for upstream in found.upstream.values():
-                if upstream in nodes:
-                    lines.append(f"  n{upstream[:16]} --> n{key[:16]}")
+            for upstream, gathered in _edges(found, nodes):
+                arrow = "-.->" if gathered else "-->"
+                lines.append(f"  n{upstream[:16]} {arrow} n{key[:16]}")
         for status, color in colors.items():
             lines.append(f"  classDef {status.replace('-', '_')} fill:{color}")
     write_text_atomic(path, "\n".join(lines) + "\n", make_parents=True)

@@ -104,7 +104,7 @@ class Campaign:
         if self._undo_sigterm is None:
             self._undo_sigterm = sigterm_as_interrupt()
         for found in instances:  # the planner lists upstream before downstream
-            if not (found.spec.slow and found.spec.cache) or self.store.exists(found.key):
+            if not (found.slow and found.spec.cache) or self.store.exists(found.key):
                 continue
             self._ensure_local_upstream(found)
             depends = tuple(self.job_ids[k] for k in found.upstream.values() if k in self.job_ids)
@@ -115,7 +115,7 @@ class Campaign:
     def _ensure_local_upstream(self, found: StageInstance) -> None:
         for key in found.upstream.values():
             upstream = self.planner.get(key)
-            if upstream is None or upstream.spec.slow or self.store.exists(key):
+            if upstream is None or upstream.slow or self.store.exists(key):
                 continue
             self._ensure_local_upstream(upstream)
             values = {name: self._load(k) for name, k in upstream.upstream.items()}

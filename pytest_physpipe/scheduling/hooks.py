@@ -216,10 +216,10 @@ def _plan(physpipe: PhyspipeSession, items: list[pytest.Item]) -> Plan:
                 key=found.key,
                 label=found.label,
                 cached=cached,
-                cost=costs.expected(label=found.label, name=found.name, slow=found.spec.slow),
+                cost=costs.expected(label=found.label, name=found.name, slow=found.slow),
                 upstream=tuple(found.upstream.values()),
                 cpu=found.spec.resources.cpu,
-                slow=found.spec.slow,
+                slow=found.slow,
             )
     return Plan(tests=tests, stages=stages)
 
