@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -14,8 +13,6 @@ from pytest_physpipe.options import Settings, add_options, parse_settings
 if TYPE_CHECKING:
     from syrupy.assertion import SnapshotAssertion
 
-    from pytest_physpipe.context import StageContext
-    from pytest_physpipe.records import StageRecord
     from pytest_physpipe.session import PhyspipeFixture, PhyspipeSession
     from pytest_physpipe.snapshot.assertion import PhysicsSnapshot
 
@@ -68,6 +65,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     from pytest_physpipe import hookspecs
 
     pluginmanager.add_hookspecs(hookspecs)
+    pluginmanager.register(hookspecs.Defaults(), "physpipe-defaults")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -187,13 +185,6 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.section("physpipe", sep="-")
     for line in format_summary(physpipe.records, size, verbose=config.option.verbose > 0):
         terminalreporter.write_line(line)
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_physpipe_run_stage(
-    record: StageRecord, ctx: StageContext, call: Callable[[], Any]
-) -> Any:
-    return call()
 
 
 @pytest.fixture

@@ -59,6 +59,7 @@ class Campaign:
         cwd: Path,
         default_args: Sequence[str] = (),
         say: Callable[[str], None] | None = None,
+        plugins: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.backend = backend
         self.store = store
@@ -69,6 +70,7 @@ class Campaign:
         self.cwd = cwd
         self.default_args = tuple(default_args)
         self.say = say or (lambda _line: None)
+        self.plugins = list(plugins)
         self.job_ids: dict[str, str] = {}  # key -> job id (submitted or reused)
         self.submitted: list[str] = []  # job ids this process submitted (cancelled on Ctrl-C)
         self.submitted_at: dict[str, float] = {}
@@ -202,6 +204,7 @@ class Campaign:
             module_file=func.__code__.co_filename,
             sys_path=[p for p in sys.path if p],
             rootdir=str(self.rootdir),
+            plugins=self.plugins,
             store=str(self.store.root),
             config=instance.config_json if instance.config is not None else None,
             upstream=instance.upstream,
