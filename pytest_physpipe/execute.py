@@ -35,7 +35,13 @@ from pytest_physpipe.errors import (
     UnstorableValueError,
 )
 from pytest_physpipe.plan import StageInstance
-from pytest_physpipe.records import StageRecord, base_versions, hostname, now_iso
+from pytest_physpipe.records import (
+    StageRecord,
+    base_versions,
+    distribution_versions,
+    hostname,
+    now_iso,
+)
 from pytest_physpipe.resources import Grant, SlotPool, pinned
 from pytest_physpipe.store.codecs import type_name
 from pytest_physpipe.store.entries import Store
@@ -199,8 +205,13 @@ class StageRunner:
             status="computed",
             created_at=now_iso(),
             host=hostname(),
-            versions=self.versions,
+            # Provenance, not key: which scipy made this, without scipy invalidating it.
+            versions={
+                **distribution_versions(instance.spec.code_info.modules),
+                **self.versions,
+            },
             code=instance.spec.code,
+            manifest=instance.manifest,
             param_id=instance.param_id,
             worker=self.worker,
         )
