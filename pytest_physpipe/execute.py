@@ -14,10 +14,8 @@ does. The protocol for one instance:
 from __future__ import annotations
 
 import inspect
-import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -218,14 +216,7 @@ class StageRunner:
 
     @contextmanager
     def _workdir(self, instance: StageInstance) -> Iterator[Path]:
-        if self.store.root.is_dir():
-            base = self.store.root / "tmp"
-            base.mkdir(exist_ok=True)
-        else:
-            base = Path(tempfile.gettempdir())
-        # Named <what>.<host>.<pid>. so that Store.cleanup() knows when its owner is dead.
-        owner = f"{hostname()}.{os.getpid()}."
-        path = Path(tempfile.mkdtemp(prefix=f"work-{instance.key[:12]}.{owner}", dir=base))
+        path = self.store.scratch(f"work-{instance.key[:12]}")
         try:
             yield path
         finally:
@@ -279,8 +270,7 @@ class StageRunner:
                 )
                 if workdir is None and ctx.artifacts:
                     # The scratch dir goes when this block ends: keep artifacts for the commit.
-                    owner = f"{hostname()}.{os.getpid()}."
-                    keep = Path(tempfile.mkdtemp(prefix=f"artifacts.{owner}", dir=path.parent))
+                    keep = self.store.scratch("artifacts")
                     for name, source in ctx.artifacts.items():
                         shutil.copyfile(source, keep / name)
                     record = record.model_copy(

@@ -125,7 +125,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if worker is None and run_id is not None and settings is not None and not settings.no_cache:
         # The run's slot files and scheduling plans. The process that decided the run id (a
         # plain run, or the xdist controller, whose workers are gone by now) removes them.
-        for path in (settings.store_dir / "slots" / run_id, settings.store_dir / "runs" / run_id):
+        from pytest_physpipe.store.layout import StoreLayout
+
+        layout = StoreLayout(settings.store_dir)
+        for path in (layout.slots_dir(run_id), layout.run_dir(run_id)):
             shutil.rmtree(path, ignore_errors=True)
 
 

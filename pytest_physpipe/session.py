@@ -25,6 +25,7 @@ from pytest_physpipe.runid import new_run_id
 from pytest_physpipe.stage import StageSpec, registry
 from pytest_physpipe.store.codecs import CodecRegistry
 from pytest_physpipe.store.entries import Store
+from pytest_physpipe.store.layout import StoreLayout
 
 if TYPE_CHECKING:
     from pytest_physpipe.cluster.campaign import Campaign
@@ -57,7 +58,7 @@ class PhyspipeSession:
             slots_root = self._scratch / "slots"
         else:
             store_root = settings.store_dir
-            slots_root = settings.store_dir / "slots" / self.run_id
+            slots_root = StoreLayout(settings.store_dir).slots_dir(self.run_id)
         self.store = Store(
             store_root,
             codecs=self.codecs,

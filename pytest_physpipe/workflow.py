@@ -160,7 +160,7 @@ class Workflow:
         )
         self.planner.validate(sorted(spec.name for spec in self.registry.all()))
         self.run_id = new_run_id()
-        slots = root / "slots" / self.run_id
+        slots = self.store.layout.slots_dir(self.run_id)
         self._pool = SlotPool(slots, detect_budget(cpus=ini.cpus, gpus=ini.gpus))
         # The slot files of this process's builds go with it, as a run's go at its end.
         weakref.finalize(self, shutil.rmtree, slots, ignore_errors=True)

@@ -14,7 +14,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import sys
 import time
 import traceback
@@ -27,6 +26,7 @@ import pluggy
 from pydantic import BaseModel, ConfigDict, Field
 
 from pytest_physpipe.store.atomic import write_text_atomic
+from pytest_physpipe.store.hosts import hostname
 
 __all__ = [
     "JobResult",
@@ -98,7 +98,9 @@ class JobTerminated(BaseException):
 
 def job_dir(store: Path, key: str) -> Path:
     """Where a key's job files live: ``<store>/jobs/<key>/``."""
-    return Path(store) / "jobs" / key
+    from pytest_physpipe.store.layout import StoreLayout
+
+    return StoreLayout(Path(store)).job_dir(key)
 
 
 def read_job_result(store: Path, key: str) -> JobResult | None:
@@ -249,7 +251,7 @@ def run_job(spec: JobSpec) -> JobResult:
         key=spec.key,
         status=status,
         exit_code=1 if error else 0,
-        host=socket.gethostname(),
+        host=hostname(),
         started_at=started,
         duration_s=time.perf_counter() - clock,
         job_id=_job_id(),
