@@ -40,6 +40,9 @@ class StageInstance:
     key: str
     param_id: str | None
     config_json: dict[str, Any] = field(default_factory=dict)
+    #: The parts the key was computed from, kept in the entry: ``physpipe show`` lists them
+    #: and a later run compares against them to say why it recomputes.
+    manifest: dict[str, Any] = field(default_factory=dict)
     #: The marks its ``pytest.param(..., marks=...)`` entry gave this instance itself.
     marks: tuple[pytest.Mark, ...] = ()
     #: Per ``gather(...)`` parameter, the instances it receives (its ``upstream`` entry holds
@@ -221,7 +224,9 @@ class Planner:
         validate_config(spec, data, origin=f"--physpipe-set {spec.name}.{field_name}={raw}")
         return raw  # pragma: no cover - validate_config raised
 
-    def resolve(self, spec: StageSpec, param: object, upstream: Mapping[str, str]) -> StageInstance:
+    def resolve_one(
+        self, spec: StageSpec, param: object, upstream: Mapping[str, str]
+    ) -> StageInstance:
         """The instance of ``spec`` for a fixture param (a config, a :class:`GatherGroup` or
         :data:`MISSING`) and the keys of its upstream instances."""
         group = param if isinstance(param, GatherGroup) else None
@@ -260,17 +265,27 @@ class Planner:
         ident: str | None = None,
     ) -> StageInstance:
         """The instance for this declaration (memoized), with its provenance key."""
-        config_data = keys.config_json(config)
         upstream = dict(upstream)
         for name, refs in (gathered or {}).items():
             # One digest per gather: the keys (and coordinates) of everything it gathers.
             upstream[name] = xxhash.xxh3_128_hexdigest(
                 keys.canonical([[r.key, repr(sorted(r.coords.items()))] for r in refs])
             )
-        declaration = keys.canonical([spec.name, id(spec), config_data, upstream])
-        found = self._by_declaration.get(declaration)
-        if found is not None:
-            return found
+        try:
+            config_data = keys.config_json(config)
+            identity = keys.config_identity(config)
+        except keys.UnencodableField as exc:
+            raise ConfigError(
+                f"stage {spec.name!r} ({spec.location}): config field {exc.field!r} cannot be "
+                f"encoded into its provenance key ({exc.reason}). Keys are computed from "
+                "config values, so every field must be JSON-like data (numbers, strings, "
+                "UTF-8 text, lists, tuples, dicts, paths, enums, pydantic models); store "
+                "anything else in a stage and pass it downstream instead."
+            ) from None
+        declaration = keys.canonical([spec.name, id(spec), identity, upstream])
+        instance = self._by_declaration.get(declaration)
+        if instance is not None:
+            return instance
         try:
             inputs = keys.input_file_hashes(config, base=self.rootdir)
         except FileNotFoundError as exc:
@@ -278,33 +293,49 @@ class Planner:
                 f"stage {spec.name!r}: {exc}. Fix the path in its config (relative paths are "
                 f"read from the rootdir {self.rootdir})."
             ) from None
+        # The qualified name without the module, like the stage's: moving a stage and its
+        # config class to another file keeps the key (docs/decisions.md).
+        config_class = None if spec.config_class is None else spec.config_class.__qualname__
         key = keys.stage_key(
             name=spec.name,
             qualname=spec.qualname,
             code=spec.code,
             version=spec.version,
-            # The qualified name without the module, like the stage's: moving a stage and its
-            # config class to another file keeps the key (docs/decisions.md).
-            config_class=None if spec.config_class is None else spec.config_class.__qualname__,
-            config=config_data,
+            config_class=config_class,
+            config=identity,
             inputs=inputs,
             upstream=upstream,
             packages=self.packages,
             salt=self.salt,
         )
-        found = StageInstance(
+        manifest = {
+            "stage": spec.name,
+            "qualname": spec.qualname,
+            "code": spec.code,
+            "code_parts": dict(spec.code_info.parts),
+            "version": spec.version,
+            "config_class": config_class,
+            "config": config_data,
+            "config_key": keys.xxh3(keys.canonical(identity)),
+            "inputs": inputs,
+            "upstream": dict(upstream),
+            "packages": dict(self.packages),
+            "salt": keys.xxh3(self.salt.encode()),
+        }
+        instance = StageInstance(
             spec=spec,
             config=config,
             upstream=upstream,
             key=key,
             param_id=self._label_id(spec, config, upstream, ident),
             config_json=config_data,
+            manifest=manifest,
             marks=marks,
             gathered=dict(gathered or {}),
         )
-        self._by_declaration[declaration] = found
-        self._instances.setdefault(key, found)
-        return found
+        self._by_declaration[declaration] = instance
+        self._instances.setdefault(key, instance)
+        return instance
 
     def _label_id(
         self,
@@ -337,27 +368,30 @@ class Planner:
         names = [n for n in getattr(item, "fixturenames", ()) if n in self.registry]
         callspec = getattr(item, "callspec", None)
         params: Mapping[str, Any] = callspec.params if callspec is not None else {}
-        resolved = self._resolve_names(names, params)
+        resolved = self.resolve(names, params)
         self._item_instances[item.nodeid] = resolved
         return resolved
 
-    def _resolve_names(
-        self, names: Iterable[str], params: Mapping[str, Any]
-    ) -> dict[str, StageInstance]:
-        """The instances of ``names`` and their upstream, each stage with ``params[name]``."""
+    def resolve(self, names: Iterable[str], params: Mapping[str, Any]) -> dict[str, StageInstance]:
+        """The instances of ``names`` and of everything upstream of them, by stage name.
+
+        ``params[name]`` is what pytest hands stage ``name`` as ``request.param`` (a ``params=``
+        entry, or an indirect parametrization's value); a stage without one gets its default
+        config. Tests (:meth:`for_item`) and :class:`pytest_physpipe.Workflow` resolve here.
+        """
         resolved: dict[str, StageInstance] = {}
 
-        def resolve(name: str) -> StageInstance:
+        def visit(name: str) -> StageInstance:
             if name in resolved:
                 return resolved[name]
             spec = self.registry.get(name)
             assert spec is not None  # names come from the registry; validate() checked upstream
-            upstream = {p: resolve(p).key for p in spec.upstream}
-            resolved[name] = found = self.resolve(spec, params.get(name, MISSING), upstream)
-            return found
+            upstream = {p: visit(p).key for p in spec.upstream}
+            resolved[name] = instance = self.resolve_one(spec, params.get(name, MISSING), upstream)
+            return instance
 
         for name in names:
-            resolve(name)
+            visit(name)
         return resolved
 
     # -- fan-in ---------------------------------------------------------------------------------
@@ -388,11 +422,11 @@ class Planner:
             result: list[tuple[StageInstance, dict[Coord, Any]]] = []
             for combo in itertools.product(*(options for _, options in axes)):
                 params = {stage: value for (stage, _), value in zip(axes, combo, strict=True)}
-                resolved = self._resolve_names([name], params)
-                found = resolved[name]
-                if found.key in seen:
+                resolved = self.resolve([name], params)
+                instance = resolved[name]
+                if instance.key in seen:
                     continue
-                seen.add(found.key)
+                seen.add(instance.key)
                 coords: dict[Coord, Any] = {}
                 for spec in closure:
                     value = params.get(spec.name, MISSING)
@@ -402,7 +436,7 @@ class Planner:
                         config = resolved[spec.name].config
                         assert config is not None
                         coords.update(((spec.name, f), v) for f, v in config.model_dump().items())
-                result.append((found, coords))
+                result.append((instance, coords))
         finally:
             self._enumerating.remove(name)
         self._enumerated[name] = result
@@ -451,7 +485,7 @@ class Planner:
             members = [items[i] for i in indices]
             coords = name_coords([raw for _, raw in members])
             refs = tuple(
-                GatherRef(found.key, c) for (found, _), c in zip(members, coords, strict=True)
+                GatherRef(instance.key, c) for (instance, _), c in zip(members, coords, strict=True)
             )
             raw_fixed = {c: v for c, v in members[0][1].items() if names.get(c) in fixed}
             ident = "-".join(f"{k}={_format(v)}" for k, v in fixed.items()) or "all"
@@ -459,8 +493,8 @@ class Planner:
         self._groups[(spec.name, param)] = groups
         return groups
 
-    def reachable(self, found: StageInstance) -> list[StageInstance]:
-        """``found`` and every instance it needs, through upstream and gathers, upstream first."""
+    def reachable(self, instance: StageInstance) -> list[StageInstance]:
+        """``instance`` and every instance it needs (upstream and gathered), upstream first."""
         ordered: list[StageInstance] = []
         seen: set[str] = set()
 
@@ -479,7 +513,7 @@ class Planner:
                         visit(gathered)
             ordered.append(current)
 
-        visit(found)
+        visit(instance)
         return ordered
 
     def item_instances(self) -> dict[str, dict[str, StageInstance]]:
@@ -496,10 +530,10 @@ class Planner:
         )
 
         for per_item in per_items:
-            for found in per_item.values():
-                if found.key in seen:
+            for instance in per_item.values():
+                if instance.key in seen:
                     continue
-                for current in self.reachable(found):
+                for current in self.reachable(instance):
                     if current.key not in seen:
                         seen.add(current.key)
                         ordered.append(current)
