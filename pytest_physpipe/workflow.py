@@ -255,7 +255,7 @@ class Workflow:
         self._spec(name)
         below: dict[str, set[str]] = {}
         for spec in self.registry.all():
-            for upstream in spec.upstream:
+            for upstream in (*spec.upstream, *(g.stage for _, g in spec.gathers)):
                 below.setdefault(upstream, set()).add(spec.name)
         downstream: set[str] = set()
         todo = [name]
