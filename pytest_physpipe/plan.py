@@ -257,21 +257,31 @@ class Planner:
         names = [n for n in getattr(item, "fixturenames", ()) if n in self.registry]
         callspec = getattr(item, "callspec", None)
         params: Mapping[str, Any] = callspec.params if callspec is not None else {}
+        resolved = self.resolve(names, params)
+        self._item_instances[item.nodeid] = resolved
+        return resolved
+
+    def resolve(self, names: Iterable[str], params: Mapping[str, Any]) -> dict[str, StageInstance]:
+        """The instances of ``names`` and of everything upstream of them, by stage name.
+
+        ``params[name]`` is what pytest hands stage ``name`` as ``request.param`` (a ``params=``
+        entry, or an indirect parametrization's value); a stage without one gets its default
+        config. Tests (:meth:`for_item`) and :class:`pytest_physpipe.Workflow` resolve here.
+        """
         resolved: dict[str, StageInstance] = {}
 
-        def resolve(name: str) -> StageInstance:
+        def visit(name: str) -> StageInstance:
             if name in resolved:
                 return resolved[name]
             spec = self.registry.get(name)
             assert spec is not None  # names come from the registry; validate() checked upstream
             config = self.resolve_config(spec, params.get(name, MISSING))
-            upstream = {p: resolve(p).key for p in spec.upstream}
+            upstream = {p: visit(p).key for p in spec.upstream}
             resolved[name] = instance = self.instance(spec, config, upstream)
             return instance
 
         for name in names:
-            resolve(name)
-        self._item_instances[item.nodeid] = resolved
+            visit(name)
         return resolved
 
     def item_instances(self) -> dict[str, dict[str, StageInstance]]:

@@ -12,7 +12,7 @@ from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store.atomic import write_text_atomic
 from pytest_physpipe.units import human_size, human_time
 
-__all__ = ["format_plan", "format_summary", "write_graph", "write_report"]
+__all__ = ["format_graph", "format_plan", "format_summary", "write_graph", "write_report"]
 
 
 def where(instance: StageInstance, backend: str) -> str:
@@ -60,6 +60,18 @@ def write_graph(
     statuses: dict[str, str],
 ) -> None:
     """The DAG as Graphviz (``.dot``) or Mermaid (``.mmd``), nodes labelled with status."""
+    text = format_graph(instances, records, statuses, mermaid=path.suffix != ".dot")
+    write_text_atomic(path, text, make_parents=True)
+
+
+def format_graph(
+    instances: list[StageInstance],
+    records: dict[str, StageRecord],
+    statuses: dict[str, str],
+    *,
+    mermaid: bool = False,
+) -> str:
+    """The DAG's text: Graphviz DOT, or Mermaid; one node per instance, coloured by status."""
     colors = {
         "hit": "palegreen",
         "cached": "palegreen",
@@ -70,7 +82,7 @@ def write_graph(
         "skipped": "lightgrey",
     }
     nodes = {instance.key: instance for instance in instances}
-    if path.suffix == ".dot":
+    if not mermaid:
         lines = ["digraph physpipe {", "  rankdir=LR;", "  node [shape=box, style=filled];"]
         for key, instance in nodes.items():
             status = _status(key, records, statuses)
@@ -93,7 +105,7 @@ def write_graph(
                     lines.append(f"  n{upstream[:16]} --> n{key[:16]}")
         for status, color in colors.items():
             lines.append(f"  classDef {status.replace('-', '_')} fill:{color}")
-    write_text_atomic(path, "\n".join(lines) + "\n", make_parents=True)
+    return "\n".join(lines) + "\n"
 
 
 def write_report(path: Path, run_id: str, records: dict[str, StageRecord]) -> None:
