@@ -42,6 +42,7 @@ from pytest_physpipe.records import (
     now_iso,
 )
 from pytest_physpipe.resources import Grant, SlotPool, pinned
+from pytest_physpipe.stage import registry
 from pytest_physpipe.store.codecs import type_name
 from pytest_physpipe.store.entries import Loaded, Store
 
@@ -251,7 +252,11 @@ class StageRunner:
                 )
                 # Each stage gets its own copy of what it consumes: an in-place edit of an
                 # upstream value must reach no other consumer, and never the store.
-                kwargs = {name: isolate(value) for name, value in upstream.items()}
+                # (cache=False stages hand over live objects, shared on purpose.)
+                kwargs = {
+                    name: value if _is_live(name) else isolate(value)
+                    for name, value in upstream.items()
+                }
                 if spec.config_class is not None:
                     kwargs["config"] = instance.config
                 if spec.wants_ctx:
@@ -371,6 +376,11 @@ class StageRunner:
         )
         self.hooks.stage_end(final, "computed")
         return Served(loaded.value, final)
+
+
+def _is_live(stage_name: str) -> bool:
+    spec = registry.get(stage_name)
+    return spec is not None and not spec.cache
 
 
 def _as_stored(value: Any) -> Any:

@@ -14,6 +14,7 @@ design and not copied.
 from __future__ import annotations
 
 import copy
+import pickle
 import sys
 from typing import Any
 
@@ -51,8 +52,12 @@ def _isolate(value: Any, numpy: Any, memo: dict[int, Any]) -> Any:
             return readonly_copy(value)
         if isinstance(value, numpy.generic):
             return value
-    # Anything else (a pickled object, a pydantic model): a full copy.
-    return copy.deepcopy(value, memo)
+    # Anything else (a pickled object, a pydantic model): a full copy. Values come from the
+    # store, so where deepcopy gives up (a custom __deepcopy__), a pickle round trip works.
+    try:
+        return copy.deepcopy(value, memo)
+    except Exception:
+        return pickle.loads(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _writable_memory(base: Any, numpy: Any) -> bool:
