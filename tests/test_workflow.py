@@ -6,6 +6,7 @@ interpreter importing the project's stages. pytest runs through pytester.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -465,3 +466,50 @@ def test_the_notebook_howto_runs_as_written(tmp_path: Path) -> None:
     assert (tmp_path / "pipeline.dot").read_text().startswith("digraph physpipe {")
     assert (tmp_path / "examples" / ".physpipe" / "entries").is_dir()  # the suite's own store
     assert "physpipe: computing heat[n=64-courant=0.125] (1 of 2)" in done.stderr
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_is_one_line_rewritten_on_a_terminal_and_plain_lines_elsewhere(
+    tty: bool,
+) -> None:
+    from pytest_physpipe.execute import NoHooks
+    from pytest_physpipe.records import StageRecord
+    from pytest_physpipe.workflow import _Progress
+
+    stream = _Stream(tty)
+    progress = _Progress(NoHooks(), enabled=True, stream=stream)
+    records = [
+        StageRecord(key="a" * 32, name="grid", param_id="n=64", duration_s=0.5),
+        StageRecord(key="b" * 32, name="heat", param_id="n=64", duration_s=75.0),
+    ]
+    with progress.build(2):
+        for record in records:
+            progress.stage_start(record)
+            progress.stage_end(record, "computed")
+    lines = [
+        "physpipe: computing grid[n=64] (1 of 2) ...",
+        "physpipe: grid[n=64] computed in 0.50 s",
+        "physpipe: computing heat[n=64] (2 of 2) ...",
+        "physpipe: heat[n=64] computed in 1 min 15 s",
+    ]
+    if tty:
+        expected = (
+            f"\r\x1b[K{lines[0]}\r\x1b[K{lines[1]}\n\r\x1b[K{lines[2]}\r\x1b[K{lines[3]}\n"
+        )
+    else:
+        expected = "".join(line + "\n" for line in lines)
+    assert stream.getvalue() == expected
+    quiet = _Stream(tty)
+    silent = _Progress(NoHooks(), enabled=False, stream=quiet)
+    silent.stage_start(records[0])
+    silent.stage_end(records[0], "computed")
+    assert quiet.getvalue() == ""
