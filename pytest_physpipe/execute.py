@@ -1,7 +1,7 @@
 """Running stage instances: hit, or compute exactly once under the key's lock, then commit.
 
-:class:`StageRunner` knows nothing of pytest, so a batch job's worker uses it as the pytest
-session does. The protocol for one instance:
+:class:`StageRunner` knows nothing of pytest, so a batch job uses it as the pytest session
+does. The protocol for one instance:
 
 1. Lock-free load. A valid entry is a hit. A missing entry, or one that vanished or changed
    mid-load, is a miss.
@@ -14,10 +14,8 @@ session does. The protocol for one instance:
 from __future__ import annotations
 
 import inspect
-import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -46,7 +44,7 @@ from pytest_physpipe.resources import Grant, SlotPool, pinned
 from pytest_physpipe.store.codecs import type_name
 from pytest_physpipe.store.entries import Store
 
-__all__ = ["RunnerHooks", "Served", "StageRunner"]
+__all__ = ["NoHooks", "PluginHooks", "RunnerHooks", "Served", "StageRunner"]
 
 
 class RunnerHooks(Protocol):
@@ -70,6 +68,26 @@ class NoHooks:
 
     def run_stage(self, record: StageRecord, ctx: StageContext, call: Callable[[], Any]) -> Any:
         return call()
+
+
+class PluginHooks:
+    """Runner hooks that call the pluggy hooks of :mod:`pytest_physpipe.hookspecs`.
+
+    ``hook`` is a pluggy hook relay: ``config.hook`` in a pytest run, the batch job's own
+    plugin manager in :mod:`pytest_physpipe.cluster.job`; both run the same implementations.
+    """
+
+    def __init__(self, hook: Any) -> None:
+        self._hook = hook
+
+    def stage_start(self, record: StageRecord) -> None:
+        self._hook.pytest_physpipe_stage_start(record=record)
+
+    def stage_end(self, record: StageRecord, status: str) -> None:
+        self._hook.pytest_physpipe_stage_end(record=record, outcome=status)
+
+    def run_stage(self, record: StageRecord, ctx: StageContext, call: Callable[[], Any]) -> Any:
+        return self._hook.pytest_physpipe_run_stage(record=record, ctx=ctx, call=call)
 
 
 class Served:
@@ -198,14 +216,7 @@ class StageRunner:
 
     @contextmanager
     def _workdir(self, instance: StageInstance) -> Iterator[Path]:
-        if self.store.root.is_dir():
-            base = self.store.root / "tmp"
-            base.mkdir(exist_ok=True)
-        else:
-            base = Path(tempfile.gettempdir())
-        # Named <what>.<host>.<pid>. so that Store.cleanup() knows when its owner is dead.
-        owner = f"{hostname()}.{os.getpid()}."
-        path = Path(tempfile.mkdtemp(prefix=f"work-{instance.key[:12]}.{owner}", dir=base))
+        path = self.store.scratch(f"work-{instance.key[:12]}")
         try:
             yield path
         finally:
@@ -259,8 +270,7 @@ class StageRunner:
                 )
                 if workdir is None and ctx.artifacts:
                     # The scratch dir goes when this block ends: keep artifacts for the commit.
-                    owner = f"{hostname()}.{os.getpid()}."
-                    keep = Path(tempfile.mkdtemp(prefix=f"artifacts.{owner}", dir=path.parent))
+                    keep = self.store.scratch("artifacts")
                     for name, source in ctx.artifacts.items():
                         shutil.copyfile(source, keep / name)
                     record = record.model_copy(

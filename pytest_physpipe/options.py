@@ -16,12 +16,12 @@ from typing import Literal
 
 import pytest
 
+from pytest_physpipe.store.filesystem import LOCK_MODES
 from pytest_physpipe.units import parse_size
 
 __all__ = ["Settings", "add_options", "parse_settings"]
 
 BACKENDS = ("local", "slurm", "pbs")
-LOCK_MODES = ("auto", "flock", "soft")
 _SET = re.compile(r"^(?P<stage>[A-Za-z_]\w*)\.(?P<field>[A-Za-z_]\w*)=(?P<value>.*)$", re.DOTALL)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -14,8 +13,6 @@ from pytest_physpipe.options import Settings, add_options, parse_settings
 if TYPE_CHECKING:
     from syrupy.assertion import SnapshotAssertion
 
-    from pytest_physpipe.context import StageContext
-    from pytest_physpipe.records import StageRecord
     from pytest_physpipe.session import PhyspipeFixture, PhyspipeSession
     from pytest_physpipe.snapshot.assertion import PhysicsSnapshot
 
@@ -68,6 +65,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     from pytest_physpipe import hookspecs
 
     pluginmanager.add_hookspecs(hookspecs)
+    pluginmanager.register(hookspecs.Defaults(), "physpipe-defaults")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -127,7 +125,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if worker is None and run_id is not None and settings is not None and not settings.no_cache:
         # The run's slot files and scheduling plans. The process that decided the run id (a
         # plain run, or the xdist controller, whose workers are gone by now) removes them.
-        for path in (settings.store_dir / "slots" / run_id, settings.store_dir / "runs" / run_id):
+        from pytest_physpipe.store.layout import StoreLayout
+
+        layout = StoreLayout(settings.store_dir)
+        for path in (layout.slots_dir(run_id), layout.run_dir(run_id)):
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -187,13 +188,6 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.section("physpipe", sep="-")
     for line in format_summary(physpipe.records, size, verbose=config.option.verbose > 0):
         terminalreporter.write_line(line)
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_physpipe_run_stage(
-    record: StageRecord, ctx: StageContext, call: Callable[[], Any]
-) -> Any:
-    return call()
 
 
 @pytest.fixture

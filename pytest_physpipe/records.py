@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import platform
-import socket
 import sys
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -98,4 +97,6 @@ def _distributions() -> dict[str, tuple[str, ...]]:
 
 
 def hostname() -> str:
-    return socket.gethostname()
+    from pytest_physpipe.store.hosts import hostname as this_hostname
+
+    return this_hostname()

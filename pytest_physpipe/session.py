@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_physpipe import keys
-from pytest_physpipe.context import StageContext
 from pytest_physpipe.errors import PhyspipeError, ResourceError
-from pytest_physpipe.execute import Served, StageRunner
+from pytest_physpipe.execute import PluginHooks, Served, StageRunner
 from pytest_physpipe.options import Settings
 from pytest_physpipe.plan import MISSING, Planner, StageInstance
 from pytest_physpipe.records import StageRecord
@@ -26,27 +25,12 @@ from pytest_physpipe.runid import new_run_id
 from pytest_physpipe.stage import StageSpec, registry
 from pytest_physpipe.store.codecs import CodecRegistry
 from pytest_physpipe.store.entries import Store
+from pytest_physpipe.store.layout import StoreLayout
 
 if TYPE_CHECKING:
     from pytest_physpipe.cluster.campaign import Campaign
 
 __all__ = ["SESSION", "PhyspipeFixture", "PhyspipeSession", "stage_provenance"]
-
-
-class _PluginHooks:
-    """Forwards the runner's calls to the pluggy hooks of :mod:`pytest_physpipe.hookspecs`."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self._hook = config.hook
-
-    def stage_start(self, record: StageRecord) -> None:
-        self._hook.pytest_physpipe_stage_start(record=record)
-
-    def stage_end(self, record: StageRecord, status: str) -> None:
-        self._hook.pytest_physpipe_stage_end(record=record, outcome=status)
-
-    def run_stage(self, record: StageRecord, ctx: StageContext, call: Callable[[], Any]) -> Any:
-        return self._hook.pytest_physpipe_run_stage(record=record, ctx=ctx, call=call)
 
 
 class PhyspipeSession:
@@ -74,7 +58,7 @@ class PhyspipeSession:
             slots_root = self._scratch / "slots"
         else:
             store_root = settings.store_dir
-            slots_root = settings.store_dir / "slots" / self.run_id
+            slots_root = StoreLayout(settings.store_dir).slots_dir(self.run_id)
         self.store = Store(
             store_root,
             codecs=self.codecs,
@@ -96,7 +80,7 @@ class PhyspipeSession:
             store=self.store,
             run_id=self.run_id,
             pool=SlotPool(slots_root, self.budget),
-            hooks=_PluginHooks(config),
+            hooks=PluginHooks(config.hook),
             rebuild=settings.rebuild,
             full_verify=settings.verify,
             worker=worker,
@@ -198,6 +182,7 @@ class PhyspipeSession:
             return
         from pytest_physpipe.cluster.backends import BATCH_BACKENDS
         from pytest_physpipe.cluster.campaign import Campaign, CancelOnInterrupt
+        from pytest_physpipe.cluster.job import hook_plugins
 
         factories: dict[str, Any] = dict(BATCH_BACKENDS)
         self.config.hook.pytest_physpipe_register_backends(backends=factories)
@@ -219,6 +204,7 @@ class PhyspipeSession:
             cwd=Path(self.config.invocation_params.dir),
             default_args=default_args.get(name, ()),
             say=reporter.write_line if reporter is not None else None,
+            plugins=hook_plugins(self.config.pluginmanager.get_plugins()),
         )
         try:
             self.store.ensure()

@@ -35,7 +35,7 @@ from typing import IO, Any, Literal, overload
 from pytest_physpipe import keys
 from pytest_physpipe.context import StageContext
 from pytest_physpipe.errors import NotInStoreError, ProjectError, SelectionError
-from pytest_physpipe.execute import RunnerHooks, Served, StageRunner
+from pytest_physpipe.execute import PluginHooks, RunnerHooks, Served, StageRunner
 from pytest_physpipe.models import StageConfig
 from pytest_physpipe.plan import MISSING, Planner, StageInstance
 from pytest_physpipe.project import Project, load_project
@@ -43,7 +43,6 @@ from pytest_physpipe.records import StageRecord
 from pytest_physpipe.report import format_graph, format_plan
 from pytest_physpipe.resources import SlotPool, detect_budget
 from pytest_physpipe.runid import new_run_id
-from pytest_physpipe.session import _PluginHooks
 from pytest_physpipe.stage import StageSpec, registry, validate_config
 from pytest_physpipe.store.codecs import CodecRegistry
 from pytest_physpipe.store.entries import Store
@@ -161,11 +160,11 @@ class Workflow:
         )
         self.planner.validate(sorted(spec.name for spec in self.registry.all()))
         self.run_id = new_run_id()
-        slots = root / "slots" / self.run_id
+        slots = self.store.layout.slots_dir(self.run_id)
         self._pool = SlotPool(slots, detect_budget(cpus=ini.cpus, gpus=ini.gpus))
         # The slot files of this process's builds go with it, as a run's go at its end.
         weakref.finalize(self, shutil.rmtree, slots, ignore_errors=True)
-        self._progress = _Progress(_PluginHooks(config), enabled=progress)
+        self._progress = _Progress(PluginHooks(config.hook), enabled=progress)
         self._runner = self._new_runner(self.run_id, rebuild=frozenset())
         #: What this workflow served, by key: the record of each computed or loaded instance.
         self.records: dict[str, StageRecord] = {}

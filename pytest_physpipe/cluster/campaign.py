@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -32,7 +31,9 @@ from pytest_physpipe.execute import Served, StageRunner
 from pytest_physpipe.plan import Planner, StageInstance
 from pytest_physpipe.store.atomic import write_text_atomic
 from pytest_physpipe.store.entries import Store
-from pytest_physpipe.store.locks import KeyLock, filesystem_type, is_network_filesystem
+from pytest_physpipe.store.filesystem import filesystem_type, is_network_filesystem
+from pytest_physpipe.store.hosts import hostname
+from pytest_physpipe.store.locks import KeyLock
 
 __all__ = ["Campaign", "CancelOnInterrupt", "sigterm_as_interrupt"]
 
@@ -59,6 +60,7 @@ class Campaign:
         cwd: Path,
         default_args: Sequence[str] = (),
         say: Callable[[str], None] | None = None,
+        plugins: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.backend = backend
         self.store = store
@@ -69,6 +71,7 @@ class Campaign:
         self.cwd = cwd
         self.default_args = tuple(default_args)
         self.say = say or (lambda _line: None)
+        self.plugins = list(plugins)
         self.job_ids: dict[str, str] = {}  # key -> job id (submitted or reused)
         self.submitted: list[str] = []  # job ids this process submitted (cancelled on Ctrl-C)
         self.submitted_at: dict[str, float] = {}
@@ -87,7 +90,7 @@ class Campaign:
                 f"--physpipe-backend {self.backend.name}: {exc}. Nothing was submitted."
             ) from None
         nodes = _slurm_nodes() if self.backend.name == "slurm" else None
-        local_only = nodes is not None and nodes <= {socket.gethostname(), "localhost"}
+        local_only = nodes is not None and nodes <= {hostname(), "localhost"}
         if not local_only and not is_network_filesystem(filesystem_type(self.store.root)):
             fs = filesystem_type(self.store.root) or "unknown"
             if nodes:  # a multi-node Slurm cluster and a local store: jobs could not see it
@@ -134,7 +137,7 @@ class Campaign:
         folder = job_dir(self.store.root, instance.key)
         folder.mkdir(parents=True, exist_ok=True)
         lock = KeyLock(
-            self.store.root / "locks" / f"{instance.key}.submit.lock",
+            self.store.layout.submit_lock_path(instance.key),
             mode=self.store.lock_mode,
             describe=f"submission of stage {instance.label}",
         )
@@ -181,7 +184,7 @@ class Campaign:
                         "run_id": self.run_id,
                         "stage": instance.label,
                         "depends_on": list(depends),
-                        "host": socket.gethostname(),
+                        "host": hostname(),
                         "pid": os.getpid(),
                     },
                     indent=1,
@@ -202,6 +205,7 @@ class Campaign:
             module_file=func.__code__.co_filename,
             sys_path=[p for p in sys.path if p],
             rootdir=str(self.rootdir),
+            plugins=self.plugins,
             store=str(self.store.root),
             config=instance.config_json if instance.config is not None else None,
             upstream=instance.upstream,

@@ -82,9 +82,9 @@ class XdistHooks:
         settings = self._settings()
         if settings.no_cache or self.run_id is None:
             return None  # --physpipe-no-cache writes nothing into the store
-        from pytest_physpipe.scheduling.policy import run_dir
+        from pytest_physpipe.store.layout import StoreLayout
 
-        return run_dir(settings.store_dir, self.run_id)
+        return StoreLayout(settings.store_dir).run_dir(self.run_id)
 
     # -- controller ---------------------------------------------------------------------------
 
@@ -142,11 +142,15 @@ class XdistHooks:
         from pytest_physpipe.errors import PhyspipeError
 
         # Even without stages: an empty manifest tells the controller not to wait for one.
+        from pytest_physpipe.store.layout import StoreLayout
+
         physpipe = self._session()
         worker = str(self.config.workerinput["workerid"])  # type: ignore[attr-defined]
         try:
             physpipe.store.ensure()
-            _manifest(physpipe, session.items).write(manifest_dir / f"manifest-{worker}.json")
+            _manifest(physpipe, session.items).write(
+                manifest_dir / StoreLayout.manifest_name(worker)
+            )
         except (OSError, PhyspipeError) as exc:
             # Without a manifest the controller schedules without stage keys; the run goes on.
             warnings.warn(

@@ -37,6 +37,7 @@ from typing import Any
 import pytest
 
 from pytest_physpipe.store.atomic import write_text_atomic
+from pytest_physpipe.store.layout import StoreLayout
 
 __all__ = [
     "DEFAULT_COST_S",
@@ -57,12 +58,7 @@ _EMA = 0.5
 _MANIFEST_WAIT_S = 2.0
 
 
-def run_dir(store_dir: Path, run_id: str) -> Path:
-    return Path(store_dir) / "runs" / run_id
-
-
 def _write_json(path: Path, data: object) -> None:
-    # Built beside the final path and renamed into place: a reader never sees half a file.
     write_text_atomic(path, json.dumps(data, sort_keys=True), make_parents=True)
 
 
@@ -79,7 +75,7 @@ class StageCosts:
 
     @staticmethod
     def path(store_dir: Path) -> Path:
-        return Path(store_dir) / "runs" / "durations.json"
+        return StoreLayout(Path(store_dir)).durations
 
     @classmethod
     def load(cls, store_dir: Path) -> StageCosts:
@@ -430,7 +426,9 @@ class PhyspipeScheduling:
         deadline = time.monotonic() + _MANIFEST_WAIT_S
         while True:
             for node in self.node2collection:
-                manifest = Manifest.read(self.manifest_dir / f"manifest-{node.gateway.id}.json")
+                manifest = Manifest.read(
+                    self.manifest_dir / StoreLayout.manifest_name(node.gateway.id)
+                )
                 if manifest is not None:
                     return manifest
             if time.monotonic() >= deadline:
