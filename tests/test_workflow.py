@@ -502,9 +502,7 @@ def test_progress_is_one_line_rewritten_on_a_terminal_and_plain_lines_elsewhere(
         "physpipe: heat[n=64] computed in 1 min 15 s",
     ]
     if tty:
-        expected = (
-            f"\r\x1b[K{lines[0]}\r\x1b[K{lines[1]}\n\r\x1b[K{lines[2]}\r\x1b[K{lines[3]}\n"
-        )
+        expected = f"\r\x1b[K{lines[0]}\r\x1b[K{lines[1]}\n\r\x1b[K{lines[2]}\r\x1b[K{lines[3]}\n"
     else:
         expected = "".join(line + "\n" for line in lines)
     assert stream.getvalue() == expected
