@@ -23,7 +23,7 @@ from physpipe_testing import REPO, CallLog, wait_for
 
 STAGES = """
 from physlog import log
-from pytest_physpipe import StageConfig, stage, sweep
+from pytest_physpipe import Resources, StageConfig, stage, sweep
 
 
 class GridConfig(StageConfig):
@@ -52,6 +52,14 @@ def heat(grid: list, config: HeatConfig) -> dict:
 def energy(heat: dict) -> float:
     log(f"energy n={heat['n']}")
     return heat["total"] / 2
+
+
+@stage(resources=Resources(cpu=2))
+def wide(grid: list) -> str:
+    import os
+
+    log(f"wide n={len(grid) - 1} threads={os.environ.get('OMP_NUM_THREADS')}")
+    return os.environ.get("OMP_NUM_THREADS", "")
 """
 
 TESTS = """
@@ -299,13 +307,15 @@ def test_errors_name_the_stage_and_say_what_to_do(
         attempt("bad lock", lambda: Workflow(rootdir=".", settings={"physpipe_lock": "nfs"}))
         other = Workflow(rootdir=".", modules=["stages.py"], store="elsewhere")
         attempt("no store", lambda: other.plan("heat", grid={"n": 8}))
+        narrow = Workflow(rootdir=".", modules=["stages"], settings={"physpipe_cpus": 1})
+        attempt("budget", lambda: narrow.get("wide", grid={"n": 8}))
         print(json.dumps(errors))
         """,
     )
     assert got["unknown stage"] == [
         "SelectionError",
-        "there is no stage named 'hot' (stages: energy, grid, heat). Check the spelling, or add "
-        "the module declaring it to Workflow(modules=[...]).",
+        "there is no stage named 'hot' (stages: energy, grid, heat, wide). Check the spelling, or "
+        "add the module declaring it to Workflow(modules=[...]).",
     ]
     assert "HeatConfig has no field 'step' (fields: steps, alpha)" in got["unknown field"][1]
     assert "stage 'heat' is not 'grid' nor upstream of it" in got["not upstream"][1]
@@ -336,7 +346,18 @@ def test_errors_name_the_stage_and_say_what_to_do(
     assert "physpipe_lock" in got["bad lock"][1]
     assert got["no store"][0] == "NotInStoreError"
     assert "elsewhere (the location comes from store=)" in got["no store"][1]
-    assert calls.take() == {}
+    assert got["budget"][0] == "ResourceError"
+    assert "Stage 'wide[n=8]' asks for 2 CPU(s)" in got["budget"][1]
+    assert calls.take() == {}  # the budget is checked before anything is computed
+
+
+def test_missing_upstream_is_computed_first_within_resource_slots(
+    pytester: pytest.Pytester, calls: CallLog
+) -> None:
+    project(pytester, ini="physpipe_cpus = 3\n")
+    got = run_workflow(pytester.path, 'print(json.dumps(wf.get("wide", grid="n=16")))')
+    assert got == "2"  # the stage held 2 of the 3 CPU slots, its thread pools capped to them
+    assert calls.take() == {"grid n=16": 1, "wide n=16 threads=2": 1}
 
 
 def test_what_invalidates_and_the_diagram_of_the_examples(tmp_path: Path) -> None:
