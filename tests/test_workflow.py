@@ -532,3 +532,43 @@ def test_progress_is_one_line_rewritten_on_a_terminal_and_plain_lines_elsewhere(
     silent.stage_start(records[0])
     silent.stage_end(records[0], "computed")
     assert quiet.getvalue() == ""
+
+
+INI_FILES = {
+    "pytest.ini": "[pytest]\n{}\n",
+    "pyproject.toml": "[tool.pytest.ini_options]\n{}\n",
+    "tox.ini": "[pytest]\n{}\n",
+    "setup.cfg": "[tool:pytest]\n{}\n",
+}
+
+
+@pytest.mark.parametrize("inifile", list(INI_FILES))
+def test_the_store_and_settings_come_from_the_ini_file_pytest_reads(
+    tmp_path: Path, inifile: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PHYSPIPE_DIR", raising=False)
+    lines = (
+        'physpipe_dir = "results/store"\nphyspipe_salt = "s2"'
+        if inifile == "pyproject.toml"
+        else "physpipe_dir = results/store\nphyspipe_salt = s2"
+    )
+    (tmp_path / inifile).write_text(INI_FILES[inifile].format(lines))
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "stages.py").write_text(
+        "from pytest_physpipe import stage\n\n@stage\ndef answer() -> int:\n    return 42\n"
+    )
+    code = """
+        print(json.dumps([str(wf.store.root), str(wf.rootdir), wf.store_source,
+                          wf.project.settings.salt]))
+    """
+    # From the tests folder, as `pytest tests/` would be run: the rootdir is the ini's folder.
+    root, rootdir, source, salt = run_workflow(tests, code)
+    assert root == str(tmp_path / "results" / "store")
+    assert rootdir == str(tmp_path)
+    assert source == f"ini physpipe_dir in {tmp_path / inifile}"
+    assert salt == "s2"
+    monkeypatch.setenv("PHYSPIPE_DIR", str(tmp_path / "env-store"))
+    root, _, source, _ = run_workflow(tests, code)
+    assert root == str(tmp_path / "env-store")
+    assert source == "the environment variable PHYSPIPE_DIR"
