@@ -27,6 +27,8 @@ def _fresh_imports(monkeypatch: pytest.MonkeyPatch) -> None:
     # seconds) and size could hand back the old module.
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     monkeypatch.delenv("PHYSPIPE_DIR", raising=False)
+    # Under an outer `pytest -n`, syrupy would take the in-process runs for xdist workers.
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
