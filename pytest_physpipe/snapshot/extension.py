@@ -182,8 +182,10 @@ class PhysicsSnapshotExtension(AbstractSyrupyExtension):
         if comparison is None or golden_entry is None:
             yield "No golden for this snapshot yet: run `pytest --snapshot-update` to write it."
             return
-        yield from comparison.describe()
+        # What changed since the golden comes first: pytest truncates long explanations from
+        # the end, and this line says how to read everything below it.
         yield from explain_changes(golden_entry, serialized_data.entry)
+        yield from comparison.describe()
         yield (
             "To accept the new values, run `pytest --snapshot-update`: only the values outside "
             "tolerance are rewritten."
