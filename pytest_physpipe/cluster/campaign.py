@@ -7,7 +7,7 @@ store. Tests then wait for the keys they need and load them from the store.
 
 Submissions are recorded in the store (``jobs/<key>/submitted.json``) under a per-key lock, so
 xdist workers and a second pytest session reuse a job still in flight instead of submitting a
-duplicate. The job's own outcome record (``jobs/<key>/outcome.json``, written by
+duplicate. The job's own result record (``jobs/<key>/result.json``, written by
 `python -m pytest_physpipe.worker`) says how it ended; the scheduler's word is only a hint.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,13 +25,15 @@ from types import FrameType
 from typing import Any
 
 from pytest_physpipe.cluster.backends.base import Backend, JobInfo, JobRequest, JobState, log_tail
-from pytest_physpipe.cluster.worker import JobOutcome, JobSpec, job_dir, read_outcome
+from pytest_physpipe.cluster.job import JobResult, JobSpec, job_dir, read_job_result
 from pytest_physpipe.errors import BackendError, CorruptEntryError, JobFailedError
-from pytest_physpipe.execute import Outcome, StageRunner
+from pytest_physpipe.execute import Served, StageRunner
 from pytest_physpipe.plan import Planner, StageInstance
 from pytest_physpipe.store.atomic import write_text_atomic
 from pytest_physpipe.store.entries import Store
-from pytest_physpipe.store.locks import KeyLock, filesystem_type, is_network_filesystem
+from pytest_physpipe.store.filesystem import filesystem_type, is_network_filesystem
+from pytest_physpipe.store.hosts import hostname
+from pytest_physpipe.store.locks import KeyLock
 
 __all__ = ["Campaign", "CancelOnInterrupt", "sigterm_as_interrupt"]
 
@@ -59,6 +60,7 @@ class Campaign:
         cwd: Path,
         default_args: Sequence[str] = (),
         say: Callable[[str], None] | None = None,
+        plugins: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.backend = backend
         self.store = store
@@ -69,11 +71,12 @@ class Campaign:
         self.cwd = cwd
         self.default_args = tuple(default_args)
         self.say = say or (lambda _line: None)
+        self.plugins = list(plugins)
         self.job_ids: dict[str, str] = {}  # key -> job id (submitted or reused)
         self.submitted: list[str] = []  # job ids this process submitted (cancelled on Ctrl-C)
         self.submitted_at: dict[str, float] = {}
         #: Fast upstream instances computed here for the jobs (the session records them).
-        self.local: dict[str, Outcome] = {}
+        self.local: dict[str, Served] = {}
         self._undo_sigterm: Callable[[], None] | None = None
 
     # -- submission -----------------------------------------------------------------------------
@@ -87,7 +90,7 @@ class Campaign:
                 f"--physpipe-backend {self.backend.name}: {exc}. Nothing was submitted."
             ) from None
         nodes = _slurm_nodes() if self.backend.name == "slurm" else None
-        local_only = nodes is not None and nodes <= {socket.gethostname(), "localhost"}
+        local_only = nodes is not None and nodes <= {hostname(), "localhost"}
         if not local_only and not is_network_filesystem(filesystem_type(self.store.root)):
             fs = filesystem_type(self.store.root) or "unknown"
             if nodes:  # a multi-node Slurm cluster and a local store: jobs could not see it
@@ -103,17 +106,19 @@ class Campaign:
         pending: list[StageInstance] = []
         if self._undo_sigterm is None:
             self._undo_sigterm = sigterm_as_interrupt()
-        for found in instances:  # the planner lists upstream before downstream
-            if not (found.spec.slow and found.spec.cache) or self.store.exists(found.key):
+        for instance in instances:  # the planner lists upstream before downstream
+            if not (instance.spec.slow and instance.spec.cache) or self.store.exists(instance.key):
                 continue
-            self._ensure_local_upstream(found)
-            depends = tuple(self.job_ids[k] for k in found.upstream.values() if k in self.job_ids)
-            self.job_ids[found.key] = self._submit_or_reuse(found, depends)
-            pending.append(found)
+            self._ensure_local_upstream(instance)
+            depends = tuple(
+                self.job_ids[k] for k in instance.upstream.values() if k in self.job_ids
+            )
+            self.job_ids[instance.key] = self._submit_or_reuse(instance, depends)
+            pending.append(instance)
         return pending
 
-    def _ensure_local_upstream(self, found: StageInstance) -> None:
-        for key in found.upstream.values():
+    def _ensure_local_upstream(self, instance: StageInstance) -> None:
+        for key in instance.upstream.values():
             upstream = self.planner.get(key)
             if upstream is None or upstream.spec.slow or self.store.exists(key):
                 continue
@@ -128,13 +133,13 @@ class Campaign:
             raise JobFailedError(f"upstream entry {key} is not in the store {self.store.root}")
         return loaded.value
 
-    def _submit_or_reuse(self, found: StageInstance, depends: tuple[str, ...]) -> str:
-        folder = job_dir(self.store.root, found.key)
+    def _submit_or_reuse(self, instance: StageInstance, depends: tuple[str, ...]) -> str:
+        folder = job_dir(self.store.root, instance.key)
         folder.mkdir(parents=True, exist_ok=True)
         lock = KeyLock(
-            self.store.root / "locks" / f"{found.key}.submit.lock",
+            self.store.layout.submit_lock_path(instance.key),
             mode=self.store.lock_mode,
-            describe=f"submission of stage {found.label}",
+            describe=f"submission of stage {instance.label}",
         )
         with lock:
             previous = _read_json(folder / "submitted.json")
@@ -142,19 +147,21 @@ class Campaign:
                 job_id = str(previous["job_id"])
                 info = self.backend.status(job_ids=[job_id]).get(job_id)
                 if info is not None and not info.state.finished:
-                    self.say(f"physpipe: {found.label} is already in flight as job {job_id}")
-                    self.submitted_at[found.key] = float(previous.get("submitted_at", time.time()))
+                    self.say(f"physpipe: {instance.label} is already in flight as job {job_id}")
+                    self.submitted_at[instance.key] = float(
+                        previous.get("submitted_at", time.time())
+                    )
                     return job_id
-            spec = self._job_spec(found)
+            spec = self._job_spec(instance)
             write_text_atomic(folder / "job.json", spec.model_dump_json(indent=1))
-            (folder / "outcome.json").unlink(missing_ok=True)
+            (folder / "result.json").unlink(missing_ok=True)
             request = JobRequest(
-                name=f"physpipe-{found.name}",
+                name=f"physpipe-{instance.name}",
                 argv=[sys.executable, "-m", "pytest_physpipe.worker", str(folder / "job.json")],
                 cwd=self.cwd,
                 log_path=folder / "job.log",
-                resources=found.spec.resources,
-                cluster=found.spec.cluster,
+                resources=instance.spec.resources,
+                cluster=instance.spec.cluster,
                 depends_on=depends,
                 env=_job_env(),
                 default_args=self.default_args,
@@ -163,8 +170,8 @@ class Campaign:
                 job_id = self.backend.submit(request=request)
             except BackendError as exc:
                 raise BackendError(
-                    f"submitting stage {found.label} ({found.key[:12]}) to {self.backend.name} "
-                    f"failed: {exc}"
+                    f"submitting stage {instance.label} ({instance.key[:12]}) to "
+                    f"{self.backend.name} failed: {exc}"
                 ) from None
             now = time.time()
             write_text_atomic(
@@ -175,32 +182,33 @@ class Campaign:
                         "backend": self.backend.name,
                         "submitted_at": now,
                         "run_id": self.run_id,
-                        "stage": found.label,
+                        "stage": instance.label,
                         "depends_on": list(depends),
-                        "host": socket.gethostname(),
+                        "host": hostname(),
                         "pid": os.getpid(),
                     },
                     indent=1,
                 ),
             )
         self.submitted.append(job_id)
-        self.submitted_at[found.key] = now
+        self.submitted_at[instance.key] = now
         deps = f" after {', '.join(depends)}" if depends else ""
-        self.say(f"physpipe: submitted {found.label} as {self.backend.name} job {job_id}{deps}")
+        self.say(f"physpipe: submitted {instance.label} as {self.backend.name} job {job_id}{deps}")
         return job_id
 
-    def _job_spec(self, found: StageInstance) -> JobSpec:
-        func = found.spec.func
+    def _job_spec(self, instance: StageInstance) -> JobSpec:
+        func = instance.spec.func
         return JobSpec(
-            key=found.key,
-            stage=found.name,
+            key=instance.key,
+            stage=instance.name,
             module_name=func.__module__,
             module_file=func.__code__.co_filename,
             sys_path=[p for p in sys.path if p],
             rootdir=str(self.rootdir),
+            plugins=self.plugins,
             store=str(self.store.root),
-            config=found.config_json if found.config is not None else None,
-            upstream=found.upstream,
+            config=instance.config_json if instance.config is not None else None,
+            upstream=instance.upstream,
             packages=self.planner.packages,
             salt=self.planner.salt,
             lock=self.store.lock_mode,
@@ -211,26 +219,26 @@ class Campaign:
 
     # -- waiting --------------------------------------------------------------------------------
 
-    def wait(self, found: StageInstance) -> Outcome:
-        """Block until the job computing ``found`` commits, then load it; or raise why not."""
+    def wait(self, instance: StageInstance) -> Served:
+        """Block until the job computing ``instance`` commits, then load it; or raise why not."""
         __tracebackhide__ = True
-        job_id = self.job_ids.get(found.key)
+        job_id = self.job_ids.get(instance.key)
         if job_id is None:
-            previous = _read_json(job_dir(self.store.root, found.key) / "submitted.json")
+            previous = _read_json(job_dir(self.store.root, instance.key) / "submitted.json")
             if previous is None:
                 raise JobFailedError(
-                    f"stage {found.label} is neither in the store nor submitted as a job"
+                    f"stage {instance.label} is neither in the store nor submitted as a job"
                 )
             job_id = str(previous["job_id"])
         next_status = 0.0
         failures = 0
         while True:
-            outcome = self._try_load(found, job_id)
-            if outcome is not None:
-                return outcome
-            result = read_outcome(self.store.root, found.key)
+            served = self._try_load(instance, job_id)
+            if served is not None:
+                return served
+            result = read_job_result(self.store.root, instance.key)
             if result is not None and result.status == "failed" and result.signal is None:
-                raise self._failure(found, job_id, "FAILED", result.traceback or result.error)
+                raise self._failure(instance, job_id, "FAILED", result.traceback or result.error)
             # A job ended by a signal (cancelled, walltime): the scheduler's state says which.
             now = time.monotonic()
             if now >= next_status:
@@ -238,7 +246,7 @@ class Campaign:
                 try:
                     info = self.backend.status(job_ids=[job_id]).get(job_id)
                 except BackendError:
-                    # A busy controller may fail a call; the store still tells us the outcome.
+                    # A busy controller may fail a call; the store still tells us how it ended.
                     failures += 1
                     if failures >= STATUS_FAILURES_MAX:
                         raise
@@ -246,22 +254,24 @@ class Campaign:
                 failures = 0
                 if info is not None and info.state.finished:
                     time.sleep(STORE_POLL_S)  # the commit may land just after the state
-                    outcome = self._try_load(found, job_id)
-                    if outcome is not None:
-                        return outcome
-                    result = read_outcome(self.store.root, found.key)
+                    served = self._try_load(instance, job_id)
+                    if served is not None:
+                        return served
+                    result = read_job_result(self.store.root, instance.key)
                     detail = result.traceback if result and result.traceback else info.reason
-                    raise self._failure(found, job_id, self._end_state(found, info, result), detail)
+                    raise self._failure(
+                        instance, job_id, self._end_state(instance, info, result), detail
+                    )
             time.sleep(STORE_POLL_S)
 
-    def _end_state(self, found: StageInstance, info: JobInfo, result: JobOutcome | None) -> str:
+    def _end_state(self, instance: StageInstance, info: JobInfo, result: JobResult | None) -> str:
         """How a finished job that committed nothing ended, in words."""
         state = info.state.value
         upstream_failed = [
             self.planner.get(key)
-            for key in found.upstream.values()
+            for key in instance.upstream.values()
             if not self.store.exists(key)
-            and (job := read_outcome(self.store.root, key)) is not None
+            and (job := read_job_result(self.store.root, key)) is not None
             and job.status == "failed"
         ]
         if result is not None and result.signal and info.state is JobState.COMPLETED:
@@ -281,18 +291,18 @@ class Campaign:
             return "COMPLETED without committing a result"
         return state
 
-    def _try_load(self, found: StageInstance, job_id: str) -> Outcome | None:
+    def _try_load(self, instance: StageInstance, job_id: str) -> Served | None:
         try:
-            loaded = self.store.load(found.key)
+            loaded = self.store.load(instance.key)
         except CorruptEntryError:
             return None
         if loaded is None:
             return None
-        result = read_outcome(self.store.root, found.key)
+        result = read_job_result(self.store.root, instance.key)
         queued = None
-        submitted = self.submitted_at.get(found.key)
+        submitted = self.submitted_at.get(instance.key)
         if submitted is not None:
-            # The job commits its entry, then writes its outcome record: a test may see the
+            # The job commits its entry, then writes its result record: a test may see the
             # entry first. Then the record's own start time (the stage's, a little later than
             # the job's) stands in.
             started = (
@@ -303,21 +313,21 @@ class Campaign:
         record = loaded.record.model_copy(
             update={
                 "status": "loaded-from-job",
-                "param_id": found.param_id,
+                "param_id": instance.param_id,
                 "backend": self.backend.name,
                 "job_id": job_id,
                 "queued_s": queued,
                 "worker": self.runner.worker,
             }
         )
-        return Outcome(loaded.value, record)
+        return Served(loaded.value, record)
 
     def _failure(
-        self, found: StageInstance, job_id: str, state: str, detail: str | None
+        self, instance: StageInstance, job_id: str, state: str, detail: str | None
     ) -> JobFailedError:
-        log = job_dir(self.store.root, found.key) / "job.log"
+        log = job_dir(self.store.root, instance.key) / "job.log"
         parts = [
-            f"stage {found.label} ({found.key[:12]}): {self.backend.name} job {job_id} ended "
+            f"stage {instance.label} ({instance.key[:12]}): {self.backend.name} job {job_id} ended "
             f"{state}; nothing was committed."
         ]
         if detail:

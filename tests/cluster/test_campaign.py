@@ -67,13 +67,13 @@ class Jobs:
             found[data["stage"]] = data
         return found
 
-    def outcome(self, label: str) -> dict[str, Any]:
+    def result(self, label: str) -> dict[str, Any]:
         key_dir = next(
             p.parent
             for p in self.store.glob("jobs/*/submitted.json")
             if json.loads(p.read_text())["stage"] == label
         )
-        result: dict[str, Any] = json.loads((key_dir / "outcome.json").read_text())
+        result: dict[str, Any] = json.loads((key_dir / "result.json").read_text())
         return result
 
     def ids(self) -> set[str]:
@@ -235,7 +235,7 @@ def test_campaign_submits_once_with_dependencies_and_a_rerun_submits_nothing(
     assert all(data["depends_on"] == [] for label, data in submitted.items() if label != "top")
     assert str(result.stdout).count(f"as {dialect} job ") == 6
     # afterok held `top` back until `middle` had finished.
-    middle, top = jobs.outcome("middle"), jobs.outcome("top")
+    middle, top = jobs.result("middle"), jobs.result("top")
     assert top["started_at"] >= middle["started_at"] + middle["duration_s"]
     assert (middle["job_id"], top["job_id"]) == (
         submitted["middle"]["job_id"],
