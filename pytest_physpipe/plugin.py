@@ -193,6 +193,13 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(line)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
+    physpipe = _existing_session(pyfuncitem.config)
+    if physpipe is not None:
+        physpipe.isolate_arguments(pyfuncitem)
+
+
 @pytest.fixture
 def physpipe(request: pytest.FixtureRequest) -> PhyspipeFixture:
     """Provenance of the stage instances this test uses: ``physpipe.record("heat")``."""
