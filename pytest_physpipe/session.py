@@ -319,16 +319,7 @@ class PhyspipeSession:
         if instance.gathered and spec.cache and not self.settings.no_cache:
             hit = self.runner.lookup(instance)  # a cached gather loads none of what it gathered
         if instance.gathered and hit is None:
-            from pytest_physpipe.fanin import Gathered
-
-            upstream = dict(upstream)
-            for name, refs in instance.gathered.items():
-                gathered = [(ref, self.planner.get(ref.key)) for ref in refs]
-                upstream[name] = tuple(
-                    Gathered(coords=ref.coords, value=self._materialize(g), key=ref.key)
-                    for ref, g in gathered
-                    if g is not None
-                )
+            upstream = {**upstream, **self.planner.gathered_values(instance, self._materialize)}
         try:
             if hit is not None:
                 served = hit
