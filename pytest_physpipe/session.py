@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_physpipe import keys
+from pytest_physpipe import codefp, keys
 from pytest_physpipe.errors import PhyspipeError, ResourceError
 from pytest_physpipe.execute import PluginHooks, Served, StageRunner
 from pytest_physpipe.isolation import isolate
@@ -51,6 +51,9 @@ class PhyspipeSession:
         self.settings = settings
         self.run_id = run_id or new_run_id()
         self.worker = worker
+        # Fingerprints are memoized per process; a new run (pytester runs several in one
+        # process) may see edited files.
+        codefp.clear_memo()
         self.codecs = CodecRegistry()
         config.hook.pytest_physpipe_register_codecs(registry=self.codecs)
         self._scratch: Path | None = None
@@ -301,12 +304,13 @@ class PhyspipeSession:
         pytest hands one session fixture value to every test; the pristine value stays with
         the fixture (and feeds downstream stages), the test edits only its copy.
         """
-        stages = self.planner.registry
         arguments = item.funcargs
-        for name, value in arguments.items():
-            spec = stages.get(name)
-            if spec is not None and spec.cache:
-                arguments[name] = isolate(value)
+        for name, instance in self.planner.for_item(item).items():
+            if name not in arguments or not instance.spec.cache:
+                continue
+            record = self.records.get(instance.key)
+            plain = record is not None and record.codec == "json"
+            arguments[name] = isolate(arguments[name], plain=plain)
 
     # -- results --------------------------------------------------------------------------------
 
