@@ -100,6 +100,9 @@ def pytest_configure(config: pytest.Config) -> None:
         run_id = new_run_id()
     config.stash[_SETTINGS] = settings
     config.stash[_RUN] = (run_id, worker)
+    from pytest_physpipe.snapshot.guard import install_golden_guard
+
+    install_golden_guard(config, plan=settings.plan_only)
     if workerinput is None and settings.backend != "local" and not settings.plan_only:
         # Jobs a run submitted must not outlive it : `kill` acts like Ctrl-C.
         from pytest_physpipe.cluster.campaign import sigterm_as_interrupt
@@ -130,6 +133,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         layout = StoreLayout(settings.store_dir)
         for path in (layout.slots_dir(run_id), layout.run_dir(run_id)):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A stage that gathers `over=` some fields fans out once per gather.
+    if _stages_declared():
+        _session(metafunc.config).parametrize(metafunc)
 
 
 @pytest.hookimpl(tryfirst=True)
