@@ -135,6 +135,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A stage that gathers `over=` some fields fans out once per gather.
+    if _stages_declared():
+        _session(metafunc.config).parametrize(metafunc)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # tryfirst: the slow marker must be on the items before `-m "not slow"` deselects.
