@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -15,8 +14,6 @@ from pytest_physpipe.options import Settings, add_options, parse_settings
 if TYPE_CHECKING:
     from syrupy.assertion import SnapshotAssertion
 
-    from pytest_physpipe.context import StageContext
-    from pytest_physpipe.records import StageRecord
     from pytest_physpipe.session import PhyspipeFixture, PhyspipeSession
     from pytest_physpipe.snapshot.assertion import PhysicsSnapshot
 
@@ -69,6 +66,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     from pytest_physpipe import hookspecs
 
     pluginmanager.add_hookspecs(hookspecs)
+    pluginmanager.register(hookspecs.Defaults(), "physpipe-defaults")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -103,6 +101,9 @@ def pytest_configure(config: pytest.Config) -> None:
         run_id = new_run_id()
     config.stash[_SETTINGS] = settings
     config.stash[_RUN] = (run_id, worker)
+    from pytest_physpipe.snapshot.guard import install_golden_guard
+
+    install_golden_guard(config, plan=settings.plan_only)
     if not settings.plan_only:
         # `kill`, a CI timeout or Slurm's end of allocation acts like Ctrl-C: scratch removed,
         # locks released, the jobs a run submitted cancelled (xdist workers too, each its own).
@@ -142,6 +143,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             cleanup(layout, local_only=True)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A stage that gathers `over=` some fields fans out once per gather.
+    if _stages_declared():
+        _session(metafunc.config).parametrize(metafunc)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # tryfirst: the slow marker must be on the items before `-m "not slow"` deselects.
@@ -159,7 +166,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         from pytest_physpipe.report import format_plan
 
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        lines = format_plan(instances, physpipe.statuses, physpipe.settings.backend)
+        lines = format_plan(
+            instances, physpipe.statuses, physpipe.settings.backend, physpipe.reasons
+        )
         if reporter is not None:
             reporter.ensure_newline()
             reporter.section("physpipe plan", sep="-")
@@ -211,11 +220,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(line)
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_physpipe_run_stage(
-    record: StageRecord, ctx: StageContext, call: Callable[[], Any]
-) -> Any:
-    return call()
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
+    physpipe = _existing_session(pyfuncitem.config)
+    if physpipe is not None:
+        physpipe.isolate_arguments(pyfuncitem)
 
 
 @pytest.fixture

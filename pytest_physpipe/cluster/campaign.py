@@ -60,6 +60,7 @@ class Campaign:
         cwd: Path,
         default_args: Sequence[str] = (),
         say: Callable[[str], None] | None = None,
+        plugins: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.backend = backend
         self.store = store
@@ -70,6 +71,7 @@ class Campaign:
         self.cwd = cwd
         self.default_args = tuple(default_args)
         self.say = say or (lambda _line: None)
+        self.plugins = list(plugins)
         self.job_ids: dict[str, str] = {}  # key -> job id (submitted or reused)
         self.submitted: list[str] = []  # job ids this process submitted (cancelled on Ctrl-C)
         self.submitted_at: dict[str, float] = {}
@@ -105,7 +107,7 @@ class Campaign:
         if self._undo_sigterm is None:
             self._undo_sigterm = sigterm_as_interrupt()
         for instance in instances:  # the planner lists upstream before downstream
-            if not (instance.spec.slow and instance.spec.cache) or self.store.exists(instance.key):
+            if not (instance.slow and instance.spec.cache) or self.store.exists(instance.key):
                 continue
             self._ensure_local_upstream(instance)
             depends = tuple(
@@ -118,7 +120,7 @@ class Campaign:
     def _ensure_local_upstream(self, instance: StageInstance) -> None:
         for key in instance.upstream.values():
             upstream = self.planner.get(key)
-            if upstream is None or upstream.spec.slow or self.store.exists(key):
+            if upstream is None or upstream.slow or self.store.exists(key):
                 continue
             self._ensure_local_upstream(upstream)
             values = {name: self._load(k) for name, k in upstream.upstream.items()}
@@ -203,6 +205,7 @@ class Campaign:
             module_file=func.__code__.co_filename,
             sys_path=[p for p in sys.path if p],
             rootdir=str(self.rootdir),
+            plugins=self.plugins,
             store=str(self.store.root),
             config=instance.config_json if instance.config is not None else None,
             upstream=instance.upstream,

@@ -17,15 +17,27 @@ import signal
 import sys
 import time
 import traceback
+import types
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import pluggy
 from pydantic import BaseModel, ConfigDict, Field
 
 from pytest_physpipe.store.atomic import write_text_atomic
 from pytest_physpipe.store.hosts import hostname
 
-__all__ = ["JobResult", "JobSpec", "JobTerminated", "job_dir", "main", "read_job_result", "run_job"]
+__all__ = [
+    "JobResult",
+    "JobSpec",
+    "JobTerminated",
+    "hook_plugins",
+    "job_dir",
+    "main",
+    "read_job_result",
+    "run_job",
+]
 
 
 class JobSpec(BaseModel):
@@ -39,6 +51,10 @@ class JobSpec(BaseModel):
     module_file: str
     sys_path: list[str] = Field(default_factory=list)
     rootdir: str
+    #: The pytest plugins (conftests, installed plugins) of the submitting run that implement
+    #: physpipe hooks, as ``[module name, file]``: the job registers them, so that plugin
+    #: codecs and ``run_stage`` middleware apply to a batch job as to a local run.
+    plugins: list[tuple[str, str]] = Field(default_factory=list)
     store: str
     config: dict[str, Any] | None = None
     upstream: dict[str, str] = Field(default_factory=dict)
@@ -103,25 +119,84 @@ def _import_stage_module(spec: JobSpec) -> None:
     for entry in reversed(spec.sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
-    if spec.module_name in sys.modules:
-        return
-    module_spec = importlib.util.spec_from_file_location(spec.module_name, spec.module_file)
+    if spec.module_name not in sys.modules:
+        _import_file(spec.module_name, spec.module_file)
+
+
+def hook_plugins(plugins: Iterable[object]) -> list[tuple[str, str]]:
+    """The plugin modules among ``plugins`` that implement a physpipe hook (for :class:`JobSpec`).
+
+    Plugin objects that are not modules cannot be rebuilt in a job and are left out.
+    """
+    found: list[tuple[str, str]] = []
+    for plugin in plugins:
+        if not isinstance(plugin, types.ModuleType) or plugin.__name__.startswith(
+            "pytest_physpipe."
+        ):
+            continue
+        file = getattr(plugin, "__file__", None)
+        if file and any(name.startswith("pytest_physpipe_") for name in vars(plugin)):
+            found.append((plugin.__name__, str(file)))
+    return found
+
+
+class _JobPluginManager(pluggy.PluginManager):
+    """Reads physpipe hooks as pytest does: a ``pytest_physpipe_*`` function needs no marker."""
+
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name.startswith("pytest_physpipe_"):
+            opts = {
+                "wrapper": False,
+                "hookwrapper": False,
+                "optionalhook": False,
+                "tryfirst": False,
+                "trylast": False,
+                "specname": None,
+            }
+        return opts
+
+
+def _plugin_manager(spec: JobSpec) -> pluggy.PluginManager:
+    """The submitting run's physpipe hooks, registered as pytest registered them."""
+    from pytest_physpipe import hookspecs
+
+    manager = _JobPluginManager("pytest")
+    manager.add_hookspecs(hookspecs)
+    manager.register(hookspecs.Defaults(), "physpipe-defaults")
+    for name, file in spec.plugins:
+        module = sys.modules.get(name)
+        if module is None:
+            if Path(file).name == "conftest.py":
+                module = _import_file(name, file)
+            else:
+                module = importlib.import_module(name)
+        if not manager.is_registered(module):
+            manager.register(module, name)
+    return manager
+
+
+def _import_file(name: str, file: str) -> types.ModuleType:
+    module_spec = importlib.util.spec_from_file_location(name, file)
     if module_spec is None or module_spec.loader is None:
-        raise ImportError(f"cannot import {spec.module_name} from {spec.module_file}")
+        raise ImportError(f"cannot import {name} from {file}")
     module = importlib.util.module_from_spec(module_spec)
-    sys.modules[spec.module_name] = module
+    sys.modules[name] = module
     module_spec.loader.exec_module(module)
+    return module
 
 
 def _compute(spec: JobSpec) -> str:
     """Rebuild, check and compute the instance; its status (``computed`` or ``hit``)."""
     from pytest_physpipe.errors import JobFailedError
-    from pytest_physpipe.execute import StageRunner
+    from pytest_physpipe.execute import PluginHooks, StageRunner
     from pytest_physpipe.plan import Planner
     from pytest_physpipe.stage import registry
+    from pytest_physpipe.store.codecs import CodecRegistry
     from pytest_physpipe.store.entries import Store
 
     _import_stage_module(spec)
+    hooks = _plugin_manager(spec).hook
     stage_spec = registry.get(spec.stage)
     if stage_spec is None:
         raise JobFailedError(
@@ -139,7 +214,9 @@ def _compute(spec: JobSpec) -> str:
             f"{spec.key}: its code, config or an input changed after submission. Rerun "
             "pytest to submit the current version."
         )
-    store = Store(Path(spec.store), lock_mode=spec.lock, verify_max=spec.verify_max)
+    codecs = CodecRegistry()
+    hooks.pytest_physpipe_register_codecs(registry=codecs)
+    store = Store(Path(spec.store), codecs=codecs, lock_mode=spec.lock, verify_max=spec.verify_max)
     upstream: dict[str, Any] = {}
     for name, key in spec.upstream.items():
         loaded = store.load(key)
@@ -150,7 +227,10 @@ def _compute(spec: JobSpec) -> str:
             )
         upstream[name] = loaded.value
     runner = StageRunner(
-        store=store, run_id=spec.run_id, worker=f"{spec.backend} job {_job_id() or '?'}"
+        store=store,
+        run_id=spec.run_id,
+        hooks=PluginHooks(hooks),
+        worker=f"{spec.backend} job {_job_id() or '?'}",
     )
     served = runner.provide(instance, upstream)
     return "computed" if served.record.status == "computed" else "hit"

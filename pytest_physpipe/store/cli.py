@@ -324,6 +324,9 @@ def _show_one(row: _Row, out: TextIO) -> None:
         ("metrics", record.metrics),
         ("artifacts", dict(meta.get("artifacts") or {})),
         ("versions", record.versions),
+        # What the key's code fingerprint covered: the stage and every piece of project code
+        # it reaches (and track=), each with its own hash.
+        ("covers", _code_parts(record.manifest)),
     ]
     for title, mapping in sections:
         if not mapping:
@@ -362,10 +365,17 @@ def _check_entry(store: Store, key: str, *, signatures: bool) -> _Checked | None
             found.problem = "meta.json is missing"
             return found
         found.label = _label_of(meta)
-        store.verify(key, meta, full=True)
-        found.nbytes = sum(int(i.get("size", 0)) for i in meta["files"].values())
         if signatures:
+            # Checksums, the signature (a foreign one is told apart before anything is
+            # decoded), then a real load: a pickled class that moved or a model class that no
+            # longer imports fails here, as it would in a run.
+            store.verify(key, meta, full=True)
             store.check_signature(key, meta)
+            if store.load(key, full_verify=True) is None:
+                return None  # replaced or removed since we listed it
+        else:
+            store.verify(key, meta, full=True)  # no key: what needs one cannot be loaded
+        found.nbytes = sum(int(i.get("size", 0)) for i in meta["files"].values())
     except ForeignSignatureError as exc:
         # Intact for whoever signed it: reported, never counted as corrupt nor removed.
         found.foreign = str(exc).removeprefix("it is ")
@@ -376,6 +386,13 @@ def _check_entry(store: Store, key: str, *, signatures: bool) -> _Checked | None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         found.problem = f"meta.json is malformed ({type(exc).__name__}: {exc})"
     return found
+
+
+def _code_parts(manifest: dict[str, Any]) -> dict[str, Any]:
+    parts = manifest.get("code_parts")
+    if not isinstance(parts, dict):
+        return {}
+    return {str(name): str(digest)[:16] for name, digest in parts.items()}
 
 
 def _cmd_verify(args: argparse.Namespace, store: Store, out: TextIO) -> int:
@@ -410,7 +427,9 @@ def _cmd_verify(args: argparse.Namespace, store: Store, out: TextIO) -> int:
         action = "removed" if args.remove else "run `physpipe verify --remove` to delete them"
         out.write(f"{bad} of {checked} entries are corrupt ({action}).{others}\n")
         return 1
-    out.write(f"verified {checked} entries ({human_size(nbytes)}): all intact.{others}\n")
+    out.write(
+        f"verified {checked} entries ({human_size(nbytes)}): all intact and loadable.{others}\n"
+    )
     return 0
 
 

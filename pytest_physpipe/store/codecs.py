@@ -6,6 +6,8 @@ Built-in codecs, tried in this order by ``codec="auto"``:
 - ``json``: JSON-safe data (dicts with string keys, lists, str, int, float, bool, None);
 - ``tree``: dicts/lists/tuples holding arrays, numpy scalars, complex numbers or pydantic models:
   a JSON skeleton plus one ``.npy`` file per array;
+- the scientific codecs of :mod:`pytest_physpipe.store.scientific` (``scipy-sparse``,
+  ``pandas``, ``xarray``) and plugin codecs, also as leaves inside a tree;
 - ``pickle``: anything else that pickles, as a last resort, signed with an HMAC.
 
 Decoding never executes code and never imports a module named by the entry, except for a
@@ -16,6 +18,7 @@ verifies. Arrays come back read-only, memory-mapped when they are at least ``mma
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import os
 import pickle
@@ -91,7 +94,8 @@ def _read(folder: Path, name: str) -> bytes:
 
 
 def readonly(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """The array, flagged read-only (no copy)."""
+    """The array, flagged read-only (no copy). Prefer memory that is read-only itself: this
+    flag alone can be flipped back by whoever owns the array."""
     array.flags.writeable = False
     return array
 
@@ -106,7 +110,38 @@ def _load_array(path: Path, mmap_min: int) -> np.ndarray[Any, Any]:
     if path.stat().st_size >= mmap_min:
         array: np.ndarray[Any, Any] = numpy.load(path, mmap_mode="r", allow_pickle=False)
         return array
-    return readonly(numpy.load(path, allow_pickle=False))
+    return _frombuffer(path, numpy)
+
+
+def _frombuffer(path: Path, numpy: Any) -> np.ndarray[Any, Any]:
+    """A small ``.npy`` file as an array over immutable ``bytes``: read-only for good.
+
+    ``numpy.load`` gives an array owning writable memory, whose read-only flag any consumer
+    could set back to writable; an array over ``bytes`` refuses that.
+    """
+    data = _read(path.parent, path.name)
+    fmt = numpy.lib.format
+    with io.BytesIO(data) as handle:
+        version = fmt.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(handle)
+        else:  # a newer header (utf-8 field names): numpy reads it, we copy into bytes
+            from pytest_physpipe.isolation import readonly_copy
+
+            return readonly_copy(numpy.load(path, allow_pickle=False))  # type: ignore[no-any-return]
+        offset = handle.tell()
+    if dtype.hasobject:
+        raise CorruptEntryError(f"{path.name} holds Python objects; refused (no pickles in .npy)")
+    count = 1
+    for size in shape:
+        count *= size
+    flat = numpy.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    array: np.ndarray[Any, Any] = (
+        flat.reshape(shape[::-1]).transpose() if fortran else flat.reshape(shape)
+    )
+    return array
 
 
 def _is_plain_array(value: object) -> TypeGuard[np.ndarray[Any, Any]]:
@@ -173,19 +208,40 @@ class _Unsupported(Exception):
         super().__init__(f"{type(value).__module__}.{type(value).__qualname__} at {path or '.'}")
 
 
+class _Leaf:
+    """A value inside a tree that another codec stores, in the tree's folder ``l<i>/``."""
+
+    def __init__(self, codec: Codec, value: object, node: dict[str, Any]) -> None:
+        self.codec, self.value, self.node = codec, value, node
+
+
+class _Leaves(Protocol):
+    def leaf_codec(self, value: object) -> Codec | None: ...
+
+    def get(self, name: str) -> Codec: ...
+
+
+#: Codecs never used for a leaf: the tree handles JSON data and arrays itself, and a tree must
+#: not hide a pickle (or another tree) inside it.
+_NOT_LEAVES = ("npy", "json", "tree", "pickle")
+
+
 class TreeCodec:
     """Containers of arrays and scalars: ``tree.json`` skeleton plus ``a<i>.npy`` per array.
 
     A skeleton that names pydantic model classes is signed: decoding imports those classes'
-    modules only when the signature verifies.
+    modules only when the signature verifies. With a registry, a value inside the container
+    that only another codec stores (a sparse matrix, a DataFrame, a plugin's type) becomes a
+    *leaf*: that codec's files in ``l<i>/``.
     """
 
     name = "tree"
 
-    def __init__(self, signer: Signer | None = None) -> None:
+    def __init__(self, leaves: _Leaves | None = None, signer: Signer | None = None) -> None:
+        self._leaves = leaves
         self.signer = signer if signer is not None else Signer()
 
-    def _skeleton(self, value: object, arrays: list[np.ndarray[Any, Any]], path: str) -> Any:
+    def _skeleton(self, value: object, arrays: list[Any], path: str) -> Any:
         if value is None or type(value) in _PRIMITIVES:
             return value
         np = _loaded_numpy()
@@ -229,12 +285,20 @@ class TreeCodec:
             return {_TAG: "dict", "items": pairs}
         if isinstance(value, BaseModel):
             cls = type(value)
+            if "<locals>" in cls.__qualname__:
+                # Defined inside a function: no later process could import it back.
+                raise _Unsupported(value, path)
             try:
                 data = value.model_dump(mode="json")
             except Exception:
                 raise _Unsupported(value, path) from None
             return {_TAG: "model", "class": f"{cls.__module__}:{cls.__qualname__}", "data": data}
-        raise _Unsupported(value, path)
+        codec = self._leaves.leaf_codec(value) if self._leaves is not None and path else None
+        if codec is None:
+            raise _Unsupported(value, path)
+        node: dict[str, Any] = {_TAG: "leaf", "codec": codec.name, "dir": f"l{len(arrays)}"}
+        arrays.append(_Leaf(codec, value, node))
+        return node
 
     def accepts(self, value: object) -> bool:
         try:
@@ -244,13 +308,17 @@ class TreeCodec:
         return True
 
     def encode(self, value: object, dest: Path) -> dict[str, Any]:
-        arrays: list[np.ndarray[Any, Any]] = []
+        arrays: list[Any] = []  # numpy arrays and _Leaf values, numbered together
         try:
             skeleton = self._skeleton(value, arrays, "")
         except _Unsupported as exc:
             raise CodecError(f"the tree codec cannot store {exc}") from None
         for index, array in enumerate(arrays):
-            _save_array(array, dest / f"a{index}.npy")
+            if isinstance(array, _Leaf):
+                (dest / array.node["dir"]).mkdir()
+                array.node["meta"] = array.codec.encode(array.value, dest / array.node["dir"])
+            else:
+                _save_array(array, dest / f"a{index}.npy")
         data = json.dumps(skeleton, allow_nan=True).encode()
         (dest / "tree.json").write_bytes(data)
         # Only a skeleton naming classes needs a key: plain trees stay loadable by anyone.
@@ -307,6 +375,17 @@ class TreeCodec:
                     "(written by an older version, or forged); its module is not imported"
                 )
             return _import_model(node["class"]).model_validate(node["data"])
+        if tag == "leaf":
+            name, folder = node.get("codec"), node.get("dir")
+            if not isinstance(folder, str) or "/" in folder or folder.startswith("."):
+                raise CorruptEntryError(f"tree entry names a leaf outside it: {folder!r}")
+            if self._leaves is None or not isinstance(name, str) or name in _NOT_LEAVES:
+                raise CorruptEntryError(f"tree entry has a leaf of codec {name!r}")
+            try:
+                codec = self._leaves.get(name)
+            except CodecError:
+                raise CorruptEntryError(f"tree entry: no codec {name!r} for its leaf") from None
+            return codec.decode(src / folder, node.get("meta") or {}, mmap_min=mmap_min)
         raise CorruptEntryError(f"tree entry has an unknown node tag {tag!r}")
 
 
@@ -374,9 +453,13 @@ class CodecRegistry:
     AUTO_ORDER = ("npy", "json", "tree", "pickle")
 
     def __init__(self) -> None:
+        from pytest_physpipe.store.scientific import scientific_codecs
+
         self._codecs: dict[str, Codec] = {}
         signer = Signer()  # one key per registry, read once
-        for codec in (NpyCodec(), JsonCodec(), TreeCodec(signer), PickleCodec(signer)):
+        for codec in (NpyCodec(), JsonCodec(), TreeCodec(self, signer), PickleCodec(signer)):
+            self.add(codec)
+        for codec in scientific_codecs():
             self.add(codec)
 
     def add(self, codec: Codec) -> None:
@@ -384,6 +467,13 @@ class CodecRegistry:
         if not isinstance(codec, Codec) or not isinstance(getattr(codec, "name", None), str):
             raise TypeError(f"{codec!r} does not implement the Codec protocol")
         self._codecs[codec.name] = codec
+
+    def leaf_codec(self, value: object) -> Codec | None:
+        """The codec that stores ``value`` as a leaf of a tree (scientific or plugin codecs)."""
+        for name, codec in self._codecs.items():
+            if name not in _NOT_LEAVES and codec.accepts(value):
+                return codec
+        return None
 
     def names(self) -> list[str]:
         return list(self._codecs)

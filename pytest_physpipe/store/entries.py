@@ -251,7 +251,7 @@ class Store:
             data = handle.read()
         try:
             meta = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested deeper than the parser's stack
             raise CorruptEntryError(f"entry {key}: meta.json is not valid JSON") from None
         if not isinstance(meta, dict) or meta.get("key") != key:
             raise CorruptEntryError(f"entry {key}: meta.json belongs to another key")
@@ -320,10 +320,11 @@ class Store:
             return None  # replaced or removed under us: a miss, retried under the lock
         except CorruptEntryError:
             raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CorruptEntryError(
-                f"entry {key}: unreadable ({type(exc).__name__}: {exc})"
-            ) from None
+        except Exception as exc:
+            # Whatever else stops a load (a pickled class renamed or moved, a model class that
+            # no longer imports, mistyped metadata, a codec's own error) makes the entry
+            # unusable: the caller warns once, naming the cause, and recomputes it.
+            raise CorruptEntryError(f"entry {key}: cannot be loaded ({_cause(exc)})") from None
         artifacts = meta.get("artifacts", {})
         if artifacts:
             record = record.model_copy(
@@ -419,7 +420,37 @@ class Store:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        self._note_latest(key, record)
         return final
+
+    # -- the index of latest manifests (why an instance recomputes) ---------------------------
+
+    def _note_latest(self, key: str, record: StageRecord) -> None:
+        """Remember ``record``'s manifest as its stage's latest (bookkeeping: never fails)."""
+        if not record.manifest or not record.name.isidentifier():
+            return
+        text = json.dumps({"key": key, "manifest": record.manifest}, allow_nan=True)
+        for param_id in (record.param_id or "", None):
+            with contextlib.suppress(OSError, ValueError):
+                write_text_atomic(
+                    self.layout.index_path(record.name, param_id), text, make_parents=True
+                )
+
+    def latest(self, stage: str, param_id: str | None) -> tuple[str, dict[str, Any]] | None:
+        """The key and manifest last committed for ``stage`` and ``param_id`` (``None``: any
+        param). ``None`` when there is none or it cannot be read: it explains, never decides.
+        """
+        if not stage.isidentifier():
+            return None
+        try:
+            with open(self.layout.index_path(stage, param_id), "rb") as handle:
+                data = json.loads(handle.read(1 << 20))
+        except (OSError, ValueError, RecursionError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        key, manifest = data.get("key"), data.get("manifest")
+        return (key, manifest) if isinstance(key, str) and isinstance(manifest, dict) else None
 
     def _swap(self, final: Path, staging: Path) -> None:
         trash = self.layout.trash_path(final.name, uuid.uuid4().hex[:8])
@@ -484,7 +515,7 @@ class Store:
                     continue
                 record = StageRecord.model_validate(meta["record"])
                 last_used = (base / "meta.json").stat().st_mtime
-            except (CorruptEntryError, KeyError, ValueError, FileNotFoundError):
+            except (CorruptEntryError, KeyError, TypeError, ValueError, FileNotFoundError):
                 continue
             yield Entry(
                 key=key, path=base, record=record, size=tree_size(base), last_used=last_used
@@ -504,3 +535,12 @@ class Store:
             ):
                 matches.append(entry.key)
         return matches
+
+
+def _cause(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if len(text) > 300:
+        text = text[:300] + "…"
+    if isinstance(exc, ImportError | AttributeError):
+        return f"a class it names cannot be imported: {type(exc).__name__}: {text}"
+    return f"{type(exc).__name__}: {text}"
