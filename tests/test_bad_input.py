@@ -412,15 +412,15 @@ CASES = [
     Case("full-disk-commit", ("grid", "not cached"), setup="FULLCOMMIT", outcome="warns"),
     Case("tmp-symlink", ("tmp",), cli=("prune",), setup="TMPLINK", outcome="ok"),
     # -- the physpipe command ------------------------------------------------------------------
-    Case("cli-no-command", ("usage", "ls"), cli=()),
+    Case("cli-no-command", ("usage", "COMMAND"), cli=()),
     Case("cli-bad-duration", ("--older-than", "30d"), cli=("prune", "--older-than", "3x")),
-    Case("cli-bad-size", ("--max-size", "20G"), cli=("prune", "--max-size", "20Q")),
-    Case("cli-rm-unknown", ("nosuch",), cli=("rm", "nosuch")),
-    Case("cli-show-short-prefix", ("abc",), cli=("show", "abc")),
+    Case("cli-bad-size", ("--max-size", "20Q", "1G"), cli=("prune", "--max-size", "20Q")),
+    Case("cli-rm-unknown", ("nosuch",), cli=("rm", "nosuch"), setup="STORE"),
+    Case("cli-show-short-prefix", ("abc",), cli=("show", "abc"), setup="STORE"),
     Case("cli-no-store", ("does not exist", "--dir"), cli=("--dir", "nowhere", "ls")),
     Case("cli-not-a-store", ("not a physpipe store",), cli=("--dir", ".", "ls")),
     Case("cli-lock-mode", ("--lock", "soft"), cli=("ls", "--lock", "maybe")),
-    Case("cli-verify-unknown-key", ("0123456789",), cli=("verify", "0123456789")),
+    Case("cli-verify-unknown-key", ("0123456789",), cli=("verify", "0123456789"), setup="STORE"),
 ]
 
 
@@ -467,11 +467,13 @@ def _prepare(case: Case, path: Path) -> dict[str, Any]:
     (path / "pytest.ini").write_text(f"[pytest]\n{case.ini}\n")
     options: dict[str, Any] = {}
     stage = case.extra.get("stage", "grid")
-    if case.setup in ("CORRUPT", "META", "MISSING", "FOREIGN", "TMPLINK", "FULLDISK"):
+    if case.setup in ("STORE", "CORRUPT", "META", "MISSING", "FOREIGN", "TMPLINK", "FULLDISK"):
         first = _pytest(path, ())
         assert first.returncode == 0, first.stdout + first.stderr
         entry = _entry_files(path, stage)
-        if case.setup == "CORRUPT":
+        if case.setup == "STORE":
+            pass
+        elif case.setup == "CORRUPT":
             payload = next(p for p in entry.iterdir() if p.name.startswith("value"))
             data = payload.read_bytes()
             payload.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
