@@ -485,7 +485,7 @@ def test_the_notebook_howto_runs_as_written(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "max error at t_end on n=64" in done.stdout
     assert "4 stage instance(s): 2 cached, 2 missing" in done.stdout
-    assert "['heat', 'heat_diagnostics']" in done.stdout
+    assert "['heat', 'heat_convergence', 'heat_diagnostics']" in done.stdout
     assert (tmp_path / "pipeline.dot").read_text().startswith("digraph physpipe {")
     assert (tmp_path / "examples" / ".physpipe" / "entries").is_dir()  # the suite's own store
     assert "physpipe: computing heat[n=64-courant=0.125] (1 of 2)" in done.stderr
