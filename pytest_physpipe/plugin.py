@@ -158,7 +158,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         from pytest_physpipe.report import format_plan
 
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        lines = format_plan(instances, physpipe.statuses, physpipe.settings.backend)
+        lines = format_plan(
+            instances, physpipe.statuses, physpipe.settings.backend, physpipe.reasons
+        )
         if reporter is not None:
             reporter.ensure_newline()
             reporter.section("physpipe plan", sep="-")
