@@ -72,6 +72,7 @@ class Planner:
         self._instances: dict[str, StageInstance] = {}
         self._by_declaration: dict[bytes, StageInstance] = {}
         self._item_instances: dict[str, dict[str, StageInstance]] = {}
+        self._by_request: dict[tuple[str, int, tuple[str, ...]], tuple[object, StageInstance]] = {}
 
     # -- validation -----------------------------------------------------------------------------
 
@@ -275,42 +276,55 @@ class Planner:
                 return resolved[name]
             spec = self.registry.get(name)
             assert spec is not None  # names come from the registry; validate() checked upstream
-            config = self.resolve_config(spec, params.get(name, MISSING))
             upstream = {p: visit(p).key for p in spec.upstream}
-            resolved[name] = instance = self.instance(spec, config, upstream)
+            resolved[name] = instance = self.for_request(spec, params.get(name, MISSING), upstream)
             return instance
 
         for name in names:
             visit(name)
         return resolved
 
-    def item_instances(self) -> dict[str, dict[str, StageInstance]]:
-        return self._item_instances
+    def for_request(
+        self, spec: StageSpec, param: object, upstream: Mapping[str, str]
+    ) -> StageInstance:
+        """The instance for a stage given ``param`` (``request.param``) and its upstream keys.
 
-    def instances(self, items: Iterable[pytest.Item] | None = None) -> list[StageInstance]:
-        """The instances ``items`` need (default: every planned test), upstream first."""
-        ordered: list[StageInstance] = []
-        seen: set[str] = set()
-        per_items = (
-            list(self._item_instances.values())
-            if items is None
-            else [self.for_item(item) for item in items]
+        Memoized by (stage, the param object, upstream keys): the plan resolves each instance
+        here once, and a fixture request at run time gets the planned instance back without
+        resolving its config or key again, so the key a test is served is the key it was
+        planned with. A request the plan did not see resolves here the same way.
+        """
+        token = (spec.name, id(param), tuple(upstream.values()))
+        known = self._by_request.get(token)
+        if known is not None and known[0] is param and known[1].spec is spec:
+            return known[1]
+        instance = self.instance(spec, self.resolve_config(spec, param), upstream)
+        # The param is kept with its instance, so its id is not reused while it is memoized.
+        self._by_request[token] = (param, instance)
+        return instance
+
+    def instances(self, items: Iterable[pytest.Item]) -> list[StageInstance]:
+        """The instances ``items`` need, upstream first."""
+        return self.upstream_first(
+            instance for item in items for instance in self.for_item(item).values()
         )
 
-        def visit(instance: StageInstance) -> None:
-            if instance.key in seen:
-                return
-            seen.add(instance.key)
-            for key in instance.upstream.values():
-                upstream = self._instances.get(key)
-                if upstream is not None:
-                    visit(upstream)
-            ordered.append(instance)
+    def upstream_first(self, instances: Iterable[StageInstance]) -> list[StageInstance]:
+        """``instances`` and every instance upstream of them, each once, upstream first."""
+        ordered: dict[str, StageInstance] = {}
 
-        for per_item in per_items:
-            for instance in per_item.values():
-                visit(instance)
-        return ordered
+        def visit(instance: StageInstance) -> None:
+            if instance.key in ordered:
+                return
+            for key in instance.upstream.values():
+                above = self._instances.get(key)
+                if above is not None:
+                    visit(above)
+            ordered[instance.key] = instance
+
+        for instance in instances:
+            visit(instance)
+        return list(ordered.values())
 
 
 def _json_or_missing(raw: str) -> Any:

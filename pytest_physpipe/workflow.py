@@ -321,19 +321,7 @@ class Workflow:
 
     def _chain(self, target: StageInstance) -> list[StageInstance]:
         """``target`` and its upstream instances, upstream first."""
-        chain: dict[str, StageInstance] = {}
-
-        def visit(instance: StageInstance) -> None:
-            if instance.key in chain:
-                return
-            for key in instance.upstream.values():
-                above = self.planner.get(key)
-                if above is not None:
-                    visit(above)
-            chain[instance.key] = instance
-
-        visit(target)
-        return list(chain.values())
+        return self.planner.upstream_first([target])
 
     def _every_instance(self) -> Iterator[StageInstance]:
         """Each instance of each stage, every sweep fanned out, upstream first."""
