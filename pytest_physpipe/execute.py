@@ -30,6 +30,7 @@ from pytest_physpipe.errors import (
     CorruptEntryWarning,
     StoreWriteWarning,
 )
+from pytest_physpipe.isolation import isolate, readonly_copy
 from pytest_physpipe.plan import StageInstance
 from pytest_physpipe.records import (
     StageRecord,
@@ -40,7 +41,8 @@ from pytest_physpipe.records import (
     now_iso,
 )
 from pytest_physpipe.resources import Grant, SlotPool, pinned
-from pytest_physpipe.store.entries import Store
+from pytest_physpipe.stage import registry
+from pytest_physpipe.store.entries import Loaded, Store
 
 __all__ = [
     "NoHooks",
@@ -147,7 +149,7 @@ class StageRunner:
             return None
         if self.wants_rebuild(instance) and loaded.meta.get("run_id") != self.run_id:
             return None
-        return Served(loaded.value, self._hit_record(loaded.record, instance))
+        return Served(loaded.value, self._hit_record(loaded, instance))
 
     def provide(self, instance: StageInstance, upstream: dict[str, Any]) -> Served:
         """The value of ``instance``: a hit, or computed exactly once across processes."""
@@ -174,7 +176,7 @@ class StageRunner:
             if loaded is not None:
                 rebuilt_now = loaded.meta.get("run_id") == self.run_id
                 if not self.wants_rebuild(instance) or rebuilt_now:
-                    return Served(loaded.value, self._hit_record(loaded.record, instance))
+                    return Served(loaded.value, self._hit_record(loaded, instance))
                 replace = True
             return self._compute_and_commit(instance, upstream, replace=replace)
 
@@ -197,9 +199,14 @@ class StageRunner:
         with self._lock:
             return self._live.setdefault(instance.key, served)
 
-    def _hit_record(self, record: StageRecord, instance: StageInstance) -> StageRecord:
-        return record.model_copy(
-            update={"status": "hit", "param_id": instance.param_id, "worker": self.worker}
+    def _hit_record(self, loaded: Loaded, instance: StageInstance) -> StageRecord:
+        return loaded.record.model_copy(
+            update={
+                "status": "hit",
+                "param_id": instance.param_id,
+                "worker": self.worker,
+                "codec": loaded.meta.get("codec"),
+            }
         )
 
     def _base_record(self, instance: StageInstance) -> StageRecord:
@@ -246,7 +253,13 @@ class StageRunner:
                 workdir=workdir,
                 resources=grant,
             )
-            kwargs = dict(upstream)
+            # Each stage gets its own copy of what it consumes: an in-place edit of an
+            # upstream value must reach no other consumer, and never the store.
+            # (cache=False stages hand over live objects, shared on purpose.)
+            kwargs = {
+                name: value if _is_live(name) else isolate(value)
+                for name, value in upstream.items()
+            }
             if spec.config_class is not None:
                 kwargs["config"] = instance.config
             if spec.wants_ctx:
@@ -336,7 +349,12 @@ class StageRunner:
         if loaded is None:  # pragma: no cover - we hold the lock; only an outside rm gets here
             raise CorruptEntryError(f"entry {instance.key} vanished right after its commit")
         final = loaded.record.model_copy(
-            update={"status": "computed", "param_id": instance.param_id, "worker": self.worker}
+            update={
+                "status": "computed",
+                "param_id": instance.param_id,
+                "worker": self.worker,
+                "codec": loaded.meta.get("codec"),
+            }
         )
         self.hooks.stage_end(final, "computed")
         return Served(loaded.value, final)
@@ -369,20 +387,24 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _is_live(stage_name: str) -> bool:
+    spec = registry.get(stage_name)
+    return spec is not None and not spec.cache
+
+
 def _as_stored(value: Any) -> Any:
-    """In memory, what a reload would give: arrays read-only (views, not copies)."""
+    """In memory, what a reload would give: arrays read-only for good, nothing shared with
+    the object the stage returned (which the stage might still hold and edit)."""
     numpy = sys.modules.get("numpy")  # no numpy imported: no value can be an array
-    if numpy is not None and isinstance(value, numpy.ndarray):
-        view = value.view()
-        view.flags.writeable = False
-        return view
+    if numpy is not None and isinstance(value, numpy.ndarray) and not value.dtype.hasobject:
+        return readonly_copy(value)
     if type(value) is dict:
         return {k: _as_stored(v) for k, v in value.items()}
     if type(value) is list:
         return [_as_stored(v) for v in value]
     if type(value) is tuple:
         return tuple(_as_stored(v) for v in value)
-    return value
+    return isolate(value)
 
 
 def _run_coroutine(awaitable: Any) -> Any:

@@ -154,6 +154,11 @@ class PhyspipeRun:
             reporter.write_line(line)
 
     @pytest.hookimpl(tryfirst=True)
+    def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> None:
+        if self._session is not None:
+            self._session.isolate_arguments(pyfuncitem)
+
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
         if self.settings.plan_only:
             return True  # the plan runs nothing

@@ -20,6 +20,7 @@ import pytest
 from pytest_physpipe import keys
 from pytest_physpipe.errors import BackendError, PhyspipeError
 from pytest_physpipe.execute import PluginHooks, Served, StageRunner, record_for
+from pytest_physpipe.isolation import isolate
 from pytest_physpipe.options import Settings
 from pytest_physpipe.plan import MISSING, Planner, StageInstance
 from pytest_physpipe.records import StageRecord
@@ -283,6 +284,19 @@ class PhyspipeSession:
         self.records[instance.key] = served.record
         self._values[instance.key] = served
         return served.value
+
+    def isolate_arguments(self, item: pytest.Function) -> None:
+        """Give a test its own copy of every stage value it receives (``cache=False`` aside).
+
+        pytest hands one session fixture value to every test; the pristine value stays with
+        the fixture (and feeds downstream stages), the test edits only its copy.
+        """
+        stages = self.planner.registry
+        arguments = item.funcargs
+        for name, value in arguments.items():
+            spec = stages.get(name)
+            if spec is not None and spec.cache:
+                arguments[name] = isolate(value)
 
     # -- results --------------------------------------------------------------------------------
 

@@ -119,7 +119,7 @@ class Workflow:
     """The stages of a test suite, served from its store outside pytest.
 
     ``rootdir`` is the folder you would run pytest on; the ini settings, ``addopts``, plugins
-    and the store are instance as ``pytest <rootdir>`` would find them. ``modules`` are the modules
+    and the store are found as ``pytest <rootdir>`` would find them. ``modules`` are the modules
     declaring stages, as the tests import them (``"stages"``) or as paths to ``.py`` files.
     ``store`` overrides the store's location; ``settings`` overrides ``physpipe_*`` ini
     settings (``{"physpipe_lock": "soft"}``). ``progress=False`` silences the progress lines.
@@ -144,10 +144,12 @@ class Workflow:
                 "modules that declare your stages: Workflow(rootdir=..., modules=['stages'])."
             )
         ini = self.project.settings
+        #: Which setting chose the store's place (``store=``, ``PHYSPIPE_DIR``, the ini, ...).
+        self.store_source: str
         if store is None:
-            root, self._store_source = ini.store_dir, self.project.store_source
+            root, self.store_source = ini.store_dir, self.project.store_source
         else:
-            root, self._store_source = Path(store).expanduser().absolute(), "store="
+            root, self.store_source = Path(store).expanduser().absolute(), "store="
         codecs = CodecRegistry()
         config.hook.pytest_physpipe_register_codecs(registry=codecs)
         self.store = Store(root, codecs=codecs, lock_mode=ini.lock, verify_max=ini.verify_max)
@@ -341,7 +343,7 @@ class Workflow:
         if not self.store.root.is_dir():
             raise NotInStoreError(
                 f"there is no physpipe store at {self.store.root} (the location comes from "
-                f"{self._store_source}). Nothing has been computed into it yet: wf.get(...) or "
+                f"{self.store_source}). Nothing has been computed into it yet: wf.get(...) or "
                 "a pytest run creates it. If you expected results there, check that setting."
             )
 

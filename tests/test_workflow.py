@@ -6,6 +6,7 @@ interpreter importing the project's stages. pytest runs through pytester.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -22,7 +23,7 @@ from physpipe_testing import REPO, CallLog, wait_for
 
 STAGES = """
 from physlog import log
-from pytest_physpipe import StageConfig, stage, sweep
+from pytest_physpipe import Resources, StageConfig, stage, sweep
 
 
 class GridConfig(StageConfig):
@@ -51,6 +52,14 @@ def heat(grid: list, config: HeatConfig) -> dict:
 def energy(heat: dict) -> float:
     log(f"energy n={heat['n']}")
     return heat["total"] / 2
+
+
+@stage(resources=Resources(cpu=2))
+def wide(grid: list) -> str:
+    import os
+
+    log(f"wide n={len(grid) - 1} threads={os.environ.get('OMP_NUM_THREADS')}")
+    return os.environ.get("OMP_NUM_THREADS", "")
 """
 
 TESTS = """
@@ -298,13 +307,15 @@ def test_errors_name_the_stage_and_say_what_to_do(
         attempt("bad lock", lambda: Workflow(rootdir=".", settings={"physpipe_lock": "nfs"}))
         other = Workflow(rootdir=".", modules=["stages.py"], store="elsewhere")
         attempt("no store", lambda: other.plan("heat", grid={"n": 8}))
+        narrow = Workflow(rootdir=".", modules=["stages"], settings={"physpipe_cpus": 1})
+        attempt("budget", lambda: narrow.get("wide", grid={"n": 8}))
         print(json.dumps(errors))
         """,
     )
     assert got["unknown stage"] == [
         "SelectionError",
-        "there is no stage named 'hot' (stages: energy, grid, heat). Check the spelling, or add "
-        "the module declaring it to Workflow(modules=[...]).",
+        "there is no stage named 'hot' (stages: energy, grid, heat, wide). Check the spelling, or "
+        "add the module declaring it to Workflow(modules=[...]).",
     ]
     assert "HeatConfig has no field 'step' (fields: steps, alpha)" in got["unknown field"][1]
     assert "stage 'heat' is not 'grid' nor upstream of it" in got["not upstream"][1]
@@ -335,7 +346,18 @@ def test_errors_name_the_stage_and_say_what_to_do(
     assert "physpipe_lock" in got["bad lock"][1]
     assert got["no store"][0] == "NotInStoreError"
     assert "elsewhere (the location comes from store=)" in got["no store"][1]
-    assert calls.take() == {}
+    assert got["budget"][0] == "ResourceError"
+    assert "Stage 'wide[n=8]' asks for 2 CPU(s)" in got["budget"][1]
+    assert calls.take() == {}  # the budget is checked before anything is computed
+
+
+def test_missing_upstream_is_computed_first_within_resource_slots(
+    pytester: pytest.Pytester, calls: CallLog
+) -> None:
+    project(pytester, ini="physpipe_cpus = 3\n")
+    got = run_workflow(pytester.path, 'print(json.dumps(wf.get("wide", grid="n=16")))')
+    assert got == "2"  # the stage held 2 of the 3 CPU slots, its thread pools capped to them
+    assert calls.take() == {"grid n=16": 1, "wide n=16 threads=2": 1}
 
 
 def test_what_invalidates_and_the_diagram_of_the_examples(tmp_path: Path) -> None:
@@ -465,3 +487,88 @@ def test_the_notebook_howto_runs_as_written(tmp_path: Path) -> None:
     assert (tmp_path / "pipeline.dot").read_text().startswith("digraph physpipe {")
     assert (tmp_path / "examples" / ".physpipe" / "entries").is_dir()  # the suite's own store
     assert "physpipe: computing heat[n=64-courant=0.125] (1 of 2)" in done.stderr
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_is_one_line_rewritten_on_a_terminal_and_plain_lines_elsewhere(
+    tty: bool,
+) -> None:
+    from pytest_physpipe.execute import NoHooks
+    from pytest_physpipe.records import StageRecord
+    from pytest_physpipe.workflow import _Progress
+
+    stream = _Stream(tty)
+    progress = _Progress(NoHooks(), enabled=True, stream=stream)
+    records = [
+        StageRecord(key="a" * 32, name="grid", param_id="n=64", duration_s=0.5),
+        StageRecord(key="b" * 32, name="heat", param_id="n=64", duration_s=75.0),
+    ]
+    with progress.build(2):
+        for record in records:
+            progress.stage_start(record)
+            progress.stage_end(record, "computed")
+    lines = [
+        "physpipe: computing grid[n=64] (1 of 2) ...",
+        "physpipe: grid[n=64] computed in 0.50 s",
+        "physpipe: computing heat[n=64] (2 of 2) ...",
+        "physpipe: heat[n=64] computed in 1 min 15 s",
+    ]
+    if tty:
+        expected = f"\r\x1b[K{lines[0]}\r\x1b[K{lines[1]}\n\r\x1b[K{lines[2]}\r\x1b[K{lines[3]}\n"
+    else:
+        expected = "".join(line + "\n" for line in lines)
+    assert stream.getvalue() == expected
+    quiet = _Stream(tty)
+    silent = _Progress(NoHooks(), enabled=False, stream=quiet)
+    silent.stage_start(records[0])
+    silent.stage_end(records[0], "computed")
+    assert quiet.getvalue() == ""
+
+
+INI_FILES = {
+    "pytest.ini": "[pytest]\n{}\n",
+    "pyproject.toml": "[tool.pytest.ini_options]\n{}\n",
+    "tox.ini": "[pytest]\n{}\n",
+    "setup.cfg": "[tool:pytest]\n{}\n",
+}
+
+
+@pytest.mark.parametrize("inifile", list(INI_FILES))
+def test_the_store_and_settings_come_from_the_ini_file_pytest_reads(
+    tmp_path: Path, inifile: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PHYSPIPE_DIR", raising=False)
+    lines = (
+        'physpipe_dir = "results/store"\nphyspipe_salt = "s2"'
+        if inifile == "pyproject.toml"
+        else "physpipe_dir = results/store\nphyspipe_salt = s2"
+    )
+    (tmp_path / inifile).write_text(INI_FILES[inifile].format(lines))
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "stages.py").write_text(
+        "from pytest_physpipe import stage\n\n@stage\ndef answer() -> int:\n    return 42\n"
+    )
+    code = """
+        print(json.dumps([str(wf.store.root), str(wf.rootdir), wf.store_source,
+                          wf.project.settings.salt]))
+    """
+    # From the tests folder, as `pytest tests/` would be run: the rootdir is the ini's folder.
+    root, rootdir, source, salt = run_workflow(tests, code)
+    assert root == str(tmp_path / "results" / "store")
+    assert rootdir == str(tmp_path)
+    assert source == f"ini physpipe_dir in {tmp_path / inifile}"
+    assert salt == "s2"
+    monkeypatch.setenv("PHYSPIPE_DIR", str(tmp_path / "env-store"))
+    root, _, source, _ = run_workflow(tests, code)
+    assert root == str(tmp_path / "env-store")
+    assert source == "the environment variable PHYSPIPE_DIR"

@@ -318,6 +318,9 @@ def _show_one(row: _Row, out: TextIO) -> None:
         ("metrics", record.metrics),
         ("artifacts", dict(meta.get("artifacts") or {})),
         ("versions", record.versions),
+        # What the key's code fingerprint covered: the stage and every piece of project code
+        # it reaches (and track=), each with its own hash.
+        ("covers", _code_parts(record.manifest)),
     ]
     for title, mapping in sections:
         if not mapping:
@@ -333,6 +336,13 @@ def _show_one(row: _Row, out: TextIO) -> None:
             size = info.get("size", 0) if isinstance(info, dict) else 0
             digest = info.get("xxh3", "?") if isinstance(info, dict) else "?"
             out.write(f"  {rel}  {human_size(size)}  xxh3 {digest}\n")
+
+
+def _code_parts(manifest: dict[str, Any]) -> dict[str, Any]:
+    parts = manifest.get("code_parts")
+    if not isinstance(parts, dict):
+        return {}
+    return {str(name): str(digest)[:16] for name, digest in parts.items()}
 
 
 def _cmd_verify(args: argparse.Namespace, store: Store, out: TextIO) -> int:
@@ -351,7 +361,10 @@ def _cmd_verify(args: argparse.Namespace, store: Store, out: TextIO) -> int:
                 problem = "meta.json is missing"
             else:
                 label = _label_of(meta)
-                store.verify(key, meta, full=True)
+                # Checksums, then a real load: a pickled class that moved, a model class
+                # that no longer imports or a bad signature fail here, as they would in a run.
+                if store.load(key, full_verify=True) is None:
+                    continue  # replaced or removed since we listed it
                 nbytes += sum(int(i.get("size", 0)) for i in meta["files"].values())
                 problem = None
         except CorruptEntryError as exc:
@@ -373,7 +386,7 @@ def _cmd_verify(args: argparse.Namespace, store: Store, out: TextIO) -> int:
         action = "removed" if args.remove else "run `physpipe verify --remove` to delete them"
         out.write(f"{len(bad)} of {checked} entries are corrupt ({action}).\n")
         return 1
-    out.write(f"verified {checked} entries ({human_size(nbytes)}): all intact.\n")
+    out.write(f"verified {checked} entries ({human_size(nbytes)}): all intact and loadable.\n")
     return 0
 
 

@@ -256,7 +256,7 @@ class Store:
             data = handle.read()
         try:
             meta = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested deeper than the parser's stack
             raise CorruptEntryError(f"entry {key}: meta.json is not valid JSON") from None
         if not isinstance(meta, dict) or meta.get("key") != key:
             raise CorruptEntryError(f"entry {key}: meta.json belongs to another key")
@@ -314,10 +314,11 @@ class Store:
             return None  # replaced or removed under us: a miss, retried under the lock
         except CorruptEntryError:
             raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CorruptEntryError(
-                f"entry {key}: unreadable ({type(exc).__name__}: {exc})"
-            ) from None
+        except Exception as exc:
+            # Whatever else stops a load (a pickled class renamed or moved, a model class that
+            # no longer imports, mistyped metadata, a codec's own error) makes the entry
+            # unusable: the caller warns once, naming the cause, and recomputes it.
+            raise CorruptEntryError(f"entry {key}: cannot be loaded ({_cause(exc)})") from None
         artifacts = meta.get("artifacts", {})
         if artifacts:
             record = record.model_copy(
@@ -408,7 +409,7 @@ class Store:
                 "files": files,
                 "artifacts": artifact_map,
                 "run_id": run_id,
-                "record": record.model_dump(mode="json"),
+                "record": {**record.model_dump(mode="json"), "codec": chosen.name},
                 **(extra_meta or {}),
             }
             (staging / "meta.json").write_text(json.dumps(meta, indent=1, allow_nan=True))
@@ -496,7 +497,7 @@ class Store:
                     continue
                 record = StageRecord.model_validate(meta["record"])
                 last_used = (base / "meta.json").stat().st_mtime
-            except (CorruptEntryError, KeyError, ValueError, FileNotFoundError):
+            except (CorruptEntryError, KeyError, TypeError, ValueError, FileNotFoundError):
                 continue
             yield Entry(
                 key=key, path=base, record=record, size=tree_size(base), last_used=last_used
@@ -516,3 +517,12 @@ class Store:
             ):
                 matches.append(entry.key)
         return matches
+
+
+def _cause(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if len(text) > 300:
+        text = text[:300] + "…"
+    if isinstance(exc, ImportError | AttributeError):
+        return f"a class it names cannot be imported: {type(exc).__name__}: {text}"
+    return f"{type(exc).__name__}: {text}"
