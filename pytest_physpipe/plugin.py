@@ -72,6 +72,9 @@ def pytest_configure(config: pytest.Config) -> None:
             config.add_cleanup(sigterm_as_interrupt())
     config.stash[RUN] = run
     config.pluginmanager.register(run, "physpipe-run")
+    from pytest_physpipe.snapshot.guard import install_golden_guard
+
+    install_golden_guard(config, plan=settings.plan_only)
     if xdist:
         from pytest_physpipe.scheduling.hooks import XdistHooks
 

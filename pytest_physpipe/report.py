@@ -17,7 +17,14 @@ __all__ = ["format_graph", "format_plan", "format_summary", "write_graph", "writ
 
 
 def where(instance: StageInstance, backend: str) -> str:
-    return backend if instance.spec.slow and backend != "local" else "local"
+    return backend if instance.slow and backend != "local" else "local"
+
+
+def _edges(instance: StageInstance, nodes: dict[str, StageInstance]) -> list[tuple[str, bool]]:
+    """(upstream key, whether it is gathered) for every edge into ``instance`` in ``nodes``."""
+    edges = [(key, False) for key in instance.upstream.values() if key in nodes]
+    edges += [(r.key, True) for refs in instance.gathered.values() for r in refs if r.key in nodes]
+    return edges
 
 
 def format_plan(
@@ -34,7 +41,7 @@ def format_plan(
                 instance.key[:16],
                 statuses.get(instance.key, "missing"),
                 resources,
-                where(instance, backend) + (" (slow)" if instance.spec.slow else ""),
+                where(instance, backend) + (" (slow)" if instance.slow else ""),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -96,9 +103,9 @@ def format_graph(
             label = f"{instance.label}\\n{key[:12]}\\n{status}"
             lines.append(f'  "{key}" [label="{label}", fillcolor={colors.get(status, "white")}];')
         for key, instance in nodes.items():
-            for upstream in instance.upstream.values():
-                if upstream in nodes:
-                    lines.append(f'  "{upstream}" -> "{key}";')
+            for upstream, gathered in _edges(instance, nodes):
+                style = " [style=dashed]" if gathered else ""
+                lines.append(f'  "{upstream}" -> "{key}"{style};')
         lines.append("}")
     else:
         lines = ["graph LR"]
@@ -107,9 +114,9 @@ def format_graph(
             css = status.replace("-", "_")
             lines.append(f'  n{key[:16]}["{instance.label}<br/>{key[:12]}<br/>{status}"]:::{css}')
         for key, instance in nodes.items():
-            for upstream in instance.upstream.values():
-                if upstream in nodes:
-                    lines.append(f"  n{upstream[:16]} --> n{key[:16]}")
+            for upstream, gathered in _edges(instance, nodes):
+                arrow = "-.->" if gathered else "-->"
+                lines.append(f"  n{upstream[:16]} {arrow} n{key[:16]}")
         for status, color in colors.items():
             lines.append(f"  classDef {status.replace('-', '_')} fill:{color}")
     return "\n".join(lines) + "\n"

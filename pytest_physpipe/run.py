@@ -110,6 +110,12 @@ class PhyspipeRun:
 
     # -- hooks ----------------------------------------------------------------------------------
 
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        # A stage that gathers `over=` some fields fans out once per gather.
+        if self.stages_declared():
+            with usage_errors():
+                self.session.parametrize(metafunc)
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         # tryfirst: the slow marker must be on the items before `-m "not slow"` deselects.

@@ -9,6 +9,7 @@ is cached, missing or due for a rebuild is decided once per key (:meth:`status`)
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -109,12 +110,60 @@ class PhyspipeSession:
             self.planner.validate(sorted(used))
             self._check_rebuild_names()
             for item in items:
-                needed = self.planner.for_item(item)
-                if any(instance.spec.slow for instance in needed.values()):
-                    item.add_marker(pytest.mark.slow)
+                self._mark(item)
         except PhyspipeError:
             self._plan_failed = True
             raise
+
+    def _mark(self, item: pytest.Item) -> None:
+        """Give a test the marks of every instance it needs (upstream and gathered too) and
+        ``-k`` keywords for its sweep coordinates."""
+        needed = self.planner.for_item(item)
+        reached = [r for inst in needed.values() for r in self.planner.reachable(inst)]
+        marks: list[pytest.Mark] = []
+        if any(r.spec.slow for r in reached):
+            marks.append(pytest.mark.slow.mark)
+        for instance in reached:
+            marks.extend(m for m in instance.marks if m not in marks)
+        present = list(item.iter_markers())
+        for mark in marks:
+            # pytest already put the marks of the test's own fixture params on it.
+            if mark not in present and not (
+                mark.name == "slow" and item.get_closest_marker("slow")
+            ):
+                item.add_marker(getattr(pytest.mark, mark.name)(*mark.args, **mark.kwargs))
+        # `-k "level=3"` is no valid expression; `-k "level:3"` is (docs/decisions.md).
+        for instance in needed.values():
+            for part in _id_parts(instance.param_id):
+                item.extra_keyword_matches.add(part.replace("=", ":", 1))
+
+    def parametrize(self, metafunc: pytest.Metafunc) -> None:
+        """Fan out the stages that gather ``over=`` some fields: one instance per gather."""
+        stages = self.planner.registry
+        taken = {
+            name
+            for mark in metafunc.definition.iter_markers("parametrize")
+            for name in _argnames(mark)
+        }
+        for name in metafunc.fixturenames:
+            spec = stages.get(name)
+            if spec is None or name in taken:
+                continue
+            for param, declared in spec.gathers:
+                if declared.over is None:
+                    continue
+                try:
+                    groups = self.planner.groups(spec, param)
+                except PhyspipeError:
+                    # Planning the test again after collection raises it as a usage error; a
+                    # collection error here would bury it under pytest's traceback.
+                    continue
+                metafunc.parametrize(
+                    name,
+                    [pytest.param(g, id=g.ident) for g in groups],
+                    indirect=True,
+                    scope="session",
+                )
 
     def _check_rebuild_names(self) -> None:
         stages = self.planner.registry
@@ -130,20 +179,14 @@ class PhyspipeSession:
         """After deselection: check budgets, look up statuses, skip under cached-only."""
         if self._plan_failed:
             return []  # pytest calls this even when mark_items raised; let its error show
-        needed = {
-            instance.key: instance
-            for item in items
-            for instance in self.planner.for_item(item).values()
-        }
+        needed = {instance.key: instance for instance in self.planner.instances(items)}
         local = self.settings.backend == "local"
         self._check_budget(needed.values())
         for instance in needed.values():
             self.status(instance)
         if self.settings.cached_only:
             for item in items:
-                missing = [
-                    f for f in self.planner.for_item(item).values() if self.status(f) == "missing"
-                ]
+                missing = [f for f in self.planner.instances([item]) if self.status(f) == "missing"]
                 if missing:
                     names = ", ".join(f"{f.label} ({f.key[:12]})" for f in missing)
                     item.add_marker(
@@ -187,13 +230,13 @@ class PhyspipeSession:
         """
         local = self.settings.backend == "local"
         for instance in instances:
-            if instance.spec.slow and not local:
+            if instance.slow and not local:
                 continue
             self.pool.check(instance.spec.resources, stage=instance.label)
 
     def _start_campaign(self, instances: list[StageInstance]) -> None:
         """Submit the slow, missing instances to the batch backend (docs/howto-cluster.md)."""
-        if not any(f.spec.slow and self.status(f) == "missing" for f in instances):
+        if not any(f.slow and self.status(f) == "missing" for f in instances):
             return
         from pytest_physpipe.cluster.backends import BATCH_BACKENDS
         from pytest_physpipe.cluster.campaign import Campaign, CancelOnInterrupt
@@ -253,6 +296,20 @@ class PhyspipeSession:
         self._current[spec.name] = instance.key
         return instance
 
+    def _materialize(self, instance: StageInstance) -> Any:
+        """The value of an instance no fixture provides (a gathered one), upstream first."""
+        __tracebackhide__ = True
+        memo = self._values.get(instance.key)
+        if memo is not None:
+            return memo.value
+        upstream: dict[str, Any] = {}
+        if not (self.campaign is not None and instance.slow and instance.spec.cache):
+            for name, key in instance.upstream.items():
+                above = self.planner.get(key)
+                if above is not None:
+                    upstream[name] = self._materialize(above)
+        return self.serve(instance, upstream)
+
     def serve(self, instance: StageInstance, upstream: dict[str, Any]) -> Any:
         """The value of ``instance``: memoized, a hit, computed, or waited for from a job."""
         __tracebackhide__ = True
@@ -266,11 +323,27 @@ class PhyspipeSession:
                 f"--physpipe-cached-only: stage {instance.label} ({instance.key[:12]}) is not in "
                 f"the store {self.store.root}"
             )
+        hit = None
+        if instance.gathered and spec.cache and not self.settings.no_cache:
+            hit = self.runner.lookup(instance)  # a cached gather loads none of what it gathered
+        if instance.gathered and hit is None:
+            from pytest_physpipe.fanin import Gathered
+
+            upstream = dict(upstream)
+            for name, refs in instance.gathered.items():
+                gathered = [(ref, self.planner.get(ref.key)) for ref in refs]
+                upstream[name] = tuple(
+                    Gathered(coords=ref.coords, value=self._materialize(g), key=ref.key)
+                    for ref, g in gathered
+                    if g is not None
+                )
         try:
-            if self.settings.no_cache and spec.cache:
+            if hit is not None:
+                served = hit
+            elif self.settings.no_cache and spec.cache:
                 self.store.ensure()
                 served = self.runner.compute_uncached(instance, upstream)
-            elif self.campaign is not None and spec.slow and spec.cache:
+            elif self.campaign is not None and instance.slow and spec.cache:
                 # A job this run submitted or joined reports as such, even when it is done.
                 in_flight = instance.key in self.campaign.job_ids
                 served = (None if in_flight else self.runner.lookup(instance)) or self._from_job(
@@ -354,6 +427,19 @@ class PhyspipeFixture:
         """Every stage this test uses, by name."""
         return {name: self.record(name) for name in self._session.planner.for_item(self._item)}
 
+    def config(self, name: str) -> Any:
+        """The config of stage ``name`` as this test's instance of it runs (``None`` for a
+        stage without one)."""
+        __tracebackhide__ = True
+        instances = self._session.planner.for_item(self._item)
+        if name not in instances:
+            used = ", ".join(sorted(instances)) or "none"
+            raise PhyspipeError(
+                f"physpipe.config({name!r}): test {self._item.nodeid} does not use a stage "
+                f"named {name!r} (it uses: {used}). Add the stage as a parameter of the test."
+            )
+        return instances[name].config
+
     def key(self, name: str) -> str:
         """The provenance key of stage ``name`` for this test (known before it runs)."""
         instances = self._session.planner.for_item(self._item)
@@ -377,3 +463,17 @@ def stage_provenance(item: pytest.Item) -> dict[str, dict[str, object]]:
         }
         for name, instance in sorted(session.planner.for_item(item).items())
     }
+
+
+def _id_parts(param_id: str | None) -> list[str]:
+    """``n=64-length=1.0`` -> ``["n=64", "length=1.0"]`` (a value may hold a ``-``)."""
+    if not param_id:
+        return []
+    return [p for p in re.split(r"-(?=[A-Za-z_][\w.]*=)", param_id) if "=" in p]
+
+
+def _argnames(mark: pytest.Mark) -> list[str]:
+    names = mark.args[0] if mark.args else mark.kwargs.get("argnames", ())
+    if isinstance(names, str):
+        return [n.strip() for n in names.split(",") if n.strip()]
+    return list(names)

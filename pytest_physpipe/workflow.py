@@ -36,6 +36,7 @@ from pytest_physpipe import keys
 from pytest_physpipe.context import StageContext
 from pytest_physpipe.errors import NotInStoreError, ProjectError, SelectionError
 from pytest_physpipe.execute import PluginHooks, RunnerHooks, Served, StageRunner
+from pytest_physpipe.fanin import Gathered
 from pytest_physpipe.models import StageConfig
 from pytest_physpipe.plan import MISSING, Planner, StageInstance
 from pytest_physpipe.project import Project, load_project
@@ -256,7 +257,7 @@ class Workflow:
         self._spec(name)
         below: dict[str, set[str]] = {}
         for spec in self.registry.all():
-            for upstream in spec.upstream:
+            for upstream in (*spec.upstream, *(g.stage for _, g in spec.gathers)):
                 below.setdefault(upstream, set()).add(spec.name)
         downstream: set[str] = set()
         todo = [name]
@@ -404,11 +405,19 @@ class Workflow:
         """A hit, or the upstream values first and then the runner's compute-once protocol."""
         served = runner.lookup(instance) if instance.spec.cache else None
         if served is None:
-            upstream = {}
+            upstream: dict[str, Any] = {}
             for name, key in instance.upstream.items():
+                if name in instance.gathered:
+                    continue  # its entry is the digest of what it gathers
                 above = self.planner.get(key)
                 assert above is not None  # resolved together with ``instance``
                 upstream[name] = self._serve(above, self._runner).value
+            for name, refs in instance.gathered.items():
+                upstream[name] = tuple(
+                    Gathered(coords=r.coords, value=self._serve(g, self._runner).value, key=r.key)
+                    for r in refs
+                    if (g := self.planner.get(r.key)) is not None
+                )
             served = runner.provide(instance, upstream)
         if served.record.status != "hit" or instance.key not in self.records:
             self.records[instance.key] = served.record  # "computed" stays, later hits or not

@@ -377,11 +377,11 @@ def test_what_invalidates_and_the_diagram_of_the_examples(tmp_path: Path) -> Non
         """,
     )
     assert got["invalidates"] == {
-        "heat": ["heat_diagnostics"],
+        "heat": ["heat_convergence", "heat_diagnostics"],
         "heat_convergence": [],
-        "heat_diagnostics": [],
-        "heat_grid": ["heat", "heat_diagnostics", "heat_initial"],
-        "heat_initial": ["heat", "heat_diagnostics"],
+        "heat_diagnostics": ["heat_convergence"],
+        "heat_grid": ["heat", "heat_convergence", "heat_diagnostics", "heat_initial"],
+        "heat_initial": ["heat", "heat_convergence", "heat_diagnostics"],
         "kepler_initial": ["long_orbit", "orbit"],
         "long_orbit": [],
         "orbit": [],
@@ -390,7 +390,9 @@ def test_what_invalidates_and_the_diagram_of_the_examples(tmp_path: Path) -> Non
     assert got["rows"] == 20
     diagram = got["diagram"]
     assert diagram.startswith("digraph physpipe {")
-    assert diagram.count("->") == 4 * (1 + 2 + 3) + 2  # initial, heat, diagnostics; 2 orbits
+    # initial, heat, diagnostics; 2 orbits; heat_convergence gathers 4 diagnostics (dashed)
+    assert diagram.count("->") == 4 * (1 + 2 + 3) + 2 + 4
+    assert diagram.count("[style=dashed]") == 4
     assert 'label="heat[n=64]\\n' in diagram
     assert "missing" in diagram
 

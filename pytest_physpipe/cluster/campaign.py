@@ -107,7 +107,7 @@ class Campaign:
         if self._undo_sigterm is None:
             self._undo_sigterm = sigterm_as_interrupt()
         for instance in instances:  # the planner lists upstream before downstream
-            if not (instance.spec.slow and instance.spec.cache) or self.store.exists(instance.key):
+            if not (instance.slow and instance.spec.cache) or self.store.exists(instance.key):
                 continue
             self._ensure_local_upstream(instance)
             depends = tuple(
@@ -120,7 +120,7 @@ class Campaign:
     def _ensure_local_upstream(self, instance: StageInstance) -> None:
         for key in instance.upstream.values():
             upstream = self.planner.get(key)
-            if upstream is None or upstream.spec.slow or self.store.exists(key):
+            if upstream is None or upstream.slow or self.store.exists(key):
                 continue
             self._ensure_local_upstream(upstream)
             values = {name: self._load(k) for name, k in upstream.upstream.items()}
