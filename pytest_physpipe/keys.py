@@ -26,6 +26,7 @@ def is_input_file(metadata: list[Any]) -> bool:
     """Whether a pydantic field's metadata marks it as an ``InputFile``."""
     return INPUT_FILE_TAG in metadata
 
+
 __all__ = [
     "KEY_PATTERN",
     "KEY_SCHEMA",

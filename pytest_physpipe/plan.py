@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from pytest_physpipe import keys
 from pytest_physpipe.errors import ConfigError, GraphError
-from pytest_physpipe.fanin import Coord, Gather, coord_names, group_by, name_coords
+from pytest_physpipe.fanin import Coord, Gather, Gathered, coord_names, group_by, name_coords
 from pytest_physpipe.models import StageConfig
 from pytest_physpipe.stage import StageRegistry, StageSpec, default_ids, validate_config
 
@@ -493,6 +493,21 @@ class Planner:
             groups.append(GatherGroup(param=param, ident=ident, coords=raw_fixed, refs=refs))
         self._groups[(spec.name, param)] = groups
         return groups
+
+    def gathered_values(
+        self, instance: StageInstance, value_of: Callable[[StageInstance], Any]
+    ) -> dict[str, tuple[Gathered, ...]]:
+        """What each ``gather(...)`` parameter of ``instance`` receives: one item per gathered
+        instance, in declaration order, its value from ``value_of`` (which serves it)."""
+        values: dict[str, tuple[Gathered, ...]] = {}
+        for name, refs in instance.gathered.items():
+            items = []
+            for ref in refs:
+                gathered = self._instances.get(ref.key)
+                if gathered is not None:
+                    items.append(Gathered(coords=ref.coords, value=value_of(gathered), key=ref.key))
+            values[name] = tuple(items)
+        return values
 
     def reachable(self, instance: StageInstance) -> list[StageInstance]:
         """``instance`` and every instance it needs (upstream and gathered), upstream first."""

@@ -28,22 +28,30 @@ def _edges(instance: StageInstance, nodes: dict[str, StageInstance]) -> list[tup
 
 
 def format_plan(
-    instances: Iterable[StageInstance], statuses: dict[str, str], backend: str
+    instances: Iterable[StageInstance],
+    statuses: dict[str, str],
+    backend: str,
+    reasons: dict[str, str] | None = None,
 ) -> list[str]:
-    """The ``--physpipe-plan`` table: one line per stage instance, upstream first."""
-    rows = [("stage", "key", "status", "resources", "runs on")]
+    """The ``--physpipe-plan`` table: one line per stage instance, upstream first; a missing
+    instance says why (``reasons``: key -> reason)."""
+    rows: list[tuple[str, ...]] = [("stage", "key", "status", "resources", "runs on", "why")]
     for instance in instances:
         res = instance.spec.resources
         resources = f"cpu={res.cpu} gpu={res.gpu} mem={res.mem} time={res.walltime}"
+        status = statuses.get(instance.key, "missing")
         rows.append(
             (
                 instance.label,
                 instance.key[:16],
-                statuses.get(instance.key, "missing"),
+                status,
                 resources,
                 where(instance, backend) + (" (slow)" if instance.slow else ""),
+                (reasons or {}).get(instance.key, "") if status == "missing" else "",
             )
         )
+    if not any(row[-1] for row in rows[1:]):
+        rows = [row[:-1] for row in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -165,12 +173,24 @@ def format_summary(
     if store_size is not None:
         line += f"; store {human_size(store_size)}"
     lines = [line]
+    pickled = sorted({r.label for r in records.values() if r.codec == "pickle"})
+    if pickled:
+        # Pickles run code when loaded, break when a class moves, and are often no faster to
+        # load than to recompute: worth knowing, and worth a codec.
+        count = sum(1 for r in records.values() if r.codec == "pickle")
+        shown = ", ".join(pickled[:8]) + (", …" if len(pickled) > 8 else "")
+        lines.append(
+            f"stored as pickles: {count} instance(s) of {shown} (no codec for their types: "
+            "they break when a class moves; pass codec= or register one)"
+        )
     if verbose:
         for record in sorted(records.values(), key=lambda r: (r.name, r.param_id or "")):
             extra = f" job {record.job_id}" if record.job_id else ""
             worker = f" [{record.worker}]" if record.worker else ""
             took = human_time(record.duration_s)
+            why = f"  ({record.reason})" if record.reason else ""
             lines.append(
                 f"  {record.status:<9} {record.label:<40} {record.key[:12]}  {took}{worker}{extra}"
+                f"{why}"
             )
     return lines

@@ -156,7 +156,10 @@ class PhyspipeRun:
             return
         reporter.ensure_newline()
         reporter.section("physpipe plan", sep="-")
-        for line in format_plan(self.instances, physpipe.statuses, self.settings.backend):
+        lines = format_plan(
+            self.instances, physpipe.statuses, self.settings.backend, physpipe.reasons
+        )
+        for line in lines:
             reporter.write_line(line)
 
     @pytest.hookimpl(tryfirst=True)

@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_physpipe import keys
+from pytest_physpipe import codefp, keys
 from pytest_physpipe.errors import BackendError, PhyspipeError
 from pytest_physpipe.execute import PluginHooks, Served, StageRunner, record_for
 from pytest_physpipe.isolation import isolate
 from pytest_physpipe.options import Settings
 from pytest_physpipe.plan import MISSING, Planner, StageInstance
+from pytest_physpipe.reasons import explain
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.resources import Budget, SlotPool, detect_budget
 from pytest_physpipe.runid import new_run_id
@@ -54,6 +55,9 @@ class PhyspipeSession:
         self.settings = settings
         self.run_id = run_id or new_run_id()
         self.worker = worker
+        # Fingerprints are memoized per process; a new run (pytester runs several in one
+        # process) may see edited files.
+        codefp.clear_memo()
         self.codecs = CodecRegistry()
         config.hook.pytest_physpipe_register_codecs(registry=self.codecs)
         self._scratch: Path | None = None
@@ -98,6 +102,7 @@ class PhyspipeSession:
         self._values: dict[str, Served] = {}
         #: key -> "cached", "missing", "rebuild" or "uncached" (see :meth:`status`).
         self.statuses: dict[str, str] = {}
+        self.reasons: dict[str, str] = {}  # key -> why it is missing, from the plan
         self._plan_failed = False
 
     # -- collection -----------------------------------------------------------------------------
@@ -221,7 +226,25 @@ class PhyspipeSession:
             else:
                 status = "cached"
             self.statuses[instance.key] = status
+            if status == "missing":
+                self.reasons[instance.key] = self._why(instance)
         return status
+
+    def _why(self, instance: StageInstance) -> str:
+        """Why ``instance`` is missing, against the latest entry of its stage and params."""
+        if self.settings.no_cache:
+            return "--physpipe-no-cache"
+        latest = self.store.latest(instance.name, instance.param_id or "")
+        if latest is None and instance.spec.params is None:
+            # An override (--physpipe-set, indirect parametrization) gives another param id;
+            # the stage's latest entry of any param is the one it replaces.
+            latest = self.store.latest(instance.name, None)
+        if latest is None:
+            return "new"
+        key, manifest = latest
+        if key == instance.key:
+            return "entry removed from the store"
+        return explain(instance.manifest, manifest)
 
     def _check_budget(self, instances: Iterable[StageInstance]) -> None:
         """:class:`ResourceError` for the first instance asking more than the local budget.
@@ -327,16 +350,7 @@ class PhyspipeSession:
         if instance.gathered and spec.cache and not self.settings.no_cache:
             hit = self.runner.lookup(instance)  # a cached gather loads none of what it gathered
         if instance.gathered and hit is None:
-            from pytest_physpipe.fanin import Gathered
-
-            upstream = dict(upstream)
-            for name, refs in instance.gathered.items():
-                gathered = [(ref, self.planner.get(ref.key)) for ref in refs]
-                upstream[name] = tuple(
-                    Gathered(coords=ref.coords, value=self._materialize(g), key=ref.key)
-                    for ref, g in gathered
-                    if g is not None
-                )
+            upstream = {**upstream, **self.planner.gathered_values(instance, self._materialize)}
         try:
             if hit is not None:
                 served = hit
@@ -354,7 +368,10 @@ class PhyspipeSession:
         except BaseException as exc:
             self.records[instance.key] = record_for(instance, "failed", self.worker, error=exc)
             raise
-        self.records[instance.key] = served.record
+        record = served.record
+        if record.status in ("computed", "loaded-from-job") and record.reason is None:
+            record = record.model_copy(update={"reason": self._computed_because(instance)})
+        self.records[instance.key] = record
         self._values[instance.key] = served
         return served.value
 
@@ -364,12 +381,13 @@ class PhyspipeSession:
         pytest hands one session fixture value to every test; the pristine value stays with
         the fixture (and feeds downstream stages), the test edits only its copy.
         """
-        stages = self.planner.registry
         arguments = item.funcargs
-        for name, value in arguments.items():
-            spec = stages.get(name)
-            if spec is not None and spec.cache:
-                arguments[name] = isolate(value)
+        for name, instance in self.planner.for_item(item).items():
+            if name not in arguments or not instance.spec.cache:
+                continue
+            record = self.records.get(instance.key)
+            plain = record is not None and record.codec == "json"
+            arguments[name] = isolate(arguments[name], plain=plain)
 
     # -- results --------------------------------------------------------------------------------
 
@@ -381,6 +399,14 @@ class PhyspipeSession:
             old = self.records.get(record.key)
             if old is None or rank[record.status] > rank[old.status]:
                 self.records[record.key] = record
+
+    def _computed_because(self, instance: StageInstance) -> str:
+        reason = self.reasons.get(instance.key)
+        if reason is not None:
+            return reason
+        if self.runner.wants_rebuild(instance):
+            return "--physpipe-rebuild"
+        return "entry could not be loaded"  # cached when planned: see the warning above
 
     def _from_job(self, instance: StageInstance) -> Served:
         __tracebackhide__ = True

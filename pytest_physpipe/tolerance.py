@@ -40,6 +40,7 @@ from pytest_physpipe.elementwise import (
     same_dtype,
     unequal_elements,
 )
+from pytest_physpipe.valuetypes import Frame, Masked, as_frame, as_masked, numeric_sequence
 
 __all__ = [
     "Comparison",
@@ -351,13 +352,26 @@ def _show(value: object) -> str:
 # -- the walk -------------------------------------------------------------------------------
 
 Kind = Literal[
-    "mapping", "sequence", "array", "bool", "int", "float", "complex", "str", "bytes", "none"
+    "mapping",
+    "sequence",
+    "array",
+    "frame",
+    "masked",
+    "bool",
+    "int",
+    "float",
+    "complex",
+    "str",
+    "bytes",
+    "none",
 ]
 
 _KIND_NAMES: dict[str, str] = {
     "mapping": "a mapping",
     "sequence": "a list/tuple",
     "array": "an array",
+    "frame": "a pandas table",
+    "masked": "a masked array",
     "bool": "a bool",
     "int": "an integer",
     "float": "a float",
@@ -372,9 +386,11 @@ def view(value: object) -> tuple[Kind, Any]:
     """Classify a value for comparison and return it in canonical form.
 
     Mappings, pydantic models and dataclass instances become ``("mapping", dict)``; lists and
-    tuples ``("sequence", list)``; numpy scalars and 0-d arrays the matching Python scalar,
-    except those no Python scalar holds exactly (long double, datetimes, structured), which
-    become 0-d arrays.
+    tuples ``("sequence", list)``, except long ones of numbers, which become arrays; numpy
+    scalars and 0-d arrays the matching Python scalar, except those no Python scalar holds
+    exactly (long double, datetimes, structured), which become 0-d arrays; pandas tables
+    ``("frame", Frame)``, masked arrays ``("masked", Masked)``, ``np.matrix`` an ndarray
+    (:mod:`pytest_physpipe.valuetypes`).
     Anything else raises ``TypeError``.
     """
     if value is None:
@@ -384,6 +400,11 @@ def view(value: object) -> tuple[Kind, Any]:
     if isinstance(value, (int, np.integer)):
         return "int", int(value)
     if isinstance(value, np.ndarray):
+        masked = as_masked(value)
+        if masked is not None:
+            return "masked", masked
+        if type(value) is not np.ndarray:  # np.matrix and other subclasses: the plain array
+            value = np.asarray(value)
         if value.ndim == 0 and not value.dtype.hasobject:
             # numpy hands out 0-d arrays and scalars interchangeably (``a.sum()`` vs
             # ``np.asarray(x)``); both mean one number, so both compare as one.
@@ -410,7 +431,15 @@ def view(value: object) -> tuple[Kind, Any]:
     if isinstance(value, Mapping):
         return "mapping", dict(value)
     if isinstance(value, (list, tuple)):
+        array = numeric_sequence(value)
+        if array is not None:
+            return "array", array
         return "sequence", list(value)
+    if isinstance(value, (Frame, Masked)):
+        return ("frame" if isinstance(value, Frame) else "masked"), value
+    frame = as_frame(value)
+    if frame is not None:
+        return "frame", frame
     fields = getattr(type(value), "model_fields", None)  # a pydantic v2 model
     if isinstance(fields, Mapping) and hasattr(value, "model_dump"):
         # getattr, not model_dump(): model_dump would turn nested models into dicts but
@@ -420,7 +449,8 @@ def view(value: object) -> tuple[Kind, Any]:
         return "mapping", {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     raise TypeError(
         f"cannot compare a {type(value).__module__}.{type(value).__qualname__}: use numbers, "
-        "strings, None, numpy arrays, or dicts/lists/tuples/pydantic models of them"
+        "strings, None, numpy arrays (masked and structured too), pandas DataFrames/Series, or "
+        "dicts/lists/tuples/pydantic models/dataclasses of them"
     )
 
 
@@ -436,15 +466,24 @@ class _Walk:
         self.differences: list[Difference] = []
         self.used: set[str] = set()
 
-    def tolerance_at(self, path: str, inherited: Tolerance) -> Tolerance:
+    def tolerance_at(self, path: str, inherited: Tolerance, alias: str | None = None) -> Tolerance:
         rule = self.rules.match(path)
+        if rule is None and alias is not None:
+            rule = self.rules.match(alias)
         if rule is None:
             return inherited
         self.used.add(rule.pattern)
         return rule.tolerance
 
-    def walk(self, expected: object, actual: object, path: str, inherited: Tolerance) -> None:
-        tol = self.tolerance_at(path, inherited)
+    def walk(
+        self,
+        expected: object,
+        actual: object,
+        path: str,
+        inherited: Tolerance,
+        alias: str | None = None,
+    ) -> None:
+        tol = self.tolerance_at(path, inherited, alias)
         e_kind, e = view(expected)
         try:
             a_kind, a = view(actual)
@@ -473,6 +512,11 @@ class _Walk:
                 self.walk(e_item, a_item, index_path(path, index), tol)
         elif e_kind == "array":
             self.compare_arrays(e, a, path, tol)
+        elif e_kind == "frame":
+            self.compare_frames(e, a, path, tol)
+        elif e_kind == "masked":
+            self.walk(e.mask, a.mask, child_path(path, "mask"), tol)
+            self.walk(e.data, a.data, child_path(path, "data"), tol)
         elif e_kind in ("float", "complex"):
             self.compare_numbers(e, a, path, tol)
         elif e == a:
@@ -493,7 +537,16 @@ class _Walk:
                 parts.append("not in the golden: " + _keys(extra))
             self.differences.append(Difference(path, "keys differ; " + "; ".join(parts)))
         for key in sorted((k for k in e if k in a), key=_sort_key):
-            self.walk(e[key], a[key], child_path(path, key), tol)
+            self.walk(e[key], a[key], child_path(path, key), tol, _alias(path, key))
+
+    def compare_frames(self, e: Frame, a: Frame, path: str, tol: Tolerance) -> None:
+        if e.kind != a.kind:
+            self.differences.append(
+                Difference(path, f"type differs: golden is a {e.kind}, result is a {a.kind}")
+            )
+            return
+        self.walk(e.index, a.index, child_path(path, "index"), tol)
+        self.walk_mapping(dict(e.columns), dict(a.columns), path, tol)
 
     def compare_numbers(self, e: complex, a: complex, path: str, tol: Tolerance) -> None:
         if e == a:
@@ -518,6 +571,9 @@ class _Walk:
                 Difference(path, f"shape differs: golden {e.shape}, result {a.shape}")
             )
             return
+        if e.dtype.names is not None or a.dtype.names is not None:
+            self.compare_fields(e, a, path, tol)
+            return
         if not same_dtype(e.dtype, a.dtype):
             self.differences.append(
                 Difference(path, f"dtype differs: golden {e.dtype}, result {a.dtype}")
@@ -532,6 +588,31 @@ class _Walk:
             self.passed += 1
         else:
             self.mismatches.append(mismatch)
+
+    def compare_fields(self, e: np.ndarray, a: np.ndarray, path: str, tol: Tolerance) -> None:
+        """Structured arrays: field by field, each with the tolerance at its own path."""
+        if e.dtype.names != a.dtype.names:
+            self.differences.append(
+                Difference(
+                    path,
+                    f"fields differ: golden {list(e.dtype.names or ())}, "
+                    f"result {list(a.dtype.names or ())}",
+                )
+            )
+            return
+        for name in e.dtype.names or ():
+            sub = child_path(path, name)
+            self.compare_arrays(
+                e[name], a[name], sub, self.tolerance_at(sub, tol, _alias(path, name))
+            )
+
+
+def _alias(parent: str, key: object) -> str | None:
+    """The plain spelling of a key that paths quote (``P [bar]`` for ``["P [bar]"]``)."""
+    if not isinstance(key, str):
+        return None
+    plain = f"{parent}.{key}" if parent else key
+    return plain if child_path(parent, key) != plain else None
 
 
 def _keys(keys: list[object]) -> str:
@@ -591,13 +672,26 @@ def compare(
     )
 
 
-def iter_paths(value: object, path: str = "") -> Iterator[str]:
-    """Every node path in ``value``, parents before children (for messages about patterns)."""
+def iter_paths(value: object, path: str = "", alias: str | None = None) -> Iterator[str]:
+    """Every node path in ``value``, parents before children (for messages about patterns).
+
+    A key that paths quote is also given in its plain spelling (``P [bar]``).
+    """
     yield path
+    if alias is not None:
+        yield alias
     kind, canonical = view(value)
+    if kind == "frame":
+        yield child_path(path, "index")
+        kind, canonical = "mapping", canonical.columns
+    elif kind == "masked":
+        yield from (child_path(path, "mask"), child_path(path, "data"))
+    elif kind == "array" and canonical.dtype.names:
+        for name in canonical.dtype.names:
+            yield from iter_paths(canonical[name], child_path(path, name), _alias(path, name))
     if kind == "mapping":
         for key in sorted(canonical, key=_sort_key):
-            yield from iter_paths(canonical[key], child_path(path, key))
+            yield from iter_paths(canonical[key], child_path(path, key), _alias(path, key))
     elif kind == "sequence":
         items: Sequence[object] = canonical
         for index, item in enumerate(items):

@@ -36,7 +36,7 @@ def test_the_extension_contracts_are_exported_lazily() -> None:
         "JobRequest",
     }
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
-        pytest_physpipe.Nope  # noqa: B018
+        pytest_physpipe.Nope
 
 
 def test_importing_the_package_does_not_import_the_machinery() -> None:
@@ -46,9 +46,7 @@ def test_importing_the_package_does_not_import_the_machinery() -> None:
         " 'pytest_physpipe.store.entries', 'pytest_physpipe.workflow') if m in sys.modules]\n"
         "print(heavy)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
 
