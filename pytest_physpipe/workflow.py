@@ -38,6 +38,7 @@ from pytest_physpipe.execute import PluginHooks, RunnerHooks, Served, StageRunne
 from pytest_physpipe.models import StageConfig
 from pytest_physpipe.plan import MISSING, GatherGroup, Planner, StageInstance
 from pytest_physpipe.project import Project, load_project
+from pytest_physpipe.reasons import why_missing
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.report import format_graph, format_plan
 from pytest_physpipe.resources import SlotPool, detect_budget
@@ -109,7 +110,9 @@ class InstanceTable(Sequence[InstanceRow]):
 
     def __str__(self) -> str:
         statuses = {row.key: str(row.status) for row in self._rows}
-        return "\n".join(format_plan([r.instance for r in self._rows], statuses, "local"))
+        reasons = {row.key: row.status.reason for row in self._rows if row.status.reason}
+        instances = [row.instance for row in self._rows]
+        return "\n".join(format_plan(instances, statuses, "local", reasons))
 
     __repr__ = __str__
 
@@ -349,7 +352,8 @@ class Workflow:
             return StageStatus("uncached", key=instance.key, label=instance.label)
         if self.store.exists(instance.key):
             return StageStatus("cached", key=instance.key, label=instance.label)
-        return StageStatus("missing", key=instance.key, label=instance.label, reason=None)
+        reason = why_missing(instance, self.store)
+        return StageStatus("missing", key=instance.key, label=instance.label, reason=reason)
 
     def _table(self, instances: Iterable[StageInstance]) -> InstanceTable:
         return InstanceTable(InstanceRow(each, self._status(each)) for each in instances)

@@ -265,6 +265,7 @@ def test_status_record_and_plan_compute_nothing(pytester: pytest.Pytester, calls
     assert "the default, <rootdir>/.physpipe" in got["no_store"]
     assert got["status"] == "missing"
     assert got["missing"] is True
+    assert got["reason"] == "new"  # no entry of heat[n=8] ever
     assert got["cached"] == "cached"
     assert "wf.get('heat', ...) computes it" in got["not_stored"]
     assert got["plan"] == [
@@ -274,6 +275,38 @@ def test_status_record_and_plan_compute_nothing(pytester: pytest.Pytester, calls
     ]
     assert "3 stage instance(s): 1 cached, 2 missing" in got["table"]
     assert calls.take() == {"grid n=8": 1}
+
+
+def test_status_says_why_an_instance_is_missing_as_the_plan_does(
+    pytester: pytest.Pytester, calls: CallLog
+) -> None:
+    project(pytester)
+    report(pytester)
+    calls.take()
+    # Edit the project after pytest computed everything: heat's default steps, 10 -> 12.
+    pytester.makepyfile(stages=STAGES.replace("steps: int = 10", "steps: int = 12"))
+    plan = pytester.runpytest("-p", "no:cacheprovider", "--physpipe-plan", "-k", "8")
+    got = run_workflow(
+        pytester.path,
+        """
+        statuses = {n: wf.status(n, grid={"n": 8}) for n in ("grid", "heat", "energy")}
+        print(json.dumps({
+            "statuses": {n: [s, s.reason] for n, s in statuses.items()},
+            "table": str(wf.plan("energy", grid={"n": 8})),
+        }))
+        """,
+    )
+    assert got["statuses"] == {
+        "grid": ["cached", None],
+        "heat": ["missing", "config steps 10 → 12"],
+        "energy": ["missing", "upstream heat"],
+    }
+    # The same table, reasons and all, as pytest's plan of the test that uses these instances.
+    lines = plan.stdout.lines
+    start = next(i for i, line in enumerate(lines) if line.startswith("stage "))
+    assert lines[start : start + 5] == got["table"].splitlines()
+    assert "upstream heat" in got["table"]
+    assert calls.take() == {}
 
 
 def test_errors_name_the_stage_and_say_what_to_do(
