@@ -1,7 +1,10 @@
 """The plan: which stage instances each collected test needs, with their static keys.
 
 Built right after collection from declarations only (configs, overrides, code fingerprints,
-upstream keys); nothing runs. The same :class:`Planner` resolves an instance again when its
+upstream keys); nothing runs. A ``gather(...)`` parameter is planned from the declarations too:
+every instance the gathered stage's sweeps produce (:meth:`Planner.enumerate`), split into one
+gather per point of the fields ``over=`` leaves (:meth:`Planner.groups`); the gathering
+instance's key covers their keys. The same :class:`Planner` resolves an instance again when its
 fixture executes, so the key a test was planned with is the key it is served.
 """
 

@@ -24,7 +24,7 @@ from pytest_physpipe.execute import PluginHooks, Served, StageRunner, record_for
 from pytest_physpipe.isolation import isolate
 from pytest_physpipe.options import Settings
 from pytest_physpipe.plan import MISSING, Planner, StageInstance
-from pytest_physpipe.reasons import explain
+from pytest_physpipe.reasons import why_missing
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.resources import Budget, SlotPool, detect_budget
 from pytest_physpipe.runid import new_run_id
@@ -234,17 +234,7 @@ class PhyspipeSession:
         """Why ``instance`` is missing, against the latest entry of its stage and params."""
         if self.settings.no_cache:
             return "--physpipe-no-cache"
-        latest = self.store.latest(instance.name, instance.param_id or "")
-        if latest is None and instance.spec.params is None:
-            # An override (--physpipe-set, indirect parametrization) gives another param id;
-            # the stage's latest entry of any param is the one it replaces.
-            latest = self.store.latest(instance.name, None)
-        if latest is None:
-            return "new"
-        key, manifest = latest
-        if key == instance.key:
-            return "entry removed from the store"
-        return explain(instance.manifest, manifest)
+        return why_missing(instance, self.store)
 
     def _check_budget(self, instances: Iterable[StageInstance]) -> None:
         """:class:`ResourceError` for the first instance asking more than the local budget.
