@@ -175,8 +175,3 @@ class Retry:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"retries={value!r} must be a Retry(...) or a non-negative int")
         return cls(max_attempts=value + 1, backoff=0.0 if value == 0 else 2.0, on=(Exception,))
-
-
-def is_input_file(metadata: list[Any]) -> bool:
-    """Whether a pydantic field's metadata marks it as an :data:`InputFile`."""
-    return "physpipe:InputFile" in metadata

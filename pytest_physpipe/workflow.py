@@ -170,8 +170,10 @@ class Workflow:
         weakref.finalize(self, shutil.rmtree, slots, ignore_errors=True)
         self._progress = _Progress(PluginHooks(config.hook), enabled=progress)
         self._runner = self._new_runner(self.run_id, rebuild=frozenset())
-        #: What this workflow served, by key: the record of each computed or loaded instance.
+        #: What this workflow served, by key: the record of each computed or loaded instance
+        #: (a computed one says why in ``reason``, as a run's records do).
         self.records: dict[str, StageRecord] = {}
+        self._reasons: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return (
@@ -377,6 +379,14 @@ class Workflow:
         todo = self._to_compute(target, runner)
         for instance in todo:
             self._pool.check(instance.spec.resources, stage=instance.label)
+        # Why each is computed, asked before anything is committed (as a run's plan does).
+        self._reasons = {
+            instance.key: "rebuild"
+            if runner is not self._runner and instance is target
+            else why_missing(instance, self.store)
+            for instance in todo
+            if instance.spec.cache
+        }
         with self._progress.build(len(todo)):
             return self._serve(target, runner)
 
@@ -422,8 +432,12 @@ class Workflow:
                 upstream[name] = self._value(above)
             upstream.update(self.planner.gathered_values(instance, self._value))
             served = runner.provide(instance, upstream)
-        if served.record.status != "hit" or instance.key not in self.records:
-            self.records[instance.key] = served.record  # "computed" stays, later hits or not
+        record = served.record
+        if record.status == "computed" and record.reason is None and instance.spec.cache:
+            reason = self._reasons.get(instance.key, "entry could not be loaded")
+            record = record.model_copy(update={"reason": reason})
+        if record.status != "hit" or instance.key not in self.records:
+            self.records[instance.key] = record  # "computed" stays, later hits or not
         return served
 
 

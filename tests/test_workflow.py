@@ -155,11 +155,13 @@ def test_workflow_computes_then_pytest_hits(pytester: pytest.Pytester, calls: Ca
         value = wf.get("energy", grid={"n": 8})
         print(json.dumps({"before": before, "value": value,
                           "status": wf.record("energy", grid={"n": 8}).status,
+                          "reason": wf.record("energy", grid={"n": 8}).reason,
                           "keys": {r.label: k for k, r in wf.records.items()}}))
         """,
     )
     assert got["before"] == "False"  # get created the store, as a pytest run does
     assert got["status"] == "computed"
+    assert got["reason"] == "new"
     assert calls.take() == {"grid n=8": 1, "heat n=8 steps=10": 1, "energy n=8": 1}
     records = report(pytester)
     # Only the other sweep point is computed; the workflow's entries are pytest's hits.
@@ -184,11 +186,12 @@ def test_rebuild_recomputes_only_the_instance_under_the_same_key(
         record = wf.record("heat", grid={"n": 8})
         again = wf.rebuild("heat", grid={"n": 8})
         print(json.dumps({"key": key, "after": record.key, "status": record.status,
-                          "again": again["n"]}))
+                          "reason": record.reason, "again": again["n"]}))
         """,
     )
     assert got["key"] == got["after"]
     assert got["status"] == "computed"
+    assert got["reason"] == "rebuild"
     assert got["again"] == 8
     assert calls.take() == {"heat n=8 steps=10": 2}  # each rebuild recomputes; grid is a hit
     records = report(pytester)

@@ -311,6 +311,10 @@ class Opaque:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def __repr__(self) -> str:
+        # Test ids use repr: xdist workers must all derive the same id (no memory address).
+        return f"Opaque({self.payload!r})"
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _private_secret(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
