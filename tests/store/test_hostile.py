@@ -451,7 +451,7 @@ def test_verify_reports_bad_and_foreign_signatures(
     store.ensure()
     good, tampered = "cd" + "1" * 30, "ef" + "2" * 30
     for key in (good, tampered):
-        store.commit(key, value={1, 2}, codec=PickleCodec(), record=_record(key), run_id="r")
+        store.commit(key, value={1, 2}, codec="pickle", record=_record(key), run_id="r")
     # Swap the pickle and fix the checksum, as someone who can write the store would.
     payload = store.entry_dir(tampered) / "value.pkl"
     import pickle
