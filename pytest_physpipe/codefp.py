@@ -413,12 +413,12 @@ class _Analyzer:
                     obj, owner, name = getattr(obj, attr), obj.__name__, attr
                 except AttributeError:
                     break
-            if _followable(obj):
-                refs.append(obj)
-                continue
             top = _top_module(obj)
             if top is not None and not _is_project_module(sys.modules.get(top)):
-                modules.add(top)
+                modules.add(top)  # a library the code uses: provenance
+            if _followable(obj):
+                refs.append(obj)  # (a library's decorator object may hold project code)
+                continue
             if not isinstance(obj, types.ModuleType) and owner is not None:
                 refs.append(_Constant(owner, name))
         return refs, modules
