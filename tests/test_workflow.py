@@ -155,11 +155,13 @@ def test_workflow_computes_then_pytest_hits(pytester: pytest.Pytester, calls: Ca
         value = wf.get("energy", grid={"n": 8})
         print(json.dumps({"before": before, "value": value,
                           "status": wf.record("energy", grid={"n": 8}).status,
+                          "reason": wf.record("energy", grid={"n": 8}).reason,
                           "keys": {r.label: k for k, r in wf.records.items()}}))
         """,
     )
     assert got["before"] == "False"  # get created the store, as a pytest run does
     assert got["status"] == "computed"
+    assert got["reason"] == "new"
     assert calls.take() == {"grid n=8": 1, "heat n=8 steps=10": 1, "energy n=8": 1}
     records = report(pytester)
     # Only the other sweep point is computed; the workflow's entries are pytest's hits.
@@ -184,11 +186,12 @@ def test_rebuild_recomputes_only_the_instance_under_the_same_key(
         record = wf.record("heat", grid={"n": 8})
         again = wf.rebuild("heat", grid={"n": 8})
         print(json.dumps({"key": key, "after": record.key, "status": record.status,
-                          "again": again["n"]}))
+                          "reason": record.reason, "again": again["n"]}))
         """,
     )
     assert got["key"] == got["after"]
     assert got["status"] == "computed"
+    assert got["reason"] == "rebuild"
     assert got["again"] == 8
     assert calls.take() == {"heat n=8 steps=10": 2}  # each rebuild recomputes; grid is a hit
     records = report(pytester)
@@ -265,6 +268,7 @@ def test_status_record_and_plan_compute_nothing(pytester: pytest.Pytester, calls
     assert "the default, <rootdir>/.physpipe" in got["no_store"]
     assert got["status"] == "missing"
     assert got["missing"] is True
+    assert got["reason"] == "new"  # no entry of heat[n=8] ever
     assert got["cached"] == "cached"
     assert "wf.get('heat', ...) computes it" in got["not_stored"]
     assert got["plan"] == [
@@ -274,6 +278,38 @@ def test_status_record_and_plan_compute_nothing(pytester: pytest.Pytester, calls
     ]
     assert "3 stage instance(s): 1 cached, 2 missing" in got["table"]
     assert calls.take() == {"grid n=8": 1}
+
+
+def test_status_says_why_an_instance_is_missing_as_the_plan_does(
+    pytester: pytest.Pytester, calls: CallLog
+) -> None:
+    project(pytester)
+    report(pytester)
+    calls.take()
+    # Edit the project after pytest computed everything: heat's default steps, 10 -> 12.
+    pytester.makepyfile(stages=STAGES.replace("steps: int = 10", "steps: int = 12"))
+    plan = pytester.runpytest("-p", "no:cacheprovider", "--physpipe-plan", "-k", "8")
+    got = run_workflow(
+        pytester.path,
+        """
+        statuses = {n: wf.status(n, grid={"n": 8}) for n in ("grid", "heat", "energy")}
+        print(json.dumps({
+            "statuses": {n: [s, s.reason] for n, s in statuses.items()},
+            "table": str(wf.plan("energy", grid={"n": 8})),
+        }))
+        """,
+    )
+    assert got["statuses"] == {
+        "grid": ["cached", None],
+        "heat": ["missing", "config steps 10 → 12"],
+        "energy": ["missing", "upstream heat"],
+    }
+    # The same table, reasons and all, as pytest's plan of the test that uses these instances.
+    lines = plan.stdout.lines
+    start = next(i for i, line in enumerate(lines) if line.startswith("stage "))
+    assert lines[start : start + 5] == got["table"].splitlines()
+    assert "upstream heat" in got["table"]
+    assert calls.take() == {}
 
 
 def test_errors_name_the_stage_and_say_what_to_do(
@@ -485,7 +521,7 @@ def test_the_notebook_howto_runs_as_written(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "max error at t_end on n=64" in done.stdout
     assert "4 stage instance(s): 2 cached, 2 missing" in done.stdout
-    assert "['heat', 'heat_diagnostics']" in done.stdout
+    assert "['heat', 'heat_convergence', 'heat_diagnostics']" in done.stdout
     assert (tmp_path / "pipeline.dot").read_text().startswith("digraph physpipe {")
     assert (tmp_path / "examples" / ".physpipe" / "entries").is_dir()  # the suite's own store
     assert "physpipe: computing heat[n=64-courant=0.125] (1 of 2)" in done.stderr
@@ -574,3 +610,82 @@ def test_the_store_and_settings_come_from_the_ini_file_pytest_reads(
     root, _, source, _ = run_workflow(tests, code)
     assert root == str(tmp_path / "env-store")
     assert source == "the environment variable PHYSPIPE_DIR"
+
+
+GATHERING = """
+from physlog import log
+from pytest_physpipe import StageConfig, gather, stage, sweep
+
+
+class PointConfig(StageConfig):
+    kind: str = "P1"
+    level: int = 1
+
+
+@stage(params=sweep(PointConfig, kind=["P1", "P2"], level=[1, 2]))
+def error(config: PointConfig) -> float:
+    log(f"error {config.kind} {config.level}")
+    return 1.0 / (config.level * (2 if config.kind == "P2" else 1))
+
+
+@stage
+def total(errors=gather("error")) -> float:
+    log("total")
+    return sum(e.value for e in errors)
+
+
+@stage
+def per_kind(errors=gather("error", over=["level"])) -> dict:
+    log(f"per_kind {len(errors)}")
+    return {"levels": [e.coords["level"] for e in errors], "sum": sum(e.value for e in errors)}
+"""
+
+
+def test_gathering_stages_from_a_workflow_are_hits_in_pytest(
+    pytester: pytest.Pytester, calls: CallLog
+) -> None:
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(
+        stages=GATHERING,
+        test_gather="""
+        def test_total(total):
+            assert total == 1.0 + 0.5 + 0.5 + 0.25
+
+        def test_per_kind(per_kind):
+            assert per_kind["levels"] == [1, 2]
+        """,
+    )
+    pytester.makeconftest('pytest_plugins = ["stages"]')
+    got = run_workflow(
+        pytester.path,
+        """
+        from pytest_physpipe.errors import SelectionError
+        try:
+            wf.get("per_kind")
+        except SelectionError as exc:
+            unchosen = str(exc)
+        p2 = wf.get("per_kind", per_kind="kind=P2")
+        p1 = wf.get("per_kind", per_kind={"kind": "P1"})
+        total = wf.get("total")
+        print(json.dumps({"unchosen": unchosen, "p2": p2, "p1": p1, "total": total,
+                          "invalidates": sorted(wf.what_invalidates("error")),
+                          "rows": [row.label for row in wf.stages("per_kind", "total")]}))
+        """,
+    )
+    assert "stage 'per_kind' fans out over 2 gathers (kind=P1, kind=P2)" in got["unchosen"]
+    assert got["p2"] == {"levels": [1, 2], "sum": 0.75}
+    assert got["p1"] == {"levels": [1, 2], "sum": 1.5}
+    assert got["total"] == 2.25
+    assert got["invalidates"] == ["per_kind", "total"]
+    assert got["rows"] == ["total", "per_kind[kind=P1]", "per_kind[kind=P2]"]
+    computed = calls.take()
+    assert computed == {
+        "error P1 1": 1,
+        "error P1 2": 1,
+        "error P2 1": 1,
+        "error P2 2": 1,
+        "per_kind 2": 2,
+        "total": 1,
+    }
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=3)
+    assert calls.take() == {}  # every instance, gathered and gathering, was a hit
