@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -56,10 +57,15 @@ def format_plan(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
-    missing = sum(1 for r in rows[1:] if r[2] == "missing")
-    lines.append(
-        f"{len(rows) - 1} stage instance(s): {len(rows) - 1 - missing} cached, {missing} missing"
+    counts = Counter(r[2] for r in rows[1:])
+    missing, rebuild = counts["missing"], counts["rebuild"]
+    line = (
+        f"{len(rows) - 1} stage instance(s): {len(rows) - 1 - missing - rebuild} cached, "
+        f"{missing} missing"
     )
+    if rebuild:
+        line += f", {rebuild} to rebuild"
+    lines.append(line)
     return lines
 
 
@@ -90,6 +96,7 @@ def format_graph(
     colors = {
         "hit": "palegreen",
         "cached": "palegreen",
+        "rebuild": "khaki",
         "computed": "lightskyblue",
         "loaded-from-job": "plum",
         "failed": "salmon",

@@ -284,3 +284,16 @@ def test_a_stage_returning_scientific_values_is_a_hit_without_pickle(
     assert not any(name.endswith(".pkl") for name in meta["files"])
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
     assert calls.take() == {}
+
+
+def test_sparse_hits_read_the_npz_directly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fast reader must cover what save_npz writes; scipy's load_npz is only a fallback.
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("load_npz used")
+
+    monkeypatch.setattr(sp, "load_npz", refuse)
+    for fmt in ("csr", "csc", "bsr", "dia", "coo"):
+        value = sp.random(30, 20, density=0.2, format=fmt, random_state=1)
+        _, loaded, _ = store_and_load(value, tmp_path)
+        assert loaded.format == fmt
+        np.testing.assert_array_equal(loaded.toarray(), value.toarray())
