@@ -173,15 +173,16 @@ def format_summary(
     if store_size is not None:
         line += f"; store {human_size(store_size)}"
     lines = [line]
-    pickled = sorted({r.label for r in records.values() if r.codec == "pickle"})
+    pickled = Counter(r.name for r in records.values() if r.codec == "pickle")
     if pickled:
         # Pickles run code when loaded, break when a class moves, and are often no faster to
         # load than to recompute: worth knowing, and worth a codec.
-        count = sum(1 for r in records.values() if r.codec == "pickle")
-        shown = ", ".join(pickled[:8]) + (", …" if len(pickled) > 8 else "")
+        stages = ", ".join(
+            f"{name} ({count})" if count > 1 else name for name, count in sorted(pickled.items())
+        )
         lines.append(
-            f"stored as pickles: {count} instance(s) of {shown} (no codec for their types: "
-            "they break when a class moves; pass codec= or register one)"
+            f"stored as pickles: {sum(pickled.values())} instance(s) of {stages} (no codec for "
+            "their types: they break when a class moves; pass codec= or register one)"
         )
     if verbose:
         for record in sorted(records.values(), key=lambda r: (r.name, r.param_id or "")):
