@@ -59,7 +59,6 @@ class StageSpec:
     retry: Retry
     track: tuple[Any, ...]
     wants_ctx: bool
-    is_async: bool
 
     @property
     def qualname(self) -> str:
@@ -373,7 +372,6 @@ def _build_spec(func: Callable[..., Any], options: dict[str, Any]) -> StageSpec:
         retry=_coerce_retry(name, options["retries"]),
         track=tuple(options["track"]),
         wants_ctx=wants_ctx,
-        is_async=inspect.iscoroutinefunction(func),
     )
     default: StageConfig | None = None
     if config_class is not None:

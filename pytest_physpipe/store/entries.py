@@ -536,18 +536,6 @@ class Store:
     def size_bytes(self) -> int:
         return tree_size(self.layout.entries)
 
-    def find(self, key_or_name: str) -> list[str]:
-        """Keys matching a full key, a key prefix (at least 6 digits), or a stage name."""
-        if KEY_PATTERN.match(key_or_name):
-            return [key_or_name] if self.exists(key_or_name) else []
-        matches = []
-        for entry in self.entries():
-            if entry.record.name == key_or_name or (
-                len(key_or_name) >= 6 and entry.key.startswith(key_or_name)
-            ):
-                matches.append(entry.key)
-        return matches
-
 
 def _cause(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
