@@ -104,9 +104,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_RUN] = (run_id, worker)
     if workerinput is None and settings.backend != "local" and not settings.plan:
         # Jobs a run submitted must not outlive it : `kill` acts like Ctrl-C.
-        from pytest_physpipe.cluster.campaign import sigterm_as_interrupt
+        from pytest_physpipe.cluster.interrupts import RunGuard, sigterm_as_interrupt
 
         config.add_cleanup(sigterm_as_interrupt())
+        config.pluginmanager.register(
+            RunGuard(config, str(run_id), settings.backend, settings.store_dir), "physpipe-run"
+        )
     if config.pluginmanager.hasplugin("xdist"):
         from pytest_physpipe.scheduling.hooks import XdistHooks
 

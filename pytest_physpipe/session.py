@@ -190,12 +190,15 @@ class PhyspipeSession:
     def _start_campaign(self, instances: list[StageInstance]) -> None:
         """Submit the slow, missing instances to the batch backend (docs/howto-cluster.md)."""
         if not any(
-            f.spec.slow and f.spec.cache and self.statuses.get(f.key) == "missing"
+            f.spec.slow
+            and f.spec.cache
+            and (self.statuses.get(f.key) == "missing" or self.runner.wants_rebuild(f))
             for f in instances
         ):
             return
         from pytest_physpipe.cluster.backends import BATCH_BACKENDS
-        from pytest_physpipe.cluster.campaign import Campaign, CancelOnInterrupt
+        from pytest_physpipe.cluster.campaign import Campaign
+        from pytest_physpipe.cluster.interrupts import CancelOnInterrupt, terminal_say
 
         factories: dict[str, Any] = dict(BATCH_BACKENDS)
         self.config.hook.pytest_physpipe_register_backends(backends=factories)
@@ -206,7 +209,6 @@ class PhyspipeSession:
                 f"{', '.join(sorted(factories))}"
             )
         default_args = {"slurm": self.settings.slurm_args, "pbs": self.settings.pbs_args}
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         campaign = Campaign(
             backend=factories[name](),
             store=self.store,
@@ -216,7 +218,8 @@ class PhyspipeSession:
             rootdir=Path(self.config.rootpath),
             cwd=Path(self.config.invocation_params.dir),
             default_args=default_args.get(name, ()),
-            say=reporter.write_line if reporter is not None else None,
+            say=terminal_say(self.config),
+            submit_rate=_submit_rate(self.config),
         )
         try:
             self.store.ensure()
@@ -323,6 +326,20 @@ class PhyspipeSession:
             self.campaign.close()
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+def _submit_rate(config: pytest.Config) -> float:
+    text = str(config.getini("physpipe_submit_rate") or "0")
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = -1.0
+    if rate < 0:
+        raise pytest.UsageError(
+            f"ini physpipe_submit_rate = {text!r} is not a rate: give the number of sbatch/qsub "
+            "calls per second your site allows (0.5 is one every two seconds), or 0 for no limit."
+        )
+    return rate
 
 
 def _record(

@@ -9,6 +9,12 @@ Submissions are recorded in the store (``jobs/<key>/submitted.json``) under a pe
 xdist workers and a second pytest session reuse a job still in flight instead of submitting a
 duplicate. The job's own outcome record (``jobs/<key>/outcome.json``, written by
 `python -m pytest_physpipe.worker`) says how it ended; the scheduler's word is only a hint.
+
+No job is lost: each carries its run and key in its name (:mod:`.jobs`), and a
+``submitting.json`` marker is written before ``sbatch`` runs, so an interrupt cancels by tag
+what it submitted (even the job whose id it never learnt), and the session after a crash adopts
+the job it finds by tag instead of submitting a duplicate. A job this session only reused
+(another session's) that its owner cancels is submitted again, once.
 """
 
 from __future__ import annotations
@@ -22,19 +28,20 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from pytest_physpipe.cluster.backends.base import Backend, JobInfo, JobRequest, JobState, log_tail
+from pytest_physpipe.cluster.interrupts import sigterm_as_interrupt, stop_reason
+from pytest_physpipe.cluster.jobs import cancel_run, find_tagged, job_name, parse_job_name, run_tag
 from pytest_physpipe.cluster.worker import JobOutcome, JobSpec, job_dir, read_outcome
-from pytest_physpipe.errors import BackendError, CorruptEntryError, JobFailedError
+from pytest_physpipe.errors import BackendError, CorruptEntryError, GraphError, JobFailedError
 from pytest_physpipe.execute import Outcome, StageRunner
 from pytest_physpipe.plan import Planner, StageInstance
 from pytest_physpipe.store.atomic import write_text_atomic
 from pytest_physpipe.store.entries import Store
 from pytest_physpipe.store.locks import KeyLock, filesystem_type, is_network_filesystem
 
-__all__ = ["Campaign", "CancelOnInterrupt", "sigterm_as_interrupt"]
+__all__ = ["Campaign"]
 
 #: Seconds between scheduler status calls while a test waits (the store is polled faster).
 STATUS_INTERVAL_S = 2.0
@@ -42,6 +49,13 @@ STATUS_INTERVAL_S = 2.0
 STORE_POLL_S = 0.1
 #: Consecutive failed status calls tolerated before a wait gives up.
 STATUS_FAILURES_MAX = 5
+#: How much of a job's traceback a failure message shows (the log has all of it).
+TRACEBACK_LINES = 8
+#: How much of a job's log a failure message shows when the job reported no traceback.
+LOG_LINES = 12
+#: After an interrupt cut a submission short, how long its ``sbatch`` may still take to
+#: create the job we then look for by tag a second time.
+ORPHAN_GRACE_S = 1.0
 
 
 class Campaign:
@@ -59,6 +73,7 @@ class Campaign:
         cwd: Path,
         default_args: Sequence[str] = (),
         say: Callable[[str], None] | None = None,
+        submit_rate: float = 0.0,
     ) -> None:
         self.backend = backend
         self.store = store
@@ -69,11 +84,21 @@ class Campaign:
         self.cwd = cwd
         self.default_args = tuple(default_args)
         self.say = say or (lambda _line: None)
+        #: Submissions per second at most (ini ``physpipe_submit_rate``; 0: no limit).
+        self.submit_rate = submit_rate
+        self._last_submit = 0.0
         self.job_ids: dict[str, str] = {}  # key -> job id (submitted or reused)
         self.submitted: list[str] = []  # job ids this process submitted (cancelled on Ctrl-C)
         self.submitted_at: dict[str, float] = {}
         #: Fast upstream instances computed here for the jobs (the session records them).
         self.local: dict[str, Outcome] = {}
+        #: Keys whose job another session submitted (reused in flight, or adopted by tag).
+        self.adopted: set[str] = set()
+        self.resubmitted: set[str] = set()
+        self._submitting: str | None = None  # the key whose sbatch runs right now
+        self._states: dict[str, JobInfo] = {}  # the last status call's answer, by job id
+        self._states_at = 0.0
+        self._finished: set[str] = set()
         self._undo_sigterm: Callable[[], None] | None = None
 
     # -- submission -----------------------------------------------------------------------------
@@ -87,7 +112,11 @@ class Campaign:
                 f"--physpipe-backend {self.backend.name}: {exc}. Nothing was submitted."
             ) from None
         nodes = _slurm_nodes() if self.backend.name == "slurm" else None
-        local_only = nodes is not None and nodes <= {socket.gethostname(), "localhost"}
+        # Slurm names nodes by their short host name; gethostname() may be fully qualified.
+        local_only = nodes is not None and {_short(n) for n in nodes} <= {
+            _short(socket.gethostname()),
+            "localhost",
+        }
         if not local_only and not is_network_filesystem(filesystem_type(self.store.root)):
             fs = filesystem_type(self.store.root) or "unknown"
             if nodes:  # a multi-node Slurm cluster and a local store: jobs could not see it
@@ -100,17 +129,44 @@ class Campaign:
 
     def submit(self, instances: Iterable[StageInstance]) -> list[StageInstance]:
         """Submit every slow, missing instance (upstream first); the ones now in flight."""
+        instances = list(instances)
+        wanted = [f for f in instances if f.spec.slow and f.spec.cache and not self._done(f)]
+        self._check_inputs(wanted)
         pending: list[StageInstance] = []
         if self._undo_sigterm is None:
             self._undo_sigterm = sigterm_as_interrupt()
-        for found in instances:  # the planner lists upstream before downstream
-            if not (found.spec.slow and found.spec.cache) or self.store.exists(found.key):
+        for found in wanted:  # the planner lists upstream before downstream
+            if self._done(found):
                 continue
             self._ensure_local_upstream(found)
             depends = tuple(self.job_ids[k] for k in found.upstream.values() if k in self.job_ids)
             self.job_ids[found.key] = self._submit_or_reuse(found, depends)
             pending.append(found)
         return pending
+
+    def _done(self, found: StageInstance) -> bool:
+        """In the store, and (under ``--physpipe-rebuild``) rebuilt by this run."""
+        if not self.store.exists(found.key):
+            return False
+        if not self.runner.wants_rebuild(found):
+            return True
+        meta = self.store.read_meta(found.key)
+        return meta is not None and meta.get("run_id") == self.run_id
+
+    def _check_inputs(self, wanted: list[StageInstance]) -> None:
+        """A job reads its inputs from the store: an uncached upstream can never reach it."""
+        for found in wanted:
+            for name, key in found.upstream.items():
+                upstream = self.planner.get(key)
+                if upstream is not None and not upstream.spec.cache:
+                    raise GraphError(
+                        f"stage {found.label} is slow and would run as a {self.backend.name} "
+                        f"job, but its upstream {name!r} ({upstream.label}) has cache=False: a "
+                        "job reads its inputs from the store, and that value lives only in this "
+                        f"process. Give {upstream.name} cache=True (with a codec that stores "
+                        f"its value), drop slow=True from {found.name}, or run with "
+                        "--physpipe-backend local. Nothing was submitted."
+                    )
 
     def _ensure_local_upstream(self, found: StageInstance) -> None:
         for key in found.upstream.values():
@@ -137,19 +193,16 @@ class Campaign:
             describe=f"submission of stage {found.label}",
         )
         with lock:
-            previous = _read_json(folder / "submitted.json")
-            if previous and previous.get("backend") == self.backend.name:
-                job_id = str(previous["job_id"])
-                info = self.backend.status(job_ids=[job_id]).get(job_id)
-                if info is not None and not info.state.finished:
-                    self.say(f"physpipe: {found.label} is already in flight as job {job_id}")
-                    self.submitted_at[found.key] = float(previous.get("submitted_at", time.time()))
-                    return job_id
+            reused = self._reuse(found, folder)
+            if reused is not None:
+                return reused
+            self._raise_if_stopping(found)
             spec = self._job_spec(found)
             write_text_atomic(folder / "job.json", spec.model_dump_json(indent=1))
             (folder / "outcome.json").unlink(missing_ok=True)
+            name = job_name(found.key, self.run_id, found.name)
             request = JobRequest(
-                name=f"physpipe-{found.name}",
+                name=name,
                 argv=[sys.executable, "-m", "pytest_physpipe.worker", str(folder / "job.json")],
                 cwd=self.cwd,
                 log_path=folder / "job.log",
@@ -159,35 +212,95 @@ class Campaign:
                 env=_job_env(),
                 default_args=self.default_args,
             )
+            # The marker first: if we die inside sbatch, the next session looks for the job.
+            marker = folder / "submitting.json"
+            write_text_atomic(marker, json.dumps(self._about(found, name=name), indent=1))
+            self._submitting = found.key
+            self._pace()
             try:
                 job_id = self.backend.submit(request=request)
             except BackendError as exc:
+                marker.unlink(missing_ok=True)
+                self._submitting = None
                 raise BackendError(
                     f"submitting stage {found.label} ({found.key[:12]}) to {self.backend.name} "
                     f"failed: {exc}"
                 ) from None
+            self.submitted.append(job_id)
+            self._submitting = None
             now = time.time()
-            write_text_atomic(
-                folder / "submitted.json",
-                json.dumps(
-                    {
-                        "job_id": job_id,
-                        "backend": self.backend.name,
-                        "submitted_at": now,
-                        "run_id": self.run_id,
-                        "stage": found.label,
-                        "depends_on": list(depends),
-                        "host": socket.gethostname(),
-                        "pid": os.getpid(),
-                    },
-                    indent=1,
-                ),
-            )
-        self.submitted.append(job_id)
+            record = {"job_id": job_id, **self._about(found, name=name), "submitted_at": now}
+            record["depends_on"] = list(depends)
+            write_text_atomic(folder / "submitted.json", json.dumps(record, indent=1))
+            marker.unlink(missing_ok=True)
         self.submitted_at[found.key] = now
         deps = f" after {', '.join(depends)}" if depends else ""
         self.say(f"physpipe: submitted {found.label} as {self.backend.name} job {job_id}{deps}")
         return job_id
+
+    def _pace(self) -> None:
+        """Wait as long as the site's submission rate asks, since the last submission."""
+        if self.submit_rate > 0:
+            wait = self._last_submit + 1.0 / self.submit_rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        self._last_submit = time.monotonic()
+
+    def _about(self, found: StageInstance, *, name: str) -> dict[str, Any]:
+        return {
+            "backend": self.backend.name,
+            "run_id": self.run_id,
+            "stage": found.label,
+            "key": found.key,
+            "name": name,
+            "at": time.time(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+
+    def _reuse(self, found: StageInstance, folder: Path) -> str | None:
+        """The id of a job already computing ``found`` that this session may wait for."""
+        previous = _read_json(folder / "submitted.json")
+        rebuild = self.runner.wants_rebuild(found)
+        if previous and previous.get("backend") == self.backend.name:
+            job_id = str(previous["job_id"])
+            # Under --physpipe-rebuild only a job of this very run (an xdist sibling's) counts.
+            if not rebuild or previous.get("run_id") == self.run_id:
+                info = self.backend.status(job_ids=[job_id]).get(job_id)
+                if info is not None and not info.state.finished:
+                    self.say(f"physpipe: {found.label} is already in flight as job {job_id}")
+                    self.submitted_at[found.key] = float(previous.get("submitted_at", time.time()))
+                    if previous.get("run_id") != self.run_id:
+                        self.adopted.add(found.key)
+                    return job_id
+        marker = _read_json(folder / "submitting.json")
+        if marker is None or marker.get("backend") != self.backend.name:
+            return None
+        # A submission was cut short (Ctrl-C, kill -9) before its job id was recorded: the
+        # job may exist all the same. Find it by its tag and adopt it.
+        if rebuild and marker.get("run_id") != self.run_id:
+            return None
+        tag = run_tag(str(marker.get("run_id", "")))
+        for info in find_tagged(self.backend) or []:
+            if parse_job_name(info.name) == (found.key[:12], tag):
+                record = {
+                    **marker,
+                    "job_id": info.job_id,
+                    "submitted_at": marker.get("at"),
+                    "depends_on": [],
+                    "adopted_by": self.run_id,
+                }
+                write_text_atomic(folder / "submitted.json", json.dumps(record, indent=1))
+                (folder / "submitting.json").unlink(missing_ok=True)
+                self.say(
+                    f"physpipe: adopted {found.label}: job {info.job_id} of an interrupted run "
+                    "is in flight"
+                )
+                self.submitted_at[found.key] = float(marker.get("at") or time.time())
+                if marker.get("run_id") != self.run_id:
+                    self.adopted.add(found.key)
+                return info.job_id
+        return None
 
     def _job_spec(self, found: StageInstance) -> JobSpec:
         func = found.spec.func
@@ -207,6 +320,8 @@ class Campaign:
             verify_max=self.store.verify_max,
             run_id=self.run_id,
             backend=self.backend.name,
+            rebuild=self.runner.wants_rebuild(found),
+            param_id=found.param_id,
         )
 
     # -- waiting --------------------------------------------------------------------------------
@@ -235,8 +350,9 @@ class Campaign:
             now = time.monotonic()
             if now >= next_status:
                 next_status = now + STATUS_INTERVAL_S
+                self._raise_if_stopping(found)
                 try:
-                    info = self.backend.status(job_ids=[job_id]).get(job_id)
+                    info = self._status(job_id)
                 except BackendError:
                     # A busy controller may fail a call; the store still tells us the outcome.
                     failures += 1
@@ -250,26 +366,94 @@ class Campaign:
                     if outcome is not None:
                         return outcome
                     result = read_outcome(self.store.root, found.key)
+                    if self._owner_cancelled(found, info, result):
+                        job_id = self._resubmit(found, job_id, info)
+                        continue
                     detail = result.traceback if result and result.traceback else info.reason
                     raise self._failure(found, job_id, self._end_state(found, info, result), detail)
             time.sleep(STORE_POLL_S)
 
-    def _end_state(self, found: StageInstance, info: JobInfo, result: JobOutcome | None) -> str:
-        """How a finished job that committed nothing ended, in words."""
-        state = info.state.value
-        upstream_failed = [
+    def _status(self, job_id: str) -> JobInfo | None:
+        """The scheduler's word on ``job_id``, from one call for every job this process
+        follows, made at most every ``STATUS_INTERVAL_S`` (tests wait one after another)."""
+        now = time.monotonic()
+        if job_id not in self._states or now - self._states_at >= STATUS_INTERVAL_S:
+            following = {i for i in self.job_ids.values() if i not in self._finished}
+            ids = sorted(following | {job_id})
+            self._states = self.backend.status(job_ids=ids)
+            self._states_at = now
+            self._finished.update(i for i, info in self._states.items() if info.state.finished)
+        return self._states.get(job_id)
+
+    def _raise_if_stopping(self, found: StageInstance) -> None:
+        why = stop_reason(self.store.root, self.run_id)
+        if why is not None:
+            raise JobFailedError(
+                f"stage {found.label}: the run is stopping ({why}); its jobs were cancelled."
+            )
+
+    def _owner_cancelled(
+        self, found: StageInstance, info: JobInfo, result: JobOutcome | None
+    ) -> bool:
+        """Whether another session's job that we reused was stopped by its owner (not failed)."""
+        if found.key not in self.adopted or found.key in self.resubmitted:
+            return False
+        if result is not None and result.status == "failed" and result.signal is None:
+            return False  # the stage raised: a real failure
+        if self._failed_upstream(found):
+            return False
+        if info.state in (JobState.CANCELLED, JobState.VANISHED):
+            return True
+        # Torque's wrapper: a cancelled job reads COMPLETED; the job recorded the signal, or
+        # never started (cancelled while pending).
+        return info.state is JobState.COMPLETED and (result is None or result.signal is not None)
+
+    def _failed_upstream(self, found: StageInstance) -> list[StageInstance | None]:
+        return [
             self.planner.get(key)
             for key in found.upstream.values()
             if not self.store.exists(key)
             and (job := read_outcome(self.store.root, key)) is not None
             and job.status == "failed"
+            and job.signal is None
         ]
+
+    def _resubmit(self, found: StageInstance, job_id: str, info: JobInfo) -> str:
+        """Submit ``found`` (and its cancelled upstream jobs) again, as this session's own."""
+        self.resubmitted.add(found.key)
+        self.adopted.discard(found.key)
+        self.say(
+            f"physpipe: job {job_id} of {found.label}, which another session submitted, ended "
+            f"{info.state.value} without a result; submitting it again"
+        )
+        chain: list[StageInstance] = []
+
+        def visit(current: StageInstance) -> None:
+            for key in current.upstream.values():
+                above = self.planner.get(key)
+                if above is not None and above not in chain:
+                    visit(above)
+            if current not in chain:
+                chain.append(current)
+
+        visit(found)
+        for above in chain[:-1]:
+            if above.key in self.adopted:
+                self.resubmitted.add(above.key)
+                self.adopted.discard(above.key)
+        self.submit(chain)
+        return self.job_ids[found.key]
+
+    def _end_state(self, found: StageInstance, info: JobInfo, result: JobOutcome | None) -> str:
+        """How a finished job that committed nothing ended, in words."""
+        state = info.state.value
+        upstream_failed = self._failed_upstream(found)
         if result is not None and result.signal and info.state is JobState.COMPLETED:
             # Torque's wrapper over Slurm reports a cancelled or timed-out job as completed.
             name = signal.Signals(result.signal).name
             return (
-                f"by {name} (cancelled, or past its walltime; {self.backend.name} does not say "
-                "which)"
+                f"by {name} (cancelled, or past its walltime limit of "
+                f"{found.spec.resources.walltime}; {self.backend.name} does not say which)"
             )
         if result is None and ("Dependency" in info.reason or upstream_failed):
             names = ", ".join(u.label for u in upstream_failed if u is not None)
@@ -279,6 +463,8 @@ class Campaign:
             )
         if info.state is JobState.COMPLETED:
             return "COMPLETED without committing a result"
+        if info.state is JobState.TIMEOUT:
+            return f"TIMEOUT (past its walltime limit of {found.spec.resources.walltime})"
         return state
 
     def _try_load(self, found: StageInstance, job_id: str) -> Outcome | None:
@@ -288,6 +474,8 @@ class Campaign:
             return None
         if loaded is None:
             return None
+        if self.runner.wants_rebuild(found) and loaded.meta.get("run_id") != self.run_id:
+            return None  # the entry this run's job replaces
         result = read_outcome(self.store.root, found.key)
         queued = None
         submitted = self.submitted_at.get(found.key)
@@ -320,70 +508,52 @@ class Campaign:
             f"stage {found.label} ({found.key[:12]}): {self.backend.name} job {job_id} ended "
             f"{state}; nothing was committed."
         ]
-        if detail:
-            parts.append(f"The job reported:\n{detail.rstrip()}")
-        parts.append(f"Last lines of {log}:\n{log_tail(log)}")
+        if detail and detail.startswith("Traceback"):
+            # The worker wrote the same traceback to the log: show it once, its end only
+            # (where the stage raised), and point at the log for the rest.
+            lines = detail.rstrip().splitlines()
+            shown = lines if len(lines) <= TRACEBACK_LINES else ["  ...", *lines[-TRACEBACK_LINES:]]
+            parts.append("The job reported:\n" + "\n".join(shown))
+            parts.append(f"Full log: {log}")
+        else:
+            if detail:
+                parts.append(f"The job reported: {detail.strip()}")
+            parts.append(f"Last lines of {log}:\n{log_tail(log, max_lines=LOG_LINES)}")
         parts.append("Fix the cause and rerun pytest: the job is submitted again.")
         return JobFailedError("\n".join(parts))
 
     # -- cancelling -----------------------------------------------------------------------------
 
-    def cancel(self) -> None:
-        """Cancel the jobs this process submitted that have not finished."""
-        if not self.submitted:
-            return
+    def cancel(self, *, why: str = "") -> None:
+        """Cancel the jobs this process submitted that have not finished, and any job tagged
+        with this run whose submission an interrupt cut short (its id never came back)."""
         ids, self.submitted = self.submitted, []
+        cut_short, self._submitting = self._submitting is not None, None
+        if not ids and not cut_short:
+            return
         try:
-            self.backend.cancel(job_ids=ids)
+            cancelled = cancel_run(self.backend, self.run_id, ids) if cut_short else ids
+            if cut_short:
+                # The interrupted sbatch may still be talking to the controller: look again.
+                time.sleep(ORPHAN_GRACE_S)
+                cancelled += [
+                    i for i in cancel_run(self.backend, self.run_id) if i not in cancelled
+                ]
+            elif ids:
+                self.backend.cancel(job_ids=ids)
         except BackendError as exc:
             self.say(f"physpipe: could not cancel jobs {', '.join(ids)}: {exc}")
             return
-        self.say(f"physpipe: cancelled {self.backend.name} jobs {', '.join(ids)}")
+        if cancelled:
+            self.say(
+                f"physpipe: cancelled {self.backend.name} jobs {', '.join(cancelled)}"
+                + (f" ({why})" if why else "")
+            )
 
     def close(self) -> None:
         if self._undo_sigterm is not None:
             self._undo_sigterm()
             self._undo_sigterm = None
-
-
-class CancelOnInterrupt:
-    """Registered as a pytest plugin while a campaign runs: Ctrl-C cancels its jobs."""
-
-    def __init__(self, campaign: Campaign) -> None:
-        self.campaign = campaign
-
-    def pytest_keyboard_interrupt(self, excinfo: object) -> None:
-        # Ctrl-C, or SIGTERM (turned into KeyboardInterrupt above): no job this run
-        # submitted may outlive it.
-        self.campaign.cancel()
-
-    def pytest_sessionfinish(self, session: object, exitstatus: int) -> None:
-        if exitstatus == 2:  # pytest.ExitCode.INTERRUPTED
-            self.campaign.cancel()
-
-
-def sigterm_as_interrupt() -> Callable[[], None]:
-    """Make SIGTERM raise ``KeyboardInterrupt``; return the function that undoes it.
-
-    pytest handles KeyboardInterrupt (Ctrl-C) cleanly; SIGTERM taking the same road means that
-    `kill` or a CI timeout also cancels the jobs a run submitted. An xdist controller needs it
-    too: on KeyboardInterrupt it stops its workers, and execnet interrupts their main thread,
-    so each worker cancels its own jobs; killed outright by SIGTERM, it would leave them be.
-    """
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum} ({signal.Signals(signum).name})")
-
-    try:
-        old = signal.signal(signal.SIGTERM, on_sigterm)
-    except ValueError:  # not the main thread: leave signals alone
-        return lambda: None
-
-    def undo() -> None:
-        # None: the old handler was not installed from Python; the default is the best guess.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if old is None else old)
-
-    return undo
 
 
 def _job_env() -> dict[str, str]:
@@ -421,6 +591,10 @@ def _slurm_nodes() -> set[str] | None:
             expanded = [line]
         nodes.update(expanded or [line])
     return nodes
+
+
+def _short(host: str) -> str:
+    return host.split(".", 1)[0].lower()
 
 
 def _timestamp(iso: str) -> float | None:

@@ -48,6 +48,10 @@ class JobSpec(BaseModel):
     verify_max: int = 64 << 20
     run_id: str
     backend: str = "slurm"
+    #: ``--physpipe-rebuild`` named this stage: replace an entry older than this run.
+    rebuild: bool = False
+    #: The instance's label id (``k=2``), which the job cannot rebuild without the plan.
+    param_id: str | None = None
 
 
 class JobOutcome(BaseModel):
@@ -113,9 +117,14 @@ def _import_stage_module(spec: JobSpec) -> None:
 
 def _compute(spec: JobSpec) -> str:
     """Rebuild, check and compute the instance; its status (``computed`` or ``hit``)."""
+    import dataclasses
+    import tempfile
+
+    from pytest_physpipe.cluster.allocation import allocation_budget
     from pytest_physpipe.errors import JobFailedError
     from pytest_physpipe.execute import StageRunner
     from pytest_physpipe.plan import Planner
+    from pytest_physpipe.resources import SlotPool
     from pytest_physpipe.stage import registry
     from pytest_physpipe.store.entries import Store
 
@@ -147,10 +156,20 @@ def _compute(spec: JobSpec) -> str:
                 f"{spec.store}; is the store on a filesystem the compute nodes share?"
             )
         upstream[name] = loaded.value
-    runner = StageRunner(
-        store=store, run_id=spec.run_id, worker=f"{spec.backend} job {_job_id() or '?'}"
-    )
-    outcome = runner.provide(found, upstream)
+    if spec.param_id and found.param_id != spec.param_id:
+        found = dataclasses.replace(found, param_id=spec.param_id)
+    # The stage gets what the scheduler allocated to the job (its GPUs above all), held
+    # through a slot pool of the job's own, as a local run hands out its budget.
+    budget = allocation_budget(stage_spec.resources)
+    with tempfile.TemporaryDirectory(prefix="physpipe-job-slots-") as slots:
+        runner = StageRunner(
+            store=store,
+            run_id=spec.run_id,
+            pool=SlotPool(Path(slots), budget),
+            rebuild=frozenset({spec.stage}) if spec.rebuild else frozenset(),
+            worker=f"{spec.backend} job {_job_id() or '?'}",
+        )
+        outcome = runner.provide(found, upstream)
     return "computed" if outcome.record.status == "computed" else "hit"
 
 

@@ -8,6 +8,9 @@ job's end means by reading the outcome record that the worker writes itself: sch
 reliably report exit codes (Slurm without accounting forgets them once a job is purged, Torque's
 wrapper over Slurm never reports them), so the scheduler's word is only a hint.
 
+A backend may also ``find`` jobs by name prefix (the campaign tags every job's name with its
+run and key, see :mod:`pytest_physpipe.cluster.jobs`).
+
 Also here, shared by the dialects: the job script (:func:`render_script`,
 :func:`write_script`), the subprocess runner with a timeout (:func:`run_command`), and
 :func:`log_tail` for failure messages.
@@ -111,6 +114,8 @@ class JobInfo:
     raw_state: str = ""
     exit_code: int | None = None
     reason: str = ""
+    #: The job's name, where the call reports it (``find``).
+    name: str = ""
 
 
 @runtime_checkable
@@ -141,6 +146,13 @@ class Backend(Protocol):
     def cancel(self, *, job_ids: Sequence[str]) -> None:
         """Cancel these jobs. Jobs already finished or unknown are not an error."""
         ...
+
+    # Optional (the built-in backends have it; a plugin backend without it loses only the
+    # recovery of jobs whose submission was interrupted):
+    #
+    #     def find(self, *, prefix: str) -> dict[str, JobInfo]:
+    #         """This user's pending or running jobs whose name starts with ``prefix``,
+    #         by job id, with ``JobInfo.name`` set; one scheduler call."""
 
 
 def run_command(

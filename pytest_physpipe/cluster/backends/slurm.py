@@ -7,6 +7,7 @@ them on captured scheduler output; :class:`SlurmBackend` only adds the subproces
 
 from __future__ import annotations
 
+import getpass
 import re
 import shutil
 from collections.abc import Iterable, Sequence
@@ -32,6 +33,7 @@ __all__ = [
     "parse_sbatch_output",
     "parse_scontrol_job",
     "parse_squeue",
+    "parse_squeue_named",
     "sbatch_argv",
 ]
 
@@ -123,6 +125,24 @@ def parse_squeue(text: str) -> dict[str, JobInfo]:
             continue
         job_id, raw_state, reason, exit_text = fields[:4]
         jobs[job_id] = _info(job_id, raw_state, reason, exit_text)
+    return jobs
+
+
+def parse_squeue_named(text: str, *, prefix: str) -> dict[str, JobInfo]:
+    """Parse ``squeue -h -O 'JobID:|,Name:|,State:|,Reason:|'``: the jobs named ``prefix...``."""
+    jobs: dict[str, JobInfo] = {}
+    for line in text.splitlines():
+        fields = [f.strip() for f in line.split("|")]
+        if len(fields) < 4 or not fields[0] or not fields[1].startswith(prefix):
+            continue
+        info = _info(fields[0], fields[2], fields[3], "")
+        jobs[fields[0]] = JobInfo(
+            job_id=info.job_id,
+            state=info.state,
+            raw_state=info.raw_state,
+            reason=info.reason,
+            name=fields[1],
+        )
     return jobs
 
 
@@ -309,6 +329,15 @@ class SlurmBackend:
         )
         self._sacct_works = result.returncode == 0
         return parse_sacct(result.stdout, job_ids=job_ids) if self._sacct_works else {}
+
+    def find(self, *, prefix: str) -> dict[str, JobInfo]:
+        """This user's pending and running jobs whose name starts with ``prefix``."""
+        result = run_command(
+            ["squeue", "-u", getpass.getuser(), "-h", "-O", "JobID:|,Name:|,State:|,Reason:|"],
+            timeout_s=self.timeout_s,
+            hint=_HINT,
+        )
+        return parse_squeue_named(result.stdout, prefix=prefix)
 
     def cancel(self, *, job_ids: Sequence[str]) -> None:
         if not job_ids:
