@@ -123,29 +123,33 @@ class RunGuard:
 
 
 def terminal_say(config: Any) -> Callable[[str], None]:
-    """How a campaign's lines reach the user's terminal.
+    """How a campaign's lines reach the user's terminal, also while a test runs (with
+    pytest's capture suspended for the line, as pytest's live logging does).
 
-    In a plain run, the terminal reporter. In an xdist worker, whose terminal output nobody
-    sees, its stderr (inherited from the controller, so it reaches the same terminal), with
-    pytest's capture suspended, prefixed by the worker's id.
+    In a plain run, through the terminal reporter. In an xdist worker, whose terminal output
+    nobody sees, on its stderr (inherited from the controller, so it reaches the same
+    terminal), prefixed by the worker's id.
     """
     workerinput = getattr(config, "workerinput", None)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if workerinput is None:
-        if reporter is None:
-            return lambda _line: None
-        write: Callable[[str], None] = reporter.write_line
-        return write
     capture = config.pluginmanager.get_plugin("capturemanager")
-    prefix = f"[{workerinput.get('workerid', '?')}] "
+    prefix = "" if workerinput is None else f"[{workerinput.get('workerid', '?')}] "
+
+    def write(line: str) -> None:
+        if workerinput is None:
+            if reporter is not None:
+                reporter.ensure_newline()
+                reporter.write_line(line)
+            return
+        sys.stderr.write(prefix + line + "\n")
+        sys.stderr.flush()
 
     def say(line: str) -> None:
         if capture is None:
-            sys.stderr.write(prefix + line + "\n")
+            write(line)
             return
         with capture.global_and_fixture_disabled():
-            sys.stderr.write(prefix + line + "\n")
-            sys.stderr.flush()
+            write(line)
 
     return say
 

@@ -295,7 +295,7 @@ def test_a_reusing_session_resubmits_jobs_their_owner_cancelled(
             output, _ = reuser.communicate(timeout=120)
     assert owner.returncode == pytest.ExitCode.INTERRUPTED, owner_output
     assert reuser.returncode == 0, output
-    assert "submitting it again" in output
+    assert "submitting it again" in output, output
     assert not jobs.ids() & before  # every key now records the reuser's own job
 
 
