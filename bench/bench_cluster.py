@@ -13,7 +13,7 @@ with a Slurm cluster up (``.ci/slurm-up``). Prints one table; asserts nothing ab
    every 0.1 s, as the plugin polls the store), submit -> value in the test for a one-stage
    campaign, both timed from the moment the submit command returned; medians over
    ``--latency-repeat`` jobs run one at a time. The plugin's time is split into queueing
-   (submit -> worker start), the worker (imports, upstream loads, the stage, the commit) and
+   (submit -> job start), the job (imports, upstream loads, the stage, the commit) and
    detection (commit -> the test body runs).
 """
 
@@ -107,14 +107,14 @@ def plugin_latency(
         _pytest(root, env, f"--physpipe-backend={backend}")
         (job,) = (root / "store" / "jobs").iterdir()
         submitted = json.loads((job / "submitted.json").read_text())["submitted_at"]
-        outcome = json.loads((job / "outcome.json").read_text())
+        outcome = json.loads((job / "result.json").read_text())
         done = float((root / "done-0.txt").read_text())
         ended = outcome["started_at"] + outcome["duration_s"]
         samples.append(
             {
                 "total": done - submitted,
                 "queue": outcome["started_at"] - submitted,
-                "worker": outcome["duration_s"],
+                "job": outcome["duration_s"],
                 "detect": done - ended,
             }
         )
@@ -202,7 +202,7 @@ def main() -> None:
     def med(values: list[float]) -> float:
         return statistics.median(values)
 
-    part = {key: med([s[key] for s in plugin]) for key in ("total", "queue", "worker", "detect")}
+    part = {key: med([s[key] for s in plugin]) for key in ("total", "queue", "job", "detect")}
     n, s = args.stages, args.seconds
     rows = [
         (
@@ -218,8 +218,8 @@ def main() -> None:
             f"{med(bare):.2f} s",
         ),
         ("2", f"plugin ({args.backend}), submit -> value in the test", f"{part['total']:.2f} s"),
-        ("", "  queue (submit -> worker starts)", f"{part['queue']:.2f} s"),
-        ("", "  worker (imports, stage, commit)", f"{part['worker']:.2f} s"),
+        ("", "  queue (submit -> job starts)", f"{part['queue']:.2f} s"),
+        ("", "  job (imports, stage, commit)", f"{part['job']:.2f} s"),
         ("", "  detection (commit -> test body)", f"{part['detect']:.2f} s"),
         ("2", "plugin overhead per job (plugin - bare)", f"{part['total'] - med(bare):+.2f} s"),
     ]

@@ -2,8 +2,8 @@
 
 Public API only; see the README and docs/ for how to use it. The extension contracts that
 plugins implement (:class:`Codec`, :class:`CodecRegistry`, :class:`Backend`,
-:class:`JobRequest`, :class:`JobInfo`, :class:`JobState`) are exported here too, imported on
-first use so that loading the plugin stays cheap.
+:class:`JobRequest`, :class:`JobInfo`, :class:`JobState`) and :class:`Workflow` (stages outside
+pytest) are exported here too, imported on first use so that loading the plugin stays cheap.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pytest_physpipe.stage import stage, sweep
 if TYPE_CHECKING:
     from pytest_physpipe.cluster.backends.base import Backend, JobInfo, JobRequest, JobState
     from pytest_physpipe.store.codecs import Codec, CodecRegistry
+    from pytest_physpipe.workflow import Workflow
 
 __all__ = [
     "Backend",
@@ -44,6 +45,7 @@ __all__ = [
     "StageContext",
     "StageRecord",
     "StoreWriteWarning",
+    "Workflow",
     "stage",
     "sweep",
 ]
@@ -56,6 +58,7 @@ _LAZY = {
     "JobState": "pytest_physpipe.cluster.backends.base",
     "Codec": "pytest_physpipe.store.codecs",
     "CodecRegistry": "pytest_physpipe.store.codecs",
+    "Workflow": "pytest_physpipe.workflow",
 }
 
 

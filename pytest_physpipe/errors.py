@@ -17,9 +17,12 @@ __all__ = [
     "GraphError",
     "JobFailedError",
     "LockTimeoutError",
+    "NotInStoreError",
     "PhyspipeError",
     "PhyspipeWarning",
+    "ProjectError",
     "ResourceError",
+    "SelectionError",
     "StageError",
     "StoreError",
     "StoreWriteWarning",
@@ -43,6 +46,16 @@ class ConfigError(PhyspipeError, ValueError):
     """A stage config (or a ``--physpipe-set`` override) does not validate."""
 
 
+class SelectionError(ConfigError, LookupError):
+    """A :class:`~pytest_physpipe.Workflow` call names no stage instance: an unknown stage or
+    field, or a selection matching none or several of a swept stage's ``params`` entries."""
+
+
+class ProjectError(PhyspipeError, ImportError):
+    """A :class:`~pytest_physpipe.Workflow` cannot load its project: the pytest
+    configuration, or a module of stages (missing, failing, or declaring no stage)."""
+
+
 class CodecError(PhyspipeError, ValueError):
     """A value could not be encoded or decoded by the codec asked for."""
 
@@ -53,6 +66,11 @@ class UnstorableValueError(CodecError):
 
 class StoreError(PhyspipeError, OSError):
     """The store cannot be created, read or written."""
+
+
+class NotInStoreError(StoreError, FileNotFoundError):
+    """A read-only call found no store where it looked, or no entry for the instance it asked
+    about (a :class:`~pytest_physpipe.Workflow`'s ``status``, ``record``, ``plan``)."""
 
 
 class CorruptEntryError(StoreError):

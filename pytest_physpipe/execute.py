@@ -1,7 +1,7 @@
 """Running stage instances: hit, or compute exactly once under the key's lock, then commit.
 
-:class:`StageRunner` knows nothing of pytest, so a batch job's worker uses it as the pytest
-session does. The protocol for one instance:
+:class:`StageRunner` knows nothing of pytest, so a batch job uses it as the pytest session
+does. The protocol for one instance:
 
 1. Lock-free load. A valid entry is a hit. A missing entry, or one that vanished or changed
    mid-load, is a miss.
@@ -14,10 +14,8 @@ session does. The protocol for one instance:
 from __future__ import annotations
 
 import inspect
-import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -34,13 +32,21 @@ from pytest_physpipe.errors import (
     StoreWriteWarning,
     UnstorableValueError,
 )
+from pytest_physpipe.isolation import isolate, readonly_copy
 from pytest_physpipe.plan import StageInstance
-from pytest_physpipe.records import StageRecord, base_versions, hostname, now_iso
+from pytest_physpipe.records import (
+    StageRecord,
+    base_versions,
+    distribution_versions,
+    hostname,
+    now_iso,
+)
 from pytest_physpipe.resources import Grant, SlotPool, pinned
+from pytest_physpipe.stage import registry
 from pytest_physpipe.store.codecs import type_name
-from pytest_physpipe.store.entries import Store
+from pytest_physpipe.store.entries import Loaded, Store
 
-__all__ = ["Outcome", "RunnerHooks", "StageRunner"]
+__all__ = ["NoHooks", "PluginHooks", "RunnerHooks", "Served", "StageRunner"]
 
 
 class RunnerHooks(Protocol):
@@ -48,7 +54,7 @@ class RunnerHooks(Protocol):
 
     def stage_start(self, record: StageRecord) -> None: ...
 
-    def stage_end(self, record: StageRecord, outcome: str) -> None: ...
+    def stage_end(self, record: StageRecord, status: str) -> None: ...
 
     def run_stage(self, record: StageRecord, ctx: StageContext, call: Callable[[], Any]) -> Any: ...
 
@@ -59,14 +65,34 @@ class NoHooks:
     def stage_start(self, record: StageRecord) -> None:
         return None
 
-    def stage_end(self, record: StageRecord, outcome: str) -> None:
+    def stage_end(self, record: StageRecord, status: str) -> None:
         return None
 
     def run_stage(self, record: StageRecord, ctx: StageContext, call: Callable[[], Any]) -> Any:
         return call()
 
 
-class Outcome:
+class PluginHooks:
+    """Runner hooks that call the pluggy hooks of :mod:`pytest_physpipe.hookspecs`.
+
+    ``hook`` is a pluggy hook relay: ``config.hook`` in a pytest run, the batch job's own
+    plugin manager in :mod:`pytest_physpipe.cluster.job`; both run the same implementations.
+    """
+
+    def __init__(self, hook: Any) -> None:
+        self._hook = hook
+
+    def stage_start(self, record: StageRecord) -> None:
+        self._hook.pytest_physpipe_stage_start(record=record)
+
+    def stage_end(self, record: StageRecord, status: str) -> None:
+        self._hook.pytest_physpipe_stage_end(record=record, outcome=status)
+
+    def run_stage(self, record: StageRecord, ctx: StageContext, call: Callable[[], Any]) -> Any:
+        return self._hook.pytest_physpipe_run_stage(record=record, ctx=ctx, call=call)
+
+
+class Served:
     """What :meth:`StageRunner.provide` returns: the value and its record for this run."""
 
     __slots__ = ("record", "value")
@@ -99,7 +125,7 @@ class StageRunner:
         self.full_verify = full_verify
         self.worker = worker
         self.versions = {**base_versions(), **(extra_versions or {})}
-        self._live: dict[str, Outcome] = {}
+        self._live: dict[str, Served] = {}
         self._lock = threading.Lock()
 
     # -- the protocol ---------------------------------------------------------------------------
@@ -107,7 +133,7 @@ class StageRunner:
     def wants_rebuild(self, instance: StageInstance) -> bool:
         return "all" in self.rebuild or instance.name in self.rebuild
 
-    def lookup(self, instance: StageInstance) -> Outcome | None:
+    def lookup(self, instance: StageInstance) -> Served | None:
         """A lock-free hit, or ``None`` (missing, vanished, corrupt, or due for a rebuild)."""
         try:
             loaded = self.store.load(instance.key, full_verify=self.full_verify)
@@ -117,15 +143,15 @@ class StageRunner:
             return None
         if self.wants_rebuild(instance) and loaded.meta.get("run_id") != self.run_id:
             return None
-        return Outcome(loaded.value, self._hit_record(loaded.record, instance))
+        return Served(loaded.value, self._hit_record(loaded, instance))
 
-    def provide(self, instance: StageInstance, upstream: dict[str, Any]) -> Outcome:
+    def provide(self, instance: StageInstance, upstream: dict[str, Any]) -> Served:
         """The value of ``instance``: a hit, or computed exactly once across processes."""
         if not instance.spec.cache:
             return self._provide_live(instance, upstream)
-        found = self.lookup(instance)
-        if found is not None:
-            return found
+        hit = self.lookup(instance)
+        if hit is not None:
+            return hit
         self.store.ensure()
         with self.store.lock(instance.key, describe=f"stage {instance.label}"):
             replace = False
@@ -144,30 +170,35 @@ class StageRunner:
             if loaded is not None:
                 rebuilt_now = loaded.meta.get("run_id") == self.run_id
                 if not self.wants_rebuild(instance) or rebuilt_now:
-                    return Outcome(loaded.value, self._hit_record(loaded.record, instance))
+                    return Served(loaded.value, self._hit_record(loaded, instance))
                 replace = True
             return self._compute_and_commit(instance, upstream, replace=replace)
 
-    def compute_uncached(self, instance: StageInstance, upstream: dict[str, Any]) -> Outcome:
+    def compute_uncached(self, instance: StageInstance, upstream: dict[str, Any]) -> Served:
         """Compute into a private scratch store (``--physpipe-no-cache``): same round trip."""
         return self._compute_and_commit(instance, upstream, replace=True)
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _provide_live(self, instance: StageInstance, upstream: dict[str, Any]) -> Outcome:
+    def _provide_live(self, instance: StageInstance, upstream: dict[str, Any]) -> Served:
         with self._lock:
-            found = self._live.get(instance.key)
-        if found is not None:
-            return found
+            live = self._live.get(instance.key)
+        if live is not None:
+            return live
         value, record = self._compute(instance, upstream)
-        outcome = Outcome(value, record)
+        served = Served(value, record)
         self.hooks.stage_end(record, "computed")
         with self._lock:
-            return self._live.setdefault(instance.key, outcome)
+            return self._live.setdefault(instance.key, served)
 
-    def _hit_record(self, record: StageRecord, instance: StageInstance) -> StageRecord:
-        return record.model_copy(
-            update={"status": "hit", "param_id": instance.param_id, "worker": self.worker}
+    def _hit_record(self, loaded: Loaded, instance: StageInstance) -> StageRecord:
+        return loaded.record.model_copy(
+            update={
+                "status": "hit",
+                "param_id": instance.param_id,
+                "worker": self.worker,
+                "codec": loaded.meta.get("codec"),
+            }
         )
 
     def _base_record(self, instance: StageInstance) -> StageRecord:
@@ -179,22 +210,20 @@ class StageRunner:
             status="computed",
             created_at=now_iso(),
             host=hostname(),
-            versions=self.versions,
+            # Provenance, not key: which scipy made this, without scipy invalidating it.
+            versions={
+                **distribution_versions(instance.spec.code_info.modules),
+                **self.versions,
+            },
             code=instance.spec.code,
+            manifest=instance.manifest,
             param_id=instance.param_id,
             worker=self.worker,
         )
 
     @contextmanager
     def _workdir(self, instance: StageInstance) -> Iterator[Path]:
-        if self.store.root.is_dir():
-            base = self.store.root / "tmp"
-            base.mkdir(exist_ok=True)
-        else:
-            base = Path(tempfile.gettempdir())
-        # Named <what>.<host>.<pid>. so that Store.cleanup() knows when its owner is dead.
-        owner = f"{hostname()}.{os.getpid()}."
-        path = Path(tempfile.mkdtemp(prefix=f"work-{instance.key[:12]}.{owner}", dir=base))
+        path = self.store.scratch(f"work-{instance.key[:12]}")
         try:
             yield path
         finally:
@@ -221,7 +250,13 @@ class StageRunner:
                     workdir=path,
                     resources=grant,
                 )
-                kwargs = dict(upstream)
+                # Each stage gets its own copy of what it consumes: an in-place edit of an
+                # upstream value must reach no other consumer, and never the store.
+                # (cache=False stages hand over live objects, shared on purpose.)
+                kwargs = {
+                    name: value if _is_live(name) else isolate(value)
+                    for name, value in upstream.items()
+                }
                 if spec.config_class is not None:
                     kwargs["config"] = instance.config
                 if spec.wants_ctx:
@@ -248,8 +283,7 @@ class StageRunner:
                 )
                 if workdir is None and ctx.artifacts:
                     # The scratch dir goes when this block ends: keep artifacts for the commit.
-                    owner = f"{hostname()}.{os.getpid()}."
-                    keep = Path(tempfile.mkdtemp(prefix=f"artifacts.{owner}", dir=path.parent))
+                    keep = self.store.scratch("artifacts")
                     for name, source in ctx.artifacts.items():
                         shutil.copyfile(source, keep / name)
                     record = record.model_copy(
@@ -291,7 +325,7 @@ class StageRunner:
 
     def _compute_and_commit(
         self, instance: StageInstance, upstream: dict[str, Any], *, replace: bool
-    ) -> Outcome:
+    ) -> Served:
         value, record = self._compute(instance, upstream)
         codec = self.store.codecs.choose(value, instance.spec.codec, stage=instance.label)
         artifacts = {n: Path(p) for n, p in record.artifacts.items()}
@@ -300,7 +334,7 @@ class StageRunner:
                 instance.key,
                 value=value,
                 codec=codec,
-                record=record.model_copy(update={"artifacts": {}}),
+                record=record.model_copy(update={"artifacts": {}, "codec": codec.name}),
                 run_id=self.run_id,
                 artifacts=artifacts,
                 replace=replace,
@@ -315,7 +349,7 @@ class StageRunner:
                 stacklevel=2,
             )
             self.hooks.stage_end(record, "computed")
-            return Outcome(_as_stored(value), record)
+            return Served(_as_stored(value), record)
         except CodecError as exc:
             if isinstance(exc, UnstorableValueError):
                 raise
@@ -333,26 +367,35 @@ class StageRunner:
         if loaded is None:  # pragma: no cover - we hold the lock; only an outside rm gets here
             raise CorruptEntryError(f"entry {instance.key} vanished right after its commit")
         final = loaded.record.model_copy(
-            update={"status": "computed", "param_id": instance.param_id, "worker": self.worker}
+            update={
+                "status": "computed",
+                "param_id": instance.param_id,
+                "worker": self.worker,
+                "codec": loaded.meta.get("codec"),
+            }
         )
         self.hooks.stage_end(final, "computed")
-        return Outcome(loaded.value, final)
+        return Served(loaded.value, final)
+
+
+def _is_live(stage_name: str) -> bool:
+    spec = registry.get(stage_name)
+    return spec is not None and not spec.cache
 
 
 def _as_stored(value: Any) -> Any:
-    """In memory, what a reload would give: arrays read-only (views, not copies)."""
+    """In memory, what a reload would give: arrays read-only for good, nothing shared with
+    the object the stage returned (which the stage might still hold and edit)."""
     numpy = sys.modules.get("numpy")  # no numpy imported: no value can be an array
-    if numpy is not None and isinstance(value, numpy.ndarray):
-        view = value.view()
-        view.flags.writeable = False
-        return view
+    if numpy is not None and isinstance(value, numpy.ndarray) and not value.dtype.hasobject:
+        return readonly_copy(value)
     if type(value) is dict:
         return {k: _as_stored(v) for k, v in value.items()}
     if type(value) is list:
         return [_as_stored(v) for v in value]
     if type(value) is tuple:
         return tuple(_as_stored(v) for v in value)
-    return value
+    return isolate(value)
 
 
 def _run_coroutine(awaitable: Any) -> Any:

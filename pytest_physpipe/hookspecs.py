@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 hookspec = pytest.hookspec
 
 
+@hookspec
 def pytest_physpipe_stage_start(record: StageRecord) -> None:
     """A stage instance is about to be computed (not called for hits).
 
@@ -31,6 +32,7 @@ def pytest_physpipe_stage_start(record: StageRecord) -> None:
     """
 
 
+@hookspec
 def pytest_physpipe_stage_end(record: StageRecord, outcome: str) -> None:
     """A stage instance finished computing; ``outcome`` is ``"computed"`` or ``"failed"``.
 
@@ -69,6 +71,7 @@ def pytest_physpipe_run_stage(
     """
 
 
+@hookspec
 def pytest_physpipe_register_codecs(registry: CodecRegistry) -> None:
     """Add codecs for your own types: ``registry.add(codec)``.
 
@@ -92,6 +95,7 @@ def pytest_physpipe_register_codecs(registry: CodecRegistry) -> None:
     """
 
 
+@hookspec
 def pytest_physpipe_register_backends(backends: dict[str, Callable[..., Any]]) -> None:
     """Add batch backends: ``backends["mine"] = factory``, selected by ``--physpipe-backend``.
 
@@ -106,3 +110,13 @@ def pytest_physpipe_register_backends(backends: dict[str, Callable[..., Any]]) -
             from mysite.lsf import LsfBackend
             backends["lsf"] = LsfBackend
     """
+
+
+class Defaults:
+    """The plugin's own implementations, registered in a pytest run and in a batch job alike."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_physpipe_run_stage(
+        self, record: StageRecord, ctx: StageContext, call: Callable[[], Any]
+    ) -> Any:
+        return call()

@@ -20,12 +20,15 @@ from pytest_physpipe.models import StageConfig, is_input_file
 __all__ = [
     "KEY_PATTERN",
     "KEY_SCHEMA",
+    "UnencodableField",
     "canonical",
+    "config_identity",
     "config_json",
     "input_file_hashes",
     "package_versions",
     "seed_from_key",
     "stage_key",
+    "xxh3",
 ]
 
 #: Bump when the encoding below changes: every key changes with it.
@@ -43,17 +46,114 @@ def canonical(obj: Any) -> bytes:
     ).encode()
 
 
+class UnencodableField(ValueError):
+    """A config field whose value has no faithful encoding (an arbitrary object, bad bytes)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"field {field!r}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def _dumps(config: StageConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``model_dump()`` and ``model_dump(mode="json")``, or :class:`UnencodableField`."""
+    try:
+        return config.model_dump(), config.model_dump(mode="json")
+    except Exception as exc:  # pydantic raises its own error types, and user serializers any
+        for name in type(config).model_fields:
+            try:
+                config.model_dump(mode="json", include={name})
+            except Exception as field_exc:
+                raise UnencodableField(name, _first_line(field_exc)) from None
+        raise UnencodableField("?", _first_line(exc)) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
 def config_json(config: StageConfig | None) -> dict[str, Any]:
     """The config as JSON-safe data (``model_dump(mode="json")``); ``{}`` for no config.
 
-    Sets come out of ``model_dump`` as lists in iteration order, which depends on
-    ``PYTHONHASHSEED`` for strings: they are sorted here, or every process (each xdist worker,
-    each batch job) would compute its own key for the same declaration.
+    What records and reports show. Sets come out of ``model_dump`` as lists in iteration order,
+    which depends on ``PYTHONHASHSEED`` for strings: they are sorted here, or every process
+    (each xdist worker, each batch job) would compute its own key for the same declaration.
+    Raises :class:`UnencodableField` naming the field that cannot be encoded.
     """
     if config is None:
         return {}
-    data: dict[str, Any] = _sort_sets(config.model_dump(), config.model_dump(mode="json"))
+    python, data = _dumps(config)
+    result: dict[str, Any] = _sort_sets(python, data)
+    return result
+
+
+#: Tag of the JSON objects that stand for what JSON alone would confuse (tuples, dicts with
+#: keys that are not strings, sets, bytes).
+_TYPED = "__physpipe_type__"
+
+
+def config_identity(config: StageConfig | None) -> dict[str, Any]:
+    """The config as keys see it: :func:`config_json`, faithful to types where JSON is not.
+
+    ``(1, 2)`` and ``[1, 2]``, ``{1: x}`` and ``{"1": x}``, ``{True: x}`` and ``{1: x}`` give
+    different encodings; ``1``, ``1.0`` and ``True`` already differ in JSON. Everything JSON
+    holds exactly (str-keyed dicts, lists, str, int, float, bool, None) is encoded as in
+    :func:`config_json`, so ordinary configs keep their keys. Other objects (paths, dates,
+    enums) are encoded as pydantic's JSON mode writes them: their field's type says what they
+    are.
+    """
+    if config is None:
+        return {}
+    python, data = _dumps(config)
+    fields: dict[str, Any] = {}
+    for (name, value), item in zip(python.items(), data.values(), strict=True):
+        try:
+            fields[name] = _typed(value, item)
+        except UnencodableField as exc:
+            raise UnencodableField(name, exc.reason) from None
+    return fields
+
+
+def _typed(python: Any, data: Any) -> Any:
+    if python is None or type(python) in (bool, int, float, str):
+        return data
+    if type(python) is bytes:
+        return {_TYPED: "bytes", "hex": python.hex()}
+    if isinstance(python, set | frozenset):
+        items = (
+            [_typed(v, v) for v in python]
+            if not isinstance(data, list)
+            else [_typed(v, d) for v, d in zip(python, data, strict=True)]
+        )
+        return {_TYPED: "set", "items": sorted(items, key=canonical)}
+    if isinstance(python, tuple) and isinstance(data, list) and len(python) == len(data):
+        return {_TYPED: "tuple", "items": [_typed(v, d) for v, d in zip(python, data, strict=True)]}
+    if type(python) is list and isinstance(data, list) and len(python) == len(data):
+        return [_typed(v, d) for v, d in zip(python, data, strict=True)]
+    if isinstance(python, dict) and isinstance(data, dict) and len(python) == len(data):
+        if all(type(k) is str for k in python):
+            return {k: _typed(v, data[k]) for k, v in python.items()}
+        pairs = [
+            [_typed_key(k), _typed(v, d)]
+            for (k, v), d in zip(python.items(), data.values(), strict=True)
+        ]
+        return {_TYPED: "dict", "items": sorted(pairs, key=canonical)}
     return data
+
+
+def _typed_key(key: Any) -> Any:
+    if key is None or type(key) in (bool, int, float, str):
+        return key
+    if type(key) is bytes:
+        return {_TYPED: "bytes", "hex": key.hex()}
+    if isinstance(key, tuple):
+        return {_TYPED: "tuple", "items": [_typed_key(k) for k in key]}
+    if isinstance(key, frozenset):
+        return {_TYPED: "set", "items": sorted((_typed_key(k) for k in key), key=canonical)}
+    # An enum member, a date, a path as a dict key: its JSON text, tagged with its type.
+    cls = type(key)
+    return {_TYPED: f"{cls.__module__}.{cls.__qualname__}", "text": str(key)}
 
 
 def _sort_sets(python: Any, data: Any) -> Any:
@@ -143,6 +243,11 @@ def stage_key(
         "salt": salt,
     }
     return xxhash.xxh3_128_hexdigest(canonical(document))
+
+
+def xxh3(data: bytes) -> str:
+    """xxh3-128 of ``data`` as 32 hex digits."""
+    return xxhash.xxh3_128_hexdigest(data)
 
 
 def seed_from_key(key: str) -> int:

@@ -28,6 +28,23 @@ class StageConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    def __eq__(self, other: object) -> bool:
+        # pydantic compares field values with ==, so configs holding 1, 1.0 and True (or a
+        # tuple and a list) are "equal", and pytest, which reuses a parametrized fixture's
+        # value while the param compares equal, would serve one config the other's result.
+        # Equal means equal provenance: the type-faithful encoding keys use.
+        equal = super().__eq__(other)
+        if equal is not True or type(self) is not type(other):
+            return equal
+        from pytest_physpipe.keys import UnencodableField, canonical, config_identity
+
+        try:
+            return canonical(config_identity(self)) == canonical(config_identity(other))
+        except UnencodableField:
+            return True
+
+    __hash__ = BaseModel.__hash__
+
 
 def _path_str(path: Path) -> str:
     return str(path)

@@ -16,12 +16,12 @@ from typing import Literal
 
 import pytest
 
+from pytest_physpipe.store.filesystem import LOCK_MODES
 from pytest_physpipe.units import parse_size
 
 __all__ = ["Settings", "add_options", "parse_settings"]
 
 BACKENDS = ("local", "slurm", "pbs")
-LOCK_MODES = ("auto", "flock", "soft")
 _SET = re.compile(r"^(?P<stage>[A-Za-z_]\w*)\.(?P<field>[A-Za-z_]\w*)=(?P<value>.*)$", re.DOTALL)
 
 
@@ -201,7 +201,8 @@ class Settings:
     """Everything the options decide, resolved once per process."""
 
     store_dir: Path
-    plan: bool
+    #: ``--physpipe-plan``: print the plan (every instance, its key and status), run nothing.
+    plan_only: bool
     verify: bool
     graph: Path | None
     report: Path | None
@@ -284,7 +285,7 @@ def parse_settings(config: pytest.Config) -> Settings:
         )
     return Settings(
         store_dir=store_dir,
-        plan=bool(_pick(opt("physpipe_plan"), config.getini("physpipe_plan"))),
+        plan_only=bool(_pick(opt("physpipe_plan"), config.getini("physpipe_plan"))),
         verify=bool(_pick(opt("physpipe_verify"), config.getini("physpipe_verify"))),
         graph=Path(str(graph)) if graph else None,
         report=Path(str(report)) if report else None,

@@ -37,6 +37,9 @@ class StageInstance:
     key: str
     param_id: str | None
     config_json: dict[str, Any] = field(default_factory=dict)
+    #: The parts the key was computed from, kept in the entry: ``physpipe show`` lists them
+    #: and a later run compares against them to say why it recomputes.
+    manifest: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -163,11 +166,21 @@ class Planner:
         self, spec: StageSpec, config: StageConfig | None, upstream: Mapping[str, str]
     ) -> StageInstance:
         """The instance for this declaration (memoized), with its provenance key."""
-        config_data = keys.config_json(config)
-        declaration = keys.canonical([spec.name, id(spec), config_data, dict(upstream)])
-        found = self._by_declaration.get(declaration)
-        if found is not None:
-            return found
+        try:
+            config_data = keys.config_json(config)
+            identity = keys.config_identity(config)
+        except keys.UnencodableField as exc:
+            raise ConfigError(
+                f"stage {spec.name!r} ({spec.location}): config field {exc.field!r} cannot be "
+                f"encoded into its provenance key ({exc.reason}). Keys are computed from "
+                "config values, so every field must be JSON-like data (numbers, strings, "
+                "UTF-8 text, lists, tuples, dicts, paths, enums, pydantic models); store "
+                "anything else in a stage and pass it downstream instead."
+            ) from None
+        declaration = keys.canonical([spec.name, id(spec), identity, dict(upstream)])
+        instance = self._by_declaration.get(declaration)
+        if instance is not None:
+            return instance
         try:
             inputs = keys.input_file_hashes(config, base=self.rootdir)
         except FileNotFoundError as exc:
@@ -175,31 +188,47 @@ class Planner:
                 f"stage {spec.name!r}: {exc}. Fix the path in its config (relative paths are "
                 f"read from the rootdir {self.rootdir})."
             ) from None
+        # The qualified name without the module, like the stage's: moving a stage and its
+        # config class to another file keeps the key (docs/decisions.md).
+        config_class = None if spec.config_class is None else spec.config_class.__qualname__
         key = keys.stage_key(
             name=spec.name,
             qualname=spec.qualname,
             code=spec.code,
             version=spec.version,
-            # The qualified name without the module, like the stage's: moving a stage and its
-            # config class to another file keeps the key (docs/decisions.md).
-            config_class=None if spec.config_class is None else spec.config_class.__qualname__,
-            config=config_data,
+            config_class=config_class,
+            config=identity,
             inputs=inputs,
             upstream=upstream,
             packages=self.packages,
             salt=self.salt,
         )
-        found = StageInstance(
+        manifest = {
+            "stage": spec.name,
+            "qualname": spec.qualname,
+            "code": spec.code,
+            "code_parts": dict(spec.code_info.parts),
+            "version": spec.version,
+            "config_class": config_class,
+            "config": config_data,
+            "config_key": keys.xxh3(keys.canonical(identity)),
+            "inputs": inputs,
+            "upstream": dict(upstream),
+            "packages": dict(self.packages),
+            "salt": keys.xxh3(self.salt.encode()),
+        }
+        instance = StageInstance(
             spec=spec,
             config=config,
             upstream=dict(upstream),
             key=key,
             param_id=self._label_id(spec, config, upstream),
             config_json=config_data,
+            manifest=manifest,
         )
-        self._by_declaration[declaration] = found
-        self._instances.setdefault(key, found)
-        return found
+        self._by_declaration[declaration] = instance
+        self._instances.setdefault(key, instance)
+        return instance
 
     def _label_id(
         self, spec: StageSpec, config: StageConfig | None, upstream: Mapping[str, str]
@@ -228,21 +257,31 @@ class Planner:
         names = [n for n in getattr(item, "fixturenames", ()) if n in self.registry]
         callspec = getattr(item, "callspec", None)
         params: Mapping[str, Any] = callspec.params if callspec is not None else {}
+        resolved = self.resolve(names, params)
+        self._item_instances[item.nodeid] = resolved
+        return resolved
+
+    def resolve(self, names: Iterable[str], params: Mapping[str, Any]) -> dict[str, StageInstance]:
+        """The instances of ``names`` and of everything upstream of them, by stage name.
+
+        ``params[name]`` is what pytest hands stage ``name`` as ``request.param`` (a ``params=``
+        entry, or an indirect parametrization's value); a stage without one gets its default
+        config. Tests (:meth:`for_item`) and :class:`pytest_physpipe.Workflow` resolve here.
+        """
         resolved: dict[str, StageInstance] = {}
 
-        def resolve(name: str) -> StageInstance:
+        def visit(name: str) -> StageInstance:
             if name in resolved:
                 return resolved[name]
             spec = self.registry.get(name)
             assert spec is not None  # names come from the registry; validate() checked upstream
             config = self.resolve_config(spec, params.get(name, MISSING))
-            upstream = {p: resolve(p).key for p in spec.upstream}
-            resolved[name] = found = self.instance(spec, config, upstream)
-            return found
+            upstream = {p: visit(p).key for p in spec.upstream}
+            resolved[name] = instance = self.instance(spec, config, upstream)
+            return instance
 
         for name in names:
-            resolve(name)
-        self._item_instances[item.nodeid] = resolved
+            visit(name)
         return resolved
 
     def item_instances(self) -> dict[str, dict[str, StageInstance]]:
@@ -258,19 +297,19 @@ class Planner:
             else [self.for_item(item) for item in items]
         )
 
-        def visit(found: StageInstance) -> None:
-            if found.key in seen:
+        def visit(instance: StageInstance) -> None:
+            if instance.key in seen:
                 return
-            seen.add(found.key)
-            for key in found.upstream.values():
+            seen.add(instance.key)
+            for key in instance.upstream.values():
                 upstream = self._instances.get(key)
                 if upstream is not None:
                     visit(upstream)
-            ordered.append(found)
+            ordered.append(instance)
 
         for per_item in per_items:
-            for found in per_item.values():
-                visit(found)
+            for instance in per_item.values():
+                visit(instance)
         return ordered
 
 

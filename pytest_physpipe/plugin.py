@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -14,8 +13,6 @@ from pytest_physpipe.options import Settings, add_options, parse_settings
 if TYPE_CHECKING:
     from syrupy.assertion import SnapshotAssertion
 
-    from pytest_physpipe.context import StageContext
-    from pytest_physpipe.records import StageRecord
     from pytest_physpipe.session import PhyspipeFixture, PhyspipeSession
     from pytest_physpipe.snapshot.assertion import PhysicsSnapshot
 
@@ -68,6 +65,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     from pytest_physpipe import hookspecs
 
     pluginmanager.add_hookspecs(hookspecs)
+    pluginmanager.register(hookspecs.Defaults(), "physpipe-defaults")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -82,7 +80,7 @@ def pytest_configure(config: pytest.Config) -> None:
         '-m "not slow"',
     )
     settings = parse_settings(config)
-    if settings.plan and config.pluginmanager.hasplugin("xdist"):
+    if settings.plan_only and config.pluginmanager.hasplugin("xdist"):
         # The plan is printed from collection, which an xdist controller never does itself:
         # collect here instead of in workers. (Runs before xdist's trylast pytest_configure.)
         config.option.numprocesses = 0
@@ -102,7 +100,7 @@ def pytest_configure(config: pytest.Config) -> None:
         run_id = new_run_id()
     config.stash[_SETTINGS] = settings
     config.stash[_RUN] = (run_id, worker)
-    if workerinput is None and settings.backend != "local" and not settings.plan:
+    if workerinput is None and settings.backend != "local" and not settings.plan_only:
         # Jobs a run submitted must not outlive it : `kill` acts like Ctrl-C.
         from pytest_physpipe.cluster.interrupts import RunGuard, sigterm_as_interrupt
 
@@ -130,7 +128,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if worker is None and run_id is not None and settings is not None and not settings.no_cache:
         # The run's slot files and scheduling plans. The process that decided the run id (a
         # plain run, or the xdist controller, whose workers are gone by now) removes them.
-        for path in (settings.store_dir / "slots" / run_id, settings.store_dir / "runs" / run_id):
+        from pytest_physpipe.store.layout import StoreLayout
+
+        layout = StoreLayout(settings.store_dir)
+        for path in (layout.slots_dir(run_id), layout.run_dir(run_id)):
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -147,7 +148,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     instances = physpipe.finish_collection(session.items)
     session.config.stash[_INSTANCES] = instances
-    if physpipe.settings.plan:
+    if physpipe.settings.plan_only:
         from pytest_physpipe.report import format_plan
 
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -161,7 +162,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session: pytest.Session) -> bool | None:
-    if session.config.stash[_SETTINGS].plan:
+    if session.config.stash[_SETTINGS].plan_only:
         return True  # the plan runs nothing
     return None
 
@@ -182,7 +183,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     physpipe = _existing_session(config)
-    if physpipe is None or not physpipe.records or physpipe.settings.plan:
+    if physpipe is None or not physpipe.records or physpipe.settings.plan_only:
         return
     from pytest_physpipe.report import format_summary
 
@@ -192,11 +193,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(line)
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_physpipe_run_stage(
-    record: StageRecord, ctx: StageContext, call: Callable[[], Any]
-) -> Any:
-    return call()
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
+    physpipe = _existing_session(pyfuncitem.config)
+    if physpipe is not None:
+        physpipe.isolate_arguments(pyfuncitem)
 
 
 @pytest.fixture

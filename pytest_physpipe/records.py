@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import platform
-import socket
 import sys
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["StageRecord", "Status", "base_versions", "now_iso"]
+__all__ = ["StageRecord", "Status", "base_versions", "distribution_versions", "now_iso"]
 
 #: ``hit``: served from the store; ``computed``: computed by this run; ``loaded-from-job``:
 #: computed by a batch job this run submitted or waited for; ``failed``: raised;
@@ -41,6 +42,13 @@ class StageRecord(BaseModel):
     job_id: str | None = None
     queued_s: float | None = None
     error: str | None = None
+    #: The parts of the key (code fingerprint and what it covered, config, upstream keys,
+    #: packages, inputs): what ``physpipe show`` lists and a later run compares against.
+    manifest: dict[str, Any] = Field(default_factory=dict)
+    #: Why this run computed the instance (``new``, ``config steps 200 → 150``, ...).
+    reason: str | None = None
+    #: The codec the value is stored with (``pickle`` is worth knowing about).
+    codec: str | None = None
 
     @property
     def label(self) -> str:
@@ -66,5 +74,29 @@ def base_versions() -> dict[str, str]:
     return versions
 
 
+def distribution_versions(modules: Iterable[str]) -> dict[str, str]:
+    """Versions of the installed distributions that provide the top-level ``modules``."""
+    from importlib import metadata
+
+    names = _distributions()
+    versions: dict[str, str] = {}
+    for module in modules:
+        for dist in names.get(module, ()):
+            try:
+                versions[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                continue
+    return versions
+
+
+@functools.lru_cache(maxsize=1)
+def _distributions() -> dict[str, tuple[str, ...]]:
+    from importlib import metadata
+
+    return {k: tuple(v) for k, v in metadata.packages_distributions().items()}
+
+
 def hostname() -> str:
-    return socket.gethostname()
+    from pytest_physpipe.store.hosts import hostname as this_hostname
+
+    return this_hostname()

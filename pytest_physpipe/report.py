@@ -12,11 +12,11 @@ from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store.atomic import write_text_atomic
 from pytest_physpipe.units import human_size, human_time
 
-__all__ = ["format_plan", "format_summary", "write_graph", "write_report"]
+__all__ = ["format_graph", "format_plan", "format_summary", "write_graph", "write_report"]
 
 
-def where(found: StageInstance, backend: str) -> str:
-    return backend if found.spec.slow and backend != "local" else "local"
+def where(instance: StageInstance, backend: str) -> str:
+    return backend if instance.spec.slow and backend != "local" else "local"
 
 
 def format_plan(
@@ -24,16 +24,16 @@ def format_plan(
 ) -> list[str]:
     """The ``--physpipe-plan`` table: one line per stage instance, upstream first."""
     rows = [("stage", "key", "status", "resources", "runs on")]
-    for found in instances:
-        res = found.spec.resources
+    for instance in instances:
+        res = instance.spec.resources
         resources = f"cpu={res.cpu} gpu={res.gpu} mem={res.mem} time={res.walltime}"
         rows.append(
             (
-                found.label,
-                found.key[:16],
-                statuses.get(found.key, "missing"),
+                instance.label,
+                instance.key[:16],
+                statuses.get(instance.key, "missing"),
                 resources,
-                where(found, backend) + (" (slow)" if found.spec.slow else ""),
+                where(instance, backend) + (" (slow)" if instance.spec.slow else ""),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -60,6 +60,18 @@ def write_graph(
     statuses: dict[str, str],
 ) -> None:
     """The DAG as Graphviz (``.dot``) or Mermaid (``.mmd``), nodes labelled with status."""
+    text = format_graph(instances, records, statuses, mermaid=path.suffix != ".dot")
+    write_text_atomic(path, text, make_parents=True)
+
+
+def format_graph(
+    instances: list[StageInstance],
+    records: dict[str, StageRecord],
+    statuses: dict[str, str],
+    *,
+    mermaid: bool = False,
+) -> str:
+    """The DAG's text: Graphviz DOT, or Mermaid; one node per instance, coloured by status."""
     colors = {
         "hit": "palegreen",
         "cached": "palegreen",
@@ -69,31 +81,31 @@ def write_graph(
         "missing": "lightgrey",
         "skipped": "lightgrey",
     }
-    nodes = {found.key: found for found in instances}
-    if path.suffix == ".dot":
+    nodes = {instance.key: instance for instance in instances}
+    if not mermaid:
         lines = ["digraph physpipe {", "  rankdir=LR;", "  node [shape=box, style=filled];"]
-        for key, found in nodes.items():
+        for key, instance in nodes.items():
             status = _status(key, records, statuses)
-            label = f"{found.label}\\n{key[:12]}\\n{status}"
+            label = f"{instance.label}\\n{key[:12]}\\n{status}"
             lines.append(f'  "{key}" [label="{label}", fillcolor={colors.get(status, "white")}];')
-        for key, found in nodes.items():
-            for upstream in found.upstream.values():
+        for key, instance in nodes.items():
+            for upstream in instance.upstream.values():
                 if upstream in nodes:
                     lines.append(f'  "{upstream}" -> "{key}";')
         lines.append("}")
     else:
         lines = ["graph LR"]
-        for key, found in nodes.items():
+        for key, instance in nodes.items():
             status = _status(key, records, statuses)
             css = status.replace("-", "_")
-            lines.append(f'  n{key[:16]}["{found.label}<br/>{key[:12]}<br/>{status}"]:::{css}')
-        for key, found in nodes.items():
-            for upstream in found.upstream.values():
+            lines.append(f'  n{key[:16]}["{instance.label}<br/>{key[:12]}<br/>{status}"]:::{css}')
+        for key, instance in nodes.items():
+            for upstream in instance.upstream.values():
                 if upstream in nodes:
                     lines.append(f"  n{upstream[:16]} --> n{key[:16]}")
         for status, color in colors.items():
             lines.append(f"  classDef {status.replace('-', '_')} fill:{color}")
-    write_text_atomic(path, "\n".join(lines) + "\n", make_parents=True)
+    return "\n".join(lines) + "\n"
 
 
 def write_report(path: Path, run_id: str, records: dict[str, StageRecord]) -> None:

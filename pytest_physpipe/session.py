@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_physpipe import keys
-from pytest_physpipe.context import StageContext
 from pytest_physpipe.errors import PhyspipeError, ResourceError
-from pytest_physpipe.execute import Outcome, StageRunner
+from pytest_physpipe.execute import PluginHooks, Served, StageRunner
+from pytest_physpipe.isolation import isolate
 from pytest_physpipe.options import Settings
 from pytest_physpipe.plan import MISSING, Planner, StageInstance
 from pytest_physpipe.records import StageRecord
@@ -26,27 +26,12 @@ from pytest_physpipe.runid import new_run_id
 from pytest_physpipe.stage import StageSpec, registry
 from pytest_physpipe.store.codecs import CodecRegistry
 from pytest_physpipe.store.entries import Store
+from pytest_physpipe.store.layout import StoreLayout
 
 if TYPE_CHECKING:
     from pytest_physpipe.cluster.campaign import Campaign
 
 __all__ = ["SESSION", "PhyspipeFixture", "PhyspipeSession", "stage_provenance"]
-
-
-class _PluginHooks:
-    """Forwards the runner's calls to the pluggy hooks of :mod:`pytest_physpipe.hookspecs`."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self._hook = config.hook
-
-    def stage_start(self, record: StageRecord) -> None:
-        self._hook.pytest_physpipe_stage_start(record=record)
-
-    def stage_end(self, record: StageRecord, outcome: str) -> None:
-        self._hook.pytest_physpipe_stage_end(record=record, outcome=outcome)
-
-    def run_stage(self, record: StageRecord, ctx: StageContext, call: Callable[[], Any]) -> Any:
-        return self._hook.pytest_physpipe_run_stage(record=record, ctx=ctx, call=call)
 
 
 class PhyspipeSession:
@@ -74,7 +59,7 @@ class PhyspipeSession:
             slots_root = self._scratch / "slots"
         else:
             store_root = settings.store_dir
-            slots_root = settings.store_dir / "slots" / self.run_id
+            slots_root = StoreLayout(settings.store_dir).slots_dir(self.run_id)
         self.store = Store(
             store_root,
             codecs=self.codecs,
@@ -96,7 +81,7 @@ class PhyspipeSession:
             store=self.store,
             run_id=self.run_id,
             pool=SlotPool(slots_root, self.budget),
-            hooks=_PluginHooks(config),
+            hooks=PluginHooks(config.hook),
             rebuild=settings.rebuild,
             full_verify=settings.verify,
             worker=worker,
@@ -105,7 +90,7 @@ class PhyspipeSession:
         self.records: dict[str, StageRecord] = {}
         self.campaign: Campaign | None = None
         self._current: dict[str, str] = {}
-        self._values: dict[str, Outcome] = {}
+        self._values: dict[str, Served] = {}
         self.statuses: dict[str, str] = {}  # key -> "cached" | "missing", from the plan
         self._plan_failed = False
 
@@ -120,7 +105,7 @@ class PhyspipeSession:
             self._check_rebuild_names()
             for item in items:
                 needed = self.planner.for_item(item)
-                if any(found.spec.slow for found in needed.values()):
+                if any(instance.spec.slow for instance in needed.values()):
                     item.add_marker(pytest.mark.slow)
         except PhyspipeError as exc:
             self._plan_failed = True
@@ -141,18 +126,20 @@ class PhyspipeSession:
         if self._plan_failed:
             return []  # pytest calls this even when mark_items raised; let its error show
         needed = {
-            found.key: found for item in items for found in self.planner.for_item(item).values()
+            instance.key: instance
+            for item in items
+            for instance in self.planner.for_item(item).values()
         }
         local = self.settings.backend == "local"
         try:
             self.check_budget(needed.values())
         except ResourceError as exc:
             raise pytest.UsageError(str(exc)) from None
-        for key, found in needed.items():
-            cached = found.spec.cache and not self.settings.no_cache and self._exists(key)
+        for key, instance in needed.items():
+            cached = instance.spec.cache and not self.settings.no_cache and self._exists(key)
             # cache=False stages live in memory only: "uncached", never "missing".
             self.statuses[key] = (
-                "cached" if cached else "missing" if found.spec.cache else "uncached"
+                "cached" if cached else "missing" if instance.spec.cache else "uncached"
             )
         if self.settings.cached_only:
             for item in items:
@@ -171,7 +158,7 @@ class PhyspipeSession:
                     )
         instances = self.planner.instances(items)
         if not local and not (
-            self.settings.plan or self.settings.cached_only or self.settings.no_cache
+            self.settings.plan_only or self.settings.cached_only or self.settings.no_cache
         ):
             self._start_campaign(instances)
         return instances
@@ -182,10 +169,10 @@ class PhyspipeSession:
         Slow instances going to a cluster are exempt: their budget is the scheduler's business.
         """
         local = self.settings.backend == "local"
-        for found in instances:
-            if found.spec.slow and not local:
+        for instance in instances:
+            if instance.spec.slow and not local:
                 continue
-            self.runner.pool.check(found.spec.resources, stage=found.label)  # type: ignore[union-attr]
+            self.runner.pool.check(instance.spec.resources, stage=instance.label)  # type: ignore[union-attr]
 
     def _start_campaign(self, instances: list[StageInstance]) -> None:
         """Submit the slow, missing instances to the batch backend (docs/howto-cluster.md)."""
@@ -199,6 +186,7 @@ class PhyspipeSession:
         from pytest_physpipe.cluster.backends import BATCH_BACKENDS
         from pytest_physpipe.cluster.campaign import Campaign
         from pytest_physpipe.cluster.interrupts import CancelOnInterrupt, terminal_say
+        from pytest_physpipe.cluster.job import hook_plugins
 
         factories: dict[str, Any] = dict(BATCH_BACKENDS)
         self.config.hook.pytest_physpipe_register_backends(backends=factories)
@@ -220,6 +208,7 @@ class PhyspipeSession:
             default_args=default_args.get(name, ()),
             say=terminal_say(self.config),
             submit_rate=_submit_rate(self.config),
+            plugins=hook_plugins(self.config.pluginmanager.get_plugins()),
         )
         try:
             self.store.ensure()
@@ -232,9 +221,9 @@ class PhyspipeSession:
             raise pytest.UsageError(str(exc)) from None
         finally:
             # What the campaign computed here for its jobs counts as computed by this run.
-            for key, outcome in campaign.local.items():
-                self.records[key] = outcome.record
-                self._values[key] = outcome
+            for key, served in campaign.local.items():
+                self.records[key] = served.record
+                self._values[key] = served
 
     def _exists(self, key: str) -> bool:
         try:
@@ -252,39 +241,52 @@ class PhyspipeSession:
         try:
             config = self.planner.resolve_config(spec, param)
             upstream_keys = {name: self._current[name] for name in spec.upstream}
-            found = self.planner.instance(spec, config, upstream_keys)
+            instance = self.planner.instance(spec, config, upstream_keys)
         except PhyspipeError as exc:
             raise pytest.UsageError(str(exc)) from None
         # pytest keeps one value per session fixture at a time and re-runs dependents when an
         # upstream param changes, so "the current instance of each stage" is well defined.
-        self._current[spec.name] = found.key
-        memo = self._values.get(found.key)
+        self._current[spec.name] = instance.key
+        memo = self._values.get(instance.key)
         if memo is not None:
             return memo.value
-        if self.settings.cached_only and spec.cache and not self._exists(found.key):
-            self.records[found.key] = _record(found, "skipped", self.worker)
+        if self.settings.cached_only and spec.cache and not self._exists(instance.key):
+            self.records[instance.key] = _record(instance, "skipped", self.worker)
             pytest.skip(
-                f"--physpipe-cached-only: stage {found.label} ({found.key[:12]}) is not in the "
-                f"store {self.store.root}"
+                f"--physpipe-cached-only: stage {instance.label} ({instance.key[:12]}) is not in "
+                f"the store {self.store.root}"
             )
         try:
             if self.settings.no_cache and spec.cache:
                 self.store.ensure()
-                outcome = self.runner.compute_uncached(found, upstream)
+                served = self.runner.compute_uncached(instance, upstream)
             elif self.campaign is not None and spec.slow and spec.cache:
                 # A job this run submitted or joined reports as such, even when it is done.
-                in_flight = found.key in self.campaign.job_ids
-                outcome = (None if in_flight else self.runner.lookup(found)) or self._from_job(
-                    found
+                in_flight = instance.key in self.campaign.job_ids
+                served = (None if in_flight else self.runner.lookup(instance)) or self._from_job(
+                    instance
                 )
             else:
-                outcome = self.runner.provide(found, upstream)
+                served = self.runner.provide(instance, upstream)
         except BaseException as exc:
-            self.records[found.key] = _record(found, "failed", self.worker, error=exc)
+            self.records[instance.key] = _record(instance, "failed", self.worker, error=exc)
             raise
-        self.records[found.key] = outcome.record
-        self._values[found.key] = outcome
-        return outcome.value
+        self.records[instance.key] = served.record
+        self._values[instance.key] = served
+        return served.value
+
+    def isolate_arguments(self, item: pytest.Function) -> None:
+        """Give a test its own copy of every stage value it receives (``cache=False`` aside).
+
+        pytest hands one session fixture value to every test; the pristine value stays with
+        the fixture (and feeds downstream stages), the test edits only its copy.
+        """
+        stages = self.planner.registry
+        arguments = item.funcargs
+        for name, value in arguments.items():
+            spec = stages.get(name)
+            if spec is not None and spec.cache:
+                arguments[name] = isolate(value)
 
     # -- results --------------------------------------------------------------------------------
 
@@ -297,10 +299,10 @@ class PhyspipeSession:
             if old is None or rank[record.status] > rank[old.status]:
                 self.records[record.key] = record
 
-    def _from_job(self, found: StageInstance) -> Outcome:
+    def _from_job(self, instance: StageInstance) -> Served:
         __tracebackhide__ = True
         assert self.campaign is not None
-        if found.key not in self.campaign.job_ids:
+        if instance.key not in self.campaign.job_ids:
             # Needed at run time but not planned (an override the plan could not see): its
             # chain goes out now.
             chain: list[StageInstance] = []
@@ -312,9 +314,9 @@ class PhyspipeSession:
                         visit(above)
                 chain.append(current)
 
-            visit(found)
+            visit(instance)
             self.campaign.submit(chain)
-        return self.campaign.wait(found)
+        return self.campaign.wait(instance)
 
     def cancel_jobs(self) -> None:
         """Cancel the batch jobs this process submitted (Ctrl-C, SIGTERM)."""
@@ -343,15 +345,15 @@ def _submit_rate(config: pytest.Config) -> float:
 
 
 def _record(
-    found: StageInstance, status: str, worker: str | None, error: BaseException | None = None
+    instance: StageInstance, status: str, worker: str | None, error: BaseException | None = None
 ) -> StageRecord:
     return StageRecord(
-        key=found.key,
-        name=found.name,
-        config=found.config_json,
-        upstream=found.upstream,
+        key=instance.key,
+        name=instance.name,
+        config=instance.config_json,
+        upstream=instance.upstream,
         status=status,  # type: ignore[arg-type]
-        param_id=found.param_id,
+        param_id=instance.param_id,
         worker=worker,
         error=None if error is None else f"{type(error).__name__}: {error}",
     )
@@ -371,17 +373,17 @@ class PhyspipeFixture:
         """The :class:`StageRecord` of stage ``name`` as this test used it."""
         __tracebackhide__ = True
         instances = self._session.planner.for_item(self._item)
-        found = instances.get(name)
-        if found is None:
+        instance = instances.get(name)
+        if instance is None:
             used = ", ".join(sorted(instances)) or "none"
             raise PhyspipeError(
                 f"physpipe.record({name!r}): test {self._item.nodeid} does not use a stage "
                 f"named {name!r} (it uses: {used}). Add the stage as a parameter of the test."
             )
-        record = self._session.records.get(found.key)
+        record = self._session.records.get(instance.key)
         if record is None:
             raise PhyspipeError(
-                f"physpipe.record({name!r}): stage {found.label} has not been set up yet"
+                f"physpipe.record({name!r}): stage {instance.label} has not been set up yet"
             )
         return record
 
@@ -404,10 +406,10 @@ def stage_provenance(item: pytest.Item) -> dict[str, dict[str, object]]:
         return {}
     return {
         name: {
-            "key": found.key,
-            "code": found.spec.code,
-            "config": found.config_json,
-            "version": found.spec.version,
+            "key": instance.key,
+            "code": instance.spec.code,
+            "config": instance.config_json,
+            "version": instance.spec.version,
         }
-        for name, found in sorted(session.planner.for_item(item).items())
+        for name, instance in sorted(session.planner.for_item(item).items())
     }

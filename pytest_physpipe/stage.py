@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar, overload
 import pytest
 from pydantic import ValidationError
 
-from pytest_physpipe.codefp import fingerprint
+from pytest_physpipe.codefp import CodeFingerprint, code_of
 from pytest_physpipe.errors import ConfigError, StageError
 from pytest_physpipe.models import ClusterOptions, Resources, Retry, StageConfig
 
@@ -72,9 +72,15 @@ class StageSpec:
         return f"{code.co_filename}:{code.co_firstlineno}"
 
     @cached_property
+    def code_info(self) -> CodeFingerprint:
+        """The code fingerprint with what it covered: the function, the project code it
+        reaches, and ``track``."""
+        return code_of(self.func, self.track)
+
+    @cached_property
     def code(self) -> str:
-        """The code fingerprint (normalized AST of the function and of ``track``)."""
-        return fingerprint(self.func, self.track)
+        """The code fingerprint's digest, as keys use it."""
+        return self.code_info.digest
 
     def coerce_config(self, value: object, *, origin: str) -> StageConfig | None:
         """Turn a config given by a user (instance or dict) into a validated instance."""

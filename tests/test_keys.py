@@ -18,10 +18,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from pydantic import ConfigDict
 
 from pytest_physpipe import keys
 from pytest_physpipe.codefp import fingerprint, fingerprint_source
 from pytest_physpipe.errors import ConfigError
+from pytest_physpipe.models import StageConfig
 from pytest_physpipe.plan import Planner
 from pytest_physpipe.stage import StageSpec, registry
 
@@ -409,3 +411,94 @@ def test_function_without_source_is_fingerprinted_by_bytecode() -> None:
     exec("def made():\n    return 41 + 2\n", namespace)
     with pytest.warns(UserWarning, match="no source"):
         assert fingerprint(namespace["made"]) != first
+
+
+# -- configs faithful to types --------------------------------------------------------------------
+
+
+class AnyConfig(StageConfig):
+    value: Any = None
+
+
+def _identity(value: Any) -> bytes:
+    return keys.canonical(keys.config_identity(AnyConfig(value=value)))
+
+
+def _strictly_equal(a: Any, b: Any) -> bool:
+    """Equal with the same types all the way down (``1 == 1.0 == True`` are not)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return repr(a) == repr(b)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(map(_strictly_equal, a, b))
+    if isinstance(a, dict):
+        pairs_b = list(b.items())
+        return len(a) == len(b) and all(
+            any(_strictly_equal(k, kb) and _strictly_equal(v, vb) for kb, vb in pairs_b)
+            for k, v in a.items()
+        )
+    return bool(a == b)
+
+
+scalar = (
+    st.none() | st.booleans() | st.integers(-3, 3) | st.floats(-3, 3) | st.text("1a", max_size=2)
+)
+hashable = st.recursive(scalar, lambda inner: st.tuples(inner, inner), max_leaves=3)
+typed_values = st.recursive(
+    scalar,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(hashable, inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@FAST
+@given(typed_values, typed_values)
+def test_config_identity_is_faithful_to_types(a: Any, b: Any) -> None:
+    assert _identity(a) == _identity(a)
+    assert (_identity(a) == _identity(b)) == _strictly_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ({1: "v"}, {"1": "v"}),
+        ({True: "v"}, {1: "v"}),
+        ((1, 2), [1, 2]),
+        (1, 1.0),
+        (1, True),
+        (1.0, True),
+        ({"a": (1,)}, {"a": [1]}),
+        (b"1", "1"),
+        (frozenset({1}), [1]),
+    ],
+    ids=repr,
+)
+def test_look_alike_configs_get_distinct_keys(a: Any, b: Any) -> None:
+    assert _identity(a) != _identity(b)
+
+
+def test_plain_configs_keep_their_json_encoding() -> None:
+    # Ordinary configs (str-keyed dicts, lists, numbers) are keyed as before: no invalidation.
+    config = AnyConfig(value={"a": [1, 2.5, None, "x", True]})
+    assert keys.config_identity(config) == keys.config_json(config)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [(object(), "Unable to serialize"), (b"\xff\xfe", "UTF-8|utf-8")],
+    ids=["object", "non-utf8-bytes"],
+)
+def test_unencodable_field_is_named(value: Any, reason: str) -> None:
+    class Holder(StageConfig):
+        model_config = ConfigDict(arbitrary_types_allowed=True)
+        n: int = 1
+        blob: Any = None
+
+    with pytest.raises(keys.UnencodableField, match=reason) as info:
+        keys.config_identity(Holder(blob=value))
+    assert info.value.field == "blob"

@@ -7,7 +7,7 @@ store. Tests then wait for the keys they need and load them from the store.
 
 Submissions are recorded in the store (``jobs/<key>/submitted.json``) under a per-key lock, so
 xdist workers and a second pytest session reuse a job still in flight instead of submitting a
-duplicate. The job's own outcome record (``jobs/<key>/outcome.json``, written by
+duplicate. The job's own result record (``jobs/<key>/result.json``, written by
 `python -m pytest_physpipe.worker`) says how it ended; the scheduler's word is only a hint.
 
 No job is lost: each carries its run and key in its name (:mod:`.jobs`), and a
@@ -32,14 +32,16 @@ from typing import Any
 
 from pytest_physpipe.cluster.backends.base import Backend, JobInfo, JobRequest, JobState, log_tail
 from pytest_physpipe.cluster.interrupts import sigterm_as_interrupt, stop_reason
+from pytest_physpipe.cluster.job import JobResult, JobSpec, job_dir, read_job_result
 from pytest_physpipe.cluster.jobs import cancel_run, find_tagged, job_name, parse_job_name, run_tag
-from pytest_physpipe.cluster.worker import JobOutcome, JobSpec, job_dir, read_outcome
 from pytest_physpipe.errors import BackendError, CorruptEntryError, GraphError, JobFailedError
-from pytest_physpipe.execute import Outcome, StageRunner
+from pytest_physpipe.execute import Served, StageRunner
 from pytest_physpipe.plan import Planner, StageInstance
 from pytest_physpipe.store.atomic import write_text_atomic
 from pytest_physpipe.store.entries import Store
-from pytest_physpipe.store.locks import KeyLock, filesystem_type, is_network_filesystem
+from pytest_physpipe.store.filesystem import filesystem_type, is_network_filesystem
+from pytest_physpipe.store.hosts import hostname
+from pytest_physpipe.store.locks import KeyLock
 
 __all__ = ["Campaign"]
 
@@ -74,6 +76,7 @@ class Campaign:
         default_args: Sequence[str] = (),
         say: Callable[[str], None] | None = None,
         submit_rate: float = 0.0,
+        plugins: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.backend = backend
         self.store = store
@@ -84,6 +87,7 @@ class Campaign:
         self.cwd = cwd
         self.default_args = tuple(default_args)
         self.say = say or (lambda _line: None)
+        self.plugins = list(plugins)
         #: Submissions per second at most (ini ``physpipe_submit_rate``; 0: no limit).
         self.submit_rate = submit_rate
         self._last_submit = 0.0
@@ -91,7 +95,7 @@ class Campaign:
         self.submitted: list[str] = []  # job ids this process submitted (cancelled on Ctrl-C)
         self.submitted_at: dict[str, float] = {}
         #: Fast upstream instances computed here for the jobs (the session records them).
-        self.local: dict[str, Outcome] = {}
+        self.local: dict[str, Served] = {}
         #: Keys whose job another session submitted (reused in flight, or adopted by tag).
         self.adopted: set[str] = set()
         self.resubmitted: set[str] = set()
@@ -135,41 +139,43 @@ class Campaign:
         pending: list[StageInstance] = []
         if self._undo_sigterm is None:
             self._undo_sigterm = sigterm_as_interrupt()
-        for found in wanted:  # the planner lists upstream before downstream
-            if self._done(found):
+        for instance in wanted:  # the planner lists upstream before downstream
+            if self._done(instance):
                 continue
-            self._ensure_local_upstream(found)
-            depends = tuple(self.job_ids[k] for k in found.upstream.values() if k in self.job_ids)
-            self.job_ids[found.key] = self._submit_or_reuse(found, depends)
-            pending.append(found)
+            self._ensure_local_upstream(instance)
+            depends = tuple(
+                self.job_ids[k] for k in instance.upstream.values() if k in self.job_ids
+            )
+            self.job_ids[instance.key] = self._submit_or_reuse(instance, depends)
+            pending.append(instance)
         return pending
 
-    def _done(self, found: StageInstance) -> bool:
+    def _done(self, instance: StageInstance) -> bool:
         """In the store, and (under ``--physpipe-rebuild``) rebuilt by this run."""
-        if not self.store.exists(found.key):
+        if not self.store.exists(instance.key):
             return False
-        if not self.runner.wants_rebuild(found):
+        if not self.runner.wants_rebuild(instance):
             return True
-        meta = self.store.read_meta(found.key)
+        meta = self.store.read_meta(instance.key)
         return meta is not None and meta.get("run_id") == self.run_id
 
     def _check_inputs(self, wanted: list[StageInstance]) -> None:
         """A job reads its inputs from the store: an uncached upstream can never reach it."""
-        for found in wanted:
-            for name, key in found.upstream.items():
+        for instance in wanted:
+            for name, key in instance.upstream.items():
                 upstream = self.planner.get(key)
                 if upstream is not None and not upstream.spec.cache:
                     raise GraphError(
-                        f"stage {found.label} is slow and would run as a {self.backend.name} "
+                        f"stage {instance.label} is slow and would run as a {self.backend.name} "
                         f"job, but its upstream {name!r} ({upstream.label}) has cache=False: a "
                         "job reads its inputs from the store, and that value lives only in this "
                         f"process. Give {upstream.name} cache=True (with a codec that stores "
-                        f"its value), drop slow=True from {found.name}, or run with "
+                        f"its value), drop slow=True from {instance.name}, or run with "
                         "--physpipe-backend local. Nothing was submitted."
                     )
 
-    def _ensure_local_upstream(self, found: StageInstance) -> None:
-        for key in found.upstream.values():
+    def _ensure_local_upstream(self, instance: StageInstance) -> None:
+        for key in instance.upstream.values():
             upstream = self.planner.get(key)
             if upstream is None or upstream.spec.slow or self.store.exists(key):
                 continue
@@ -184,38 +190,38 @@ class Campaign:
             raise JobFailedError(f"upstream entry {key} is not in the store {self.store.root}")
         return loaded.value
 
-    def _submit_or_reuse(self, found: StageInstance, depends: tuple[str, ...]) -> str:
-        folder = job_dir(self.store.root, found.key)
+    def _submit_or_reuse(self, instance: StageInstance, depends: tuple[str, ...]) -> str:
+        folder = job_dir(self.store.root, instance.key)
         folder.mkdir(parents=True, exist_ok=True)
         lock = KeyLock(
-            self.store.root / "locks" / f"{found.key}.submit.lock",
+            self.store.layout.submit_lock_path(instance.key),
             mode=self.store.lock_mode,
-            describe=f"submission of stage {found.label}",
+            describe=f"submission of stage {instance.label}",
         )
         with lock:
-            reused = self._reuse(found, folder)
+            reused = self._reuse(instance, folder)
             if reused is not None:
                 return reused
-            self._raise_if_stopping(found)
-            spec = self._job_spec(found)
+            self._raise_if_stopping(instance)
+            spec = self._job_spec(instance)
             write_text_atomic(folder / "job.json", spec.model_dump_json(indent=1))
-            (folder / "outcome.json").unlink(missing_ok=True)
-            name = job_name(found.key, self.run_id, found.name)
+            (folder / "result.json").unlink(missing_ok=True)
+            name = job_name(instance.key, self.run_id, instance.name)
             request = JobRequest(
                 name=name,
                 argv=[sys.executable, "-m", "pytest_physpipe.worker", str(folder / "job.json")],
                 cwd=self.cwd,
                 log_path=folder / "job.log",
-                resources=found.spec.resources,
-                cluster=found.spec.cluster,
+                resources=instance.spec.resources,
+                cluster=instance.spec.cluster,
                 depends_on=depends,
                 env=_job_env(),
                 default_args=self.default_args,
             )
             # The marker first: if we die inside sbatch, the next session looks for the job.
             marker = folder / "submitting.json"
-            write_text_atomic(marker, json.dumps(self._about(found, name=name), indent=1))
-            self._submitting = found.key
+            write_text_atomic(marker, json.dumps(self._about(instance, name=name), indent=1))
+            self._submitting = instance.key
             self._pace()
             try:
                 job_id = self.backend.submit(request=request)
@@ -223,19 +229,19 @@ class Campaign:
                 marker.unlink(missing_ok=True)
                 self._submitting = None
                 raise BackendError(
-                    f"submitting stage {found.label} ({found.key[:12]}) to {self.backend.name} "
-                    f"failed: {exc}"
+                    f"submitting stage {instance.label} ({instance.key[:12]}) to "
+                    f"{self.backend.name} failed: {exc}"
                 ) from None
             self.submitted.append(job_id)
             self._submitting = None
             now = time.time()
-            record = {"job_id": job_id, **self._about(found, name=name), "submitted_at": now}
+            record = {"job_id": job_id, **self._about(instance, name=name), "submitted_at": now}
             record["depends_on"] = list(depends)
             write_text_atomic(folder / "submitted.json", json.dumps(record, indent=1))
             marker.unlink(missing_ok=True)
-        self.submitted_at[found.key] = now
+        self.submitted_at[instance.key] = now
         deps = f" after {', '.join(depends)}" if depends else ""
-        self.say(f"physpipe: submitted {found.label} as {self.backend.name} job {job_id}{deps}")
+        self.say(f"physpipe: submitted {instance.label} as {self.backend.name} job {job_id}{deps}")
         return job_id
 
     def _pace(self) -> None:
@@ -246,32 +252,34 @@ class Campaign:
                 time.sleep(wait)
         self._last_submit = time.monotonic()
 
-    def _about(self, found: StageInstance, *, name: str) -> dict[str, Any]:
+    def _about(self, instance: StageInstance, *, name: str) -> dict[str, Any]:
         return {
             "backend": self.backend.name,
             "run_id": self.run_id,
-            "stage": found.label,
-            "key": found.key,
+            "stage": instance.label,
+            "key": instance.key,
             "name": name,
             "at": time.time(),
-            "host": socket.gethostname(),
+            "host": hostname(),
             "pid": os.getpid(),
         }
 
-    def _reuse(self, found: StageInstance, folder: Path) -> str | None:
-        """The id of a job already computing ``found`` that this session may wait for."""
+    def _reuse(self, instance: StageInstance, folder: Path) -> str | None:
+        """The id of a job already computing ``instance`` that this session may wait for."""
         previous = _read_json(folder / "submitted.json")
-        rebuild = self.runner.wants_rebuild(found)
+        rebuild = self.runner.wants_rebuild(instance)
         if previous and previous.get("backend") == self.backend.name:
             job_id = str(previous["job_id"])
             # Under --physpipe-rebuild only a job of this very run (an xdist sibling's) counts.
             if not rebuild or previous.get("run_id") == self.run_id:
                 info = self.backend.status(job_ids=[job_id]).get(job_id)
                 if info is not None and not info.state.finished:
-                    self.say(f"physpipe: {found.label} is already in flight as job {job_id}")
-                    self.submitted_at[found.key] = float(previous.get("submitted_at", time.time()))
+                    self.say(f"physpipe: {instance.label} is already in flight as job {job_id}")
+                    self.submitted_at[instance.key] = float(
+                        previous.get("submitted_at", time.time())
+                    )
                     if previous.get("run_id") != self.run_id:
-                        self.adopted.add(found.key)
+                        self.adopted.add(instance.key)
                     return job_id
         marker = _read_json(folder / "submitting.json")
         if marker is None or marker.get("backend") != self.backend.name:
@@ -282,7 +290,7 @@ class Campaign:
             return None
         tag = run_tag(str(marker.get("run_id", "")))
         for info in find_tagged(self.backend) or []:
-            if parse_job_name(info.name) == (found.key[:12], tag):
+            if parse_job_name(info.name) == (instance.key[:12], tag):
                 record = {
                     **marker,
                     "job_id": info.job_id,
@@ -293,68 +301,69 @@ class Campaign:
                 write_text_atomic(folder / "submitted.json", json.dumps(record, indent=1))
                 (folder / "submitting.json").unlink(missing_ok=True)
                 self.say(
-                    f"physpipe: adopted {found.label}: job {info.job_id} of an interrupted run "
+                    f"physpipe: adopted {instance.label}: job {info.job_id} of an interrupted run "
                     "is in flight"
                 )
-                self.submitted_at[found.key] = float(marker.get("at") or time.time())
+                self.submitted_at[instance.key] = float(marker.get("at") or time.time())
                 if marker.get("run_id") != self.run_id:
-                    self.adopted.add(found.key)
+                    self.adopted.add(instance.key)
                 return info.job_id
         return None
 
-    def _job_spec(self, found: StageInstance) -> JobSpec:
-        func = found.spec.func
+    def _job_spec(self, instance: StageInstance) -> JobSpec:
+        func = instance.spec.func
         return JobSpec(
-            key=found.key,
-            stage=found.name,
+            key=instance.key,
+            stage=instance.name,
             module_name=func.__module__,
             module_file=func.__code__.co_filename,
             sys_path=[p for p in sys.path if p],
             rootdir=str(self.rootdir),
+            plugins=self.plugins,
             store=str(self.store.root),
-            config=found.config_json if found.config is not None else None,
-            upstream=found.upstream,
+            config=instance.config_json if instance.config is not None else None,
+            upstream=instance.upstream,
             packages=self.planner.packages,
             salt=self.planner.salt,
             lock=self.store.lock_mode,
             verify_max=self.store.verify_max,
             run_id=self.run_id,
             backend=self.backend.name,
-            rebuild=self.runner.wants_rebuild(found),
-            param_id=found.param_id,
+            rebuild=self.runner.wants_rebuild(instance),
+            param_id=instance.param_id,
         )
 
     # -- waiting --------------------------------------------------------------------------------
 
-    def wait(self, found: StageInstance) -> Outcome:
-        """Block until the job computing ``found`` commits, then load it; or raise why not."""
+    def wait(self, instance: StageInstance) -> Served:
+        """Block until the job computing ``instance`` commits, then load it; or raise why not."""
         __tracebackhide__ = True
-        job_id = self.job_ids.get(found.key)
+        job_id = self.job_ids.get(instance.key)
         if job_id is None:
-            previous = _read_json(job_dir(self.store.root, found.key) / "submitted.json")
+            previous = _read_json(job_dir(self.store.root, instance.key) / "submitted.json")
             if previous is None:
                 raise JobFailedError(
-                    f"stage {found.label} is neither in the store nor submitted as a job"
+                    f"stage {instance.label} is neither in the store nor submitted as a job"
                 )
             job_id = str(previous["job_id"])
         next_status = 0.0
         failures = 0
         while True:
-            outcome = self._try_load(found, job_id)
-            if outcome is not None:
-                return outcome
-            result = read_outcome(self.store.root, found.key)
+            served = self._try_load(instance, job_id)
+            if served is not None:
+                return served
+            result = read_job_result(self.store.root, instance.key)
             if result is not None and result.status == "failed" and result.signal is None:
-                raise self._failure(found, job_id, "FAILED", result.traceback or result.error)
+                raise self._failure(instance, job_id, "FAILED", result.traceback or result.error)
             # A job ended by a signal (cancelled, walltime): the scheduler's state says which.
             now = time.monotonic()
             if now >= next_status:
                 next_status = now + STATUS_INTERVAL_S
-                self._raise_if_stopping(found)
+                self._raise_if_stopping(instance)
                 try:
                     info = self._status(job_id)
                 except BackendError:
-                    # A busy controller may fail a call; the store still tells us the outcome.
+                    # A busy controller may fail a call; the store still tells us how it ended.
                     failures += 1
                     if failures >= STATUS_FAILURES_MAX:
                         raise
@@ -362,15 +371,17 @@ class Campaign:
                 failures = 0
                 if info is not None and info.state.finished:
                     time.sleep(STORE_POLL_S)  # the commit may land just after the state
-                    outcome = self._try_load(found, job_id)
-                    if outcome is not None:
-                        return outcome
-                    result = read_outcome(self.store.root, found.key)
-                    if self._owner_cancelled(found, info, result):
-                        job_id = self._resubmit(found, job_id, info)
+                    served = self._try_load(instance, job_id)
+                    if served is not None:
+                        return served
+                    result = read_job_result(self.store.root, instance.key)
+                    if self._owner_cancelled(instance, info, result):
+                        job_id = self._resubmit(instance, job_id, info)
                         continue
                     detail = result.traceback if result and result.traceback else info.reason
-                    raise self._failure(found, job_id, self._end_state(found, info, result), detail)
+                    raise self._failure(
+                        instance, job_id, self._end_state(instance, info, result), detail
+                    )
             time.sleep(STORE_POLL_S)
 
     def _status(self, job_id: str) -> JobInfo | None:
@@ -385,22 +396,22 @@ class Campaign:
             self._finished.update(i for i, info in self._states.items() if info.state.finished)
         return self._states.get(job_id)
 
-    def _raise_if_stopping(self, found: StageInstance) -> None:
+    def _raise_if_stopping(self, instance: StageInstance) -> None:
         why = stop_reason(self.store.root, self.run_id)
         if why is not None:
             raise JobFailedError(
-                f"stage {found.label}: the run is stopping ({why}); its jobs were cancelled."
+                f"stage {instance.label}: the run is stopping ({why}); its jobs were cancelled."
             )
 
     def _owner_cancelled(
-        self, found: StageInstance, info: JobInfo, result: JobOutcome | None
+        self, instance: StageInstance, info: JobInfo, result: JobResult | None
     ) -> bool:
         """Whether another session's job that we reused was stopped by its owner (not failed)."""
-        if found.key not in self.adopted or found.key in self.resubmitted:
+        if instance.key not in self.adopted or instance.key in self.resubmitted:
             return False
         if result is not None and result.status == "failed" and result.signal is None:
             return False  # the stage raised: a real failure
-        if self._failed_upstream(found):
+        if self._failed_upstream(instance):
             return False
         if info.state in (JobState.CANCELLED, JobState.VANISHED):
             return True
@@ -408,22 +419,22 @@ class Campaign:
         # never started (cancelled while pending).
         return info.state is JobState.COMPLETED and (result is None or result.signal is not None)
 
-    def _failed_upstream(self, found: StageInstance) -> list[StageInstance | None]:
+    def _failed_upstream(self, instance: StageInstance) -> list[StageInstance | None]:
         return [
             self.planner.get(key)
-            for key in found.upstream.values()
+            for key in instance.upstream.values()
             if not self.store.exists(key)
-            and (job := read_outcome(self.store.root, key)) is not None
+            and (job := read_job_result(self.store.root, key)) is not None
             and job.status == "failed"
             and job.signal is None
         ]
 
-    def _resubmit(self, found: StageInstance, job_id: str, info: JobInfo) -> str:
-        """Submit ``found`` (and its cancelled upstream jobs) again, as this session's own."""
-        self.resubmitted.add(found.key)
-        self.adopted.discard(found.key)
+    def _resubmit(self, instance: StageInstance, job_id: str, info: JobInfo) -> str:
+        """Submit ``instance`` (and its cancelled upstream jobs) again, as this session's own."""
+        self.resubmitted.add(instance.key)
+        self.adopted.discard(instance.key)
         self.say(
-            f"physpipe: job {job_id} of {found.label}, which another session submitted, ended "
+            f"physpipe: job {job_id} of {instance.label}, which another session submitted, ended "
             f"{info.state.value} without a result; submitting it again"
         )
         chain: list[StageInstance] = []
@@ -436,24 +447,24 @@ class Campaign:
             if current not in chain:
                 chain.append(current)
 
-        visit(found)
+        visit(instance)
         for above in chain[:-1]:
             if above.key in self.adopted:
                 self.resubmitted.add(above.key)
                 self.adopted.discard(above.key)
         self.submit(chain)
-        return self.job_ids[found.key]
+        return self.job_ids[instance.key]
 
-    def _end_state(self, found: StageInstance, info: JobInfo, result: JobOutcome | None) -> str:
+    def _end_state(self, instance: StageInstance, info: JobInfo, result: JobResult | None) -> str:
         """How a finished job that committed nothing ended, in words."""
         state = info.state.value
-        upstream_failed = self._failed_upstream(found)
+        upstream_failed = self._failed_upstream(instance)
         if result is not None and result.signal and info.state is JobState.COMPLETED:
             # Torque's wrapper over Slurm reports a cancelled or timed-out job as completed.
             name = signal.Signals(result.signal).name
             return (
                 f"by {name} (cancelled, or past its walltime limit of "
-                f"{found.spec.resources.walltime}; {self.backend.name} does not say which)"
+                f"{instance.spec.resources.walltime}; {self.backend.name} does not say which)"
             )
         if result is None and ("Dependency" in info.reason or upstream_failed):
             names = ", ".join(u.label for u in upstream_failed if u is not None)
@@ -464,23 +475,23 @@ class Campaign:
         if info.state is JobState.COMPLETED:
             return "COMPLETED without committing a result"
         if info.state is JobState.TIMEOUT:
-            return f"TIMEOUT (past its walltime limit of {found.spec.resources.walltime})"
+            return f"TIMEOUT (past its walltime limit of {instance.spec.resources.walltime})"
         return state
 
-    def _try_load(self, found: StageInstance, job_id: str) -> Outcome | None:
+    def _try_load(self, instance: StageInstance, job_id: str) -> Served | None:
         try:
-            loaded = self.store.load(found.key)
+            loaded = self.store.load(instance.key)
         except CorruptEntryError:
             return None
         if loaded is None:
             return None
-        if self.runner.wants_rebuild(found) and loaded.meta.get("run_id") != self.run_id:
+        if self.runner.wants_rebuild(instance) and loaded.meta.get("run_id") != self.run_id:
             return None  # the entry this run's job replaces
-        result = read_outcome(self.store.root, found.key)
+        result = read_job_result(self.store.root, instance.key)
         queued = None
-        submitted = self.submitted_at.get(found.key)
+        submitted = self.submitted_at.get(instance.key)
         if submitted is not None:
-            # The job commits its entry, then writes its outcome record: a test may see the
+            # The job commits its entry, then writes its result record: a test may see the
             # entry first. Then the record's own start time (the stage's, a little later than
             # the job's) stands in.
             started = (
@@ -491,21 +502,21 @@ class Campaign:
         record = loaded.record.model_copy(
             update={
                 "status": "loaded-from-job",
-                "param_id": found.param_id,
+                "param_id": instance.param_id,
                 "backend": self.backend.name,
                 "job_id": job_id,
                 "queued_s": queued,
                 "worker": self.runner.worker,
             }
         )
-        return Outcome(loaded.value, record)
+        return Served(loaded.value, record)
 
     def _failure(
-        self, found: StageInstance, job_id: str, state: str, detail: str | None
+        self, instance: StageInstance, job_id: str, state: str, detail: str | None
     ) -> JobFailedError:
-        log = job_dir(self.store.root, found.key) / "job.log"
+        log = job_dir(self.store.root, instance.key) / "job.log"
         parts = [
-            f"stage {found.label} ({found.key[:12]}): {self.backend.name} job {job_id} ended "
+            f"stage {instance.label} ({instance.key[:12]}): {self.backend.name} job {job_id} ended "
             f"{state}; nothing was committed."
         ]
         if detail and detail.startswith("Traceback"):

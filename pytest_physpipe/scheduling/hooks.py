@@ -6,7 +6,7 @@ budget (so that every worker shares the same slots, whatever its own environment
 Workers send their stage records back through ``workeroutput``; the controller merges them
 into its terminal summary and JSON report, each record naming its worker.
 
-Under ``--physpipe-dist`` every worker writes its plan (``scheduler.py``) before it reports its
+Under ``--physpipe-dist`` every worker writes its manifest (``policy.py``) before it reports its
 collection, and the controller schedules with ``scheduler.PhyspipeScheduling``.
 """
 
@@ -22,7 +22,7 @@ import pytest
 if TYPE_CHECKING:
     from pytest_physpipe.options import Settings
     from pytest_physpipe.resources import Budget
-    from pytest_physpipe.scheduling.policy import Plan
+    from pytest_physpipe.scheduling.policy import Manifest
     from pytest_physpipe.session import PhyspipeSession
 
 __all__ = ["XdistHooks", "from_controller"]
@@ -78,13 +78,13 @@ class XdistHooks:
 
         return _existing_session(self.config)
 
-    def _plan_dir(self) -> Path | None:
+    def _manifest_dir(self) -> Path | None:
         settings = self._settings()
         if settings.no_cache or self.run_id is None:
             return None  # --physpipe-no-cache writes nothing into the store
-        from pytest_physpipe.scheduling.policy import run_dir
+        from pytest_physpipe.store.layout import StoreLayout
 
-        return run_dir(settings.store_dir, self.run_id)
+        return StoreLayout(settings.store_dir).run_dir(self.run_id)
 
     # -- controller ---------------------------------------------------------------------------
 
@@ -116,7 +116,7 @@ class XdistHooks:
             return None  # xdist's own --dist modes
         from pytest_physpipe.scheduling.policy import PhyspipeScheduling
 
-        return PhyspipeScheduling(config, log, plan_dir=self._plan_dir())
+        return PhyspipeScheduling(config, log, manifest_dir=self._manifest_dir())
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: object | None) -> None:
@@ -129,30 +129,34 @@ class XdistHooks:
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         # tryfirst: xdist's worker reports its collection from this same hook, and the
-        # controller reads the plan as soon as every collection is in.
+        # controller reads the manifest as soon as every collection is in.
         if not self.is_worker:
             return
         from pytest_physpipe.plugin import _stages_declared
 
         if _stages_declared():
             self._check_budget(self._session(), session)
-        plan_dir = self._plan_dir()
-        if plan_dir is None or not self._settings().dist:
+        manifest_dir = self._manifest_dir()
+        if manifest_dir is None or not self._settings().dist:
             return
         from pytest_physpipe.errors import PhyspipeError
 
-        # Even without stages: an empty plan tells the controller not to wait for one.
+        # Even without stages: an empty manifest tells the controller not to wait for one.
+        from pytest_physpipe.store.layout import StoreLayout
+
         physpipe = self._session()
         worker = str(self.config.workerinput["workerid"])  # type: ignore[attr-defined]
         try:
             physpipe.store.ensure()
-            _plan(physpipe, session.items).write(plan_dir / f"plan-{worker}.json")
+            _manifest(physpipe, session.items).write(
+                manifest_dir / StoreLayout.manifest_name(worker)
+            )
         except (OSError, PhyspipeError) as exc:
-            # Without a plan the controller schedules without stage keys; the run goes on.
+            # Without a manifest the controller schedules without stage keys; the run goes on.
             warnings.warn(
                 pytest.PytestWarning(
-                    f"physpipe: could not write the scheduling plan into {plan_dir} ({exc}); "
-                    "--physpipe-dist schedules without knowing the stages."
+                    f"physpipe: could not write the scheduling manifest into {manifest_dir} "
+                    f"({exc}); --physpipe-dist schedules without knowing the stages."
                 ),
                 stacklevel=1,
             )
@@ -169,9 +173,9 @@ class XdistHooks:
 
         try:
             physpipe.check_budget(
-                found
+                instance
                 for item in session.items
-                for found in physpipe.planner.for_item(item).values()
+                for instance in physpipe.planner.for_item(item).values()
             )
         except ResourceError as exc:
             session.config.hook.pytest_collectreport(
@@ -197,31 +201,35 @@ class XdistHooks:
             _record_costs(physpipe)
 
 
-def _plan(physpipe: PhyspipeSession, items: list[pytest.Item]) -> Plan:
-    from pytest_physpipe.scheduling.policy import Plan, StageCosts, StagePlan
+def _manifest(physpipe: PhyspipeSession, items: list[pytest.Item]) -> Manifest:
+    from pytest_physpipe.scheduling.policy import Manifest, ManifestStage, StageCosts
 
     costs = StageCosts.load(physpipe.settings.store_dir)
     tests: dict[str, tuple[str, ...]] = {}
-    stages: dict[str, StagePlan] = {}
+    stages: dict[str, ManifestStage] = {}
     for item in items:
         needed = physpipe.planner.for_item(item)
         # A cache=False stage is computed by every process that needs it: nothing to share.
-        shared = [found for found in needed.values() if found.spec.cache]
-        tests[item.nodeid] = tuple(sorted(found.key for found in shared))
-        for found in shared:
-            if found.key in stages:
+        shared = [instance for instance in needed.values() if instance.spec.cache]
+        tests[item.nodeid] = tuple(sorted(instance.key for instance in shared))
+        for instance in shared:
+            if instance.key in stages:
                 continue
-            cached = not physpipe.runner.wants_rebuild(found) and physpipe.store.exists(found.key)
-            stages[found.key] = StagePlan(
-                key=found.key,
-                label=found.label,
-                cached=cached,
-                cost=costs.expected(label=found.label, name=found.name, slow=found.spec.slow),
-                upstream=tuple(found.upstream.values()),
-                cpu=found.spec.resources.cpu,
-                slow=found.spec.slow,
+            cached = not physpipe.runner.wants_rebuild(instance) and physpipe.store.exists(
+                instance.key
             )
-    return Plan(tests=tests, stages=stages)
+            stages[instance.key] = ManifestStage(
+                key=instance.key,
+                label=instance.label,
+                cached=cached,
+                cost=costs.expected(
+                    label=instance.label, name=instance.name, slow=instance.spec.slow
+                ),
+                upstream=tuple(instance.upstream.values()),
+                cpu=instance.spec.resources.cpu,
+                slow=instance.spec.slow,
+            )
+    return Manifest(tests=tests, stages=stages)
 
 
 def _record_costs(physpipe: PhyspipeSession) -> None:

@@ -1,9 +1,9 @@
 """``--physpipe-dist``: an xdist scheduler that knows which stage keys every test needs.
 
-xdist's controller collects nothing, so it learns the plan from its workers: each worker
-writes ``<store>/runs/<run_id>/plan-<workerid>.json`` (every test's stage keys; per key, whether
+xdist's controller collects nothing, so it learns the stage keys from its workers: each worker
+writes ``<store>/runs/<run_id>/manifest-<workerid>.json`` (every test's stage keys; per key, whether
 the store has it, its expected cost and its upstream keys) *before* it reports its collection
-(``xdist.py``). When all collections are in, :class:`PhyspipeScheduling` reads one plan and
+(``hooks.py``). When all collections are in, :class:`PhyspipeScheduling` reads one manifest and
 places tests with :class:`Policy`:
 
 - a test that would compute a long chain of missing stages starts first (its priority is the
@@ -37,15 +37,15 @@ from typing import Any
 import pytest
 
 from pytest_physpipe.store.atomic import write_text_atomic
+from pytest_physpipe.store.layout import StoreLayout
 
 __all__ = [
     "DEFAULT_COST_S",
+    "Manifest",
+    "ManifestStage",
     "PhyspipeScheduling",
-    "Plan",
     "Policy",
     "StageCosts",
-    "StagePlan",
-    "plan_path",
 ]
 
 #: Expected cost of a stage with no history (seconds); a ``slow`` one is ten times that.
@@ -53,21 +53,12 @@ DEFAULT_COST_S = 1.0
 _SLOW_FACTOR = 10.0
 # Exponential moving average of durations: new = old + _EMA * (latest - old).
 _EMA = 0.5
-# The plan file is written before the worker reports its collection, so it is there; a short
+# The manifest is written before the worker reports its collection, so it is there; a short
 # grace period only covers filesystems whose directory entries show up late (NFS).
-_PLAN_WAIT_S = 2.0
-
-
-def plan_path(store_dir: Path, run_id: str, worker: str) -> Path:
-    return run_dir(store_dir, run_id) / f"plan-{worker}.json"
-
-
-def run_dir(store_dir: Path, run_id: str) -> Path:
-    return Path(store_dir) / "runs" / run_id
+_MANIFEST_WAIT_S = 2.0
 
 
 def _write_json(path: Path, data: object) -> None:
-    # Built beside the final path and renamed into place: a reader never sees half a file.
     write_text_atomic(path, json.dumps(data, sort_keys=True), make_parents=True)
 
 
@@ -84,7 +75,7 @@ class StageCosts:
 
     @staticmethod
     def path(store_dir: Path) -> Path:
-        return Path(store_dir) / "runs" / "durations.json"
+        return StoreLayout(Path(store_dir)).durations
 
     @classmethod
     def load(cls, store_dir: Path) -> StageCosts:
@@ -115,11 +106,11 @@ class StageCosts:
 
 
 # --------------------------------------------------------------------------------------------
-# The plan a worker hands to the controller
+# The manifest a worker hands to the controller
 
 
 @dataclass(frozen=True)
-class StagePlan:
+class ManifestStage:
     """What the scheduler knows of one stage instance."""
 
     key: str
@@ -132,11 +123,11 @@ class StagePlan:
 
 
 @dataclass(frozen=True)
-class Plan:
+class Manifest:
     """Every test's stage keys (by node id) and every stage instance (by key)."""
 
     tests: Mapping[str, tuple[str, ...]]
-    stages: Mapping[str, StagePlan]
+    stages: Mapping[str, ManifestStage]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -155,9 +146,9 @@ class Plan:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Plan:
+    def from_json(cls, data: Mapping[str, Any]) -> Manifest:
         stages = {
-            str(key): StagePlan(
+            str(key): ManifestStage(
                 key=str(key),
                 label=str(s["label"]),
                 cached=bool(s["cached"]),
@@ -175,7 +166,7 @@ class Plan:
         _write_json(path, self.to_json())
 
     @classmethod
-    def read(cls, path: Path) -> Plan | None:
+    def read(cls, path: Path) -> Manifest | None:
         try:
             return cls.from_json(json.loads(path.read_text()))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -189,9 +180,9 @@ class Plan:
 class Policy:
     """Which undispatched test a node should run next, given what the others are computing."""
 
-    def __init__(self, collection: Sequence[str], plan: Plan | None) -> None:
-        stages: Mapping[str, StagePlan] = plan.stages if plan is not None else {}
-        tests: Mapping[str, tuple[str, ...]] = plan.tests if plan is not None else {}
+    def __init__(self, collection: Sequence[str], manifest: Manifest | None) -> None:
+        stages: Mapping[str, ManifestStage] = manifest.stages if manifest is not None else {}
+        tests: Mapping[str, tuple[str, ...]] = manifest.tests if manifest is not None else {}
         self.cost = {key: s.cost for key, s in stages.items()}
         # Tests with the same missing keys form a group: picking scans groups, not tests.
         self._groups: dict[frozenset[str], list[int]] = {}
@@ -279,7 +270,7 @@ class Policy:
             del self.owner[key]
 
 
-def _bottom_levels(stages: Mapping[str, StagePlan]) -> dict[str, float]:
+def _bottom_levels(stages: Mapping[str, ManifestStage]) -> dict[str, float]:
     """Per missing stage: its cost plus the longest chain of missing stages downstream."""
     children: dict[str, list[str]] = {}
     for key, s in stages.items():
@@ -312,18 +303,18 @@ def _bottom_levels(stages: Mapping[str, StagePlan]) -> dict[str, float]:
 class PhyspipeScheduling:
     """xdist's scheduling protocol on top of :class:`Policy` (see the module docstring)."""
 
-    def __init__(self, config: pytest.Config, log: Any, *, plan_dir: Path | None) -> None:
+    def __init__(self, config: pytest.Config, log: Any, *, manifest_dir: Path | None) -> None:
         from xdist.workermanage import parse_tx_spec_config
 
         self.numnodes = len(parse_tx_spec_config(config))
         self.config = config
         self.log = log.physpipesched if log is not None else (lambda *args: None)
-        self.plan_dir = plan_dir
+        self.manifest_dir = manifest_dir
         self.node2collection: dict[Any, list[str]] = {}
         self.node2pending: dict[Any, list[int]] = {}
         self.collection: list[str] | None = None
         self.policy: Policy | None = None
-        self.plan: Plan | None = None
+        self.manifest: Manifest | None = None
 
     # -- protocol properties --------------------------------------------------------------------
 
@@ -415,8 +406,8 @@ class PhyspipeScheduling:
             self._report_collection_diff()
             return
         self.collection = collections[0]
-        self.plan = self._read_plan()
-        self.policy = Policy(self.collection, self.plan)
+        self.manifest = self._read_manifest()
+        self.policy = Policy(self.collection, self.manifest)
         if not self.collection:
             return
         # First slot of every node, then the second: the most urgent tests start on distinct
@@ -428,19 +419,21 @@ class PhyspipeScheduling:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _read_plan(self) -> Plan | None:
-        if self.plan_dir is None:
+    def _read_manifest(self) -> Manifest | None:
+        if self.manifest_dir is None:
             return None
         assert self.collection is not None
-        deadline = time.monotonic() + _PLAN_WAIT_S
+        deadline = time.monotonic() + _MANIFEST_WAIT_S
         while True:
             for node in self.node2collection:
-                plan = Plan.read(self.plan_dir / f"plan-{node.gateway.id}.json")
-                if plan is not None:
-                    return plan
+                manifest = Manifest.read(
+                    self.manifest_dir / StoreLayout.manifest_name(node.gateway.id)
+                )
+                if manifest is not None:
+                    return manifest
             if time.monotonic() >= deadline:
-                # No stage declared (workers write no plan), or a store nobody can write.
-                self.log("no plan from any worker: scheduling without stage keys")
+                # No stage declared (workers write no manifest), or a store nobody can write.
+                self.log("no manifest from any worker: scheduling without stage keys")
                 return None
             time.sleep(0.01)
 

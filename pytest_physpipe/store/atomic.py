@@ -1,27 +1,57 @@
 """Small files written whole: built beside the final path, then renamed into place.
 
-A reader sees the old file or the new one, never half of one (pytest's cache provider does the
-same). For store entries, which are directories, see
-:meth:`pytest_physpipe.store.entries.Store.commit`.
+The one writer of small files in the package. A reader sees the old file or the new one, never
+half of one; on any failure the temporary file is removed and nothing changes. With
+``exclusive=True`` an existing file is never replaced (``link`` instead of ``rename``): the
+first writer wins and the others get :class:`FileExistsError`. For store entries, which are
+directories, see :meth:`pytest_physpipe.store.entries.Store.commit`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
 
-__all__ = ["write_text_atomic"]
+__all__ = ["write_bytes_atomic", "write_text_atomic"]
 
 
-def write_text_atomic(path: Path, text: str, *, make_parents: bool = False) -> None:
-    """Replace ``path`` with ``text`` atomically (the temporary file is removed on failure)."""
+def write_bytes_atomic(
+    path: Path,
+    data: bytes,
+    *,
+    make_parents: bool = False,
+    mode: int = 0o666,
+    exclusive: bool = False,
+    fsync: bool = False,
+) -> None:
+    """Put ``data`` at ``path`` atomically; the file gets ``mode`` (less the umask).
+
+    ``exclusive``: fail with :class:`FileExistsError` if ``path`` exists (then or by the time
+    the data is written); the file appears with all its bytes or not at all.
+    """
     if make_parents:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        if exclusive:
+            os.link(tmp, path)  # fails if it exists: never replaces a file another wrote
+        else:
+            os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_text_atomic(
+    path: Path, text: str, *, make_parents: bool = False, mode: int = 0o666
+) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) atomically."""
+    write_bytes_atomic(path, text.encode("utf-8"), make_parents=make_parents, mode=mode)

@@ -26,7 +26,10 @@ from pytest_physpipe.errors import CorruptEntryError, StoreError
 from pytest_physpipe.keys import KEY_PATTERN
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store.entries import Store
+from pytest_physpipe.store.filesystem import LOCK_MODES
+from pytest_physpipe.store.layout import StoreLayout, tree_size
 from pytest_physpipe.store.locks import KeyLock, try_lock
+from pytest_physpipe.store.scratch import real_dir
 from pytest_physpipe.units import human_size, parse_size
 
 __all__ = ["main", "parse_duration"]
@@ -101,17 +104,6 @@ class _Row:
         }
 
 
-def _du(path: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except FileNotFoundError:
-                continue
-    return total
-
-
 def _row(store: Store, key: str) -> _Row | None:
     """The entry ``key`` or ``None`` if it vanished; a damaged meta.json gives a problem row."""
     path = store.entry_dir(key)
@@ -125,14 +117,14 @@ def _row(store: Store, key: str) -> _Row | None:
     try:
         meta = store.read_meta(key)
         if meta is None:
-            return _Row(key, path, _du(path), last_used, None, None, "meta.json is missing")
+            return _Row(key, path, tree_size(path), last_used, None, None, "meta.json is missing")
         record = StageRecord.model_validate(meta["record"])
     except CorruptEntryError as exc:
-        return _Row(key, path, _du(path), last_used, None, None, str(exc))
+        return _Row(key, path, tree_size(path), last_used, None, None, str(exc))
     except (KeyError, TypeError, ValueError) as exc:
         problem = f"meta.json has no valid record ({type(exc).__name__})"
-        return _Row(key, path, _du(path), last_used, meta, None, problem)
-    return _Row(key, path, _du(path), last_used, meta, record)
+        return _Row(key, path, tree_size(path), last_used, meta, None, problem)
+    return _Row(key, path, tree_size(path), last_used, meta, record)
 
 
 def _rows(store: Store, keys: Iterable[str] | None = None) -> list[_Row]:
@@ -183,7 +175,8 @@ def _open_store(args: argparse.Namespace) -> Store:
         root, origin = Path(os.environ["PHYSPIPE_DIR"]), "$PHYSPIPE_DIR"
     else:
         root, origin = Path(".physpipe"), "the default ./.physpipe"
-    if not (root / "entries").is_dir() and not (root / "CACHEDIR.TAG").is_file():
+    layout = StoreLayout(root)
+    if not layout.entries.is_dir() and not layout.cachedir_tag.is_file():
         what = "does not exist" if not root.exists() else "is not a physpipe store"
         raise CliError(
             f"{root} ({origin}) {what}. Point physpipe at a store with `--dir PATH` or the "
@@ -325,6 +318,9 @@ def _show_one(row: _Row, out: TextIO) -> None:
         ("metrics", record.metrics),
         ("artifacts", dict(meta.get("artifacts") or {})),
         ("versions", record.versions),
+        # What the key's code fingerprint covered: the stage and every piece of project code
+        # it reaches (and track=), each with its own hash.
+        ("covers", _code_parts(record.manifest)),
     ]
     for title, mapping in sections:
         if not mapping:
@@ -340,6 +336,13 @@ def _show_one(row: _Row, out: TextIO) -> None:
             size = info.get("size", 0) if isinstance(info, dict) else 0
             digest = info.get("xxh3", "?") if isinstance(info, dict) else "?"
             out.write(f"  {rel}  {human_size(size)}  xxh3 {digest}\n")
+
+
+def _code_parts(manifest: dict[str, Any]) -> dict[str, Any]:
+    parts = manifest.get("code_parts")
+    if not isinstance(parts, dict):
+        return {}
+    return {str(name): str(digest)[:16] for name, digest in parts.items()}
 
 
 def _cmd_verify(args: argparse.Namespace, store: Store, out: TextIO) -> int:
@@ -358,7 +361,10 @@ def _cmd_verify(args: argparse.Namespace, store: Store, out: TextIO) -> int:
                 problem = "meta.json is missing"
             else:
                 label = _label_of(meta)
-                store.verify(key, meta, full=True)
+                # Checksums, then a real load: a pickled class that moved, a model class
+                # that no longer imports or a bad signature fail here, as they would in a run.
+                if store.load(key, full_verify=True) is None:
+                    continue  # replaced or removed since we listed it
                 nbytes += sum(int(i.get("size", 0)) for i in meta["files"].values())
                 problem = None
         except CorruptEntryError as exc:
@@ -380,7 +386,7 @@ def _cmd_verify(args: argparse.Namespace, store: Store, out: TextIO) -> int:
         action = "removed" if args.remove else "run `physpipe verify --remove` to delete them"
         out.write(f"{len(bad)} of {checked} entries are corrupt ({action}).\n")
         return 1
-    out.write(f"verified {checked} entries ({human_size(nbytes)}): all intact.\n")
+    out.write(f"verified {checked} entries ({human_size(nbytes)}): all intact and loadable.\n")
     return 0
 
 
@@ -393,7 +399,7 @@ def _label_of(meta: dict[str, Any]) -> str:
 
 def _lock_of(store: Store, key: str) -> KeyLock | None:
     """The key's lock, taken without waiting, or ``None`` when someone holds it."""
-    return try_lock(store.root / "locks" / f"{key}.lock", store.lock_mode, describe=key)
+    return try_lock(store.layout.lock_path(key), store.lock_mode, describe=key)
 
 
 def _remove_locked(store: Store, key: str, out: TextIO, *, dry_run: bool) -> bool:
@@ -476,12 +482,12 @@ def _cmd_prune(args: argparse.Namespace, store: Store, out: TextIO) -> int:
 
 def _tidy_locks(store: Store) -> None:
     """Delete lock files of keys without an entry, each while holding it (see KeyLock)."""
-    folder = store.root / "locks"
-    if not folder.is_dir():
-        return
+    folder = store.layout.locks
+    if not real_dir(folder):
+        return  # missing, or a symlink: never act through it
     for path in folder.glob("*.lock"):
-        key = path.name.removesuffix(".lock")
-        if not KEY_PATTERN.match(key) or store.exists(key):
+        key = store.layout.key_of_lock(path)
+        if key is None or store.exists(key) or path.is_symlink():
             continue
         lock = try_lock(path, store.lock_mode, describe=key)
         if lock is not None:
@@ -505,7 +511,7 @@ def _add_common(parser: argparse.ArgumentParser, *, default: Any) -> None:
     )
     parser.add_argument(
         "--lock",
-        choices=("auto", "flock", "soft"),
+        choices=LOCK_MODES,
         default="auto" if default is None else default,
         help="lock kind, as ini physpipe_lock of the runs using the store (default: auto)",
     )

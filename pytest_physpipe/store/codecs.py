@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import importlib
+import io
 import json
 import os
 import pickle
@@ -87,7 +88,8 @@ def _read(folder: Path, name: str) -> bytes:
 
 
 def readonly(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """The array, flagged read-only (no copy)."""
+    """The array, flagged read-only (no copy). Prefer memory that is read-only itself: this
+    flag alone can be flipped back by whoever owns the array."""
     array.flags.writeable = False
     return array
 
@@ -102,7 +104,38 @@ def _load_array(path: Path, mmap_min: int) -> np.ndarray[Any, Any]:
     if path.stat().st_size >= mmap_min:
         array: np.ndarray[Any, Any] = numpy.load(path, mmap_mode="r", allow_pickle=False)
         return array
-    return readonly(numpy.load(path, allow_pickle=False))
+    return _frombuffer(path, numpy)
+
+
+def _frombuffer(path: Path, numpy: Any) -> np.ndarray[Any, Any]:
+    """A small ``.npy`` file as an array over immutable ``bytes``: read-only for good.
+
+    ``numpy.load`` gives an array owning writable memory, whose read-only flag any consumer
+    could set back to writable; an array over ``bytes`` refuses that.
+    """
+    data = _read(path.parent, path.name)
+    fmt = numpy.lib.format
+    with io.BytesIO(data) as handle:
+        version = fmt.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(handle)
+        else:  # a newer header (utf-8 field names): numpy reads it, we copy into bytes
+            from pytest_physpipe.isolation import readonly_copy
+
+            return readonly_copy(numpy.load(path, allow_pickle=False))  # type: ignore[no-any-return]
+        offset = handle.tell()
+    if dtype.hasobject:
+        raise CorruptEntryError(f"{path.name} holds Python objects; refused (no pickles in .npy)")
+    count = 1
+    for size in shape:
+        count *= size
+    flat = numpy.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    array: np.ndarray[Any, Any] = (
+        flat.reshape(shape[::-1]).transpose() if fortran else flat.reshape(shape)
+    )
+    return array
 
 
 def _is_plain_array(value: object) -> TypeGuard[np.ndarray[Any, Any]]:
@@ -218,6 +251,9 @@ class TreeCodec:
             return {_TAG: "dict", "items": pairs}
         if isinstance(value, BaseModel):
             cls = type(value)
+            if "<locals>" in cls.__qualname__:
+                # Defined inside a function: no later process could import it back.
+                raise _Unsupported(value, path)
             try:
                 data = value.model_dump(mode="json")
             except Exception:

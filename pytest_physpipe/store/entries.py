@@ -1,12 +1,7 @@
 """The store: one immutable directory per provenance key, committed by an atomic rename.
 
-Layout under the root::
-
-    CACHEDIR.TAG, .gitignore
-    entries/<k[:2]>/<key>/   meta.json + payload files (+ artifacts/)
-    tmp/                     entries being built; never read
-    trash/                   replaced entries on their way out
-    locks/<key>.lock         per-key locks (taken on a miss only)
+Paths under the root come from :class:`~pytest_physpipe.store.layout.StoreLayout`: entries
+are built in ``tmp/``, replaced ones go through ``trash/``, misses take ``locks/<key>.lock``.
 
 A reader never sees a partial entry: it is built in ``tmp/`` and renamed into place whole. A
 hit takes no lock, so :meth:`Store.load` must survive the entry being replaced under it: a file
@@ -20,11 +15,11 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import stat
+import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,10 +31,12 @@ from pytest_physpipe.keys import KEY_PATTERN
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store.atomic import write_text_atomic
 from pytest_physpipe.store.codecs import Codec, CodecRegistry
-from pytest_physpipe.store.locks import KeyLock, resolve_lock_mode
-from pytest_physpipe.units import parse_size
+from pytest_physpipe.store.filesystem import resolve_lock_mode
+from pytest_physpipe.store.layout import CREATED_DIRS, LAYOUT_NAMES, StoreLayout, tree_size
+from pytest_physpipe.store.locks import KeyLock
+from pytest_physpipe.store.scratch import cleanup, make_scratch, real_dir
 
-__all__ = ["Entry", "Loaded", "Store", "parse_size"]
+__all__ = ["Entry", "Loaded", "Store"]
 
 ENTRY_FORMAT = 1
 _SAMPLE_BLOCK = 4096
@@ -129,6 +126,7 @@ class Store:
         lock_timeout: float | None = None,
     ) -> None:
         self.root = Path(root)
+        self.layout = StoreLayout(self.root)
         self.codecs = codecs if codecs is not None else CodecRegistry()
         self.verify_max = verify_max
         self.mmap_min = mmap_min
@@ -136,23 +134,47 @@ class Store:
         self._lock_mode_option = lock_mode
         self._lock_mode: Literal["flock", "soft"] | None = None
         self._ready = False
-        self._entries = os.fspath(self.root / "entries")
+        #: Called with a sentence while a lock wait goes on (default: a logged warning).
+        self.on_wait: Callable[[str], None] | None = None
 
     # -- layout ---------------------------------------------------------------------------------
 
     def ensure(self) -> None:
-        """Create the store (owner-only) if needed; :class:`StoreError` if that is impossible."""
+        """Create the store if needed; :class:`StoreError` if that is impossible or unsafe.
+
+        A directory the store creates gets owner-only permissions and the marker files
+        (``CACHEDIR.TAG``, ``.gitignore``). An existing directory is used as is: a store (it
+        holds only store paths) or an empty directory (adopted: markers written, permissions
+        left alone). One that holds anything else (a project, a home directory) is refused.
+        """
         if self._ready:
             return
+        layout = self.layout
         try:
-            for sub in ("entries", "tmp", "trash", "locks"):
-                (self.root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
-            with contextlib.suppress(PermissionError):  # a shared store may belong to a group
-                if stat.S_IMODE(self.root.stat().st_mode) & 0o077 and self._created_by_us():
-                    self.root.chmod(0o700)
-            self._write_once(self.root / "CACHEDIR.TAG", _CACHEDIR_TAG)
-            self._write_once(self.root / ".gitignore", "# created by pytest-physpipe\n*\n")
-            probe = self.root / "tmp" / f".probe-{uuid.uuid4().hex}"
+            created = False
+            try:
+                self.root.mkdir(parents=True, mode=0o700)
+                created = True
+            except FileExistsError:
+                if not self.root.is_dir():
+                    raise StoreError(
+                        f"the physpipe store {self.root} is a file, not a directory. Point "
+                        "--physpipe-dir (or PHYSPIPE_DIR, or ini physpipe_dir) at a directory."
+                    ) from None
+                self._refuse_foreign()
+                # A store whose root our own slot files made (no markers yet) is ours too.
+                created = not layout.cachedir_tag.exists() and any(
+                    (self.root / name).exists() for name in LAYOUT_NAMES
+                )
+            for sub in CREATED_DIRS:
+                (self.root / sub).mkdir(exist_ok=True, mode=0o700)
+            if created:
+                with contextlib.suppress(PermissionError):  # a group store keeps its mode
+                    if stat.S_IMODE(self.root.stat().st_mode) & 0o077:
+                        self.root.chmod(0o700)
+            self._write_once(layout.cachedir_tag, _CACHEDIR_TAG)
+            self._write_once(layout.gitignore, "# created by pytest-physpipe\n*\n")
+            probe = layout.tmp / f".probe-{uuid.uuid4().hex}"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
@@ -163,8 +185,20 @@ class Store:
             ) from None
         self._ready = True
 
-    def _created_by_us(self) -> bool:
-        return not (self.root / "CACHEDIR.TAG").exists()
+    def _refuse_foreign(self) -> None:
+        """Raise :class:`StoreError` if the existing root holds anything but store paths."""
+        if self.layout.cachedir_tag.is_file():
+            return  # a store (perhaps one with files of its user's beside it): keep using it
+        foreign = sorted(n for n in os.listdir(self.root) if n not in LAYOUT_NAMES)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+            raise StoreError(
+                f"the physpipe store directory {self.root} already holds files that are not "
+                f"part of a store ({shown}). The store marks its directory as a cache "
+                "(backup tools and git skip it), so it only uses a new or empty directory: "
+                f"point --physpipe-dir (or PHYSPIPE_DIR, or ini physpipe_dir) at one, such as "
+                f"{self.root / '.physpipe'}."
+            )
 
     def _write_once(self, path: Path, text: str) -> None:
         if not path.exists():
@@ -178,7 +212,7 @@ class Store:
         # Plain strings on the hit path: pathlib costs more than the I/O for small entries.
         if not isinstance(key, str) or not KEY_PATTERN.match(key):
             raise StoreError(f"{key!r} is not a physpipe key (32 lowercase hex digits)")
-        return f"{self._entries}/{key[:2]}/{key}"
+        return self.layout.entry_path(key)
 
     @property
     def lock_mode(self) -> Literal["flock", "soft"]:
@@ -190,10 +224,11 @@ class Store:
         """The per-key lock (a context manager). Only misses take it."""
         self.entry_dir(key)  # validates the key
         return KeyLock(
-            self.root / "locks" / f"{key}.lock",
+            self.layout.lock_path(key),
             mode=self.lock_mode,
             timeout=self.lock_timeout,
             describe=describe or key,
+            on_wait=self.on_wait,
         )
 
     # -- reading --------------------------------------------------------------------------------
@@ -216,7 +251,7 @@ class Store:
             data = handle.read()
         try:
             meta = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested deeper than the parser's stack
             raise CorruptEntryError(f"entry {key}: meta.json is not valid JSON") from None
         if not isinstance(meta, dict) or meta.get("key") != key:
             raise CorruptEntryError(f"entry {key}: meta.json belongs to another key")
@@ -274,10 +309,11 @@ class Store:
             return None  # replaced or removed under us: a miss, retried under the lock
         except CorruptEntryError:
             raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CorruptEntryError(
-                f"entry {key}: unreadable ({type(exc).__name__}: {exc})"
-            ) from None
+        except Exception as exc:
+            # Whatever else stops a load (a pickled class renamed or moved, a model class that
+            # no longer imports, mistyped metadata, a codec's own error) makes the entry
+            # unusable: the caller warns once, naming the cause, and recomputes it.
+            raise CorruptEntryError(f"entry {key}: cannot be loaded ({_cause(exc)})") from None
         artifacts = meta.get("artifacts", {})
         if artifacts:
             record = record.model_copy(
@@ -322,10 +358,7 @@ class Store:
         codec refuses). With ``replace``, an existing entry is swapped out.
         """
         final = self.entry_dir(key)
-        staging = (
-            self.root / "tmp" / f"{key}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-        )
-        staging.mkdir(parents=True, mode=0o700)
+        staging = make_scratch(self.layout, key)
         try:
             codec_meta = codec.encode(value, staging)
             artifact_map: dict[str, str] = {}
@@ -379,7 +412,7 @@ class Store:
         return final
 
     def _swap(self, final: Path, staging: Path) -> None:
-        trash = self.root / "trash" / f"{final.name}.{uuid.uuid4().hex[:8]}"
+        trash = self.layout.trash_path(final.name, uuid.uuid4().hex[:8])
         os.rename(final, trash)  # readers now miss and wait on the lock we hold
         os.rename(staging, final)
         shutil.rmtree(trash, ignore_errors=True)
@@ -389,55 +422,45 @@ class Store:
         final = self.entry_dir(key)
         if not final.exists():
             return False
-        trash = self.root / "trash" / f"{key}.{uuid.uuid4().hex[:8]}"
+        if not self._inside(final):
+            raise StoreError(
+                f"entry {key}: {final} or a folder above it (up to {self.root}) is a symlink; "
+                "physpipe never deletes through symlinks. Remove the link by hand."
+            )
+        trash = self.layout.trash_path(key, uuid.uuid4().hex[:8])
         os.rename(final, trash)
         shutil.rmtree(trash, ignore_errors=True)
         return True
 
-    def cleanup(self, *, older_than_s: float = 3600.0) -> int:
-        """Remove leftovers of killed writers: staging dirs of dead local pids, old trash.
+    def scratch(self, what: str) -> Path:
+        """A new scratch directory of this process: in ``tmp/`` once the store exists."""
+        if real_dir(self.layout.tmp):
+            return make_scratch(self.layout, what)
+        return Path(tempfile.mkdtemp(prefix=self.layout.scratch_prefix(what)))
 
-        Names in ``tmp/`` read ``<what>.<host>.<pid>.<random>`` (the host may hold dots). One
-        of this host is removed as soon as its pid is dead and never while it lives (a stage
-        may compute for hours); one of another host, or unnamed, once older than
-        ``older_than_s``. Trash goes after a minute.
-        """
-        removed = 0
-        host = socket.gethostname()
-        now = time.time()
-        for sub in ("tmp", "trash"):
-            folder = self.root / sub
-            if not folder.is_dir():
-                continue
-            for path in folder.iterdir():
-                if path.name.startswith(".probe-"):
-                    continue
-                parts = path.name.split(".")
-                local = sub == "tmp" and len(parts) >= 4 and ".".join(parts[1:-2]) == host
-                try:
-                    age = now - path.lstat().st_mtime
-                except FileNotFoundError:
-                    continue
-                if local:
-                    gone = not _pid_alive(parts[-2])
-                else:
-                    gone = age > (60.0 if sub == "trash" else older_than_s)
-                if gone:
-                    if path.is_dir() and not path.is_symlink():
-                        shutil.rmtree(path, ignore_errors=True)
-                    else:
-                        path.unlink(missing_ok=True)
-                    removed += 1
-        return removed
+    def _inside(self, path: Path) -> bool:
+        """Whether every folder from the root's ``entries/`` down to ``path`` is a real one."""
+        current = self.layout.entries
+        if not real_dir(current):
+            return False
+        for part in path.relative_to(current).parts:
+            current = current / part
+            if not real_dir(current):
+                return False
+        return True
+
+    def cleanup(self, *, local_only: bool = False) -> int:
+        """Remove leftovers of killed writers: see :func:`pytest_physpipe.store.scratch.cleanup`."""
+        return cleanup(self.layout, local_only=local_only)
 
     # -- listing --------------------------------------------------------------------------------
 
     def keys(self) -> Iterator[str]:
-        entries = self.root / "entries"
-        if not entries.is_dir():
+        entries = self.layout.entries
+        if not real_dir(entries):
             return
         for shard in sorted(entries.iterdir()):
-            if shard.is_dir():
+            if real_dir(shard):
                 for path in sorted(shard.iterdir()):
                     if KEY_PATTERN.match(path.name):
                         yield path.name
@@ -451,13 +474,14 @@ class Store:
                     continue
                 record = StageRecord.model_validate(meta["record"])
                 last_used = (base / "meta.json").stat().st_mtime
-            except (CorruptEntryError, KeyError, ValueError, FileNotFoundError):
+            except (CorruptEntryError, KeyError, TypeError, ValueError, FileNotFoundError):
                 continue
-            yield Entry(key=key, path=base, record=record, size=_du(base), last_used=last_used)
+            yield Entry(
+                key=key, path=base, record=record, size=tree_size(base), last_used=last_used
+            )
 
     def size_bytes(self) -> int:
-        entries = self.root / "entries"
-        return _du(entries) if entries.is_dir() else 0
+        return tree_size(self.layout.entries)
 
     def find(self, key_or_name: str) -> list[str]:
         """Keys matching a full key, a key prefix (at least 6 digits), or a stage name."""
@@ -472,30 +496,10 @@ class Store:
         return matches
 
 
-def _du(path: Path) -> int:
-    total = 0
-    stack = [path]
-    while stack:
-        current = stack.pop()
-        try:
-            with os.scandir(current) as it:
-                for item in it:
-                    if item.is_dir(follow_symlinks=False):
-                        stack.append(Path(item.path))
-                    else:
-                        total += item.stat(follow_symlinks=False).st_size
-        except FileNotFoundError:
-            continue
-    return total
-
-
-def _pid_alive(text: str) -> bool:
-    try:
-        os.kill(int(text), 0)
-    except ValueError:
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _cause(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if len(text) > 300:
+        text = text[:300] + "…"
+    if isinstance(exc, ImportError | AttributeError):
+        return f"a class it names cannot be imported: {type(exc).__name__}: {text}"
+    return f"{type(exc).__name__}: {text}"

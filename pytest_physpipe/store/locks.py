@@ -25,64 +25,21 @@ import fcntl
 import json
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, NoReturn
 
 from pytest_physpipe.errors import LockTimeoutError
+from pytest_physpipe.store.hosts import owner_alive, owner_info, same_host, this_host
 
-__all__ = [
-    "NETWORK_FILESYSTEMS",
-    "KeyLock",
-    "LockMode",
-    "filesystem_type",
-    "resolve_lock_mode",
-    "try_lock",
-]
-
-LockMode = Literal["auto", "flock", "soft"]
+__all__ = ["WAIT_REPORT_S", "KeyLock", "try_lock"]
 
 _log = logging.getLogger(__name__)
-
-#: Filesystem types (as ``/proc/self/mountinfo`` spells them) where ``flock`` does not exclude
-#: across clients, or is not known to: ``auto`` uses soft locks there. Any ``nfs*`` matches too.
-NETWORK_FILESYSTEMS = frozenset(
-    {
-        "nfs",
-        "nfs4",
-        "cifs",
-        "smb",
-        "smb2",
-        "smb3",
-        "smbfs",
-        "lustre",
-        "gpfs",
-        "beegfs",
-        "ceph",
-        "fuse.ceph",
-        "fuse.ceph-fuse",
-        "fuse.sshfs",
-        "fuse.glusterfs",
-        "glusterfs",
-        "fuse.s3fs",
-        "fuse.juicefs",
-        "fuse.gcsfuse",
-        "9p",
-        "afs",
-        "ncpfs",
-        "orangefs",
-        "pvfs2",
-        "panfs",
-        "wekafs",
-        "davfs",
-        "fuse.davfs",
-    }
-)
 
 # A waiter must see a release within a few milliseconds (workers wait on each other's
 # stages); flock has no portable "wait with timeout", so waiters poll with a non-blocking try.
@@ -95,161 +52,12 @@ _SOFT_POLL_S = 0.002
 _SOFT_POLL_MAX_S = 0.05
 
 DEFAULT_STALE_AFTER_S = 30.0
+#: How often a waiter says who holds the lock it waits for (seconds).
+WAIT_REPORT_S = 60.0
 DEFAULT_HEARTBEAT_S = 2.0
 # A holder promises a heartbeat every ``heartbeat_s``; a waiter never judges it stale sooner
 # than this many periods, whatever its own threshold, so mismatched settings stay safe.
 _MISSED_BEATS = 3
-
-
-# --------------------------------------------------------------------------------------------
-# Choosing the lock mode
-
-
-def _unescape_mount(text: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo octal.
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        if text[i] == "\\" and i + 3 < len(text) and text[i + 1 : i + 4].isdigit():
-            out.append(chr(int(text[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
-
-
-def _parse_mounts(mountinfo: str | None, mounts: str | None) -> list[tuple[str, str]]:
-    """(mount point, fs type) pairs from ``/proc/self/mountinfo`` or else ``/proc/mounts``."""
-    pairs: list[tuple[str, str]] = []
-    if mountinfo:
-        for line in mountinfo.splitlines():
-            fields = line.split()
-            if "-" not in fields:
-                continue
-            sep = fields.index("-")
-            if len(fields) <= sep + 1 or len(fields) < 5:
-                continue
-            pairs.append((_unescape_mount(fields[4]), fields[sep + 1]))
-    elif mounts:
-        for line in mounts.splitlines():
-            fields = line.split()
-            if len(fields) >= 3:
-                pairs.append((_unescape_mount(fields[1]), fields[2]))
-    return pairs
-
-
-def _fs_type_from_tables(path: Path, mountinfo: str | None, mounts: str | None) -> str | None:
-    """The type of the filesystem holding ``path``: its longest mount-point prefix wins."""
-    best: tuple[int, str] | None = None
-    text = str(path)
-    for mount_point, fs_type in _parse_mounts(mountinfo, mounts):
-        prefix = mount_point.rstrip("/")
-        covers = text == prefix or text.startswith(prefix + "/") or mount_point == "/"
-        # Later lines win ties: a mount stacked on the same point hides the earlier one.
-        if covers and (best is None or len(prefix) >= best[0]):
-            best = (len(prefix), fs_type)
-    return None if best is None else best[1]
-
-
-def _read_text(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-            return handle.read()
-    except OSError:
-        return None  # no /proc (macOS, BSD): the type is unknown and the caller falls back
-
-
-def filesystem_type(path: Path) -> str | None:
-    """The filesystem type of ``path`` (which need not exist yet), or ``None`` if unknown."""
-    resolved = Path(os.path.abspath(path))
-    with contextlib.suppress(OSError, RuntimeError):
-        resolved = path.resolve()  # follow symlinks that exist; a missing tail is kept as is
-    mountinfo = _read_text("/proc/self/mountinfo")
-    mounts = None if mountinfo else _read_text("/proc/mounts")
-    return _fs_type_from_tables(resolved, mountinfo, mounts)
-
-
-def is_network_filesystem(fs_type: str | None) -> bool:
-    """Whether ``flock`` cannot be trusted to exclude across clients on ``fs_type``."""
-    if fs_type is None:
-        return False
-    return fs_type in NETWORK_FILESYSTEMS or fs_type.startswith("nfs")
-
-
-def resolve_lock_mode(mode: str, path: Path) -> Literal["flock", "soft"]:
-    """The lock kind to use for the store at ``path``, from ini ``physpipe_lock``.
-
-    ``auto`` picks ``soft`` on a network filesystem (see :data:`NETWORK_FILESYSTEMS`) and
-    ``flock`` otherwise, including where the type cannot be found out (no ``/proc``).
-    """
-    if mode == "flock":
-        return "flock"
-    if mode == "soft":
-        return "soft"
-    if mode == "auto":
-        return "soft" if is_network_filesystem(filesystem_type(path)) else "flock"
-    raise ValueError(
-        f"physpipe_lock = {mode!r} is not a lock mode. Set the ini option physpipe_lock to "
-        "'auto' (the default: soft locks on network filesystems, flock elsewhere), 'flock' "
-        "(kernel locks; only where every process runs on one host or the filesystem honours "
-        "flock across clients) or 'soft' (lock files with a heartbeat; works on NFS)."
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Host identity (soft locks judge "same host, pid dead" with it)
-
-
-@dataclass(frozen=True)
-class _Host:
-    name: str
-    # boot id and pid namespace: two containers with the host's hostname (--network host)
-    # do not share pids, and a rebooted host's pids mean nothing; both count as other hosts.
-    boot: str
-    pidns: str
-
-
-_HOST: _Host | None = None
-
-
-def _this_host() -> _Host:
-    global _HOST  # noqa: PLW0603  # computed once per process; tests replace it to fake a host
-    if _HOST is None:
-        boot = (_read_text("/proc/sys/kernel/random/boot_id") or "").strip()
-        try:
-            pidns = os.readlink("/proc/self/ns/pid")
-        except OSError:
-            pidns = ""
-        _HOST = _Host(socket.gethostname(), boot, pidns)
-    return _HOST
-
-
-def _process_start(pid: int) -> str:
-    """The start time of ``pid`` in clock ticks since boot ('' where /proc is missing)."""
-    text = _read_text(f"/proc/{pid}/stat")
-    if not text:
-        return ""
-    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
-    fields = text[text.rfind(")") + 2 :].split()
-    return fields[19] if len(fields) > 19 else ""
-
-
-def _pid_alive(pid: int, start: str) -> bool:
-    """Whether the process ``pid`` started at ``start`` still runs on this host."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process: alive
-    if start:
-        now = _process_start(pid)
-        if now and now != start:
-            return False  # the pid was reused by a process that started later
-    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,7 +116,11 @@ def _describe_holder(info: dict[str, Any] | None) -> str:
     started = info.get("started")
     since = ""
     if isinstance(started, (int, float)):
-        since = f" since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(started))}"
+        age = max(0.0, time.time() - started)
+        since = (
+            f" since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(started))}"
+            f" ({age:.0f} s ago)"
+        )
     return f"pid {pid} on host {host}{f' ({what})' if what else ''}{since}"
 
 
@@ -325,6 +137,10 @@ class KeyLock:
     a soft lock whose holder runs on another host is broken after its heartbeat has not
     changed for ``max(stale_after, 3 * the holder's heartbeat period)`` seconds.
 
+    No wait is silent: every ``report_every`` seconds a waiting :meth:`acquire` calls
+    ``on_wait`` (default: a logged warning) with a sentence naming the holder (host, pid, what
+    it computes) and how long it has held the lock.
+
     One instance is used by one thread at a time. Two instances on the same path exclude each
     other, in one process as in two.
     """
@@ -338,6 +154,8 @@ class KeyLock:
         describe: str = "",
         stale_after: float = DEFAULT_STALE_AFTER_S,
         heartbeat: float = DEFAULT_HEARTBEAT_S,
+        on_wait: Callable[[str], None] | None = None,
+        report_every: float = WAIT_REPORT_S,
     ) -> None:
         if mode not in ("flock", "soft"):
             raise ValueError(f"KeyLock mode must be 'flock' or 'soft', not {mode!r}")
@@ -349,6 +167,9 @@ class KeyLock:
         self.describe = describe
         self.stale_after = stale_after
         self.heartbeat = heartbeat
+        self.on_wait = on_wait
+        self.report_every = report_every
+        self._next_report = report_every
         self._fd: int | None = None  # flock: the locked descriptor
         self._token: str | None = None  # soft: our token in the lock file
         self._beat_stop: threading.Event | None = None
@@ -473,6 +294,8 @@ class KeyLock:
             waited = time.monotonic() - started
             if self.timeout is not None and waited >= self.timeout:
                 self._raise_timeout(waited)
+            if waited >= self._next_report:
+                self._report_wait(waited, None)
             if waited > 0.5:
                 poll = _FLOCK_POLL_MAX_S
             time.sleep(poll)
@@ -485,9 +308,8 @@ class KeyLock:
 
     def _write_flock_info(self, fd: int) -> None:
         # Only for error messages (who holds it); waiters never truncate, so this is safe.
-        host = _this_host()
         info = {
-            "host": host.name,
+            "host": this_host().name,
             "pid": os.getpid(),
             "describe": self.describe,
             "started": time.time(),
@@ -523,18 +345,15 @@ class KeyLock:
                 return False
             if deadline is not None and now >= deadline:
                 self._raise_timeout(now - started, seen.info)
+            if now - started >= self._next_report:
+                self._report_wait(now - started, seen.info)
             time.sleep(poll)
             poll = min(poll * 1.5, _SOFT_POLL_MAX_S)
 
     def _try_create(self) -> bool:
-        host = _this_host()
         token = uuid.uuid4().hex
         info = {
-            "host": host.name,
-            "boot": host.boot,
-            "pidns": host.pidns,
-            "pid": os.getpid(),
-            "pid_start": _process_start(os.getpid()),
+            **owner_info(),
             "token": token,
             "started": time.time(),
             "heartbeat_s": self.heartbeat,
@@ -562,16 +381,10 @@ class KeyLock:
     def _provably_gone(self, seen: _Seen, *, unchanged_for: float) -> bool:
         """Whether the holder of ``seen`` is gone for sure (never while it lives)."""
         info = seen.info
-        host = _this_host()
-        if (
-            info is not None
-            and info.get("host") == host.name
-            and info.get("boot", "") == host.boot
-            and info.get("pidns", "") == host.pidns
-            and isinstance(info.get("pid"), int)
-        ):
-            # Same host: the kernel knows. A live holder is never broken, however slow.
-            return not _pid_alive(info["pid"], str(info.get("pid_start", "")))
+        if info is not None and same_host(info):
+            # Same host: the kernel knows (a zombie is dead). A live holder is never broken,
+            # however slow.
+            return not owner_alive(info)
         # Another host (or a file not yet written): only a stopped heartbeat tells.
         period = info.get("heartbeat_s") if info is not None else None
         beats = float(period) * _MISSED_BEATS if isinstance(period, (int, float)) else 0.0
@@ -686,7 +499,21 @@ class KeyLock:
             self._beat_thread.join()
         self._beat_stop = self._beat_thread = None
 
-    # -- errors -----------------------------------------------------------------------------
+    # -- waiting and errors ---------------------------------------------------------------
+
+    def _report_wait(self, waited: float, info: dict[str, Any] | None) -> None:
+        self._next_report = waited + self.report_every
+        holder = _describe_holder(info) if self.mode == "soft" else self.holder()
+        what = self.describe or "a store key"
+        message = (
+            f"physpipe: still waiting for the lock of {what} after {waited:.0f} s; it is held by "
+            f"{holder} ({self.path}). It is released when that process finishes the stage or "
+            "dies; if it is stuck, stop it."
+        )
+        if self.on_wait is None:
+            _log.warning("%s", message)
+        else:
+            self.on_wait(message)
 
     def _raise_timeout(self, waited: float, info: dict[str, Any] | None = None) -> NoReturn:
         what = f"the lock of {self.describe}" if self.describe else "a store lock"

@@ -53,13 +53,13 @@ class Jobs:
             found[data["stage"]] = data
         return found
 
-    def outcome(self, label: str) -> dict[str, Any]:
+    def result(self, label: str) -> dict[str, Any]:
         key_dir = next(
             p.parent
             for p in self.store.glob("jobs/*/submitted.json")
             if json.loads(p.read_text())["stage"] == label
         )
-        result: dict[str, Any] = json.loads((key_dir / "outcome.json").read_text())
+        result: dict[str, Any] = json.loads((key_dir / "result.json").read_text())
         return result
 
     def ids(self) -> set[str]:

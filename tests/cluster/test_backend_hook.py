@@ -147,3 +147,64 @@ def test_an_unknown_backend_is_a_usage_error(pytester: pytest.Pytester, calls: C
         ["*--physpipe-backend lsf: no such backend; choose local, *pbs*slurm*"]
     )
     assert calls.take() == {}
+
+
+HOOKS_CONFTEST = (
+    CONFTEST
+    + """
+
+class Pair:
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+
+
+class PairCodec:
+    name = "pair"
+
+    def accepts(self, value):
+        return isinstance(value, Pair)
+
+    def encode(self, value, dest):
+        (dest / "pair.txt").write_text(f"{value.a} {value.b}")
+        return {}
+
+    def decode(self, src, meta, *, mmap_min):
+        a, b = (src / "pair.txt").read_text().split()
+        return Pair(float(a), float(b))
+
+
+def pytest_physpipe_register_codecs(registry):
+    registry.add(PairCodec())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_physpipe_run_stage(record, ctx, call):
+    ctx.metric("middleware", os.getpid())
+    return (yield)
+"""
+).replace("import json\n", "import json\nimport pytest\n", 1)
+
+HOOK_STAGES = """
+import os
+from conftest import Pair
+from pytest_physpipe import stage
+
+
+@stage(slow=True, codec="pair")
+def pair():
+    return Pair(1.5, 2.5)
+
+
+def test_pair(pair, physpipe):
+    assert (type(pair).__name__, pair.a, pair.b) == ("Pair", 1.5, 2.5)
+    # The middleware ran in the job's process, not in this one.
+    assert physpipe.record("pair").metrics["middleware"] != os.getpid()
+"""
+
+
+def test_a_batch_job_runs_the_plugin_codecs_and_middleware(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(HOOKS_CONFTEST)
+    pytester.makepyfile(test_pair=HOOK_STAGES)
+    result = pytester.runpytest_subprocess("--physpipe-backend", "inline", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*submitted pair as inline job*", "*1 loaded from jobs*"])

@@ -97,7 +97,7 @@ def test_campaign_submits_once_with_dependencies_and_a_rerun_submits_nothing(
     assert all(data["depends_on"] == [] for label, data in submitted.items() if label != "top")
     assert str(result.stdout).count(f"as {dialect} job ") == 6
     # afterok held `top` back until `middle` had finished.
-    middle, top = jobs.outcome("middle"), jobs.outcome("top")
+    middle, top = jobs.result("middle"), jobs.result("top")
     assert top["started_at"] >= middle["started_at"] + middle["duration_s"]
     assert (middle["job_id"], top["job_id"]) == (
         submitted["middle"]["job_id"],

@@ -12,32 +12,32 @@ from physpipe_testing import CallLog
 
 from pytest_physpipe.scheduling.policy import (
     DEFAULT_COST_S,
+    Manifest,
+    ManifestStage,
     PhyspipeScheduling,
-    Plan,
     Policy,
     StageCosts,
-    StagePlan,
 )
 
 
 def stage(
     key: str, cost: float = 1.0, *, cached: bool = False, up: tuple[str, ...] = ()
-) -> StagePlan:
-    return StagePlan(key=key, label=key, cached=cached, cost=cost, upstream=up)
+) -> ManifestStage:
+    return ManifestStage(key=key, label=key, cached=cached, cost=cost, upstream=up)
 
 
-def make_plan(tests: dict[str, tuple[str, ...]], *stages: StagePlan) -> Plan:
-    return Plan(tests=tests, stages={s.key: s for s in stages})
+def make_manifest(tests: dict[str, tuple[str, ...]], *stages: ManifestStage) -> Manifest:
+    return Manifest(tests=tests, stages={s.key: s for s in stages})
 
 
 # -- the policy ---------------------------------------------------------------------------------
 
 
 def test_tests_sharing_a_missing_stage_do_not_occupy_two_nodes() -> None:
-    plan = make_plan(
+    manifest = make_manifest(
         {"a0": ("A",), "a1": ("A",), "a2": ("A",), "b0": ("B",)}, stage("A"), stage("B")
     )
-    policy = Policy(["a0", "a1", "a2", "b0"], plan)
+    policy = Policy(["a0", "a1", "a2", "b0"], manifest)
     first = policy.pick("n1", force=False)
     assert first == 0
     policy.assign(0, "n1")
@@ -55,13 +55,13 @@ def test_tests_sharing_a_missing_stage_do_not_occupy_two_nodes() -> None:
 
 
 def test_expensive_missing_stages_start_first() -> None:
-    plan = make_plan(
+    manifest = make_manifest(
         {"cheap": ("C",), "cached": ("K",), "costly": ("E",)},
         stage("C", 1.0),
         stage("K", 50.0, cached=True),
         stage("E", 8.0),
     )
-    policy = Policy(["cheap", "cached", "costly"], plan)
+    policy = Policy(["cheap", "cached", "costly"], manifest)
     assert policy.pick("n1", force=False) == 2
     policy.assign(2, "n1")
     assert policy.pick("n2", force=False) == 0
@@ -71,13 +71,13 @@ def test_expensive_missing_stages_start_first() -> None:
 
 def test_priority_follows_the_longest_chain_below_a_stage() -> None:
     # A is cheap but a long stage waits on it; B alone is costlier than A.
-    plan = make_plan(
+    manifest = make_manifest(
         {"b": ("B",), "a": ("A",), "long": ("A", "L")},
         stage("A", 1.0),
         stage("L", 10.0, up=("A",)),
         stage("B", 3.0),
     )
-    policy = Policy(["b", "a", "long"], plan)
+    policy = Policy(["b", "a", "long"], manifest)
     # "long" and "a" both start A (bottom level 11); "long" brings more work, so it goes first.
     assert policy.pick("n1", force=False) == 2
 
@@ -85,19 +85,19 @@ def test_priority_follows_the_longest_chain_below_a_stage() -> None:
 def test_without_costs_the_stage_most_tests_share_starts_first() -> None:
     # No cost history: every stage costs the same, so the stage four tests wait for goes before
     # the ones a single test needs, although those were collected first.
-    plan = make_plan(
+    manifest = make_manifest(
         {"c0": ("C0",), "c1": ("C1",), **{f"s{i}": ("S",) for i in range(4)}},
         stage("C0"),
         stage("C1"),
         stage("S"),
     )
-    policy = Policy(["c0", "c1", "s0", "s1", "s2", "s3"], plan)
+    policy = Policy(["c0", "c1", "s0", "s1", "s2", "s3"], manifest)
     assert policy.pick("n1", force=False) == 2
 
 
 def test_a_lost_node_gives_back_its_tests_and_its_stages() -> None:
-    plan = make_plan({"a0": ("A",), "a1": ("A",)}, stage("A"))
-    policy = Policy(["a0", "a1"], plan)
+    manifest = make_manifest({"a0": ("A",), "a1": ("A",)}, stage("A"))
+    policy = Policy(["a0", "a1"], manifest)
     policy.assign(0, "n1")
     policy.assign(1, "n1")
     assert policy.pick("n2", force=False) is None
@@ -107,7 +107,7 @@ def test_a_lost_node_gives_back_its_tests_and_its_stages() -> None:
     assert policy.pick("n2", force=False) == 1  # A is nobody's now: n2 computes it
 
 
-def test_without_a_plan_tests_go_in_collection_order() -> None:
+def test_without_a_manifest_tests_go_in_collection_order() -> None:
     policy = Policy(["t0", "t1", "t2"], None)
     order = []
     while policy.has_undispatched():
@@ -147,7 +147,7 @@ class FakeNode:
         return len(self.queue) >= 2 or (self.shutting_down and bool(self.queue))
 
 
-def _random_plan(rng: random.Random, tests: int) -> tuple[list[str], Plan]:
+def _random_manifest(rng: random.Random, tests: int) -> tuple[list[str], Manifest]:
     keys = [f"k{i}" for i in range(8)]
     stages = [
         stage(k, rng.uniform(0.1, 5.0), cached=rng.random() < 0.3, up=tuple(keys[:i][-1:]))
@@ -155,7 +155,7 @@ def _random_plan(rng: random.Random, tests: int) -> tuple[list[str], Plan]:
     ]
     nodeids = [f"t{i}" for i in range(tests)]
     mapping = {n: tuple(rng.sample(keys, rng.randint(0, 3))) for n in nodeids}
-    return nodeids, make_plan(mapping, *stages)
+    return nodeids, make_manifest(mapping, *stages)
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -163,11 +163,11 @@ def test_every_test_runs_exactly_once_and_the_run_ends(
     pytester: pytest.Pytester, seed: int, tmp_path: Path
 ) -> None:
     rng = random.Random(seed)
-    nodeids, plan = _random_plan(rng, tests=rng.randint(0, 30))
+    nodeids, manifest = _random_manifest(rng, tests=rng.randint(0, 30))
     nodes = [FakeNode(f"gw{i}") for i in range(rng.randint(1, 4))]
-    plan.write(tmp_path / "plan-gw0.json")
+    manifest.write(tmp_path / "manifest-gw0.json")
     config = pytester.parseconfig("--tx", f"{len(nodes)}*popen")
-    sched = PhyspipeScheduling(config, None, plan_dir=tmp_path)
+    sched = PhyspipeScheduling(config, None, manifest_dir=tmp_path)
     for node in nodes:
         sched.add_node(node)
     for node in nodes:
@@ -193,9 +193,9 @@ def test_a_crashed_node_reports_its_running_test_and_requeues_the_rest(
     pytester: pytest.Pytester, tmp_path: Path
 ) -> None:
     nodeids = [f"t{i}" for i in range(6)]
-    make_plan({n: ("A",) for n in nodeids}, stage("A")).write(tmp_path / "plan-gw0.json")
+    make_manifest({n: ("A",) for n in nodeids}, stage("A")).write(tmp_path / "manifest-gw0.json")
     config = pytester.parseconfig("--tx", "2*popen")
-    sched = PhyspipeScheduling(config, None, plan_dir=tmp_path)
+    sched = PhyspipeScheduling(config, None, manifest_dir=tmp_path)
     n1, n2 = FakeNode("gw0"), FakeNode("gw1")
     for node in (n1, n2):
         sched.add_node(node)
@@ -213,14 +213,14 @@ def test_a_crashed_node_reports_its_running_test_and_requeues_the_rest(
     assert sorted([*ran, running]) == list(range(6))
 
 
-# -- plan files and costs -----------------------------------------------------------------------
+# -- manifest files and costs ----------------------------------------------------------------------
 
 
-def test_plan_and_costs_round_trip(tmp_path: Path) -> None:
-    plan = make_plan({"t": ("A", "B")}, stage("A", 2.5, cached=True), stage("B", up=("A",)))
-    plan.write(tmp_path / "runs" / "r1" / "plan-gw0.json")
-    assert Plan.read(tmp_path / "runs" / "r1" / "plan-gw0.json") == plan
-    assert Plan.read(tmp_path / "missing.json") is None
+def test_manifest_and_costs_round_trip(tmp_path: Path) -> None:
+    manifest = make_manifest({"t": ("A", "B")}, stage("A", 2.5, cached=True), stage("B", up=("A",)))
+    manifest.write(tmp_path / "runs" / "r1" / "manifest-gw0.json")
+    assert Manifest.read(tmp_path / "runs" / "r1" / "manifest-gw0.json") == manifest
+    assert Manifest.read(tmp_path / "missing.json") is None
 
     costs = StageCosts.load(tmp_path)
     assert costs.expected(label="heat[a=1]", name="heat", slow=False) == DEFAULT_COST_S
@@ -285,7 +285,7 @@ def test_physpipe_dist_end_to_end(pytester: pytest.Pytester, calls: CallLog) -> 
     assert "costly" in [name for _, name in starts[:2]]
     report = json.loads((pytester.path / "report.json").read_text())
     assert report["summary"]["computed"] == 5
-    # The plans are gone with the run; the costs it measured stay for the next one.
+    # The manifests are gone with the run; the costs it measured stay for the next one.
     runs = pytester.path / ".physpipe" / "runs"
     assert sorted(p.name for p in runs.iterdir()) == ["durations.json"]
     durations = json.loads((runs / "durations.json").read_text())

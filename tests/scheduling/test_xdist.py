@@ -110,7 +110,7 @@ def test_every_stage_instance_is_computed_once_across_workers(
     assert {r["status"] for r in report["stages"]} == {"computed"}
     assert all(str(r["worker"]).startswith("gw") for r in report["stages"])
     result.stdout.fnmatch_lines(["*stage instances: 0 hit, 8 computed, 0 failed*", "*[[]gw*"])
-    # The run's slot files and plans are gone; only the cost history stays.
+    # The run's slot files and scheduling manifests are gone; only the cost history stays.
     assert _runs_left(pytester) == []
     if workers == "2":
         again = pytester.runpytest_subprocess("-n", workers, timeout=120)
@@ -286,7 +286,7 @@ def test_physpipe_dist_conflicts_with_another_dist_mode(
 def test_workers_take_the_controllers_store_and_budget(tmp_path: Path) -> None:
     settings = Settings(
         store_dir=tmp_path / "local",
-        plan=False,
+        plan_only=False,
         verify=False,
         graph=None,
         report=None,

@@ -14,12 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pytest_physpipe.snapshot.assertion import (
-    _Decoder,
-    _emit,
-    _Encoder,
-    explain_changes,
-)
+from pytest_physpipe.snapshot.document import emit
+from pytest_physpipe.snapshot.encoding import Decoder, Encoder
+from pytest_physpipe.snapshot.files import sidecar_loader
+from pytest_physpipe.snapshot.provenance import explain_changes
 from pytest_physpipe.tolerance import Tolerance, compare
 
 
@@ -589,14 +587,14 @@ def test_explain_changes_platform_and_stage_sets() -> None:
 
 
 def _round_trip(value: object, array_dir: Path) -> tuple[object, str]:
-    encoder = _Encoder()
+    encoder = Encoder()
     node = encoder.encode(value, "")
     for name, array in encoder.sidecars.items():
         np.save(array_dir / name, array, allow_pickle=False)
-    text = _emit(node)
+    text = emit(node)
     parsed = json.loads(text)
-    assert _emit(parsed) == text  # parse + emit is the identity: no churn on rewrite
-    return _Decoder(array_dir).decode(parsed), text
+    assert emit(parsed) == text  # parse + emit is the identity: no churn on rewrite
+    return Decoder(sidecar_loader(array_dir)).decode(parsed), text
 
 
 @pytest.mark.parametrize(

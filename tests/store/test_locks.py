@@ -18,14 +18,15 @@ import pytest
 from physpipe_testing import Spawn, finish, wait_for
 
 from pytest_physpipe.errors import LockTimeoutError
-from pytest_physpipe.store import locks
-from pytest_physpipe.store.locks import KeyLock, resolve_lock_mode, try_lock
+from pytest_physpipe.store import filesystem, hosts
+from pytest_physpipe.store.filesystem import resolve_lock_mode
+from pytest_physpipe.store.locks import KeyLock, try_lock
 
 # Children wait for a "go" file so that they race from the same instant.
 PRELUDE = """
 import json, os, sys, time
 from pathlib import Path
-from pytest_physpipe.store import locks
+from pytest_physpipe.store import hosts, locks
 from pytest_physpipe.errors import LockTimeoutError
 from pytest_physpipe.store.locks import KeyLock
 
@@ -92,7 +93,7 @@ HOLD = """
 path, held, mode = sys.argv[1:4]
 lock = KeyLock(Path(path), mode=mode, describe="stage heat", heartbeat=float(sys.argv[4]))
 if len(sys.argv) > 5:
-    locks._HOST = locks._Host(sys.argv[5], "other-boot", "other-ns")  # pretend: another host
+    hosts._HOST = hosts.Host(sys.argv[5], "other-boot", "other-ns")  # pretend: another host
 lock.acquire()
 Path(held).touch()
 time.sleep(120)
@@ -311,7 +312,7 @@ def test_try_lock_breaks_soft_lock_of_dead_local_process(tmp_path: Path) -> None
         capture_output=True,
         text=True,
     )
-    host = locks._this_host()
+    host = hosts.this_host()
     dead = {
         "host": host.name,
         "boot": host.boot,
@@ -352,7 +353,7 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
 
 
 def test_resolve_lock_mode_on_local_path(tmp_path: Path) -> None:
-    if locks.is_network_filesystem(locks.filesystem_type(tmp_path)):
+    if filesystem.is_network_filesystem(filesystem.filesystem_type(tmp_path)):
         pytest.skip("the temporary directory is on a network filesystem here")
     assert resolve_lock_mode("auto", tmp_path / "store") == "flock"
     assert resolve_lock_mode("flock", tmp_path) == "flock"
@@ -390,13 +391,13 @@ MOUNTINFO = textwrap.dedent(
     ],
 )
 def test_filesystem_type_from_longest_mount_prefix(path: str, expected: str) -> None:
-    assert locks._fs_type_from_tables(Path(path), MOUNTINFO, None) == expected
+    assert filesystem._fs_type_from_tables(Path(path), MOUNTINFO, None) == expected
 
 
 def test_filesystem_type_from_proc_mounts() -> None:
     mounts = "rootfs / rootfs rw 0 0\nserver:/x /data nfs rw 0 0\n"
-    assert locks._fs_type_from_tables(Path("/data/store"), None, mounts) == "nfs"
-    assert locks._fs_type_from_tables(Path("/home"), None, mounts) == "rootfs"
+    assert filesystem._fs_type_from_tables(Path("/data/store"), None, mounts) == "nfs"
+    assert filesystem._fs_type_from_tables(Path("/home"), None, mounts) == "rootfs"
 
 
 @pytest.mark.parametrize(
@@ -416,4 +417,4 @@ def test_filesystem_type_from_proc_mounts() -> None:
     ],
 )
 def test_network_filesystems(fs_type: str | None, network: bool) -> None:
-    assert locks.is_network_filesystem(fs_type) is network
+    assert filesystem.is_network_filesystem(fs_type) is network

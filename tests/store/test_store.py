@@ -74,12 +74,21 @@ def test_commit_layout_and_tags(store: Store) -> None:
     assert list(store.keys()) == [key]
 
 
-def test_existing_directory_becomes_owner_only_on_first_use(tmp_path: Path) -> None:
+def test_created_store_is_owner_only(tmp_path: Path) -> None:
+    root = tmp_path / "new" / "store"
+    Store(root).ensure()
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+
+
+def test_existing_empty_directory_keeps_its_permissions(tmp_path: Path) -> None:
+    """A directory the store did not create is not chmod-ed; what it puts inside is private."""
     root = tmp_path / "shared"
     root.mkdir(mode=0o755)
     root.chmod(0o755)
     Store(root).ensure()
-    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert stat.S_IMODE(root.stat().st_mode) == 0o755
+    for sub in ("entries", "tmp", "trash", "locks"):
+        assert stat.S_IMODE((root / sub).stat().st_mode) == 0o700
 
 
 def test_unwritable_store_is_a_clear_error(tmp_path: Path) -> None:
@@ -469,8 +478,11 @@ def test_cleanup_spares_live_writers_and_fresh_foreign_leftovers(store: Store) -
         path.mkdir()
         (path / "f").write_text("x")
     ancient = time.time() - 7200
-    for path in (live, old_foreign, trash_old):
+    for path in (live, trash_old):
         os.utime(path, (ancient, ancient))
+    # Another host's scratch without an owner record (an older version) waits a week.
+    week_old = time.time() - 8 * 86400
+    os.utime(old_foreign, (week_old, week_old))
     assert store.cleanup() == 4
     assert live.exists()  # old, but its writer lives: never removed
     assert foreign.exists()

@@ -4,7 +4,7 @@ A batch backend does four things and nothing else: check that its commands exist
 job, report the state of many jobs in one scheduler call, and cancel jobs. It knows nothing
 about stages, keys or the store; the campaign logic turns a stage instance into a
 :class:`JobRequest` (the command is ``python -m pytest_physpipe.worker ...``) and decides what a
-job's end means by reading the outcome record that the worker writes itself: schedulers do not
+job's end means by reading the result record that the job writes itself: schedulers do not
 reliably report exit codes (Slurm without accounting forgets them once a job is purged, Torque's
 wrapper over Slurm never reports them), so the scheduler's word is only a hint.
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -30,6 +29,7 @@ from typing import Protocol, runtime_checkable
 
 from pytest_physpipe.errors import BackendError
 from pytest_physpipe.models import ClusterOptions, Resources
+from pytest_physpipe.store.atomic import write_text_atomic
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -245,15 +245,7 @@ def write_script(request: JobRequest) -> Path:
     """
     target = script_path(request.log_path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(render_script(request))
-        os.chmod(tmp_name, 0o700)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_text_atomic(target, render_script(request), mode=0o700)
     return target
 
 

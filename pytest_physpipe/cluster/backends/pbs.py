@@ -10,7 +10,7 @@ One backend serves three implementations of the PBS commands:
 - **Slurm's Torque wrapper** (Debian's ``slurm-wlm-torque``, what CI runs): Torque's syntax;
   ``qstat -f`` reports ``Q``, ``R`` or ``C`` and *never an exit status*, so a failed or
   cancelled job reads as ``COMPLETED`` with ``exit_code=None``. Callers must rely on the
-  worker's own outcome record, not on this state.
+  job's own result record, not on this state.
 
 The status dialect (JSON or text) is found by trying JSON first and remembered per backend.
 Parsers are pure module-level functions, unit-tested on captured output.

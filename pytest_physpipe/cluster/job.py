@@ -4,7 +4,7 @@ The submitting session writes a :class:`JobSpec` beside the store (``jobs/<key>/
 The job imports the stage's module from its file, rebuilds the instance and checks that its key
 is still the submitted one (the code or the config may have changed since), loads the upstream
 values from the store, computes under the key's lock, commits, and always writes its own
-outcome record (``jobs/<key>/outcome.json``): the outcome never depends on ``sacct``.
+result record (``jobs/<key>/result.json``): the result never depends on ``sacct``.
 """
 
 from __future__ import annotations
@@ -14,18 +14,30 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import sys
 import time
 import traceback
+import types
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import pluggy
 from pydantic import BaseModel, ConfigDict, Field
 
 from pytest_physpipe.store.atomic import write_text_atomic
+from pytest_physpipe.store.hosts import hostname
 
-__all__ = ["JobOutcome", "JobSpec", "JobTerminated", "job_dir", "main", "read_outcome", "run_job"]
+__all__ = [
+    "JobResult",
+    "JobSpec",
+    "JobTerminated",
+    "hook_plugins",
+    "job_dir",
+    "main",
+    "read_job_result",
+    "run_job",
+]
 
 
 class JobSpec(BaseModel):
@@ -39,6 +51,10 @@ class JobSpec(BaseModel):
     module_file: str
     sys_path: list[str] = Field(default_factory=list)
     rootdir: str
+    #: The pytest plugins (conftests, installed plugins) of the submitting run that implement
+    #: physpipe hooks, as ``[module name, file]``: the job registers them, so that plugin
+    #: codecs and ``run_stage`` middleware apply to a batch job as to a local run.
+    plugins: list[tuple[str, str]] = Field(default_factory=list)
     store: str
     config: dict[str, Any] | None = None
     upstream: dict[str, str] = Field(default_factory=dict)
@@ -54,7 +70,7 @@ class JobSpec(BaseModel):
     param_id: str | None = None
 
 
-class JobOutcome(BaseModel):
+class JobResult(BaseModel):
     """What the job says about itself, whatever the scheduler says."""
 
     key: str
@@ -86,13 +102,15 @@ class JobTerminated(BaseException):
 
 def job_dir(store: Path, key: str) -> Path:
     """Where a key's job files live: ``<store>/jobs/<key>/``."""
-    return Path(store) / "jobs" / key
+    from pytest_physpipe.store.layout import StoreLayout
+
+    return StoreLayout(Path(store)).job_dir(key)
 
 
-def read_outcome(store: Path, key: str) -> JobOutcome | None:
-    path = job_dir(store, key) / "outcome.json"
+def read_job_result(store: Path, key: str) -> JobResult | None:
+    path = job_dir(store, key) / "result.json"
     try:
-        return JobOutcome.model_validate_json(path.read_text())
+        return JobResult.model_validate_json(path.read_text())
     except (FileNotFoundError, ValueError):
         return None
 
@@ -105,14 +123,71 @@ def _import_stage_module(spec: JobSpec) -> None:
     for entry in reversed(spec.sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
-    if spec.module_name in sys.modules:
-        return
-    module_spec = importlib.util.spec_from_file_location(spec.module_name, spec.module_file)
+    if spec.module_name not in sys.modules:
+        _import_file(spec.module_name, spec.module_file)
+
+
+def hook_plugins(plugins: Iterable[object]) -> list[tuple[str, str]]:
+    """The plugin modules among ``plugins`` that implement a physpipe hook (for :class:`JobSpec`).
+
+    Plugin objects that are not modules cannot be rebuilt in a job and are left out.
+    """
+    found: list[tuple[str, str]] = []
+    for plugin in plugins:
+        if not isinstance(plugin, types.ModuleType) or plugin.__name__.startswith(
+            "pytest_physpipe."
+        ):
+            continue
+        file = getattr(plugin, "__file__", None)
+        if file and any(name.startswith("pytest_physpipe_") for name in vars(plugin)):
+            found.append((plugin.__name__, str(file)))
+    return found
+
+
+class _JobPluginManager(pluggy.PluginManager):
+    """Reads physpipe hooks as pytest does: a ``pytest_physpipe_*`` function needs no marker."""
+
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name.startswith("pytest_physpipe_"):
+            opts = {
+                "wrapper": False,
+                "hookwrapper": False,
+                "optionalhook": False,
+                "tryfirst": False,
+                "trylast": False,
+                "specname": None,
+            }
+        return opts
+
+
+def _plugin_manager(spec: JobSpec) -> pluggy.PluginManager:
+    """The submitting run's physpipe hooks, registered as pytest registered them."""
+    from pytest_physpipe import hookspecs
+
+    manager = _JobPluginManager("pytest")
+    manager.add_hookspecs(hookspecs)
+    manager.register(hookspecs.Defaults(), "physpipe-defaults")
+    for name, file in spec.plugins:
+        module = sys.modules.get(name)
+        if module is None:
+            if Path(file).name == "conftest.py":
+                module = _import_file(name, file)
+            else:
+                module = importlib.import_module(name)
+        if not manager.is_registered(module):
+            manager.register(module, name)
+    return manager
+
+
+def _import_file(name: str, file: str) -> types.ModuleType:
+    module_spec = importlib.util.spec_from_file_location(name, file)
     if module_spec is None or module_spec.loader is None:
-        raise ImportError(f"cannot import {spec.module_name} from {spec.module_file}")
+        raise ImportError(f"cannot import {name} from {file}")
     module = importlib.util.module_from_spec(module_spec)
-    sys.modules[spec.module_name] = module
+    sys.modules[name] = module
     module_spec.loader.exec_module(module)
+    return module
 
 
 def _compute(spec: JobSpec) -> str:
@@ -122,13 +197,15 @@ def _compute(spec: JobSpec) -> str:
 
     from pytest_physpipe.cluster.allocation import allocation_budget
     from pytest_physpipe.errors import JobFailedError
-    from pytest_physpipe.execute import StageRunner
+    from pytest_physpipe.execute import PluginHooks, StageRunner
     from pytest_physpipe.plan import Planner
     from pytest_physpipe.resources import SlotPool
     from pytest_physpipe.stage import registry
+    from pytest_physpipe.store.codecs import CodecRegistry
     from pytest_physpipe.store.entries import Store
 
     _import_stage_module(spec)
+    hooks = _plugin_manager(spec).hook
     stage_spec = registry.get(spec.stage)
     if stage_spec is None:
         raise JobFailedError(
@@ -139,14 +216,16 @@ def _compute(spec: JobSpec) -> str:
         registry=registry, packages=spec.packages, salt=spec.salt, rootdir=Path(spec.rootdir)
     )
     config = stage_spec.coerce_config(spec.config, origin="the job spec")
-    found = planner.instance(stage_spec, config, spec.upstream)
-    if found.key != spec.key:
+    instance = planner.instance(stage_spec, config, spec.upstream)
+    if instance.key != spec.key:
         raise JobFailedError(
-            f"stage {spec.stage!r}: its key is now {found.key}, not the submitted "
+            f"stage {spec.stage!r}: its key is now {instance.key}, not the submitted "
             f"{spec.key}: its code, config or an input changed after submission. Rerun "
             "pytest to submit the current version."
         )
-    store = Store(Path(spec.store), lock_mode=spec.lock, verify_max=spec.verify_max)
+    codecs = CodecRegistry()
+    hooks.pytest_physpipe_register_codecs(registry=codecs)
+    store = Store(Path(spec.store), codecs=codecs, lock_mode=spec.lock, verify_max=spec.verify_max)
     upstream: dict[str, Any] = {}
     for name, key in spec.upstream.items():
         loaded = store.load(key)
@@ -156,8 +235,8 @@ def _compute(spec: JobSpec) -> str:
                 f"{spec.store}; is the store on a filesystem the compute nodes share?"
             )
         upstream[name] = loaded.value
-    if spec.param_id and found.param_id != spec.param_id:
-        found = dataclasses.replace(found, param_id=spec.param_id)
+    if spec.param_id and instance.param_id != spec.param_id:
+        instance = dataclasses.replace(instance, param_id=spec.param_id)
     # The stage gets what the scheduler allocated to the job (its GPUs above all), held
     # through a slot pool of the job's own, as a local run hands out its budget.
     budget = allocation_budget(stage_spec.resources)
@@ -166,29 +245,30 @@ def _compute(spec: JobSpec) -> str:
             store=store,
             run_id=spec.run_id,
             pool=SlotPool(Path(slots), budget),
+            hooks=PluginHooks(hooks),
             rebuild=frozenset({spec.stage}) if spec.rebuild else frozenset(),
             worker=f"{spec.backend} job {_job_id() or '?'}",
         )
-        outcome = runner.provide(found, upstream)
-    return "computed" if outcome.record.status == "computed" else "hit"
+        served = runner.provide(instance, upstream)
+    return "computed" if served.record.status == "computed" else "hit"
 
 
-def run_job(spec: JobSpec) -> JobOutcome:
+def run_job(spec: JobSpec) -> JobResult:
     """Compute the instance described by ``spec`` and commit it; never raises."""
     started = time.time()
     clock = time.perf_counter()
     status, error, trace, signum = "failed", None, None, None
     try:
         status = _compute(spec)
-    except BaseException as exc:  # the job's outcome record must be written, whatever happened
+    except BaseException as exc:  # the job's result record must be written, whatever happened
         error = f"{type(exc).__name__}: {exc}"
         trace = "".join(traceback.format_exception(exc))
         signum = exc.signum if isinstance(exc, JobTerminated) else None
-    result = JobOutcome(
+    result = JobResult(
         key=spec.key,
         status=status,
         exit_code=1 if error else 0,
-        host=socket.gethostname(),
+        host=hostname(),
         started_at=started,
         duration_s=time.perf_counter() - clock,
         job_id=_job_id(),
@@ -198,7 +278,7 @@ def run_job(spec: JobSpec) -> JobOutcome:
     )
     folder = job_dir(Path(spec.store), spec.key)
     folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(folder / "outcome.json", result.model_dump_json(indent=1))
+    write_text_atomic(folder / "result.json", result.model_dump_json(indent=1))
     return result
 
 
@@ -217,14 +297,14 @@ def main(argv: list[str] | None = None) -> int:
         raise JobTerminated(signum)
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    outcome = run_job(spec)
-    if outcome.traceback:
-        sys.stderr.write(outcome.traceback)
+    result = run_job(spec)
+    if result.traceback:
+        sys.stderr.write(result.traceback)
     print(
-        f"physpipe worker: stage {spec.stage} ({spec.key[:12]}) {outcome.status} on "
-        f"{outcome.host} in {outcome.duration_s:.2f} s"
+        f"physpipe job: stage {spec.stage} ({spec.key[:12]}) {result.status} on "
+        f"{result.host} in {result.duration_s:.2f} s"
     )
-    return outcome.exit_code
+    return result.exit_code
 
 
 if __name__ == "__main__":

@@ -1,0 +1,310 @@
+"""The syrupy extension: JSON goldens with array sidecars, compared within tolerances.
+
+How the pieces meet syrupy's write decision (docs/snapshots.md has the long form):
+
+* ``serialize`` returns a :class:`str` subclass (:class:`Received`): its text is the entry that
+  would be written, and it also carries the live value, the tolerance rules and the arrays for
+  the binary sidecars, so that ``matches`` can compare numbers rather than text.
+* syrupy writes only when ``matches`` is false. A value within tolerance therefore never
+  reaches the disk, not even under ``--snapshot-update``: no churn from rounding noise.
+* When a write does happen, ``write_snapshot_collection`` merges at the leaf level: leaves still
+  within tolerance keep their golden text byte for byte; only the failing leaves (and the
+  provenance, which says when the values changed) are replaced.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from syrupy.data import (
+    Snapshot,
+    SnapshotCollection,
+    SnapshotCollections,
+    SnapshotEmptyCollection,
+)
+from syrupy.extensions.base import AbstractSyrupyExtension
+
+from pytest_physpipe.snapshot.document import emit, parse_document, render_document
+from pytest_physpipe.snapshot.encoding import Decoder, Encoder, GoldenFileError
+from pytest_physpipe.snapshot.files import (
+    collect_garbage,
+    golden_lock,
+    load_document,
+    sidecar_dir,
+    sidecar_loader,
+    write_atomic,
+)
+from pytest_physpipe.snapshot.merge import merge_values, sidecars_in
+from pytest_physpipe.snapshot.provenance import explain_changes, platform_info
+from pytest_physpipe.tolerance import Comparison, ToleranceRules, compare
+
+if TYPE_CHECKING:
+    from syrupy.location import PyTestLocation
+    from syrupy.types import (
+        PropertyFilter,
+        PropertyMatcher,
+        SerializableData,
+        SerializedData,
+    )
+
+__all__ = ["Measured", "PhysicsSnapshotExtension", "Received"]
+
+
+@dataclass
+class Measured:
+    """What ``PhysicsSnapshot.__eq__`` hands to syrupy: the value plus how to judge it."""
+
+    value: object
+    rules: ToleranceRules
+    stages: dict[str, object]
+    platform: dict[str, str]
+    keep_for_write: bool
+    received: Received | None = None
+
+
+class Received(str):
+    """The serialized result of one assertion: its text is the entry that would be written."""
+
+    value: object
+    rules: ToleranceRules
+    entry: dict[str, object]
+    sidecars: dict[str, np.ndarray]
+    comparison: Comparison | None
+    golden_entry: Mapping[str, Any] | None
+    problem: str | None
+    keep_for_write: bool
+
+    @classmethod
+    def build(cls, measured: Measured) -> Received:
+        encoder = Encoder(for_write=measured.keep_for_write)
+        node = encoder.encode(measured.value, "")
+        entry: dict[str, object] = {
+            "value": node,
+            "stages": measured.stages,
+            "platform": measured.platform,
+        }
+        self = cls(emit(entry))
+        self.value = measured.value
+        self.rules = measured.rules
+        self.entry = entry
+        self.comparison = None
+        self.golden_entry = None
+        self.problem = None
+        self.keep_for_write = measured.keep_for_write
+        if measured.keep_for_write:
+            # The write happens at the end of the session: do not let a later in-place change
+            # to the caller's array alter what gets written under this checksum.
+            self.sidecars = {
+                name: array.copy() if array.flags.writeable else array
+                for name, array in encoder.sidecars.items()
+            }
+        else:
+            self.sidecars = {}
+        return self
+
+
+class Golden(str):
+    """A golden entry read from disk; its value is decoded (and sidecars read) on demand."""
+
+    entry: Mapping[str, Any]
+    array_dir: Path
+
+    @classmethod
+    def build(cls, entry: Mapping[str, Any], array_dir: Path) -> Golden:
+        self = cls(emit(entry))
+        self.entry = entry
+        self.array_dir = array_dir
+        return self
+
+    def decoded(self) -> object:
+        return Decoder(sidecar_loader(self.array_dir)).decode(self.entry.get("value"))
+
+
+def _golden_value(data: object) -> tuple[object, Mapping[str, Any]]:
+    if isinstance(data, Golden):
+        return data.decoded(), data.entry
+    if isinstance(data, Received):  # recalled from this session's pending writes
+        return data.value, data.entry
+    raise GoldenFileError(f"unexpected golden data of type {type(data).__name__}")
+
+
+class PhysicsSnapshotExtension(AbstractSyrupyExtension):
+    """syrupy extension: JSON goldens with array sidecars, compared within tolerances."""
+
+    file_extension = "physics"
+
+    def serialize(
+        self,
+        data: SerializableData,
+        *,
+        exclude: PropertyFilter | None = None,
+        include: PropertyFilter | None = None,
+        matcher: PropertyMatcher | None = None,
+    ) -> SerializedData:
+        # exclude/include/matcher are syrupy's text-snapshot tools; per-path tolerances
+        # replace them here.
+        if not isinstance(data, Measured):
+            data = Measured(data, ToleranceRules(), {}, platform_info(), keep_for_write=True)
+        received = Received.build(data)
+        data.received = received
+        return received
+
+    def matches(
+        self, *, serialized_data: SerializableData, snapshot_data: SerializableData
+    ) -> bool:
+        if not isinstance(serialized_data, Received):
+            return bool(serialized_data == snapshot_data)
+        try:
+            golden, entry = _golden_value(snapshot_data)
+        except GoldenFileError as exc:
+            serialized_data.problem = str(exc)
+            return False
+        serialized_data.golden_entry = entry
+        serialized_data.comparison = compare(golden, serialized_data.value, serialized_data.rules)
+        return serialized_data.comparison.ok
+
+    def diff_lines(
+        self, serialized_data: SerializedData, snapshot_data: SerializedData
+    ) -> Iterator[str]:
+        if not isinstance(serialized_data, Received):
+            yield from super().diff_lines(serialized_data, snapshot_data)
+            return
+        if serialized_data.problem:
+            yield serialized_data.problem
+            return
+        comparison, golden_entry = serialized_data.comparison, serialized_data.golden_entry
+        if comparison is None or golden_entry is None:
+            yield "No golden for this snapshot yet: run `pytest --snapshot-update` to write it."
+            return
+        yield from comparison.describe()
+        yield from explain_changes(golden_entry, serialized_data.entry)
+        yield (
+            "To accept the new values, run `pytest --snapshot-update`: only the values outside "
+            "tolerance are rewritten."
+        )
+
+    # -- storage ------------------------------------------------------------------------------
+
+    def discover_snapshots(
+        self,
+        *,
+        test_location: PyTestLocation,
+        ignore_extensions: list[str] | None = None,
+    ) -> SnapshotCollections:
+        # Claim our own files only. The default marks every other file in __snapshots__ as
+        # an unknown collection, which syrupy deletes under --snapshot-update.
+        discovered = SnapshotCollections()
+        if self.file_extension in (ignore_extensions or ()):
+            return discovered
+        directory = Path(self.dirname(test_location=test_location))
+        if not directory.is_dir():
+            return discovered
+        for path in sorted(directory.glob(f"*.{self.file_extension}")):
+            if path.is_file() and not path.name.startswith("."):
+                collection = self.read_snapshot_collection(snapshot_location=str(path))
+                if not collection.has_snapshots:
+                    collection = SnapshotEmptyCollection(location=str(path))
+                discovered.add(collection)
+        return discovered
+
+    def read_snapshot_collection(self, *, snapshot_location: str) -> SnapshotCollection:
+        collection = SnapshotCollection(location=snapshot_location)
+        try:
+            doc = load_document(snapshot_location)
+        except (GoldenFileError, OSError, UnicodeDecodeError):
+            # Report an unreadable file as holding nothing; the tests that use it fail with
+            # the reason when they read it, and it is never deleted while they use it.
+            return collection
+        array_dir = sidecar_dir(snapshot_location)
+        for name, entry in (doc or {}).get("snapshots", {}).items():
+            collection.add(Snapshot(name=name, data=Golden.build(entry, array_dir)))
+        return collection
+
+    def read_snapshot_data_from_location(
+        self, *, snapshot_location: str, snapshot_name: str, session_id: str
+    ) -> SerializedData | None:
+        doc = load_document(snapshot_location)
+        if doc is None:
+            return None
+        entry = doc["snapshots"].get(snapshot_name)
+        if entry is None:
+            return None
+        return Golden.build(entry, sidecar_dir(snapshot_location))
+
+    @classmethod
+    def write_snapshot_collection(
+        cls,
+        *,
+        snapshot_collection: SnapshotCollection,
+        name_order: dict[str, int] | None = None,
+    ) -> None:
+        location = snapshot_collection.location
+        with golden_lock(location):
+            path = Path(location)
+            old_bytes = path.read_bytes() if path.exists() else None
+            old = parse_document(old_bytes.decode("utf-8"), location) if old_bytes else None
+            entries: dict[str, object] = dict(old["snapshots"]) if old else {}
+            array_dir = sidecar_dir(location)
+            for snapshot in snapshot_collection:
+                data = snapshot.data
+                if isinstance(data, Received):
+                    entries[snapshot.name] = _entry_to_write(
+                        data, entries.get(snapshot.name), array_dir
+                    )
+                elif isinstance(data, Golden):
+                    entries[snapshot.name] = dict(data.entry)
+            order = name_order or {}
+            ordered = {
+                name: entries[name]
+                for name in sorted(entries, key=lambda n: (order.get(n, math.inf), n))
+            }
+            new_bytes = render_document(ordered)
+            if new_bytes != old_bytes:
+                write_atomic(path, lambda handle: handle.write(new_bytes))
+            collect_garbage(array_dir, {s for e in ordered.values() for s in sidecars_in(e)})
+
+    def delete_snapshots(self, *, snapshot_location: str, snapshot_names: set[str]) -> None:
+        with golden_lock(snapshot_location):
+            path = Path(snapshot_location)
+            array_dir = sidecar_dir(snapshot_location)
+            doc = load_document(snapshot_location)
+            if doc is None:
+                return
+            entries = {k: v for k, v in doc["snapshots"].items() if k not in snapshot_names}
+            if entries:
+                data = render_document(entries)
+                write_atomic(path, lambda handle: handle.write(data))
+            else:
+                path.unlink(missing_ok=True)
+            collect_garbage(array_dir, {s for e in entries.values() for s in sidecars_in(e)})
+
+
+def _entry_to_write(received: Received, old_entry: object, array_dir: Path) -> dict[str, object]:
+    """The entry to store: the received one, but with in-tolerance leaves kept from the golden."""
+    entry = received.entry
+    # A golden that does not decode (a corrupt or missing sidecar) is replaced, sidecars too.
+    rewrite_sidecars = False
+    if isinstance(old_entry, dict):
+        try:
+            golden = Decoder(sidecar_loader(array_dir)).decode(old_entry.get("value"))
+            comparison = compare(golden, received.value, received.rules)
+        except (GoldenFileError, TypeError, ValueError):
+            rewrite_sidecars = True
+        else:
+            if comparison.ok:
+                return old_entry
+            value = merge_values(
+                old_entry.get("value"), entry["value"], "", comparison.failed_paths
+            )
+            entry = {**entry, "value": value}
+    for name in sorted(set(sidecars_in(entry["value"]))):
+        target = array_dir / name
+        if rewrite_sidecars or not target.exists():
+            array = received.sidecars[name]
+            write_atomic(target, lambda handle, a=array: np.save(handle, a, allow_pickle=False))
+    return entry

@@ -1,0 +1,149 @@
+"""Every path under a store root, in one place.
+
+::
+
+    CACHEDIR.TAG, .gitignore         markers (only in a directory the store created)
+    entries/<k[:2]>/<key>/           committed entries (meta.json + payload + artifacts/)
+    tmp/<what>.<host>.<pid>.<rand>   scratch: entries being built, stage work dirs, artifacts
+    owners/<host>.<pid>.json         owner record of a process with scratch here (heartbeat)
+    trash/<name>.<rand>              entries on their way out
+    locks/<key>.lock                 per-key locks; locks/<key>.submit.lock for batch submission
+    slots/<run_id>/                  one run's CPU/GPU slot files
+    runs/<run_id>/manifest-<w>.json one run's scheduling manifests; runs/durations.json (costs)
+    jobs/<key>/                      batch job spec, outcome and log
+
+No other module builds a path under the root: each asks a :class:`StoreLayout`. Scratch names
+carry their owner (host and pid) so that housekeeping can tell a live owner from a dead one
+without reading anything else (see ``store/scratch.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+from pytest_physpipe.keys import KEY_PATTERN
+from pytest_physpipe.store.hosts import hostname
+
+__all__ = ["LAYOUT_NAMES", "ScratchOwner", "StoreLayout", "tree_size"]
+
+#: What a store root may hold; anything else means the directory is not (only) a store.
+LAYOUT_NAMES = frozenset(
+    {
+        "CACHEDIR.TAG",
+        ".gitignore",
+        "entries",
+        "tmp",
+        "trash",
+        "locks",
+        "owners",
+        "slots",
+        "runs",
+        "jobs",
+    }
+)
+#: Sub-directories made when a store is created.
+CREATED_DIRS = ("entries", "tmp", "trash", "locks")
+
+
+class ScratchOwner(NamedTuple):
+    """The owner a scratch name carries."""
+
+    host: str
+    pid: int
+
+
+class StoreLayout:
+    """Paths of the store rooted at ``root`` (nothing is created here)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.entries = self.root / "entries"
+        self.tmp = self.root / "tmp"
+        self.trash = self.root / "trash"
+        self.locks = self.root / "locks"
+        self.slots = self.root / "slots"
+        self.runs = self.root / "runs"
+        self.jobs = self.root / "jobs"
+        self.owners = self.root / "owners"
+        self.cachedir_tag = self.root / "CACHEDIR.TAG"
+        self.gitignore = self.root / ".gitignore"
+        self._entries = os.fspath(self.entries)
+
+    # -- entries and their locks -------------------------------------------------------------
+
+    def entry_path(self, key: str) -> str:
+        """Where the entry for ``key`` lives (a plain string: the hit path is hot)."""
+        return f"{self._entries}/{key[:2]}/{key}"
+
+    def lock_path(self, key: str) -> Path:
+        return self.locks / f"{key}.lock"
+
+    def submit_lock_path(self, key: str) -> Path:
+        return self.locks / f"{key}.submit.lock"
+
+    @staticmethod
+    def key_of_lock(path: Path) -> str | None:
+        """The key a per-key lock file belongs to, or ``None`` for any other file."""
+        key = path.name.removesuffix(".lock")
+        return key if path.name.endswith(".lock") and KEY_PATTERN.match(key) else None
+
+    # -- runs, slots, jobs -------------------------------------------------------------------
+
+    def slots_dir(self, run_id: str) -> Path:
+        return self.slots / run_id
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs / run_id
+
+    @staticmethod
+    def manifest_name(worker: object) -> str:
+        """The name of an xdist worker's scheduling manifest in its run's :meth:`run_dir`."""
+        return f"manifest-{worker}.json"
+
+    @property
+    def durations(self) -> Path:
+        return self.runs / "durations.json"
+
+    def job_dir(self, key: str) -> Path:
+        return self.jobs / key
+
+    # -- scratch and trash -------------------------------------------------------------------
+
+    @staticmethod
+    def scratch_prefix(what: str) -> str:
+        """``<what>.<host>.<pid>.``: a scratch name of this process, before its random tail."""
+        return f"{what}.{hostname()}.{os.getpid()}."
+
+    @staticmethod
+    def scratch_owner(name: str) -> ScratchOwner | None:
+        """The owner a scratch name carries (the host may hold dots), or ``None``."""
+        parts = name.split(".")
+        if len(parts) < 4 or not parts[-2].isdigit():
+            return None
+        return ScratchOwner(".".join(parts[1:-2]), int(parts[-2]))
+
+    def owner_record(self, host: str, pid: int) -> Path:
+        return self.owners / f"{host}.{pid}.json"
+
+    def trash_path(self, name: str, tail: str) -> Path:
+        return self.trash / f"{name}.{tail}"
+
+
+def tree_size(path: Path | str) -> int:
+    """Bytes in the files under ``path`` (symlinks count as themselves, never followed)."""
+    total = 0
+    stack = [os.fspath(path)]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as it:
+                for item in it:
+                    if item.is_dir(follow_symlinks=False):
+                        stack.append(item.path)
+                    else:
+                        total += item.stat(follow_symlinks=False).st_size
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return total
