@@ -208,6 +208,7 @@ class PhyspipeSession:
             default_args=default_args.get(name, ()),
             say=terminal_say(self.config),
             submit_rate=_submit_rate(self.config),
+            arrays=bool(self.config.getini("physpipe_job_arrays")),
             plugins=hook_plugins(self.config.pluginmanager.get_plugins()),
         )
         try:

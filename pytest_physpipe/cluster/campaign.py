@@ -19,6 +19,7 @@ the job it finds by tag instead of submitting a duplicate. A job this session on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -30,10 +31,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pytest_physpipe.cluster.arrays import (
+    array_dependency,
+    chunks,
+    group_by_level,
+    order_for_correspondence,
+    split_task_id,
+)
 from pytest_physpipe.cluster.backends.base import Backend, JobInfo, JobRequest, JobState, log_tail
 from pytest_physpipe.cluster.interrupts import sigterm_as_interrupt, stop_reason
 from pytest_physpipe.cluster.job import JobResult, JobSpec, job_dir, read_job_result
-from pytest_physpipe.cluster.jobs import cancel_run, find_tagged, job_name, parse_job_name, run_tag
+from pytest_physpipe.cluster.jobs import cancel_run, find_tagged, job_name
 from pytest_physpipe.errors import BackendError, CorruptEntryError, GraphError, JobFailedError
 from pytest_physpipe.execute import Served, StageRunner
 from pytest_physpipe.plan import Planner, StageInstance
@@ -76,6 +84,7 @@ class Campaign:
         default_args: Sequence[str] = (),
         say: Callable[[str], None] | None = None,
         submit_rate: float = 0.0,
+        arrays: bool = True,
         plugins: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.backend = backend
@@ -87,6 +96,8 @@ class Campaign:
         self.cwd = cwd
         self.default_args = tuple(default_args)
         self.say = say or (lambda _line: None)
+        #: Submit the instances of one stage at one level as job arrays where the backend can.
+        self.arrays = arrays
         self.plugins = list(plugins)
         #: Submissions per second at most (ini ``physpipe_submit_rate``; 0: no limit).
         self.submit_rate = submit_rate
@@ -115,7 +126,8 @@ class Campaign:
             raise BackendError(
                 f"--physpipe-backend {self.backend.name}: {exc}. Nothing was submitted."
             ) from None
-        nodes = _slurm_nodes() if self.backend.name == "slurm" else None
+        list_nodes: Callable[[], set[str] | None] | None = getattr(self.backend, "nodes", None)
+        nodes = list_nodes() if list_nodes is not None else None
         # Slurm names nodes by their short host name; gethostname() may be fully qualified.
         local_only = nodes is not None and {_short(n) for n in nodes} <= {
             _short(socket.gethostname()),
@@ -139,16 +151,87 @@ class Campaign:
         pending: list[StageInstance] = []
         if self._undo_sigterm is None:
             self._undo_sigterm = sigterm_as_interrupt()
-        for instance in wanted:  # the planner lists upstream before downstream
-            if self._done(instance):
+        largest = self._max_array()
+        for group in group_by_level(wanted) if largest > 1 else [[i] for i in wanted]:
+            todo = [instance for instance in group if not self._done(instance)]
+            for instance in todo:
+                self._ensure_local_upstream(instance)
+            if len(todo) > 1:
+                todo = order_for_correspondence(todo, self.job_ids)
+                for chunk in chunks(todo, largest):
+                    self._submit_array(chunk)
+                pending += todo
                 continue
-            self._ensure_local_upstream(instance)
-            depends = tuple(
-                self.job_ids[k] for k in instance.upstream.values() if k in self.job_ids
-            )
-            self.job_ids[instance.key] = self._submit_or_reuse(instance, depends)
-            pending.append(instance)
+            for instance in todo:
+                depends = tuple(
+                    self.job_ids[k] for k in instance.upstream.values() if k in self.job_ids
+                )
+                self.job_ids[instance.key] = self._submit_or_reuse(instance, depends)
+                pending.append(instance)
         return pending
+
+    def _max_array(self) -> int:
+        """The largest job array to submit; 0 for one job per instance."""
+        if not self.arrays:
+            return 0
+        probe: Callable[[], int] | None = getattr(self.backend, "max_array_size", None)
+        if probe is None:
+            return 0
+        try:
+            return probe()
+        except BackendError:
+            return 0
+
+    def _submit_array(self, members: list[StageInstance]) -> None:
+        """Submit ``members`` (one stage, one level) as one job array, task ``i`` computing
+        ``members[i]``; members another session already has in flight are reused."""
+        with contextlib.ExitStack() as stack:
+            for instance in members:
+                stack.enter_context(self._submit_lock(instance))
+            todo = []
+            for instance in members:
+                reused = self._reuse(instance, job_dir(self.store.root, instance.key))
+                if reused is not None:
+                    self.job_ids[instance.key] = reused
+                else:
+                    self._raise_if_stopping(instance)
+                    todo.append(instance)
+            if len(todo) <= 1:
+                for instance in todo:
+                    depends = tuple(
+                        self.job_ids[k] for k in instance.upstream.values() if k in self.job_ids
+                    )
+                    self.job_ids[instance.key] = self._submit_locked(instance, depends)
+                return
+            kind, depends = array_dependency(todo, self.job_ids)
+            first = todo[0]
+            name = job_name(first.key, self.run_id, first.name)
+            folder = self.store.root / "jobs" / "arrays" / f"{name}-{len(todo)}"
+            folder.mkdir(parents=True, exist_ok=True)
+            tasks = folder / "tasks.json"
+            keys = [instance.key for instance in todo]
+            write_text_atomic(tasks, json.dumps({"store": str(self.store.root), "keys": keys}))
+            for instance in todo:
+                self._write_spec(instance)
+            request = JobRequest(
+                name=name,
+                argv=[sys.executable, "-m", "pytest_physpipe.worker", "--array", str(tasks)],
+                cwd=self.cwd,
+                log_path=folder / "array.log",
+                resources=first.spec.resources,
+                cluster=first.spec.cluster,
+                depends_on=depends,
+                dependency=kind,
+                env=_job_env(),
+                default_args=self.default_args,
+                array_size=len(todo),
+            )
+            array_id = self._dispatch(request, todo, [f"{kind}:{d}" for d in depends])
+        deps = f" {kind} {', '.join(depends)}" if depends else ""
+        self.say(
+            f"physpipe: submitted {first.label} .. {todo[-1].label} ({len(todo)} instances) "
+            f"as {self.backend.name} array job {array_id} (tasks 0-{len(todo) - 1}){deps}"
+        )
 
     def _done(self, instance: StageInstance) -> bool:
         """In the store, and (under ``--physpipe-rebuild``) rebuilt by this run."""
@@ -193,55 +276,85 @@ class Campaign:
     def _submit_or_reuse(self, instance: StageInstance, depends: tuple[str, ...]) -> str:
         folder = job_dir(self.store.root, instance.key)
         folder.mkdir(parents=True, exist_ok=True)
-        lock = KeyLock(
-            self.store.layout.submit_lock_path(instance.key),
-            mode=self.store.lock_mode,
-            describe=f"submission of stage {instance.label}",
-        )
-        with lock:
+        with self._submit_lock(instance):
             reused = self._reuse(instance, folder)
             if reused is not None:
                 return reused
             self._raise_if_stopping(instance)
-            spec = self._job_spec(instance)
-            write_text_atomic(folder / "job.json", spec.model_dump_json(indent=1))
-            (folder / "result.json").unlink(missing_ok=True)
-            name = job_name(instance.key, self.run_id, instance.name)
-            request = JobRequest(
-                name=name,
-                argv=[sys.executable, "-m", "pytest_physpipe.worker", str(folder / "job.json")],
-                cwd=self.cwd,
-                log_path=folder / "job.log",
-                resources=instance.spec.resources,
-                cluster=instance.spec.cluster,
-                depends_on=depends,
-                env=_job_env(),
-                default_args=self.default_args,
-            )
-            # The marker first: if we die inside sbatch, the next session looks for the job.
-            marker = folder / "submitting.json"
-            write_text_atomic(marker, json.dumps(self._about(instance, name=name), indent=1))
-            self._submitting = instance.key
-            self._pace()
-            try:
-                job_id = self.backend.submit(request=request)
-            except BackendError as exc:
-                marker.unlink(missing_ok=True)
-                self._submitting = None
-                raise BackendError(
-                    f"submitting stage {instance.label} ({instance.key[:12]}) to "
-                    f"{self.backend.name} failed: {exc}"
-                ) from None
-            self.submitted.append(job_id)
-            self._submitting = None
-            now = time.time()
-            record = {"job_id": job_id, **self._about(instance, name=name), "submitted_at": now}
-            record["depends_on"] = list(depends)
-            write_text_atomic(folder / "submitted.json", json.dumps(record, indent=1))
-            marker.unlink(missing_ok=True)
-        self.submitted_at[instance.key] = now
+            return self._submit_locked(instance, depends)
+
+    def _submit_lock(self, instance: StageInstance) -> KeyLock:
+        return KeyLock(
+            self.store.layout.submit_lock_path(instance.key),
+            mode=self.store.lock_mode,
+            describe=f"submission of stage {instance.label}",
+        )
+
+    def _submit_locked(self, instance: StageInstance, depends: tuple[str, ...]) -> str:
+        """Submit ``instance`` as one job; the caller holds its submission lock."""
+        folder = self._write_spec(instance)
+        request = JobRequest(
+            name=job_name(instance.key, self.run_id, instance.name),
+            argv=[sys.executable, "-m", "pytest_physpipe.worker", str(folder / "job.json")],
+            cwd=self.cwd,
+            log_path=folder / "job.log",
+            resources=instance.spec.resources,
+            cluster=instance.spec.cluster,
+            depends_on=depends,
+            env=_job_env(),
+            default_args=self.default_args,
+        )
+        job_id = self._dispatch(request, [instance], list(depends))
         deps = f" after {', '.join(depends)}" if depends else ""
         self.say(f"physpipe: submitted {instance.label} as {self.backend.name} job {job_id}{deps}")
+        return job_id
+
+    def _write_spec(self, instance: StageInstance) -> Path:
+        folder = job_dir(self.store.root, instance.key)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(folder / "job.json", self._job_spec(instance).model_dump_json(indent=1))
+        (folder / "result.json").unlink(missing_ok=True)
+        return folder
+
+    def _dispatch(
+        self, request: JobRequest, members: list[StageInstance], depends: list[str]
+    ) -> str:
+        """Submit ``request``, which computes ``members`` (task ``i`` computes ``members[i]``
+        in an array), and record it per key; the job's (or the array's) id.
+
+        The ``submitting.json`` markers go first: if we die inside ``sbatch``, the next
+        session looks for the job by its name.
+        """
+        array = request.array_size > 0
+        folders = [job_dir(self.store.root, m.key) for m in members]
+        for index, (instance, folder) in enumerate(zip(members, folders, strict=True)):
+            marker = self._about(instance, name=request.name) | ({"index": index} if array else {})
+            write_text_atomic(folder / "submitting.json", json.dumps(marker, indent=1))
+        self._submitting = members[0].key
+        self._pace()
+        try:
+            job_id = self.backend.submit(request=request)
+        except BackendError as exc:
+            for folder in folders:
+                (folder / "submitting.json").unlink(missing_ok=True)
+            self._submitting = None
+            what = (
+                f"{len(members)} instances of stage {members[0].name} as a job array"
+                if array
+                else f"stage {members[0].label} ({members[0].key[:12]})"
+            )
+            raise BackendError(f"submitting {what} to {self.backend.name} failed: {exc}") from None
+        self.submitted.append(job_id)
+        self._submitting = None
+        now = time.time()
+        for index, (instance, folder) in enumerate(zip(members, folders, strict=True)):
+            task_id = f"{job_id}_{index}" if array else job_id
+            record = {"job_id": task_id, **self._about(instance, name=request.name)}
+            record.update(submitted_at=now, depends_on=depends)
+            write_text_atomic(folder / "submitted.json", json.dumps(record, indent=1))
+            (folder / "submitting.json").unlink(missing_ok=True)
+            self.job_ids[instance.key] = task_id
+            self.submitted_at[instance.key] = now
         return job_id
 
     def _pace(self) -> None:
@@ -288,26 +401,29 @@ class Campaign:
         # job may exist all the same. Find it by its tag and adopt it.
         if rebuild and marker.get("run_id") != self.run_id:
             return None
-        tag = run_tag(str(marker.get("run_id", "")))
         for info in find_tagged(self.backend) or []:
-            if parse_job_name(info.name) == (instance.key[:12], tag):
-                record = {
-                    **marker,
-                    "job_id": info.job_id,
-                    "submitted_at": marker.get("at"),
-                    "depends_on": [],
-                    "adopted_by": self.run_id,
-                }
-                write_text_atomic(folder / "submitted.json", json.dumps(record, indent=1))
-                (folder / "submitting.json").unlink(missing_ok=True)
-                self.say(
-                    f"physpipe: adopted {instance.label}: job {info.job_id} of an interrupted run "
-                    "is in flight"
-                )
-                self.submitted_at[instance.key] = float(marker.get("at") or time.time())
-                if marker.get("run_id") != self.run_id:
-                    self.adopted.add(instance.key)
-                return info.job_id
+            if info.name != marker.get("name"):  # the name carries the key and the run
+                continue
+            job_id = info.job_id
+            if "index" in marker:  # one task of a job array
+                job_id = f"{split_task_id(job_id)[0]}_{marker['index']}"
+            record = {
+                **marker,
+                "job_id": job_id,
+                "submitted_at": marker.get("at"),
+                "depends_on": [],
+                "adopted_by": self.run_id,
+            }
+            write_text_atomic(folder / "submitted.json", json.dumps(record, indent=1))
+            (folder / "submitting.json").unlink(missing_ok=True)
+            self.say(
+                f"physpipe: adopted {instance.label}: job {job_id} of an interrupted run "
+                "is in flight"
+            )
+            self.submitted_at[instance.key] = float(marker.get("at") or time.time())
+            if marker.get("run_id") != self.run_id:
+                self.adopted.add(instance.key)
+            return job_id
         return None
 
     def _job_spec(self, instance: StageInstance) -> JobSpec:
@@ -575,33 +691,6 @@ def _job_env() -> dict[str, str]:
         if name in os.environ:
             env[name] = os.environ[name]
     return env
-
-
-def _slurm_nodes() -> set[str] | None:
-    import subprocess
-
-    try:
-        done = subprocess.run(
-            ["sinfo", "-h", "-o", "%N"], capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if done.returncode != 0:
-        return None
-    nodes: set[str] = set()
-    for line in done.stdout.split():
-        try:
-            expanded = subprocess.run(
-                ["scontrol", "show", "hostnames", line],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            ).stdout.split()
-        except (OSError, subprocess.SubprocessError):
-            expanded = [line]
-        nodes.update(expanded or [line])
-    return nodes
 
 
 def _short(host: str) -> str:

@@ -32,6 +32,7 @@ __all__ = [
     "JobResult",
     "JobSpec",
     "JobTerminated",
+    "array_task_spec",
     "hook_plugins",
     "job_dir",
     "main",
@@ -116,7 +117,35 @@ def read_job_result(store: Path, key: str) -> JobResult | None:
 
 
 def _job_id() -> str | None:
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"  # how squeue, scancel and the campaign name an array task
     return os.environ.get("SLURM_JOB_ID") or os.environ.get("PBS_JOBID")
+
+
+#: Where a job array task finds its index, by scheduler: Slurm, PBS Pro, Torque.
+_TASK_VARS = ("SLURM_ARRAY_TASK_ID", "PBS_ARRAY_INDEX", "PBS_ARRAYID")
+
+
+def array_task_spec(tasks_file: Path) -> Path:
+    """The ``job.json`` of this array task: ``tasks_file`` lists one key per index.
+
+    The task's output goes to its key's ``job.log``, as a single job's does, so failure
+    messages read the same log either way.
+    """
+    tasks = json.loads(Path(tasks_file).read_text())
+    index = next((os.environ[v] for v in _TASK_VARS if os.environ.get(v)), None)
+    if index is None or not index.isdigit():
+        raise SystemExit(f"{tasks_file}: no array task index in the environment ({_TASK_VARS})")
+    key = tasks["keys"][int(index)]
+    folder = job_dir(Path(tasks["store"]), key)
+    log = os.open(folder / "job.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    return folder / "job.json"
 
 
 def _import_stage_module(spec: JobSpec) -> None:
@@ -287,9 +316,17 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m pytest_physpipe.worker",
         description="Compute one physpipe stage instance inside a batch job.",
     )
-    parser.add_argument("job", type=Path, help="the job spec (jobs/<key>/job.json in the store)")
+    parser.add_argument(
+        "job", type=Path, nargs="?", help="the job spec (jobs/<key>/job.json in the store)"
+    )
+    parser.add_argument(
+        "--array", type=Path, metavar="TASKS", help="a job array's task list: run this task's"
+    )
     args = parser.parse_args(argv)
-    spec = JobSpec.model_validate(json.loads(args.job.read_text()))
+    if (args.job is None) == (args.array is None):
+        parser.error("give a job spec, or --array TASKS")
+    job_file = array_task_spec(args.array) if args.array is not None else args.job
+    spec = JobSpec.model_validate(json.loads(job_file.read_text()))
 
     # Both schedulers send SIGTERM before SIGKILL on scancel/qdel and at the walltime: record
     # it, because Torque's wrapper reports such a job as completed, with no exit status.

@@ -71,7 +71,7 @@ def live(job_ids: set[str]) -> set[str]:
     if not job_ids:
         return set()
     out = subprocess.run(
-        ["squeue", "-h", "-o", "%i", "-t", "PD,R,CG,CF,S", "-j", ",".join(sorted(job_ids))],
+        ["squeue", "-h", "-r", "-o", "%i", "-t", "PD,R,CG,CF,S", "-j", ",".join(sorted(job_ids))],
         capture_output=True,
         text=True,
         check=False,
@@ -147,14 +147,15 @@ def last_job_id() -> int:
 
 
 def queued(workdir: Path, *, states: str = "PD,R,CG,CF,S", after: int = 0) -> dict[str, str]:
-    """Slurm's jobs in ``states`` that run in ``workdir`` (an inner project's), by id: name.
+    """Slurm's jobs (array tasks one by one) in ``states`` that run in ``workdir`` (an inner
+    project's), by id: name.
 
     Finds the jobs whose id no file records (a submission cut short). ``-t all`` also lists
     finished ones, which Slurm keeps for MinJobAge (an hour on the test cluster); ``after`` (a
     :func:`last_job_id`) leaves out older ones.
     """
     out = subprocess.run(
-        ["squeue", "-h", "-o", "%i|%Z|%j", "-t", states],
+        ["squeue", "-h", "-r", "-o", "%i|%Z|%j", "-t", states],
         capture_output=True,
         text=True,
         check=False,

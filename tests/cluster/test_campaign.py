@@ -95,7 +95,18 @@ def test_campaign_submits_once_with_dependencies_and_a_rerun_submits_nothing(
     assert {data["backend"] for data in submitted.values()} == {dialect}
     assert submitted["top"]["depends_on"] == [submitted["middle"]["job_id"]]
     assert all(data["depends_on"] == [] for label, data in submitted.items() if label != "top")
-    assert str(result.stdout).count(f"as {dialect} job ") == 6
+    if dialect == "slurm":  # the sweep went out as one job array, with a task per point
+        assert str(result.stdout).count("as slurm job ") == 2
+        result.stdout.fnmatch_lines(
+            [
+                "*submitted point[[]n=1] .. point[[]n=4] (4 instances) as slurm array job * "
+                "(tasks 0-3)"
+            ]
+        )
+        arrays = {submitted[f"point[n={n}]"]["job_id"].rsplit("_", 1)[0] for n in range(1, 5)}
+        assert len(arrays) == 1
+    else:  # no arrays through Torque's wrapper: one job per instance
+        assert str(result.stdout).count(f"as {dialect} job ") == 6
     # afterok held `top` back until `middle` had finished.
     middle, top = jobs.result("middle"), jobs.result("top")
     assert top["started_at"] >= middle["started_at"] + middle["duration_s"]

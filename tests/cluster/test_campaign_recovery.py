@@ -123,11 +123,16 @@ def _first_marker(store: Path) -> bool:
 
 
 def _kill_during_submission(
-    pytester: pytest.Pytester, jobs: Jobs, dialect: str, sig: signal.Signals, seed: int
+    pytester: pytest.Pytester,
+    jobs: Jobs,
+    dialect: str,
+    sig: signal.Signals,
+    seed: int,
+    *extra: str,
 ) -> str:
     """Start the campaign, send ``sig`` at a random moment of its submission; its output."""
-    delay = random.Random(seed).uniform(0.0, 3.0)  # the 12 submissions take ~4.5 s
-    with background(pytester, dialect, new_session=True) as inner:
+    delay = random.Random(seed).uniform(0.0, 3.0)  # 12 single submissions take ~4.5 s
+    with background(pytester, dialect, *extra, new_session=True) as inner:
         wait_for(lambda: _first_marker(jobs.store), "the first submission")
         time.sleep(delay)
         if sig == signal.SIGINT:
@@ -138,6 +143,17 @@ def _kill_during_submission(
     return f"(signal {sig.name} after {delay:.2f} s, seed {seed})\n{output}"
 
 
+#: One job per instance (twelve submissions to interrupt), or the sweep as one job array.
+MODES = {"jobs": ("-o", "physpipe_job_arrays=false"), "array": ()}
+
+
+def _mode(dialect: str, mode: str) -> tuple[str, ...]:
+    if mode == "array" and dialect != "slurm":
+        pytest.skip("job arrays go to Slurm only; PBS gets one job per instance")
+    return MODES[mode]
+
+
+@pytest.mark.parametrize("mode", ["jobs", "array"])
 @pytest.mark.parametrize("attempt", range(2))
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupt_during_submission_leaves_no_job_in_the_queue(
@@ -148,12 +164,16 @@ def test_an_interrupt_during_submission_leaves_no_job_in_the_queue(
     monkeypatch: pytest.MonkeyPatch,
     sig: signal.Signals,
     attempt: int,
+    mode: str,
 ) -> None:
+    extra = _mode(dialect, mode)
+    if mode == "array" and attempt:
+        pytest.skip("one attempt is enough for the single sbatch of an array")
     monkeypatch.setenv("SLEEP", "120")
     _slow_submit(pytester, monkeypatch, "sbatch" if dialect == "slurm" else "qsub")
     project(pytester, SWEEP)
     seed = random.randrange(1 << 30)
-    output = _kill_during_submission(pytester, jobs, dialect, sig, seed)
+    output = _kill_during_submission(pytester, jobs, dialect, sig, seed, *extra)
     # Each job Slurm still had a moment ago is cancelled, the one whose id never came back too.
     deadline = time.monotonic() + 30
     while (left := queued(pytester.path)) and time.monotonic() < deadline:
@@ -161,6 +181,7 @@ def test_an_interrupt_during_submission_leaves_no_job_in_the_queue(
     assert left == {}, output
 
 
+@pytest.mark.parametrize("mode", ["jobs", "array"])
 @pytest.mark.parametrize("attempt", range(2))
 def test_a_rerun_after_kill_9_during_submission_adopts_instead_of_duplicating(
     pytester: pytest.Pytester,
@@ -169,19 +190,21 @@ def test_a_rerun_after_kill_9_during_submission_adopts_instead_of_duplicating(
     dialect: str,
     monkeypatch: pytest.MonkeyPatch,
     attempt: int,
+    mode: str,
 ) -> None:
+    extra = _mode(dialect, mode)
     monkeypatch.setenv("SLEEP", "3")
     _slow_submit(pytester, monkeypatch, "sbatch" if dialect == "slurm" else "qsub")
     project(pytester, SWEEP)
     seed = random.randrange(1 << 30)
     before = last_job_id()
-    output = _kill_during_submission(pytester, jobs, dialect, signal.SIGKILL, seed)
-    rerun = run(pytester, dialect)
+    output = _kill_during_submission(pytester, jobs, dialect, signal.SIGKILL, seed, *extra)
+    rerun = run(pytester, dialect, *extra)
     rerun.assert_outcomes(passed=12)
-    # One job per instance over both runs: the rerun adopted what the killed run had submitted.
+    # One job (or array task) per instance over both runs: the rerun adopted what the killed
+    # run had submitted.
     every = queued(pytester.path, states="all", after=before)
-    names = sorted(every.values())
-    assert len(names) == len(set(names)) == 12, f"{every}\n{output}\n--- rerun:\n{rerun.stdout}"
+    assert len(every) == 12, f"{every}\n{output}\n--- rerun:\n{rerun.stdout}"
 
 
 # -- 3. --physpipe-rebuild recomputes on the cluster ----------------------------------------------
@@ -210,8 +233,10 @@ def test_rebuild_recomputes_on_the_cluster_with_new_jobs(
     second = {label: data["job_id"] for label, data in jobs.submitted().items()}
     assert set(second) == set(first)
     assert not set(second.values()) & set(first.values())
-    for label, job_id in second.items():
-        assert f"submitted {label} as slurm job {job_id}\n" in str(rebuilt.stdout)
+    array = second["heavy[n=1]"].rsplit("_", 1)[0]
+    rebuilt.stdout.fnmatch_lines(
+        [f"*submitted heavy[[]n=1] .. heavy[[]n=2] (2 instances) as slurm array job {array} *"]
+    )
     assert calls.take() == {"heavy 1": 1, "heavy 2": 1}  # in the jobs, not here
     report = json.loads((pytester.path / "r.json").read_text())
     assert sorted(r["job_id"] for r in report["stages"]) == sorted(second.values())
@@ -357,7 +382,7 @@ def test_x_cancels_the_runs_jobs_and_says_so(
     ids = jobs.ids()
     assert len(ids) == 2
     # Each worker submits; under xdist the lines come through the workers' stderr.
-    assert output.count("physpipe: submitted long[") >= 2, output
+    assert "physpipe: submitted long[n=1] .. long[n=2] (2 instances) as slurm array" in output
     assert "cancelled slurm jobs" in output, output
     assert queued(pytester.path) == {}, output
     assert took < 60, output  # not the 120 s the jobs would take

@@ -92,6 +92,13 @@ class JobRequest:
     depends_on: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     default_args: tuple[str, ...] = ()
+    #: 0: one job. N > 0: a job array of N tasks, indices ``0 .. N-1`` (the job finds its
+    #: index in ``SLURM_ARRAY_TASK_ID``); each task logs to ``task-<index>.log`` beside
+    #: ``log_path``, and the backend returns the array's id (task ``i`` is ``<id>_<i>``).
+    array_size: int = 0
+    #: How ``depends_on`` is meant: ``afterok`` (each listed job, or whole array, succeeded)
+    #: or ``aftercorr`` (task ``i`` waits for task ``i`` of the listed array).
+    dependency: str = "afterok"
 
     def __post_init__(self) -> None:
         if not self.argv:
@@ -147,6 +154,9 @@ class Backend(Protocol):
         """Cancel these jobs. Jobs already finished or unknown are not an error."""
         ...
 
+    # Optional: ``max_array_size() -> int``, the largest job array the scheduler takes (0 or
+    # 1: submit one job per instance); backends without it get one job per instance.
+    #
     # Optional (the built-in backends have it; a plugin backend without it loses only the
     # recovery of jobs whose submission was interrupted):
     #
