@@ -116,8 +116,11 @@ class StageRunner:
         full_verify: bool = False,
         worker: str | None = None,
         extra_versions: dict[str, str] | None = None,
+        origin: dict[str, Any] | None = None,
     ) -> None:
         self.store = store
+        #: Record fields saying where computations run (a batch job: backend, job id).
+        self.origin = dict(origin or {})
         self.run_id = run_id
         self.pool = pool
         self.hooks: RunnerHooks = hooks if hooks is not None else NoHooks()
@@ -219,6 +222,7 @@ class StageRunner:
             manifest=instance.manifest,
             param_id=instance.param_id,
             worker=self.worker,
+            **self.origin,
         )
 
     @contextmanager
@@ -249,6 +253,7 @@ class StageRunner:
                     config=instance.config,
                     workdir=path,
                     resources=grant,
+                    mpi=instance.spec.resources.mpi,
                 )
                 # Each stage gets its own copy of what it consumes: an in-place edit of an
                 # upstream value must reach no other consumer, and never the store.

@@ -152,7 +152,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         from pytest_physpipe.report import format_plan
 
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        lines = format_plan(instances, physpipe.statuses, physpipe.settings.backend)
+        extras: dict[str, Any] = {}
+        if physpipe.settings.backend != "local":
+            from pytest_physpipe.cluster.jobs import plan_extras
+
+            extras = plan_extras(physpipe.store.root, physpipe.settings.backend, instances)
+        lines = format_plan(instances, physpipe.statuses, physpipe.settings.backend, **extras)
         if reporter is not None:
             reporter.ensure_newline()
             reporter.section("physpipe plan", sep="-")

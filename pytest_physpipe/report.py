@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,28 +20,49 @@ def where(instance: StageInstance, backend: str) -> str:
 
 
 def format_plan(
-    instances: Iterable[StageInstance], statuses: dict[str, str], backend: str
+    instances: Iterable[StageInstance],
+    statuses: dict[str, str],
+    backend: str,
+    *,
+    after: bool = False,
+    notes: Mapping[str, str] | None = None,
+    runs_on: str | None = None,
 ) -> list[str]:
-    """The ``--physpipe-plan`` table: one line per stage instance, upstream first."""
-    rows = [("stage", "key", "status", "resources", "runs on")]
+    """The ``--physpipe-plan`` table: one line per stage instance, upstream first.
+
+    For a cluster campaign (see ``cluster/jobs.py``): ``after`` adds the column of upstream
+    instances each one waits for, ``notes`` adds to an instance's status (a job in flight),
+    and ``runs_on`` replaces the "where" of slow instances (the backend cannot submit).
+    """
+    instances = list(instances)
+    labels = {instance.key: instance.label for instance in instances}
+    header: tuple[str, ...] = ("stage", "key", "status", "resources", "runs on")
+    rows = [header + (("after",) if after else ())]
     for instance in instances:
         res = instance.spec.resources
         resources = f"cpu={res.cpu} gpu={res.gpu} mem={res.mem} time={res.walltime}"
-        rows.append(
-            (
-                instance.label,
-                instance.key[:16],
-                statuses.get(instance.key, "missing"),
-                resources,
-                where(instance, backend) + (" (slow)" if instance.spec.slow else ""),
-            )
+        status = statuses.get(instance.key, "missing")
+        note = (notes or {}).get(instance.key)
+        place = where(instance, backend) + (" (slow)" if instance.spec.slow else "")
+        if runs_on is not None and instance.spec.slow and backend != "local":
+            place = runs_on
+        row: tuple[str, ...] = (
+            instance.label,
+            instance.key[:16],
+            f"{status} ({note})" if note else status,
+            resources,
+            place,
         )
+        if after:
+            upstream = [labels.get(k, k[:12]) for k in instance.upstream.values()]
+            row += (", ".join(upstream) or "-",)
+        rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
-    missing = sum(1 for r in rows[1:] if r[2] == "missing")
+    missing = sum(1 for r in rows[1:] if r[2].startswith("missing"))
     lines.append(
         f"{len(rows) - 1} stage instance(s): {len(rows) - 1 - missing} cached, {missing} missing"
     )

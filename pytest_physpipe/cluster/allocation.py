@@ -73,7 +73,7 @@ def allocated_gpu_ids(environ: Mapping[str, str], *, wanted: int) -> tuple[str, 
 def allocation_budget(resources: Resources, environ: Mapping[str, str] | None = None) -> Budget:
     """The budget of a job that asked for ``resources``, from its environment."""
     env = os.environ if environ is None else environ
-    cpus = resources.cpu
+    cpus = resources.cpu_slots
     for name in _CPU_VARS:
         value = env.get(name, "")
         if value.isdigit() and int(value) > 0:

@@ -31,9 +31,12 @@ __all__ = [
 
 
 def split_task_id(job_id: str) -> tuple[str, int | None]:
-    """``"123_4"`` -> ``("123", 4)``; a plain job id -> ``(id, None)``."""
+    """``"123_4"`` -> ``("123", 4)``; ``"123_[5-9]"`` (squeue's pending tasks) ->
+    ``("123", None)``; a plain job id -> ``(id, None)``."""
     base, sep, task = job_id.partition("_")
-    return (base, int(task)) if sep and task.isdigit() else (job_id, None)
+    if not sep:
+        return (job_id, None)
+    return (base, int(task) if task.isdigit() else None)
 
 
 def group_by_level(wanted: Sequence[StageInstance]) -> list[list[StageInstance]]:

@@ -277,6 +277,7 @@ def _compute(spec: JobSpec) -> str:
             hooks=PluginHooks(hooks),
             rebuild=frozenset({spec.stage}) if spec.rebuild else frozenset(),
             worker=f"{spec.backend} job {_job_id() or '?'}",
+            origin={"backend": spec.backend, "job_id": _job_id()},
         )
         served = runner.provide(instance, upstream)
     return "computed" if served.record.status == "computed" else "hit"

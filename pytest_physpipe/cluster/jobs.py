@@ -36,6 +36,7 @@ __all__ = [
     "in_flight",
     "job_name",
     "parse_job_name",
+    "plan_extras",
     "run_tag",
     "store_jobs",
 ]
@@ -161,11 +162,42 @@ def cancel_run(backend: Backend, run_id: str, known: Sequence[str] = ()) -> list
     ids = list(dict.fromkeys(known))
     for info in find_tagged(backend) or []:
         parsed = parse_job_name(info.name)
-        if parsed is not None and parsed[1] == tag and info.job_id not in ids:
-            ids.append(info.job_id)
+        # A job array's pending tasks read "123_[4-9]": cancel the array, "123".
+        whole = info.job_id.split("_", 1)[0]
+        if parsed is not None and parsed[1] == tag and whole not in ids:
+            ids.append(whole)
     if ids:
         backend.cancel(job_ids=ids)
     return ids
+
+
+def plan_extras(root: Path, backend_name: str, instances: Iterable[Any]) -> dict[str, Any]:
+    """What ``--physpipe-plan`` adds for a cluster campaign: the ``after`` column, the jobs
+    already in flight for planned keys, and where slow stages would go when the backend cannot
+    submit (its commands are missing)."""
+    from pytest_physpipe.cluster.backends import BATCH_BACKENDS
+
+    extras: dict[str, Any] = {"after": True}
+    factory = BATCH_BACKENDS.get(backend_name)
+    if factory is None:
+        return extras
+    backend: Backend = factory()
+    try:
+        backend.check()
+    except BackendError as exc:
+        reason = str(exc).split(":", 1)[0]
+        extras["runs_on"] = f"{backend_name} (slow; cannot submit: {reason})"
+        return extras
+    keys = {instance.key for instance in instances}
+    recorded = [job for job in store_jobs(root) if job.key in keys]
+    try:
+        live = in_flight(recorded, {backend_name: backend}) if recorded else []
+    except BackendError:
+        live = []
+    extras["notes"] = {
+        job.key: f"in flight: {job.backend} job {job.job_id}, {job.state.lower()}" for job in live
+    }
+    return extras
 
 
 # -- the `physpipe jobs` command -----------------------------------------------------------------

@@ -22,6 +22,7 @@ import pytest
 from campaign_kit import Jobs, background, last_job_id, project, queued, run, wait_for
 
 from pytest_physpipe.models import Resources
+from pytest_physpipe.store.entries import Store
 
 if TYPE_CHECKING:
     from physpipe_testing import CallLog
@@ -228,6 +229,13 @@ def test_rebuild_recomputes_on_the_cluster_with_new_jobs(
     run(pytester, "slurm").assert_outcomes(passed=2)
     first = {label: data["job_id"] for label, data in jobs.submitted().items()}
     assert calls.take() == {"heavy 1": 1, "heavy 2": 1}
+    # The entries say where they were computed: the backend, the job (array task), the label.
+    store = Store(jobs.store)
+    for label, data in jobs.submitted().items():
+        loaded = store.load(data["key"])
+        assert loaded is not None
+        record = loaded.record
+        assert (record.backend, record.job_id, record.label) == ("slurm", data["job_id"], label)
     rebuilt = run(pytester, "slurm", "--physpipe-rebuild=heavy", "--physpipe-report=r.json")
     rebuilt.assert_outcomes(passed=2)
     second = {label: data["job_id"] for label, data in jobs.submitted().items()}
@@ -438,3 +446,32 @@ def test_physpipe_jobs_lists_and_cancels_a_runs_jobs(
     unknown = cli("jobs", "--cancel", "no-such-run")
     assert unknown.returncode == 1
     assert "no job of run no-such-run" in unknown.stdout
+
+
+# -- 8. the plan: dependencies, jobs in flight, a backend that cannot submit ----------------------
+
+
+def test_the_plan_says_when_the_backend_cannot_submit(
+    pytester: pytest.Pytester, calls: CallLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # no sbatch here
+    project(pytester, PHYSPIPE_JOBS)
+    result = run(pytester, "slurm", "--physpipe-plan")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(
+        ["waiting *missing*slurm (slow; cannot submit: sbatch not found on PATH) *-"]
+    )
+
+
+def test_the_plan_shows_jobs_in_flight(
+    pytester: pytest.Pytester, calls: CallLog, jobs: Jobs
+) -> None:
+    project(pytester, PHYSPIPE_JOBS)
+    with background(pytester, "slurm") as inner:
+        wait_for(lambda: len(jobs.ids()) == 1, "the submission")
+        job_id = jobs.submitted()["waiting"]["job_id"]
+        plan = run(pytester, "slurm", "--physpipe-plan")
+        inner.kill()
+    plan.stdout.fnmatch_lines(
+        [f"waiting *missing (in flight: slurm job {job_id}, *)*slurm (slow) *-"]
+    )

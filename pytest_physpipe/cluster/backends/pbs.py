@@ -235,10 +235,14 @@ def qsub_argv(request: JobRequest, *, script: Path, flavor: Flavor) -> list[str]
     mem = f"{mem_mib(res)}mb"
     walltime = format_pbs_walltime(res.walltime_s)
     if flavor == "pbspro":
-        chunk = f"select=1:ncpus={res.cpu}:mem={mem}" + (f":ngpus={res.gpu}" if res.gpu else "")
+        chunk = f"select=1:ncpus={res.cpu_slots}:mem={mem}" + (
+            f":ngpus={res.gpu}" if res.gpu else ""
+        )
+        if res.mpi:  # the ranks the site's mpiexec starts from the job's node file
+            chunk += f":mpiprocs={res.mpi}"
         limits = ["-l", chunk, "-l", f"walltime={walltime}"]
     else:
-        nodes = f"nodes=1:ppn={res.cpu}" + (f":gpus={res.gpu}" if res.gpu else "")
+        nodes = f"nodes=1:ppn={res.cpu_slots}" + (f":gpus={res.gpu}" if res.gpu else "")
         limits = ["-l", f"{nodes},mem={mem},walltime={walltime}"]
     argv = [
         "qsub",

@@ -222,8 +222,9 @@ def sbatch_argv(request: JobRequest, *, script: Path) -> list[str]:
         # sbatch expands %j, %u... in file names; %% is a literal percent sign.
         f"--output={_output(request)}",
         f"--chdir={request.cwd}",
-        "--nodes=1",
-        "--ntasks=1",
+        # An MPI stage's job holds its ranks as tasks (srun starts them, maybe on several
+        # nodes); any other job is one task on one node.
+        *(["--nodes=1", "--ntasks=1"] if not res.mpi else [f"--ntasks={res.mpi}"]),
         f"--cpus-per-task={res.cpu}",
         f"--mem={mem_mib(res)}M",
         f"--time={format_slurm_time(res.walltime_s)}",
