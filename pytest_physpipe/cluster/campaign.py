@@ -38,10 +38,10 @@ from pytest_physpipe.cluster.arrays import (
     order_for_correspondence,
     split_task_id,
 )
-from pytest_physpipe.cluster.backends.base import Backend, JobInfo, JobRequest, JobState, log_tail
+from pytest_physpipe.cluster.backends.base import Backend, JobInfo, JobRequest, JobState
 from pytest_physpipe.cluster.interrupts import sigterm_as_interrupt, stop_reason
 from pytest_physpipe.cluster.job import JobResult, JobSpec, job_dir, read_job_result
-from pytest_physpipe.cluster.jobs import cancel_run, find_tagged, job_name
+from pytest_physpipe.cluster.jobs import cancel_run, failure_message, find_tagged, job_name
 from pytest_physpipe.errors import BackendError, CorruptEntryError, GraphError, JobFailedError
 from pytest_physpipe.execute import Served, StageRunner
 from pytest_physpipe.plan import Planner, StageInstance
@@ -59,10 +59,6 @@ STATUS_INTERVAL_S = 2.0
 STORE_POLL_S = 0.1
 #: Consecutive failed status calls tolerated before a wait gives up.
 STATUS_FAILURES_MAX = 5
-#: How much of a job's traceback a failure message shows (the log has all of it).
-TRACEBACK_LINES = 8
-#: How much of a job's log a failure message shows when the job reported no traceback.
-LOG_LINES = 12
 #: After an interrupt cut a submission short, how long its ``sbatch`` may still take to
 #: create the job we then look for by tag a second time.
 ORPHAN_GRACE_S = 1.0
@@ -166,8 +162,10 @@ class Campaign:
                 depends = tuple(
                     self.job_ids[k] for k in instance.upstream.values() if k in self.job_ids
                 )
-                self.job_ids[instance.key] = self._submit_or_reuse(instance, depends)
-                pending.append(instance)
+                job_id = self._submit_or_reuse(instance, depends)
+                if job_id is not None:
+                    self.job_ids[instance.key] = job_id
+                    pending.append(instance)
         return pending
 
     def _max_array(self) -> int:
@@ -193,7 +191,7 @@ class Campaign:
                 reused = self._reuse(instance, job_dir(self.store.root, instance.key))
                 if reused is not None:
                     self.job_ids[instance.key] = reused
-                else:
+                elif not self._done(instance):  # (a job may have committed it meanwhile)
                     self._raise_if_stopping(instance)
                     todo.append(instance)
             if len(todo) <= 1:
@@ -273,13 +271,17 @@ class Campaign:
             raise JobFailedError(f"upstream entry {key} is not in the store {self.store.root}")
         return loaded.value
 
-    def _submit_or_reuse(self, instance: StageInstance, depends: tuple[str, ...]) -> str:
+    def _submit_or_reuse(self, instance: StageInstance, depends: tuple[str, ...]) -> str | None:
+        """The id of the job that computes ``instance``: one in flight, or a new one; ``None``
+        when the store has it by now (a job finished while we planned)."""
         folder = job_dir(self.store.root, instance.key)
         folder.mkdir(parents=True, exist_ok=True)
         with self._submit_lock(instance):
             reused = self._reuse(instance, folder)
             if reused is not None:
                 return reused
+            if self._done(instance):
+                return None
             self._raise_if_stopping(instance)
             return self._submit_locked(instance, depends)
 
@@ -630,24 +632,9 @@ class Campaign:
     def _failure(
         self, instance: StageInstance, job_id: str, state: str, detail: str | None
     ) -> JobFailedError:
+        what = f"stage {instance.label} ({instance.key[:12]}): {self.backend.name} job {job_id}"
         log = job_dir(self.store.root, instance.key) / "job.log"
-        parts = [
-            f"stage {instance.label} ({instance.key[:12]}): {self.backend.name} job {job_id} ended "
-            f"{state}; nothing was committed."
-        ]
-        if detail and detail.startswith("Traceback"):
-            # The worker wrote the same traceback to the log: show it once, its end only
-            # (where the stage raised), and point at the log for the rest.
-            lines = detail.rstrip().splitlines()
-            shown = lines if len(lines) <= TRACEBACK_LINES else ["  ...", *lines[-TRACEBACK_LINES:]]
-            parts.append("The job reported:\n" + "\n".join(shown))
-            parts.append(f"Full log: {log}")
-        else:
-            if detail:
-                parts.append(f"The job reported: {detail.strip()}")
-            parts.append(f"Last lines of {log}:\n{log_tail(log, max_lines=LOG_LINES)}")
-        parts.append("Fix the cause and rerun pytest: the job is submitted again.")
-        return JobFailedError("\n".join(parts))
+        return JobFailedError(failure_message(what, state, detail, log))
 
     # -- cancelling -----------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ __all__ = [
     "StoredJob",
     "add_jobs_command",
     "cancel_run",
+    "failure_message",
     "find_tagged",
     "in_flight",
     "job_name",
@@ -169,6 +170,32 @@ def cancel_run(backend: Backend, run_id: str, known: Sequence[str] = ()) -> list
     if ids:
         backend.cancel(job_ids=ids)
     return ids
+
+
+#: How much of a job's traceback a failure message shows (the log has all of it).
+TRACEBACK_LINES = 8
+#: How much of a job's log a failure message shows when the job reported no traceback.
+LOG_LINES = 12
+
+
+def failure_message(what: str, state: str, detail: str | None, log: Path) -> str:
+    """Why a job committed nothing, short: its traceback once (the end, where the stage
+    raised) and where the full log is; or, without a traceback, the log's last lines."""
+    from pytest_physpipe.cluster.backends.base import log_tail
+
+    parts = [f"{what} ended {state}; nothing was committed."]
+    if detail and detail.startswith("Traceback"):
+        # The job wrote the same traceback to its log: once is enough.
+        lines = detail.rstrip().splitlines()
+        shown = lines if len(lines) <= TRACEBACK_LINES else ["  ...", *lines[-TRACEBACK_LINES:]]
+        parts.append("The job reported:\n" + "\n".join(shown))
+        parts.append(f"Full log: {log}")
+    else:
+        if detail:
+            parts.append(f"The job reported: {detail.strip()}")
+        parts.append(f"Last lines of {log}:\n{log_tail(log, max_lines=LOG_LINES)}")
+    parts.append("Fix the cause and rerun pytest: the job is submitted again.")
+    return "\n".join(parts)
 
 
 def plan_extras(root: Path, backend_name: str, instances: Iterable[Any]) -> dict[str, Any]:
