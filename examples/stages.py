@@ -6,7 +6,9 @@
        heat_grid ──► heat_initial ──► heat ──► heat_diagnostics
             └──────────────┴────────────┴──────────┘ (diagnostics reads all three)
 
-   and ``heat_grid`` is a sweep over the resolution, so everything downstream fans out with it.
+   and ``heat_grid`` is a sweep over the resolution, so everything downstream fans out with it;
+   its finest grid is marked ``slow``. ``heat_convergence`` gathers ``heat_diagnostics`` of every
+   grid (fan-in) and fits the observed order of accuracy.
    A sine mode is an exact eigenvector of the discrete Laplacian, so the exact answer of the
    *scheme* is known too; that makes the checks sharp (see test_heat.py).
 
@@ -23,8 +25,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
-from pytest_physpipe import StageConfig, StageContext, stage, sweep
+from pytest_physpipe import StageConfig, StageContext, gather, stage, sweep
 
 # -- 1-D heat equation --------------------------------------------------------------------------
 
@@ -46,13 +49,6 @@ class HeatConfig(StageConfig):
     snapshots: int = 64  # how many times the solution is kept, besides t = 0
     # With these defaults dt = r dx^2 exactly on every grid with n a multiple of 16
     # (steps = n^2 / 2), so r is the same on all grids and the error constant too.
-
-
-class ConvergenceConfig(StageConfig):
-    resolutions: tuple[int, ...] = (32, 64, 128, 256)
-    # A nested config is part of the key like any field: editing HeatConfig's defaults
-    # invalidates this stage too (a default read inside the function body would not).
-    heat: HeatConfig = HeatConfig()
 
 
 def ftcs(u0: np.ndarray, r: float, steps: int, snapshots: int) -> np.ndarray:
@@ -77,7 +73,13 @@ def time_step(dx: float, config: HeatConfig) -> tuple[float, int]:
     return config.t_end / steps, steps
 
 
-@stage(params=sweep(GridConfig, n=[32, 64, 128, 256]))
+# The finest grid is marked slow, for that instance only: `pytest -m "not slow"` skips it (and
+# the convergence study, which needs it), and `--physpipe-backend slurm` sends it to the cluster.
+@stage(
+    params=sweep(
+        GridConfig, n=[32, 64, 128, 256], marks=lambda c: [pytest.mark.slow] if c.n >= 256 else []
+    )
+)
 def heat_grid(config: GridConfig) -> np.ndarray:
     """Grid points x_0 = 0, ..., x_n = length."""
     return np.linspace(0.0, config.length, config.n + 1)
@@ -126,20 +128,16 @@ def heat_diagnostics(heat_grid: np.ndarray, heat_initial: dict, heat: dict) -> d
     }
 
 
-@stage(track=[ftcs, time_step])
-def heat_convergence(config: ConvergenceConfig, ctx: StageContext) -> dict:
-    """Max error at t_end on successively refined grids (same solver as ``heat``)."""
-    heat_config = config.heat
-    errors = []
-    for n in config.resolutions:
-        x = np.linspace(0.0, 1.0, n + 1)
-        dt, steps = time_step(1.0 / n, heat_config)
-        u = ftcs(np.sin(math.pi * x), heat_config.alpha * dt * n * n, steps, heat_config.snapshots)
-        exact = math.exp(-heat_config.alpha * math.pi**2 * heat_config.t_end) * np.sin(math.pi * x)
-        errors.append(float(np.max(np.abs(u[-1] - exact))))
-    orders = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))  # each refinement halves dx
+@stage
+def heat_convergence(ctx: StageContext, runs=gather("heat_diagnostics")) -> dict:
+    """Max error at t_end on successively refined grids: one ``heat_diagnostics`` per grid of the
+    sweep, gathered. Adding a resolution to the sweep computes that grid and this, nothing else."""
+    resolutions = [run.coords["n"] for run in runs]
+    errors = [run.value["max_error"] for run in runs]
+    # Successive grids of the sweep halve dx: log2(e(dx) / e(dx/2)) is the observed order.
+    orders = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
     ctx.metric("observed_order", float(orders[-1]))
-    return {"resolutions": list(config.resolutions), "errors": errors, "orders": orders}
+    return {"resolutions": resolutions, "errors": errors, "orders": orders}
 
 
 # -- Kepler orbit, leapfrog -----------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pytest_physpipe.errors import (
     PhyspipeWarning,
     StoreWriteWarning,
 )
+from pytest_physpipe.fanin import Gathered, gather
 from pytest_physpipe.models import ClusterOptions, InputFile, Resources, Retry, StageConfig
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.stage import stage, sweep
@@ -33,6 +34,7 @@ __all__ = [
     "Codec",
     "CodecRegistry",
     "CorruptEntryWarning",
+    "Gathered",
     "InputFile",
     "JobInfo",
     "JobRequest",
@@ -46,6 +48,7 @@ __all__ = [
     "StageRecord",
     "StoreWriteWarning",
     "Workflow",
+    "gather",
     "stage",
     "sweep",
 ]

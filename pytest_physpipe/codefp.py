@@ -28,6 +28,7 @@ import site
 import sys
 import sysconfig
 import textwrap
+import tokenize
 import types
 import warnings
 from collections.abc import Iterable, Iterator
@@ -62,25 +63,15 @@ class CodeFingerprint:
 # -- normalizing source ----------------------------------------------------------------------------
 
 
-class _Normalizer(ast.NodeTransformer):
-    """Drops what does not change behaviour: docstrings."""
+_DOC_HOLDERS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)
 
-    def _strip_docstring(self, node: ast.AST) -> None:
-        body = getattr(node, "body", None)
-        if (
-            isinstance(body, list)
-            and body
-            and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant)
-            and isinstance(body[0].value.value, str)
-        ):
-            # A body must not be empty; `pass` keeps `def f(): "doc"` and `def f(): pass` equal.
-            body[:] = body[1:] or [ast.Pass()]
 
-    def generic_visit(self, node: ast.AST) -> ast.AST:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Module):
-            self._strip_docstring(node)
-        return super().generic_visit(node)
+def _is_docstring(statement: ast.stmt) -> bool:
+    return (
+        isinstance(statement, ast.Expr)
+        and isinstance(statement.value, ast.Constant)
+        and isinstance(statement.value.value, str)
+    )
 
 
 def _parse(source: str) -> ast.AST:
@@ -88,9 +79,8 @@ def _parse(source: str) -> ast.AST:
     return tree.body[0] if len(tree.body) == 1 else tree
 
 
-def _digest_tree(node: ast.AST) -> str:
-    _Normalizer().visit(node)
-    return xxhash.xxh3_128_hexdigest(_stable_dump(node).encode())
+def _digest_tree(node: ast.AST, *, drop_decorators: bool = False) -> str:
+    return xxhash.xxh3_128_hexdigest(_stable_dump(node, drop_decorators).encode())
 
 
 def fingerprint_source(source: str) -> str:
@@ -99,22 +89,31 @@ def fingerprint_source(source: str) -> str:
     Decorator arguments that affect results (version, config) are keyed separately; the rest
     (resources, slow, retries, ...) must not invalidate the cache.
     """
-    top = _parse(source)
-    if isinstance(top, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-        top.decorator_list = []
-    return _digest_tree(top)
+    return _digest_tree(_parse(source), drop_decorators=True)
 
 
-def _stable_dump(node: Any) -> str:
-    """Like ``ast.dump``, but the same on every Python version.
+def _stable_dump(node: Any, drop_decorators: bool = False) -> str:
+    """Like ``ast.dump`` without docstrings, and the same on every Python version.
 
     ``ast.dump`` changed its output for empty fields in 3.13, and new versions add fields
     (``type_params`` in 3.12); leaving out every empty field keeps keys valid across upgrades.
+    Positions are attributes, not fields: where code sits in its file never counts. A body
+    holding only a docstring dumps as ``pass``, so ``def f(): "doc"`` equals ``def f(): pass``.
+    With ``drop_decorators``, the top node's decorators are left out (a stage's ``@stage``).
     """
     if isinstance(node, ast.AST):
         fields = []
         for name in node._fields:
             value = getattr(node, name, None)
+            if name == "decorator_list" and drop_decorators:
+                continue
+            if (
+                name == "body"
+                and isinstance(node, _DOC_HOLDERS)
+                and value
+                and _is_docstring(value[0])
+            ):
+                value = value[1:] or [ast.Pass()]
             if value is None or value == []:
                 continue
             fields.append(f"{name}={_stable_dump(value)}")
@@ -122,6 +121,99 @@ def _stable_dump(node: Any) -> str:
     if isinstance(node, list):
         return "[" + ",".join(_stable_dump(item) for item in node) + "]"
     return repr(node)
+
+
+# -- finding source fast ---------------------------------------------------------------------------
+#
+# inspect.getsource re-reads and re-tokenizes a file and scans sys.modules for every object it
+# is asked about; a project of a few hundred helpers would pay that hundreds of times. Each
+# file is parsed once instead, and definitions are found by line number (functions) or
+# qualified name (classes).
+
+
+@dataclass
+class _SourceFile:
+    tree: ast.Module
+    by_line: dict[int, list[ast.AST]]
+
+
+_FILES: dict[str, tuple[tuple[int, int, int], _SourceFile | None]] = {}
+
+
+def _source_file(filename: str) -> _SourceFile | None:
+    try:
+        info = os.stat(filename)
+    except OSError:
+        return None
+    stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+    memo = _FILES.get(filename)
+    if memo is not None and memo[0] == stamp:
+        return memo[1]
+    parsed: _SourceFile | None
+    try:
+        with tokenize.open(filename) as handle:  # honours a coding cookie
+            tree = ast.parse(handle.read())
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        parsed = None
+    else:
+        by_line: dict[int, list[ast.AST]] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                for line in {node.lineno, *(d.lineno for d in node.decorator_list)}:
+                    by_line.setdefault(line, []).append(node)
+        parsed = _SourceFile(tree=tree, by_line=by_line)
+    _FILES[filename] = (stamp, parsed)
+    return parsed
+
+
+def _function_node(code: types.CodeType) -> ast.AST | None:
+    """The definition of ``code`` (not a lambda's: many can share a line)."""
+    found = _source_file(code.co_filename)
+    if found is None or code.co_name == "<lambda>":
+        return None
+    for node in found.by_line.get(code.co_firstlineno, ()):
+        if getattr(node, "name", None) == code.co_name and not isinstance(node, ast.ClassDef):
+            return node
+    return None
+
+
+def _class_node(cls: type) -> ast.AST | None:
+    module = sys.modules.get(cls.__module__)
+    filename = getattr(module, "__file__", None)
+    found = _source_file(filename) if isinstance(filename, str) else None
+    if found is None or "<locals>" in cls.__qualname__:
+        return None
+    scope: list[ast.stmt] = found.tree.body
+    node: ast.AST | None = None
+    for part in cls.__qualname__.split("."):
+        matches = [
+            n
+            for n in scope
+            if isinstance(n, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and n.name == part
+        ]
+        if not matches:
+            return None
+        node = matches[-1]  # the last definition is the one the module holds
+        scope = node.body
+    return node if isinstance(node, ast.ClassDef) else None
+
+
+def _node_of(obj: Any) -> ast.AST | None:
+    """The syntax tree of a function, code object or class, or ``None`` without source."""
+    try:
+        if isinstance(obj, types.CodeType):
+            node = _function_node(obj)
+        elif isinstance(obj, type):
+            node = _class_node(obj)
+        else:
+            code = getattr(obj, "__code__", None)
+            node = _function_node(code) if isinstance(code, types.CodeType) else None
+        if node is not None:
+            return node
+        return _parse(inspect.getsource(obj))
+    except (OSError, TypeError, SyntaxError):
+        return None
 
 
 # -- what counts as project code -------------------------------------------------------------------
@@ -258,13 +350,11 @@ class _Analyzer:
         module = _module_of(func)
         if not _is_project_module(module) and not _is_project_file(func.__code__.co_filename):
             return None
-        try:
-            # The code object, not the function: inspect would unwrap a wrapper to what it
-            # wraps, and the wrapper's own code runs too.
-            source = inspect.getsource(func.__code__)
-        except (OSError, TypeError):
+        # The code object, not the function: inspect would unwrap a wrapper to what it wraps,
+        # and the wrapper's own code runs too.
+        tree = _node_of(func.__code__)
+        if tree is None:
             return None
-        tree = _parse(source)
         digest = _digest_tree(tree)
         names = _code_names(func.__code__)
         label = _label(func)
@@ -287,11 +377,9 @@ class _Analyzer:
         module = _module_of(cls)
         if not _is_project_module(module) or _is_config_class(cls):
             return None
-        try:
-            source = inspect.getsource(cls)
-        except (OSError, TypeError):
+        tree = _node_of(cls)
+        if tree is None:
             return None
-        tree = _parse(source)
         digest = _digest_tree(tree)
         assert module is not None
         label = _label(cls)
@@ -382,11 +470,9 @@ class _Analyzer:
         if cached is not None and cached[0] is module:
             return cached[1]
         bindings: dict[str, list[ast.stmt]] = {}
-        try:
-            tree = ast.parse(inspect.getsource(module))
-        except (OSError, TypeError, SyntaxError):
-            tree = ast.Module(body=[], type_ignores=[])
-        for statement in tree.body:
+        filename = getattr(module, "__file__", None)
+        found = _source_file(filename) if isinstance(filename, str) else None
+        for statement in found.tree.body if found is not None else ():
             for name in _bound_names(statement):
                 bindings.setdefault(name, []).append(statement)
         self.module_bindings[id(module)] = (module, bindings)
@@ -533,6 +619,7 @@ _ANALYZER = _Analyzer()
 def clear_memo() -> None:
     """Forget every memoized fingerprint (a new session may see edited files)."""
     _ANALYZER.clear()
+    _FILES.clear()
     _is_project_file.cache_clear()
 
 
@@ -569,12 +656,9 @@ def _walk(roots: Iterable[Any]) -> tuple[dict[str, str], set[str]]:
 
 
 def _stage_digest(func: Any) -> str:
-    try:
-        source = inspect.getsource(func)
-    except (OSError, TypeError):
-        source = None
-    if source is not None:
-        return fingerprint_source(source)
+    node = _node_of(func)
+    if node is not None:
+        return _digest_tree(node, drop_decorators=True)
     code = getattr(func, "__code__", None)
     if not isinstance(code, types.CodeType):
         raise StageError(

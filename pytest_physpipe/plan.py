@@ -1,27 +1,33 @@
 """The plan: which stage instances each collected test needs, with their static keys.
 
 Built right after collection from declarations only (configs, overrides, code fingerprints,
-upstream keys); nothing runs. The same :class:`Planner` resolves an instance again when its
+upstream keys); nothing runs. A ``gather(...)`` parameter is planned from the declarations too:
+every instance the gathered stage's sweeps produce (:meth:`Planner.enumerate`), split into one
+gather per point of the fields ``over=`` leaves (:meth:`Planner.groups`); the gathering
+instance's key covers their keys. The same :class:`Planner` resolves an instance again when its
 fixture executes, so the key a test was planned with is the key it is served.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import xxhash
 from pydantic import ValidationError
 
 from pytest_physpipe import keys
 from pytest_physpipe.errors import ConfigError, GraphError
+from pytest_physpipe.fanin import Coord, Gather, Gathered, coord_names, group_by, name_coords
 from pytest_physpipe.models import StageConfig
 from pytest_physpipe.stage import StageRegistry, StageSpec, default_ids, validate_config
 
-__all__ = ["MISSING", "Planner", "StageInstance"]
+__all__ = ["MISSING", "GatherGroup", "GatherRef", "Planner", "StageInstance"]
 
 #: "No param given" (``None`` is a legitimate param value).
 MISSING: Any = object()
@@ -40,14 +46,49 @@ class StageInstance:
     #: The parts the key was computed from, kept in the entry: ``physpipe show`` lists them
     #: and a later run compares against them to say why it recomputes.
     manifest: dict[str, Any] = field(default_factory=dict)
+    #: The marks its ``pytest.param(..., marks=...)`` entry gave this instance itself.
+    marks: tuple[pytest.Mark, ...] = ()
+    #: Per ``gather(...)`` parameter, the instances it receives (its ``upstream`` entry holds
+    #: their digest, so the key covers them).
+    gathered: dict[str, tuple[GatherRef, ...]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.spec.name
 
     @property
+    def slow(self) -> bool:
+        """Runs as a slow instance: a cluster backend dispatches it. A gathering stage always
+        runs in the pytest process (after the jobs of what it gathers)."""
+        if self.gathered:
+            return False
+        return self.spec.slow or any(m.name == "slow" for m in self.marks)
+
+    @property
     def label(self) -> str:
         return f"{self.name}[{self.param_id}]" if self.param_id else self.name
+
+
+@dataclass(frozen=True)
+class GatherRef:
+    """One instance a gather parameter receives: its key and its coordinates."""
+
+    key: str
+    coords: dict[str, Any]
+
+
+@dataclass(frozen=True, eq=False)
+class GatherGroup:
+    """One gather of a ``gather(..., over=...)`` parameter: the fixture param of the
+    gathering stage's instance (``ident`` is its pytest id)."""
+
+    param: str
+    ident: str
+    coords: dict[Coord, Any]
+    refs: tuple[GatherRef, ...]
+
+    def __repr__(self) -> str:
+        return self.ident
 
 
 class Planner:
@@ -72,6 +113,9 @@ class Planner:
         self._instances: dict[str, StageInstance] = {}
         self._by_declaration: dict[bytes, StageInstance] = {}
         self._item_instances: dict[str, dict[str, StageInstance]] = {}
+        self._enumerated: dict[str, list[tuple[StageInstance, dict[Coord, Any]]]] = {}
+        self._groups: dict[tuple[str, str], list[GatherGroup]] = {}
+        self._enumerating: list[str] = []
 
     # -- validation -----------------------------------------------------------------------------
 
@@ -96,6 +140,15 @@ class Planner:
                     f"(stages: {known}). Check the spelling: NAME.FIELD=VALUE."
                 )
             for field_name in fields:
+                swept = _swept_fields(spec)
+                if field_name in swept:
+                    raise ConfigError(
+                        f"--physpipe-set {stage_name}.{field_name}: stage {stage_name!r} sweeps "
+                        f"{field_name!r} over its params= ({', '.join(swept[field_name])}); "
+                        "setting it would collapse the sweep into one instance under the old "
+                        f"ids. Select instances with -k (for example -k "
+                        f'"{field_name}:{swept[field_name][0]}") or change the sweep instead.'
+                    )
                 if spec.config_class is None or field_name not in spec.config_class.model_fields:
                     options = (
                         ", ".join(spec.config_class.model_fields) if spec.config_class else "none"
@@ -126,7 +179,19 @@ class Planner:
                     "StageConfig field)."
                 )
             self._visit(upstream, [*path, name], seen)
+        for param, declared in spec.gathers:
+            self._check_gather(spec, param, declared)
+            self._visit(declared.stage, [*path, name], seen)
         seen.add(name)
+
+    def _check_gather(self, spec: StageSpec, param: str, declared: Gather) -> None:
+        if declared.stage not in self.registry:
+            known = ", ".join(sorted(s.name for s in self.registry.all())) or "none"
+            raise GraphError(
+                f"stage {spec.name!r} ({spec.location}): parameter {param!r} is "
+                f"{declared!r}, but there is no stage named {declared.stage!r} (stages: "
+                f"{known}). Name a declared stage."
+            )
 
     # -- configs and keys -----------------------------------------------------------------------
 
@@ -162,10 +227,53 @@ class Planner:
         validate_config(spec, data, origin=f"--physpipe-set {spec.name}.{field_name}={raw}")
         return raw  # pragma: no cover - validate_config raised
 
+    def resolve_one(
+        self, spec: StageSpec, param: object, upstream: Mapping[str, str]
+    ) -> StageInstance:
+        """The instance of ``spec`` for a fixture param (a config, a :class:`GatherGroup` or
+        :data:`MISSING`) and the keys of its upstream instances."""
+        group = param if isinstance(param, GatherGroup) else None
+        config_param = MISSING if group is not None else param
+        marks: tuple[pytest.Mark, ...] = ()
+        if config_param is not MISSING and spec.params is not None and spec.marks is not None:
+            index = _param_index(spec, spec.coerce_config(config_param, origin="params"))
+            if index is not None:
+                marks = spec.marks[index]
+        config = self.resolve_config(spec, config_param)
+        gathered: dict[str, tuple[GatherRef, ...]] = {}
+        for name, declared in spec.gathers:
+            if declared.over is not None:
+                groups = self.groups(spec, name)
+                chosen = group if group is not None and group.param == name else groups[0]
+                gathered[name] = chosen.refs
+            else:
+                gathered[name] = self.groups(spec, name)[0].refs
+        return self.instance(
+            spec,
+            config,
+            upstream,
+            marks=marks,
+            gathered=gathered,
+            ident=group.ident if group is not None else None,
+        )
+
     def instance(
-        self, spec: StageSpec, config: StageConfig | None, upstream: Mapping[str, str]
+        self,
+        spec: StageSpec,
+        config: StageConfig | None,
+        upstream: Mapping[str, str],
+        *,
+        marks: tuple[pytest.Mark, ...] = (),
+        gathered: Mapping[str, tuple[GatherRef, ...]] | None = None,
+        ident: str | None = None,
     ) -> StageInstance:
         """The instance for this declaration (memoized), with its provenance key."""
+        upstream = dict(upstream)
+        for name, refs in (gathered or {}).items():
+            # One digest per gather: the keys (and coordinates) of everything it gathers.
+            upstream[name] = xxhash.xxh3_128_hexdigest(
+                keys.canonical([[r.key, repr(sorted(r.coords.items()))] for r in refs])
+            )
         try:
             config_data = keys.config_json(config)
             identity = keys.config_identity(config)
@@ -177,7 +285,7 @@ class Planner:
                 "UTF-8 text, lists, tuples, dicts, paths, enums, pydantic models); store "
                 "anything else in a stage and pass it downstream instead."
             ) from None
-        declaration = keys.canonical([spec.name, id(spec), identity, dict(upstream)])
+        declaration = keys.canonical([spec.name, id(spec), identity, upstream])
         instance = self._by_declaration.get(declaration)
         if instance is not None:
             return instance
@@ -220,18 +328,24 @@ class Planner:
         instance = StageInstance(
             spec=spec,
             config=config,
-            upstream=dict(upstream),
+            upstream=upstream,
             key=key,
-            param_id=self._label_id(spec, config, upstream),
+            param_id=self._label_id(spec, config, upstream, ident),
             config_json=config_data,
             manifest=manifest,
+            marks=marks,
+            gathered=dict(gathered or {}),
         )
         self._by_declaration[declaration] = instance
         self._instances.setdefault(key, instance)
         return instance
 
     def _label_id(
-        self, spec: StageSpec, config: StageConfig | None, upstream: Mapping[str, str]
+        self,
+        spec: StageSpec,
+        config: StageConfig | None,
+        upstream: Mapping[str, str],
+        ident: str | None = None,
     ) -> str | None:
         # Like pytest's test ids: a downstream instance reads as the params it was fanned by.
         parts: list[str] = []
@@ -239,7 +353,7 @@ class Planner:
             above = self._instances.get(key)
             if above is not None and above.param_id:
                 parts.extend(p for p in above.param_id.split("-") if p not in parts)
-        own = _param_id(spec, config)
+        own = ident or _param_id(spec, config)
         if own:
             parts.extend(p for p in own.split("-") if p not in parts)
         return "-".join(parts) or None
@@ -275,14 +389,150 @@ class Planner:
                 return resolved[name]
             spec = self.registry.get(name)
             assert spec is not None  # names come from the registry; validate() checked upstream
-            config = self.resolve_config(spec, params.get(name, MISSING))
             upstream = {p: visit(p).key for p in spec.upstream}
-            resolved[name] = instance = self.instance(spec, config, upstream)
+            resolved[name] = instance = self.resolve_one(spec, params.get(name, MISSING), upstream)
             return instance
 
         for name in names:
             visit(name)
         return resolved
+
+    # -- fan-in ---------------------------------------------------------------------------------
+
+    def enumerate(self, name: str) -> list[tuple[StageInstance, dict[Coord, Any]]]:
+        """Every instance of stage ``name`` the declarations produce, in declaration order,
+        each with its sweep coordinates ((stage, field) -> value)."""
+        done = self._enumerated.get(name)
+        if done is not None:
+            return done
+        if name in self._enumerating:
+            cycle = " -> ".join([*self._enumerating[self._enumerating.index(name) :], name])
+            raise GraphError(
+                f"stages form a cycle through gather(): {cycle}. A stage cannot gather "
+                "itself or a stage that depends on it."
+            )
+        self._enumerating.append(name)
+        try:
+            closure = self._closure(name)
+            axes: list[tuple[str, list[Any]]] = []
+            for spec in closure:
+                if spec.params is not None:
+                    axes.append((spec.name, list(spec.params)))
+                for param, declared in spec.gathers:
+                    if declared.over is not None:
+                        axes.append((spec.name, list(self.groups(spec, param))))
+            seen: set[str] = set()
+            result: list[tuple[StageInstance, dict[Coord, Any]]] = []
+            for combo in itertools.product(*(options for _, options in axes)):
+                params = {stage: value for (stage, _), value in zip(axes, combo, strict=True)}
+                resolved = self.resolve([name], params)
+                instance = resolved[name]
+                if instance.key in seen:
+                    continue
+                seen.add(instance.key)
+                coords: dict[Coord, Any] = {}
+                for spec in closure:
+                    value = params.get(spec.name, MISSING)
+                    if isinstance(value, GatherGroup):
+                        coords.update(value.coords)
+                    elif value is not MISSING and resolved[spec.name].config is not None:
+                        config = resolved[spec.name].config
+                        assert config is not None
+                        coords.update(((spec.name, f), v) for f, v in config.model_dump().items())
+                result.append((instance, coords))
+        finally:
+            self._enumerating.remove(name)
+        self._enumerated[name] = result
+        return result
+
+    def _closure(self, name: str) -> list[StageSpec]:
+        """``name`` and the stages upstream of it (not through gathers), ``name`` first."""
+        order: list[StageSpec] = []
+
+        def visit(current: str) -> None:
+            spec = self.registry.get(current)
+            if spec is None:
+                raise GraphError(f"gather(): there is no stage named {current!r}")
+            if spec in order:
+                return
+            order.append(spec)
+            for upstream in spec.upstream:
+                visit(upstream)
+
+        visit(name)
+        return order
+
+    def groups(self, spec: StageSpec, param: str) -> list[GatherGroup]:
+        """The gathers of ``spec``'s parameter ``param``: one, or one per point of the fields
+        ``over=`` does not gather along."""
+        cached = self._groups.get((spec.name, param))
+        if cached is not None:
+            return cached
+        declared = dict(spec.gathers)[param]
+        self._check_gather(spec, param, declared)
+        items = self.enumerate(declared.stage)
+        raws = [raw for _, raw in items]
+        names = coord_names(raws)
+        named = name_coords(raws)
+        if declared.over is not None:
+            unknown = [f for f in declared.over if f not in names.values()]
+            if unknown:
+                fields = ", ".join(names.values()) or "none"
+                raise ConfigError(
+                    f"stage {spec.name!r} ({spec.location}): {declared!r} gathers along "
+                    f"{', '.join(map(repr, unknown))}, which is not a field that varies across "
+                    f"the instances of {declared.stage!r} (fields that vary: {fields})."
+                )
+        groups = []
+        for fixed, indices in group_by(named, declared.over):
+            members = [items[i] for i in indices]
+            coords = name_coords([raw for _, raw in members])
+            refs = tuple(
+                GatherRef(instance.key, c) for (instance, _), c in zip(members, coords, strict=True)
+            )
+            raw_fixed = {c: v for c, v in members[0][1].items() if names.get(c) in fixed}
+            ident = "-".join(f"{k}={_format(v)}" for k, v in fixed.items()) or "all"
+            groups.append(GatherGroup(param=param, ident=ident, coords=raw_fixed, refs=refs))
+        self._groups[(spec.name, param)] = groups
+        return groups
+
+    def gathered_values(
+        self, instance: StageInstance, value_of: Callable[[StageInstance], Any]
+    ) -> dict[str, tuple[Gathered, ...]]:
+        """What each ``gather(...)`` parameter of ``instance`` receives: one item per gathered
+        instance, in declaration order, its value from ``value_of`` (which serves it)."""
+        values: dict[str, tuple[Gathered, ...]] = {}
+        for name, refs in instance.gathered.items():
+            items = []
+            for ref in refs:
+                gathered = self._instances.get(ref.key)
+                if gathered is not None:
+                    items.append(Gathered(coords=ref.coords, value=value_of(gathered), key=ref.key))
+            values[name] = tuple(items)
+        return values
+
+    def reachable(self, instance: StageInstance) -> list[StageInstance]:
+        """``instance`` and every instance it needs (upstream and gathered), upstream first."""
+        ordered: list[StageInstance] = []
+        seen: set[str] = set()
+
+        def visit(current: StageInstance) -> None:
+            if current.key in seen:
+                return
+            seen.add(current.key)
+            for key in current.upstream.values():
+                upstream = self._instances.get(key)
+                if upstream is not None:
+                    visit(upstream)
+            for refs in current.gathered.values():
+                for ref in refs:
+                    gathered = self._instances.get(ref.key)
+                    if gathered is not None:
+                        visit(gathered)
+            ordered.append(current)
+
+        visit(instance)
+        return ordered
 
     def item_instances(self) -> dict[str, dict[str, StageInstance]]:
         return self._item_instances
@@ -297,19 +547,14 @@ class Planner:
             else [self.for_item(item) for item in items]
         )
 
-        def visit(instance: StageInstance) -> None:
-            if instance.key in seen:
-                return
-            seen.add(instance.key)
-            for key in instance.upstream.values():
-                upstream = self._instances.get(key)
-                if upstream is not None:
-                    visit(upstream)
-            ordered.append(instance)
-
         for per_item in per_items:
             for instance in per_item.values():
-                visit(instance)
+                if instance.key in seen:
+                    continue
+                for current in self.reachable(instance):
+                    if current.key not in seen:
+                        seen.add(current.key)
+                        ordered.append(current)
         return ordered
 
 
@@ -320,24 +565,50 @@ def _json_or_missing(raw: str) -> Any:
         return MISSING
 
 
-_PARAM_IDS: dict[int, tuple[StageSpec, dict[bytes, str]]] = {}
+_PARAM_TABLES: dict[int, tuple[StageSpec, dict[bytes, int]]] = {}
+
+
+def _param_index(spec: StageSpec, config: StageConfig | None) -> int | None:
+    """Which entry of ``params=`` ``config`` is (``None``: none of them)."""
+    if spec.params is None or config is None:
+        return None
+    # One dict per spec: comparing against every param would be quadratic in sweep size.
+    cached = _PARAM_TABLES.get(id(spec))
+    if cached is None or cached[0] is not spec:
+        table: dict[bytes, int] = {}
+        for index, param in enumerate(spec.params):
+            table.setdefault(keys.canonical(keys.config_json(param)), index)
+        cached = _PARAM_TABLES[id(spec)] = (spec, table)
+    return cached[1].get(keys.canonical(keys.config_json(config)))
 
 
 def _param_id(spec: StageSpec, config: StageConfig | None) -> str | None:
     if config is None:
         return None
-    if spec.params is not None and spec.ids is not None:
-        # One dict per spec: comparing against every param would be quadratic in sweep size.
-        cached = _PARAM_IDS.get(id(spec))
-        if cached is None or cached[0] is not spec:
-            table = {
-                keys.canonical(keys.config_json(p)): i
-                for p, i in zip(spec.params, spec.ids, strict=True)
-            }
-            cached = _PARAM_IDS[id(spec)] = (spec, table)
-        ident = cached[1].get(keys.canonical(keys.config_json(config)))
-        if ident is not None:
-            return ident
+    index = _param_index(spec, config)
+    if index is not None and spec.ids is not None:
+        return spec.ids[index]
     if config == spec.default_config:
         return None
     return default_ids([config], spec.default_config)[0]
+
+
+def _format(value: Any) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _swept_fields(spec: StageSpec) -> dict[str, list[str]]:
+    """The config fields whose value differs across ``params=``, with their values."""
+    if spec.params is None or len(spec.params) < 2:
+        return {}
+    dumps = [p.model_dump() for p in spec.params]
+    swept: dict[str, list[str]] = {}
+    for name in dumps[0]:
+        values: list[str] = []
+        for dump in dumps:
+            text = _format(dump.get(name))
+            if text not in values:
+                values.append(text)
+        if len(values) > 1:
+            swept[name] = values
+    return swept

@@ -100,6 +100,9 @@ def pytest_configure(config: pytest.Config) -> None:
         run_id = new_run_id()
     config.stash[_SETTINGS] = settings
     config.stash[_RUN] = (run_id, worker)
+    from pytest_physpipe.snapshot.guard import install_golden_guard
+
+    install_golden_guard(config, plan=settings.plan_only)
     if workerinput is None and settings.backend != "local" and not settings.plan_only:
         # Jobs a run submitted must not outlive it : `kill` acts like Ctrl-C.
         from pytest_physpipe.cluster.interrupts import RunGuard, sigterm_as_interrupt
@@ -135,6 +138,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A stage that gathers `over=` some fields fans out once per gather.
+    if _stages_declared():
+        _session(metafunc.config).parametrize(metafunc)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # tryfirst: the slow marker must be on the items before `-m "not slow"` deselects.
@@ -157,7 +166,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             from pytest_physpipe.cluster.jobs import plan_extras
 
             extras = plan_extras(physpipe.store.root, physpipe.settings.backend, instances)
-        lines = format_plan(instances, physpipe.statuses, physpipe.settings.backend, **extras)
+        lines = format_plan(
+            instances,
+            physpipe.statuses,
+            physpipe.settings.backend,
+            physpipe.reasons,
+            **extras,
+        )
         if reporter is not None:
             reporter.ensure_newline()
             reporter.section("physpipe plan", sep="-")

@@ -16,19 +16,28 @@ __all__ = ["format_graph", "format_plan", "format_summary", "write_graph", "writ
 
 
 def where(instance: StageInstance, backend: str) -> str:
-    return backend if instance.spec.slow and backend != "local" else "local"
+    return backend if instance.slow and backend != "local" else "local"
+
+
+def _edges(instance: StageInstance, nodes: dict[str, StageInstance]) -> list[tuple[str, bool]]:
+    """(upstream key, whether it is gathered) for every edge into ``instance`` in ``nodes``."""
+    edges = [(key, False) for key in instance.upstream.values() if key in nodes]
+    edges += [(r.key, True) for refs in instance.gathered.values() for r in refs if r.key in nodes]
+    return edges
 
 
 def format_plan(
     instances: Iterable[StageInstance],
     statuses: dict[str, str],
     backend: str,
+    reasons: dict[str, str] | None = None,
     *,
     after: bool = False,
     notes: Mapping[str, str] | None = None,
     runs_on: str | None = None,
 ) -> list[str]:
-    """The ``--physpipe-plan`` table: one line per stage instance, upstream first.
+    """The ``--physpipe-plan`` table: one line per stage instance, upstream first; a missing
+    instance says why (``reasons``: key -> reason).
 
     For a cluster campaign (see ``cluster/jobs.py``): ``after`` adds the column of upstream
     instances each one waits for, ``notes`` adds to an instance's status (a job in flight),
@@ -37,14 +46,14 @@ def format_plan(
     instances = list(instances)
     labels = {instance.key: instance.label for instance in instances}
     header: tuple[str, ...] = ("stage", "key", "status", "resources", "runs on")
-    rows = [header + (("after",) if after else ())]
+    rows: list[tuple[str, ...]] = [header + (("after",) if after else ()) + ("why",)]
     for instance in instances:
         res = instance.spec.resources
         resources = f"cpu={res.cpu} gpu={res.gpu} mem={res.mem} time={res.walltime}"
         status = statuses.get(instance.key, "missing")
         note = (notes or {}).get(instance.key)
-        place = where(instance, backend) + (" (slow)" if instance.spec.slow else "")
-        if runs_on is not None and instance.spec.slow and backend != "local":
+        place = where(instance, backend) + (" (slow)" if instance.slow else "")
+        if runs_on is not None and instance.slow and backend != "local":
             place = runs_on
         row: tuple[str, ...] = (
             instance.label,
@@ -56,7 +65,10 @@ def format_plan(
         if after:
             upstream = [labels.get(k, k[:12]) for k in instance.upstream.values()]
             row += (", ".join(upstream) or "-",)
+        row += ((reasons or {}).get(instance.key, "") if status == "missing" else "",)
         rows.append(row)
+    if not any(row[-1] for row in rows[1:]):
+        rows = [row[:-1] for row in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -110,9 +122,9 @@ def format_graph(
             label = f"{instance.label}\\n{key[:12]}\\n{status}"
             lines.append(f'  "{key}" [label="{label}", fillcolor={colors.get(status, "white")}];')
         for key, instance in nodes.items():
-            for upstream in instance.upstream.values():
-                if upstream in nodes:
-                    lines.append(f'  "{upstream}" -> "{key}";')
+            for upstream, gathered in _edges(instance, nodes):
+                style = " [style=dashed]" if gathered else ""
+                lines.append(f'  "{upstream}" -> "{key}"{style};')
         lines.append("}")
     else:
         lines = ["graph LR"]
@@ -121,9 +133,9 @@ def format_graph(
             css = status.replace("-", "_")
             lines.append(f'  n{key[:16]}["{instance.label}<br/>{key[:12]}<br/>{status}"]:::{css}')
         for key, instance in nodes.items():
-            for upstream in instance.upstream.values():
-                if upstream in nodes:
-                    lines.append(f"  n{upstream[:16]} --> n{key[:16]}")
+            for upstream, gathered in _edges(instance, nodes):
+                arrow = "-.->" if gathered else "-->"
+                lines.append(f"  n{upstream[:16]} {arrow} n{key[:16]}")
         for status, color in colors.items():
             lines.append(f"  classDef {status.replace('-', '_')} fill:{color}")
     return "\n".join(lines) + "\n"
@@ -172,12 +184,24 @@ def format_summary(
     if store_size is not None:
         line += f"; store {human_size(store_size)}"
     lines = [line]
+    pickled = sorted({r.label for r in records.values() if r.codec == "pickle"})
+    if pickled:
+        # Pickles run code when loaded, break when a class moves, and are often no faster to
+        # load than to recompute: worth knowing, and worth a codec.
+        count = sum(1 for r in records.values() if r.codec == "pickle")
+        shown = ", ".join(pickled[:8]) + (", …" if len(pickled) > 8 else "")
+        lines.append(
+            f"stored as pickles: {count} instance(s) of {shown} (no codec for their types: "
+            "they break when a class moves; pass codec= or register one)"
+        )
     if verbose:
         for record in sorted(records.values(), key=lambda r: (r.name, r.param_id or "")):
             extra = f" job {record.job_id}" if record.job_id else ""
             worker = f" [{record.worker}]" if record.worker else ""
             took = human_time(record.duration_s)
+            why = f"  ({record.reason})" if record.reason else ""
             lines.append(
                 f"  {record.status:<9} {record.label:<40} {record.key[:12]}  {took}{worker}{extra}"
+                f"{why}"
             )
     return lines

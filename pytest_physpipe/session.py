@@ -6,6 +6,7 @@ through :data:`pytest_physpipe.stage.PROVIDER`.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -14,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_physpipe import keys
+from pytest_physpipe import codefp, keys
 from pytest_physpipe.errors import PhyspipeError, ResourceError
 from pytest_physpipe.execute import PluginHooks, Served, StageRunner
 from pytest_physpipe.isolation import isolate
 from pytest_physpipe.options import Settings
 from pytest_physpipe.plan import MISSING, Planner, StageInstance
+from pytest_physpipe.reasons import explain
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.resources import Budget, SlotPool, detect_budget
 from pytest_physpipe.runid import new_run_id
@@ -50,6 +52,9 @@ class PhyspipeSession:
         self.settings = settings
         self.run_id = run_id or new_run_id()
         self.worker = worker
+        # Fingerprints are memoized per process; a new run (pytester runs several in one
+        # process) may see edited files.
+        codefp.clear_memo()
         self.codecs = CodecRegistry()
         config.hook.pytest_physpipe_register_codecs(registry=self.codecs)
         self._scratch: Path | None = None
@@ -92,6 +97,7 @@ class PhyspipeSession:
         self._current: dict[str, str] = {}
         self._values: dict[str, Served] = {}
         self.statuses: dict[str, str] = {}  # key -> "cached" | "missing", from the plan
+        self.reasons: dict[str, str] = {}  # key -> why it is missing, from the plan
         self._plan_failed = False
 
     # -- collection -----------------------------------------------------------------------------
@@ -104,12 +110,60 @@ class PhyspipeSession:
             self.planner.validate(sorted(used))
             self._check_rebuild_names()
             for item in items:
-                needed = self.planner.for_item(item)
-                if any(instance.spec.slow for instance in needed.values()):
-                    item.add_marker(pytest.mark.slow)
+                self._mark(item)
         except PhyspipeError as exc:
             self._plan_failed = True
             raise pytest.UsageError(str(exc)) from None
+
+    def _mark(self, item: pytest.Item) -> None:
+        """Give a test the marks of every instance it needs (upstream and gathered too) and
+        ``-k`` keywords for its sweep coordinates."""
+        needed = self.planner.for_item(item)
+        reached = [r for inst in needed.values() for r in self.planner.reachable(inst)]
+        marks: list[pytest.Mark] = []
+        if any(r.spec.slow for r in reached):
+            marks.append(pytest.mark.slow.mark)
+        for instance in reached:
+            marks.extend(m for m in instance.marks if m not in marks)
+        present = list(item.iter_markers())
+        for mark in marks:
+            # pytest already put the marks of the test's own fixture params on it.
+            if mark not in present and not (
+                mark.name == "slow" and item.get_closest_marker("slow")
+            ):
+                item.add_marker(getattr(pytest.mark, mark.name)(*mark.args, **mark.kwargs))
+        # `-k "level=3"` is no valid expression; `-k "level:3"` is (docs/decisions.md).
+        for instance in needed.values():
+            for part in _id_parts(instance.param_id):
+                item.extra_keyword_matches.add(part.replace("=", ":", 1))
+
+    def parametrize(self, metafunc: pytest.Metafunc) -> None:
+        """Fan out the stages that gather ``over=`` some fields: one instance per gather."""
+        stages = self.planner.registry
+        taken = {
+            name
+            for mark in metafunc.definition.iter_markers("parametrize")
+            for name in _argnames(mark)
+        }
+        for name in metafunc.fixturenames:
+            spec = stages.get(name)
+            if spec is None or name in taken:
+                continue
+            for param, declared in spec.gathers:
+                if declared.over is None:
+                    continue
+                try:
+                    groups = self.planner.groups(spec, param)
+                except PhyspipeError:
+                    # Planning the test again after collection raises it as a usage error; a
+                    # collection error here would bury it under pytest's traceback.
+                    continue
+                metafunc.parametrize(
+                    name,
+                    [pytest.param(g, id=g.ident) for g in groups],
+                    indirect=True,
+                    scope="session",
+                )
 
     def _check_rebuild_names(self) -> None:
         stages = self.planner.registry
@@ -125,11 +179,7 @@ class PhyspipeSession:
         """After deselection: check budgets, look up statuses, skip under cached-only."""
         if self._plan_failed:
             return []  # pytest calls this even when mark_items raised; let its error show
-        needed = {
-            instance.key: instance
-            for item in items
-            for instance in self.planner.for_item(item).values()
-        }
+        needed = {instance.key: instance for instance in self.planner.instances(items)}
         local = self.settings.backend == "local"
         try:
             self.check_budget(needed.values())
@@ -141,11 +191,13 @@ class PhyspipeSession:
             self.statuses[key] = (
                 "cached" if cached else "missing" if instance.spec.cache else "uncached"
             )
+            if self.statuses[key] == "missing":
+                self.reasons[key] = self._why(instance)
         if self.settings.cached_only:
             for item in items:
                 missing = [
                     f
-                    for f in self.planner.for_item(item).values()
+                    for f in self.planner.instances([item])
                     if f.spec.cache and self.statuses.get(f.key) == "missing"
                 ]
                 if missing:
@@ -163,6 +215,22 @@ class PhyspipeSession:
             self._start_campaign(instances)
         return instances
 
+    def _why(self, instance: StageInstance) -> str:
+        """Why ``instance`` is missing, against the latest entry of its stage and params."""
+        if self.settings.no_cache:
+            return "--physpipe-no-cache"
+        latest = self.store.latest(instance.name, instance.param_id or "")
+        if latest is None and instance.spec.params is None:
+            # An override (--physpipe-set, indirect parametrization) gives another param id;
+            # the stage's latest entry of any param is the one it replaces.
+            latest = self.store.latest(instance.name, None)
+        if latest is None:
+            return "new"
+        key, manifest = latest
+        if key == instance.key:
+            return "entry removed from the store"
+        return explain(instance.manifest, manifest)
+
     def check_budget(self, instances: Iterable[StageInstance]) -> None:
         """:class:`ResourceError` for the first instance asking more than the local budget.
 
@@ -170,14 +238,14 @@ class PhyspipeSession:
         """
         local = self.settings.backend == "local"
         for instance in instances:
-            if instance.spec.slow and not local:
+            if instance.slow and not local:
                 continue
             self.runner.pool.check(instance.spec.resources, stage=instance.label)  # type: ignore[union-attr]
 
     def _start_campaign(self, instances: list[StageInstance]) -> None:
         """Submit the slow, missing instances to the batch backend (docs/howto-cluster.md)."""
         if not any(
-            f.spec.slow
+            f.slow
             and f.spec.cache
             and (self.statuses.get(f.key) == "missing" or self.runner.wants_rebuild(f))
             for f in instances
@@ -240,14 +308,32 @@ class PhyspipeSession:
         __tracebackhide__ = True
         param = getattr(request, "param", MISSING)
         try:
-            config = self.planner.resolve_config(spec, param)
             upstream_keys = {name: self._current[name] for name in spec.upstream}
-            instance = self.planner.instance(spec, config, upstream_keys)
+            instance = self.planner.resolve_one(spec, param, upstream_keys)
         except PhyspipeError as exc:
             raise pytest.UsageError(str(exc)) from None
         # pytest keeps one value per session fixture at a time and re-runs dependents when an
         # upstream param changes, so "the current instance of each stage" is well defined.
         self._current[spec.name] = instance.key
+        return self._obtain(instance, upstream)
+
+    def _materialize(self, instance: StageInstance) -> Any:
+        """The value of an instance no fixture provides (a gathered one), upstream first."""
+        __tracebackhide__ = True
+        memo = self._values.get(instance.key)
+        if memo is not None:
+            return memo.value
+        upstream: dict[str, Any] = {}
+        if not (self.campaign is not None and instance.slow and instance.spec.cache):
+            for name, key in instance.upstream.items():
+                above = self.planner.get(key)
+                if above is not None:
+                    upstream[name] = self._materialize(above)
+        return self._obtain(instance, upstream)
+
+    def _obtain(self, instance: StageInstance, upstream: dict[str, Any]) -> Any:
+        __tracebackhide__ = True
+        spec = instance.spec
         memo = self._values.get(instance.key)
         if memo is not None:
             return memo.value
@@ -257,11 +343,18 @@ class PhyspipeSession:
                 f"--physpipe-cached-only: stage {instance.label} ({instance.key[:12]}) is not in "
                 f"the store {self.store.root}"
             )
+        hit = None
+        if instance.gathered and spec.cache and not self.settings.no_cache:
+            hit = self.runner.lookup(instance)  # a cached gather loads none of what it gathered
+        if instance.gathered and hit is None:
+            upstream = {**upstream, **self.planner.gathered_values(instance, self._materialize)}
         try:
-            if self.settings.no_cache and spec.cache:
+            if hit is not None:
+                served = hit
+            elif self.settings.no_cache and spec.cache:
                 self.store.ensure()
                 served = self.runner.compute_uncached(instance, upstream)
-            elif self.campaign is not None and spec.slow and spec.cache:
+            elif self.campaign is not None and instance.slow and spec.cache:
                 # A job this run submitted or joined reports as such, even when it is done.
                 in_flight = instance.key in self.campaign.job_ids
                 served = (None if in_flight else self.runner.lookup(instance)) or self._from_job(
@@ -272,7 +365,10 @@ class PhyspipeSession:
         except BaseException as exc:
             self.records[instance.key] = _record(instance, "failed", self.worker, error=exc)
             raise
-        self.records[instance.key] = served.record
+        record = served.record
+        if record.status in ("computed", "loaded-from-job") and record.reason is None:
+            record = record.model_copy(update={"reason": self._computed_because(instance)})
+        self.records[instance.key] = record
         self._values[instance.key] = served
         return served.value
 
@@ -282,12 +378,13 @@ class PhyspipeSession:
         pytest hands one session fixture value to every test; the pristine value stays with
         the fixture (and feeds downstream stages), the test edits only its copy.
         """
-        stages = self.planner.registry
         arguments = item.funcargs
-        for name, value in arguments.items():
-            spec = stages.get(name)
-            if spec is not None and spec.cache:
-                arguments[name] = isolate(value)
+        for name, instance in self.planner.for_item(item).items():
+            if name not in arguments or not instance.spec.cache:
+                continue
+            record = self.records.get(instance.key)
+            plain = record is not None and record.codec == "json"
+            arguments[name] = isolate(arguments[name], plain=plain)
 
     # -- results --------------------------------------------------------------------------------
 
@@ -299,6 +396,14 @@ class PhyspipeSession:
             old = self.records.get(record.key)
             if old is None or rank[record.status] > rank[old.status]:
                 self.records[record.key] = record
+
+    def _computed_because(self, instance: StageInstance) -> str:
+        reason = self.reasons.get(instance.key)
+        if reason is not None:
+            return reason
+        if self.runner.wants_rebuild(instance):
+            return "--physpipe-rebuild"
+        return "entry could not be loaded"  # cached when planned: see the warning above
 
     def _from_job(self, instance: StageInstance) -> Served:
         __tracebackhide__ = True
@@ -392,6 +497,19 @@ class PhyspipeFixture:
         """Every stage this test uses, by name."""
         return {name: self.record(name) for name in self._session.planner.for_item(self._item)}
 
+    def config(self, name: str) -> Any:
+        """The config of stage ``name`` as this test's instance of it runs (``None`` for a
+        stage without one)."""
+        __tracebackhide__ = True
+        instances = self._session.planner.for_item(self._item)
+        if name not in instances:
+            used = ", ".join(sorted(instances)) or "none"
+            raise PhyspipeError(
+                f"physpipe.config({name!r}): test {self._item.nodeid} does not use a stage "
+                f"named {name!r} (it uses: {used}). Add the stage as a parameter of the test."
+            )
+        return instances[name].config
+
     def key(self, name: str) -> str:
         """The provenance key of stage ``name`` for this test (known before it runs)."""
         instances = self._session.planner.for_item(self._item)
@@ -414,3 +532,17 @@ def stage_provenance(item: pytest.Item) -> dict[str, dict[str, object]]:
         }
         for name, instance in sorted(session.planner.for_item(item).items())
     }
+
+
+def _id_parts(param_id: str | None) -> list[str]:
+    """``n=64-length=1.0`` -> ``["n=64", "length=1.0"]`` (a value may hold a ``-``)."""
+    if not param_id:
+        return []
+    return [p for p in re.split(r"-(?=[A-Za-z_][\w.]*=)", param_id) if "=" in p]
+
+
+def _argnames(mark: pytest.Mark) -> list[str]:
+    names = mark.args[0] if mark.args else mark.kwargs.get("argnames", ())
+    if isinstance(names, str):
+        return [n.strip() for n in names.split(",") if n.strip()]
+    return list(names)

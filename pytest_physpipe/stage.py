@@ -23,9 +23,17 @@ from pydantic import ValidationError
 
 from pytest_physpipe.codefp import CodeFingerprint, code_of
 from pytest_physpipe.errors import ConfigError, StageError
+from pytest_physpipe.fanin import Gather
 from pytest_physpipe.models import ClusterOptions, Resources, Retry, StageConfig
 
-__all__ = ["PROVIDER", "StageProvider", "StageSpec", "registry", "stage", "sweep"]
+__all__ = [
+    "PROVIDER",
+    "StageProvider",
+    "StageSpec",
+    "registry",
+    "stage",
+    "sweep",
+]
 
 _RESERVED = ("config", "ctx")
 _C = TypeVar("_C", bound=StageConfig)
@@ -42,6 +50,10 @@ class StageSpec:
     default_config: StageConfig | None
     params: tuple[StageConfig, ...] | None
     ids: tuple[str, ...] | None
+    #: Per entry of ``params``: the marks its ``pytest.param(..., marks=...)`` gave it.
+    marks: tuple[tuple[pytest.Mark, ...], ...] | None
+    #: Parameters whose default is ``gather(...)``, in signature order.
+    gathers: tuple[tuple[str, Gather], ...]
     version: int | str | None
     resources: Resources
     slow: bool
@@ -201,11 +213,18 @@ def _file_of(spec: StageSpec) -> str:
 registry = StageRegistry()
 
 
-def sweep(config_class: type[_C], **fields: Sequence[Any]) -> list[_C]:
+def sweep(
+    config_class: type[_C],
+    *,
+    marks: Callable[[_C], Iterable[pytest.MarkDecorator | pytest.Mark]] | None = None,
+    **fields: Sequence[Any],
+) -> list[Any]:
     """The configs of the cartesian product of ``fields``, for ``@stage(params=...)``.
 
     ``sweep(GridConfig, n=[64, 128], length=[1.0, 2.0])`` gives four configs whose ids read
-    ``n=64-length=1.0`` and so on.
+    ``n=64-length=1.0`` and so on. ``marks=lambda config: [...]`` marks instances one by one
+    (``[pytest.mark.slow] if config.n > 1000 else []``): a config it gives marks to comes back
+    as ``pytest.param(config, marks=...)``.
     """
     if not (isinstance(config_class, type) and issubclass(config_class, StageConfig)):
         raise ConfigError(f"sweep() needs a StageConfig subclass, got {config_class!r}")
@@ -229,7 +248,37 @@ def sweep(config_class: type[_C], **fields: Sequence[Any]) -> list[_C]:
             raise ConfigError(
                 f"sweep({config_class.__name__}): invalid combination\n{exc}"
             ) from None
-    return configs
+    if marks is None:
+        return configs
+    if not callable(marks):
+        raise ConfigError(
+            f"sweep({config_class.__name__}, marks=...) takes a function of the config that "
+            f"returns marks, such as `lambda c: [pytest.mark.slow] if c.n > 64 else []`; got "
+            f"{marks!r}"
+        )
+    entries: list[Any] = []
+    for config in configs:
+        given = marks(config)
+        given = [given] if isinstance(given, pytest.MarkDecorator | pytest.Mark) else list(given)
+        entries.append(pytest.param(config, marks=given) if given else config)
+    return entries
+
+
+def _unwrap_param(
+    name: str, index: int, entry: object
+) -> tuple[object, tuple[pytest.Mark, ...], str | None]:
+    """An entry of ``params=``: a config, or ``pytest.param(config, marks=..., id=...)``."""
+    # pytest.param's ParameterSet is not a public type; it is a named tuple of these fields.
+    if isinstance(entry, tuple) and all(hasattr(entry, a) for a in ("values", "marks", "id")):
+        values = entry.values  # type: ignore[attr-defined]
+        if len(values) != 1:
+            raise StageError(
+                f"stage {name!r}: params[{index}] is pytest.param with {len(values)} values; "
+                "a stage param holds one config: pytest.param(MyConfig(...), marks=...)"
+            )
+        marks = tuple(m.mark if isinstance(m, pytest.MarkDecorator) else m for m in entry.marks)  # type: ignore[attr-defined]
+        return values[0], marks, entry.id  # type: ignore[attr-defined]
+    return entry, (), None
 
 
 def _format_id_value(value: Any) -> str:
@@ -275,6 +324,7 @@ def _build_spec(func: Callable[..., Any], options: dict[str, Any]) -> StageSpec:
         raise StageError(f"@stage(name={name!r}): a stage name must be a Python identifier")
     signature = inspect.signature(func)
     upstream: list[str] = []
+    gathers: list[tuple[str, Gather]] = []
     config_default: Any = None
     has_config = wants_ctx = False
     for param in signature.parameters.values():
@@ -289,11 +339,19 @@ def _build_spec(func: Callable[..., Any], options: dict[str, Any]) -> StageSpec:
                 config_default = param.default
         elif param.name == "ctx":
             wants_ctx = True
+        elif isinstance(param.default, Gather):
+            if param.default.stage == name:
+                raise StageError(
+                    f"stage {name!r}: parameter {param.name!r} gathers the stage itself; "
+                    "gather(...) names another stage"
+                )
+            gathers.append((param.name, param.default))
         else:
             if param.default is not param.empty:
                 raise StageError(
                     f"stage {name!r}: parameter {param.name!r} has a default; upstream stages "
-                    "cannot be optional. Make it a config field instead."
+                    "cannot be optional. Make it a config field instead (or, to receive every "
+                    'instance of a stage, give it the default gather("stage")).'
                 )
             upstream.append(param.name)
     if name in upstream:
@@ -314,6 +372,8 @@ def _build_spec(func: Callable[..., Any], options: dict[str, Any]) -> StageSpec:
         default_config=None,
         params=None,
         ids=None,
+        marks=None,
+        gathers=tuple(gathers),
         version=options["version"],
         resources=_coerce_model(name, "resources", Resources, options["resources"]),
         slow=bool(options["slow"]),
@@ -332,23 +392,59 @@ def _build_spec(func: Callable[..., Any], options: dict[str, Any]) -> StageSpec:
             default = validate_config(draft, {}, origin="the config class's defaults")
         else:
             default = draft.coerce_config(source, origin="the default config")
-    params: tuple[StageConfig, ...] | None = None
-    ids: tuple[str, ...] | None = None
-    if params_opt is not None:
-        coerced = [draft.coerce_config(p, origin=f"params[{i}]") for i, p in enumerate(params_opt)]
-        params = tuple(c for c in coerced if c is not None)
-        if not params:
-            raise StageError(f"stage {name!r}: params= is empty; give at least one config")
-        ids = tuple(options["ids"]) if options["ids"] is not None else default_ids(params, default)
-        if len(ids) != len(params):
-            raise StageError(
-                f"stage {name!r}: {len(ids)} ids for {len(params)} params; give one id each"
-            )
-    elif options["ids"] is not None:
-        raise StageError(f"stage {name!r}: ids= given without params=")
+    params, ids, marks = _params(draft, options, default)
     if not isinstance(draft.codec, str):
         raise StageError(f"stage {name!r}: codec= must be a codec name such as 'auto' or 'npy'")
-    return StageSpec(**{**draft.__dict__, "default_config": default, "params": params, "ids": ids})
+    if len([g for _, g in gathers if g.over is not None]) > 1:
+        raise StageError(
+            f"stage {name!r}: more than one gather(..., over=...) parameter; a stage fans out "
+            "over one gather"
+        )
+    return StageSpec(
+        **{
+            **draft.__dict__,
+            "default_config": default,
+            "params": params,
+            "ids": ids,
+            "marks": marks,
+        }
+    )
+
+
+def _params(
+    draft: StageSpec, options: dict[str, Any], default: StageConfig | None
+) -> tuple[
+    tuple[StageConfig, ...] | None,
+    tuple[str, ...] | None,
+    tuple[tuple[pytest.Mark, ...], ...] | None,
+]:
+    """``params=`` and ``ids=``: the configs, their ids and the marks of each."""
+    name, params_opt = draft.name, options["params"]
+    if params_opt is None:
+        if options["ids"] is not None:
+            raise StageError(f"stage {name!r}: ids= given without params=")
+        return None, None, None
+    if isinstance(params_opt, str | bytes | Mapping) or not isinstance(params_opt, Iterable):
+        raise StageError(f"stage {name!r}: params= takes a list of configs, got {params_opt!r}")
+    entries = [_unwrap_param(name, i, p) for i, p in enumerate(params_opt)]
+    coerced = [draft.coerce_config(p, origin=f"params[{i}]") for i, (p, _, _) in enumerate(entries)]
+    params = tuple(c for c in coerced if c is not None)
+    if not params:
+        raise StageError(f"stage {name!r}: params= is empty; give at least one config")
+    ids = tuple(options["ids"]) if options["ids"] is not None else default_ids(params, default)
+    if len(ids) != len(params):
+        raise StageError(
+            f"stage {name!r}: {len(ids)} ids for {len(params)} params; give one id each"
+        )
+    # pytest.param(id=...) wins over ids= and the default, as in pytest's parametrize.
+    ids = tuple(given or ident for (_, _, given), ident in zip(entries, ids, strict=True))
+    marks = tuple(m for _, m, _ in entries)
+    if any(g.over is not None for _, g in draft.gathers):
+        raise StageError(
+            f"stage {name!r}: params= and gather(..., over=...) both fan it out; give one "
+            "(move the swept fields into the gathered stage's sweep)"
+        )
+    return params, ids, marks
 
 
 _M = TypeVar("_M", Resources, ClusterOptions)
@@ -395,12 +491,15 @@ def _make_fixture(spec: StageSpec) -> Any:
     stage_fixture.__qualname__ = spec.func.__qualname__
     stage_fixture.__module__ = spec.func.__module__
     stage_fixture.__doc__ = spec.func.__doc__
-    return pytest.fixture(
-        scope="session",
-        name=spec.name,
-        params=list(spec.params) if spec.params is not None else None,
-        ids=list(spec.ids) if spec.ids is not None else None,
-    )(stage_fixture)
+    params = None
+    if spec.params is not None and spec.ids is not None and spec.marks is not None:
+        # pytest puts the marks of a fixture's params on every test that uses the fixture,
+        # directly or through other fixtures: `-m`, skip and xfail then work as in pytest.
+        params = [
+            pytest.param(config, marks=marks, id=ident)
+            for config, marks, ident in zip(spec.params, spec.marks, spec.ids, strict=True)
+        ]
+    return pytest.fixture(scope="session", name=spec.name, params=params)(stage_fixture)
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])

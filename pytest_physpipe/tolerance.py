@@ -33,6 +33,15 @@ from typing import Any, Literal, TypeAlias
 
 import numpy as np
 
+from pytest_physpipe.elementwise import (
+    ArrayDiff,
+    Element,
+    close_elements,
+    same_dtype,
+    unequal_elements,
+)
+from pytest_physpipe.valuetypes import Frame, Masked, as_frame, as_masked, numeric_sequence
+
 __all__ = [
     "Comparison",
     "Difference",
@@ -43,9 +52,12 @@ __all__ = [
     "child_path",
     "compare",
     "index_path",
+    "same_dtype",
 ]
 
 _TOLERANCE_FIELDS = ("rtol", "atol", "equal_nan")
+#: A failure report lists at most this many leaves; the rest are counted.
+MAX_LISTED = 20
 
 
 def _check_bound(name: str, value: object) -> float:
@@ -220,9 +232,37 @@ class Mismatch:
     index: tuple[int, ...] | None = None
     failing: int | None = None
     size: int | None = None
+    #: For an array: the worst failing elements (up to 10), worst first; the first is ``index``.
+    elements: tuple[Element, ...] = ()
+    max_abs_err: float | None = None
+    max_rel_err: float | None = None
+
+    def lines(self) -> list[str]:
+        """The report of this leaf: :meth:`describe`, then for an array the other elements."""
+        lines = [self.describe()]
+        if self.index is None:
+            return lines
+        where = _display_path(self.path)
+        if self.tolerance is not None:
+            lines.append(
+                f"  max abs err {_err(self.max_abs_err)}, max rel err {_err(self.max_rel_err)} "
+                f"over the {self.failing} failing elements"
+                + (f"; the next {len(self.elements) - 1} worst:" if len(self.elements) > 1 else "")
+            )
+        elif len(self.elements) > 1:
+            lines.append(f"  the next {len(self.elements) - 1} that differ:")
+        for element in self.elements[1:]:
+            text = (
+                f"    {where}[{', '.join(map(str, element.index))}]: "
+                f"expected {_show(element.expected)}, got {_show(element.actual)}"
+            )
+            if self.tolerance is not None:
+                text += f" (abs err {_err(element.abs_err)}, rel err {_err(element.rel_err)})"
+            lines.append(text)
+        return lines
 
     def describe(self) -> str:
-        """One line of a failure report."""
+        """One line of a failure report (the worst element, for an array)."""
         where = _display_path(self.path)
         head = ""
         if self.index is not None:
@@ -274,8 +314,21 @@ class Comparison:
             f"{len(self.mismatches)} of {total} values outside tolerance ({self.passed} passed)"
             + (f"; {len(self.differences)} structural difference(s)" if self.differences else "")
         ]
-        lines.extend(f"  {difference.describe()}" for difference in self.differences)
-        lines.extend(f"  {mismatch.describe()}" for mismatch in self.mismatches)
+        lines.extend(f"  {difference.describe()}" for difference in self.differences[:MAX_LISTED])
+        shown = self.mismatches[: max(MAX_LISTED - len(self.differences), 0)]
+        for mismatch in shown:
+            lines.extend(f"  {line}" for line in mismatch.lines())
+        hidden = (
+            len(self.differences)
+            + len(self.mismatches)
+            - min(len(self.differences), MAX_LISTED)
+            - len(shown)
+        )
+        if hidden:
+            lines.append(
+                f"  ... and {hidden} more (the first {MAX_LISTED} are listed; "
+                "compare() returns them all)"
+            )
         if self.unmatched_patterns:
             lines.append(
                 "  note: tolerances pattern(s) "
@@ -299,13 +352,26 @@ def _show(value: object) -> str:
 # -- the walk -------------------------------------------------------------------------------
 
 Kind = Literal[
-    "mapping", "sequence", "array", "bool", "int", "float", "complex", "str", "bytes", "none"
+    "mapping",
+    "sequence",
+    "array",
+    "frame",
+    "masked",
+    "bool",
+    "int",
+    "float",
+    "complex",
+    "str",
+    "bytes",
+    "none",
 ]
 
 _KIND_NAMES: dict[str, str] = {
     "mapping": "a mapping",
     "sequence": "a list/tuple",
     "array": "an array",
+    "frame": "a pandas table",
+    "masked": "a masked array",
     "bool": "a bool",
     "int": "an integer",
     "float": "a float",
@@ -320,9 +386,11 @@ def view(value: object) -> tuple[Kind, Any]:
     """Classify a value for comparison and return it in canonical form.
 
     Mappings, pydantic models and dataclass instances become ``("mapping", dict)``; lists and
-    tuples ``("sequence", list)``; numpy scalars and 0-d arrays the matching Python scalar,
-    except those no Python scalar holds exactly (long double, datetimes, structured), which
-    become 0-d arrays.
+    tuples ``("sequence", list)``, except long ones of numbers, which become arrays; numpy
+    scalars and 0-d arrays the matching Python scalar, except those no Python scalar holds
+    exactly (long double, datetimes, structured), which become 0-d arrays; pandas tables
+    ``("frame", Frame)``, masked arrays ``("masked", Masked)``, ``np.matrix`` an ndarray
+    (:mod:`pytest_physpipe.valuetypes`).
     Anything else raises ``TypeError``.
     """
     if value is None:
@@ -332,6 +400,11 @@ def view(value: object) -> tuple[Kind, Any]:
     if isinstance(value, (int, np.integer)):
         return "int", int(value)
     if isinstance(value, np.ndarray):
+        masked = as_masked(value)
+        if masked is not None:
+            return "masked", masked
+        if type(value) is not np.ndarray:  # np.matrix and other subclasses: the plain array
+            value = np.asarray(value)
         if value.ndim == 0 and not value.dtype.hasobject:
             # numpy hands out 0-d arrays and scalars interchangeably (``a.sum()`` vs
             # ``np.asarray(x)``); both mean one number, so both compare as one.
@@ -358,7 +431,15 @@ def view(value: object) -> tuple[Kind, Any]:
     if isinstance(value, Mapping):
         return "mapping", dict(value)
     if isinstance(value, (list, tuple)):
+        array = numeric_sequence(value)
+        if array is not None:
+            return "array", array
         return "sequence", list(value)
+    if isinstance(value, (Frame, Masked)):
+        return ("frame" if isinstance(value, Frame) else "masked"), value
+    frame = as_frame(value)
+    if frame is not None:
+        return "frame", frame
     fields = getattr(type(value), "model_fields", None)  # a pydantic v2 model
     if isinstance(fields, Mapping) and hasattr(value, "model_dump"):
         # getattr, not model_dump(): model_dump would turn nested models into dicts but
@@ -368,7 +449,8 @@ def view(value: object) -> tuple[Kind, Any]:
         return "mapping", {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     raise TypeError(
         f"cannot compare a {type(value).__module__}.{type(value).__qualname__}: use numbers, "
-        "strings, None, numpy arrays, or dicts/lists/tuples/pydantic models of them"
+        "strings, None, numpy arrays (masked and structured too), pandas DataFrames/Series, or "
+        "dicts/lists/tuples/pydantic models/dataclasses of them"
     )
 
 
@@ -384,15 +466,24 @@ class _Walk:
         self.differences: list[Difference] = []
         self.used: set[str] = set()
 
-    def tolerance_at(self, path: str, inherited: Tolerance) -> Tolerance:
+    def tolerance_at(self, path: str, inherited: Tolerance, alias: str | None = None) -> Tolerance:
         rule = self.rules.match(path)
+        if rule is None and alias is not None:
+            rule = self.rules.match(alias)
         if rule is None:
             return inherited
         self.used.add(rule.pattern)
         return rule.tolerance
 
-    def walk(self, expected: object, actual: object, path: str, inherited: Tolerance) -> None:
-        tol = self.tolerance_at(path, inherited)
+    def walk(
+        self,
+        expected: object,
+        actual: object,
+        path: str,
+        inherited: Tolerance,
+        alias: str | None = None,
+    ) -> None:
+        tol = self.tolerance_at(path, inherited, alias)
         e_kind, e = view(expected)
         try:
             a_kind, a = view(actual)
@@ -421,6 +512,11 @@ class _Walk:
                 self.walk(e_item, a_item, index_path(path, index), tol)
         elif e_kind == "array":
             self.compare_arrays(e, a, path, tol)
+        elif e_kind == "frame":
+            self.compare_frames(e, a, path, tol)
+        elif e_kind == "masked":
+            self.walk(e.mask, a.mask, child_path(path, "mask"), tol)
+            self.walk(e.data, a.data, child_path(path, "data"), tol)
         elif e_kind in ("float", "complex"):
             self.compare_numbers(e, a, path, tol)
         elif e == a:
@@ -441,7 +537,16 @@ class _Walk:
                 parts.append("not in the golden: " + _keys(extra))
             self.differences.append(Difference(path, "keys differ; " + "; ".join(parts)))
         for key in sorted((k for k in e if k in a), key=_sort_key):
-            self.walk(e[key], a[key], child_path(path, key), tol)
+            self.walk(e[key], a[key], child_path(path, key), tol, _alias(path, key))
+
+    def compare_frames(self, e: Frame, a: Frame, path: str, tol: Tolerance) -> None:
+        if e.kind != a.kind:
+            self.differences.append(
+                Difference(path, f"type differs: golden is a {e.kind}, result is a {a.kind}")
+            )
+            return
+        self.walk(e.index, a.index, child_path(path, "index"), tol)
+        self.walk_mapping(dict(e.columns), dict(a.columns), path, tol)
 
     def compare_numbers(self, e: complex, a: complex, path: str, tol: Tolerance) -> None:
         if e == a:
@@ -466,30 +571,48 @@ class _Walk:
                 Difference(path, f"shape differs: golden {e.shape}, result {a.shape}")
             )
             return
+        if e.dtype.names is not None or a.dtype.names is not None:
+            self.compare_fields(e, a, path, tol)
+            return
         if not same_dtype(e.dtype, a.dtype):
             self.differences.append(
                 Difference(path, f"dtype differs: golden {e.dtype}, result {a.dtype}")
             )
             return
         if e.dtype.kind in "fc":
-            mismatch = _array_outside_tolerance(e, a, path, tol)
+            diff = close_elements(e, a, tol.rtol, tol.atol, tol.equal_nan)
+            mismatch = _array_mismatch(path, diff, tol)
         else:
-            mismatch = _array_not_equal(e, a, path)
+            mismatch = _array_mismatch(path, unequal_elements(e, a), None)
         if mismatch is None:
             self.passed += 1
         else:
             self.mismatches.append(mismatch)
 
+    def compare_fields(self, e: np.ndarray, a: np.ndarray, path: str, tol: Tolerance) -> None:
+        """Structured arrays: field by field, each with the tolerance at its own path."""
+        if e.dtype.names != a.dtype.names:
+            self.differences.append(
+                Difference(
+                    path,
+                    f"fields differ: golden {list(e.dtype.names or ())}, "
+                    f"result {list(a.dtype.names or ())}",
+                )
+            )
+            return
+        for name in e.dtype.names or ():
+            sub = child_path(path, name)
+            self.compare_arrays(
+                e[name], a[name], sub, self.tolerance_at(sub, tol, _alias(path, name))
+            )
 
-def same_dtype(expected: np.dtype[Any], actual: np.dtype[Any]) -> bool:
-    """Whether two arrays' dtypes count as the same for a golden comparison.
 
-    Byte order does not count (a golden read on another machine may be big-endian), and neither
-    does the length of string dtypes (``<U5`` vs ``<U7`` is a data change, not a type change).
-    """
-    if expected.kind in "US" or actual.kind in "US":
-        return expected.kind == actual.kind
-    return bool(expected.newbyteorder("=") == actual.newbyteorder("="))
+def _alias(parent: str, key: object) -> str | None:
+    """The plain spelling of a key that paths quote (``P [bar]`` for ``["P [bar]"]``)."""
+    if not isinstance(key, str):
+        return None
+    plain = f"{parent}.{key}" if parent else key
+    return plain if child_path(parent, key) != plain else None
 
 
 def _keys(keys: list[object]) -> str:
@@ -505,92 +628,23 @@ def _describe_value(kind: str, value: object) -> str:
     return f"{_KIND_NAMES[kind]} ({_show(value)})"
 
 
-def _unravel(flat_index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(int(i) for i in np.unravel_index(flat_index, shape)) if shape else ()
-
-
-#: Arrays are compared in blocks of this many elements: the temporaries stay in cache and
-#: a gigabyte golden does not need gigabytes of scratch memory.
-_BLOCK = 1 << 18
-
-
-def _block_outside(ew: np.ndarray, aw: np.ndarray, tol: Tolerance) -> tuple[np.ndarray, np.ndarray]:
-    """For one block: the indices outside tolerance, and how far outside each is (error/bound)."""
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        diff = np.abs(aw - ew)
-        bound = np.abs(ew)
-        bound *= tol.rtol
-        bound += tol.atol
-        ok = diff <= bound  # a NaN on either side is False here
-        nonfinite = ~np.isfinite(ew)
-        if nonfinite.any():
-            # An infinite golden has an infinite bound: infinities pass only by equality
-            # (inf - inf is NaN, but inf == inf), NaN goldens only as NaN with equal_nan.
-            ok &= ~nonfinite
-            ok |= ew == aw
-            if tol.equal_nan:
-                ok |= np.isnan(ew) & np.isnan(aw)
-        bad = np.flatnonzero(~ok)
-        excess = diff[bad] / bound[bad]
-    # A NaN error (NaN on one side) is the worst kind of failure; rank it first.
-    return bad, np.where(np.isnan(excess), np.inf, excess)
-
-
-def _array_outside_tolerance(
-    e: np.ndarray, a: np.ndarray, path: str, tol: Tolerance
-) -> Mismatch | None:
-    # float16/float32 are widened so the bound itself is not rounded; long double stays.
-    work = np.result_type(e.dtype, np.float64)
-    flat_e, flat_a = e.reshape(-1), a.reshape(-1)
-    failing, worst, worst_excess = 0, -1, -1.0
-    for start in range(0, flat_e.size, _BLOCK):
-        eb, ab = flat_e[start : start + _BLOCK], flat_a[start : start + _BLOCK]
-        # Equal blocks are the common case in a regression suite: one cheap pass.
-        if np.array_equal(eb, ab):
-            continue
-        bad, excess = _block_outside(np.asarray(eb, dtype=work), np.asarray(ab, dtype=work), tol)
-        if bad.size:
-            failing += int(bad.size)
-            at = int(np.argmax(excess))
-            if excess[at] > worst_excess:
-                worst, worst_excess = start + int(bad[at]), float(excess[at])
-    if not failing:
+def _array_mismatch(path: str, diff: ArrayDiff | None, tol: Tolerance | None) -> Mismatch | None:
+    if diff is None:
         return None
-    e_val, a_val = flat_e[worst], flat_a[worst]
-    if np.isnan(e_val) or np.isnan(a_val):
-        abs_err = rel_err = math.nan
-    else:
-        with np.errstate(over="ignore", invalid="ignore"):
-            abs_err = float(np.abs(np.asarray(a_val, work) - np.asarray(e_val, work)))
-        rel_err = abs_err / float(np.abs(e_val)) if e_val != 0 else math.inf
+    worst = diff.elements[0]
     return Mismatch(
         path,
-        e_val,
-        a_val,
-        abs_err,
-        rel_err,
+        worst.expected,
+        worst.actual,
+        worst.abs_err,
+        worst.rel_err,
         tol,
-        index=_unravel(worst, e.shape),
-        failing=failing,
-        size=int(e.size),
-    )
-
-
-def _array_not_equal(e: np.ndarray, a: np.ndarray, path: str) -> Mismatch | None:
-    differ = np.asarray(e != a)
-    if e.dtype.kind in "Mm":  # NaT != NaT, like NaN; a missing time in both is no change
-        differ &= ~(np.isnat(e) & np.isnat(a))
-    bad = np.flatnonzero(differ.ravel())
-    if bad.size == 0:
-        return None
-    first = int(bad[0])
-    return Mismatch(
-        path,
-        e.ravel()[first],
-        a.ravel()[first],
-        index=_unravel(first, e.shape),
-        failing=int(bad.size),
-        size=int(e.size),
+        index=worst.index,
+        failing=diff.failing,
+        size=diff.size,
+        elements=diff.elements,
+        max_abs_err=diff.max_abs_err,
+        max_rel_err=diff.max_rel_err,
     )
 
 
@@ -618,13 +672,26 @@ def compare(
     )
 
 
-def iter_paths(value: object, path: str = "") -> Iterator[str]:
-    """Every node path in ``value``, parents before children (for messages about patterns)."""
+def iter_paths(value: object, path: str = "", alias: str | None = None) -> Iterator[str]:
+    """Every node path in ``value``, parents before children (for messages about patterns).
+
+    A key that paths quote is also given in its plain spelling (``P [bar]``).
+    """
     yield path
+    if alias is not None:
+        yield alias
     kind, canonical = view(value)
+    if kind == "frame":
+        yield child_path(path, "index")
+        kind, canonical = "mapping", canonical.columns
+    elif kind == "masked":
+        yield from (child_path(path, "mask"), child_path(path, "data"))
+    elif kind == "array" and canonical.dtype.names:
+        for name in canonical.dtype.names:
+            yield from iter_paths(canonical[name], child_path(path, name), _alias(path, name))
     if kind == "mapping":
         for key in sorted(canonical, key=_sort_key):
-            yield from iter_paths(canonical[key], child_path(path, key))
+            yield from iter_paths(canonical[key], child_path(path, key), _alias(path, key))
     elif kind == "sequence":
         items: Sequence[object] = canonical
         for index, item in enumerate(items):

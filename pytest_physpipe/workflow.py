@@ -19,7 +19,6 @@ would otherwise read as "everything missing". ``get`` and ``rebuild`` create it,
 
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
 import sys
@@ -37,7 +36,7 @@ from pytest_physpipe.context import StageContext
 from pytest_physpipe.errors import NotInStoreError, ProjectError, SelectionError
 from pytest_physpipe.execute import PluginHooks, RunnerHooks, Served, StageRunner
 from pytest_physpipe.models import StageConfig
-from pytest_physpipe.plan import MISSING, Planner, StageInstance
+from pytest_physpipe.plan import MISSING, GatherGroup, Planner, StageInstance
 from pytest_physpipe.project import Project, load_project
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.report import format_graph, format_plan
@@ -237,7 +236,7 @@ class Workflow:
         """The instances one selection needs, upstream first, with statuses (computes nothing)."""
         target = self._select(name, selection)
         self._require_store()
-        return self._table(self._chain(target))
+        return self._table(self.planner.reachable(target))
 
     # -- the whole DAG --------------------------------------------------------------------------
 
@@ -256,7 +255,7 @@ class Workflow:
         self._spec(name)
         below: dict[str, set[str]] = {}
         for spec in self.registry.all():
-            for upstream in spec.upstream:
+            for upstream in (*spec.upstream, *(g.stage for _, g in spec.gathers)):
                 below.setdefault(upstream, set()).add(spec.name)
         downstream: set[str] = set()
         todo = [name]
@@ -317,34 +316,20 @@ class Workflow:
         params: dict[str, Any] = {}
         for stage_name in closure:
             spec = self._spec(stage_name)
-            if spec.params is not None or stage_name in selection:
-                params[stage_name] = _param(spec, selection.get(stage_name, MISSING), name)
+            given = selection.get(stage_name, MISSING)
+            fans_out = [param for param, declared in spec.gathers if declared.over is not None]
+            if fans_out:
+                groups = self.planner.groups(spec, fans_out[0])
+                params[stage_name] = _group(spec, groups, given, name)
+            elif spec.params is not None or stage_name in selection:
+                params[stage_name] = _param(spec, given, name)
         return self.planner.resolve([name], params)[name]
 
-    def _chain(self, target: StageInstance) -> list[StageInstance]:
-        """``target`` and its upstream instances, upstream first."""
-        chain: dict[str, StageInstance] = {}
-
-        def visit(instance: StageInstance) -> None:
-            if instance.key in chain:
-                return
-            for key in instance.upstream.values():
-                above = self.planner.get(key)
-                if above is not None:
-                    visit(above)
-            chain[instance.key] = instance
-
-        visit(target)
-        return list(chain.values())
-
     def _every_instance(self) -> Iterator[StageInstance]:
-        """Each instance of each stage, every sweep fanned out, upstream first."""
+        """Each instance of each stage the declarations produce, upstream first."""
         seen: set[str] = set()
         for name in _topological([spec.name for spec in self.registry.all()], self._spec):
-            swept = [n for n in self._closure(name) if self._spec(n).params is not None]
-            choices = [self._spec(n).params or () for n in swept]
-            for combo in itertools.product(*choices):
-                instance = self.planner.resolve([name], dict(zip(swept, combo, strict=True)))[name]
+            for instance, _coords in self.planner.enumerate(name):
                 if instance.key not in seen:
                     seen.add(instance.key)
                     yield instance
@@ -403,24 +388,35 @@ class Workflow:
             live = not instance.spec.cache and instance.key in self.records
             if (stored or live) and not rebuild:
                 return
-            for key in instance.upstream.values():
-                above = self.planner.get(key)
+            for name, key in instance.upstream.items():
+                above = None if name in instance.gathered else self.planner.get(key)
                 if above is not None:
                     visit(above, rebuild=False)
+            for refs in instance.gathered.values():
+                for ref in refs:
+                    gathered = self.planner.get(ref.key)
+                    if gathered is not None:
+                        visit(gathered, rebuild=False)
             todo[instance.key] = instance
 
         visit(target, rebuild=runner is not self._runner)
         return list(todo.values())
 
+    def _value(self, instance: StageInstance) -> Any:
+        return self._serve(instance, self._runner).value
+
     def _serve(self, instance: StageInstance, runner: StageRunner) -> Served:
         """A hit, or the upstream values first and then the runner's compute-once protocol."""
         served = runner.lookup(instance) if instance.spec.cache else None
         if served is None:
-            upstream = {}
+            upstream: dict[str, Any] = {}
             for name, key in instance.upstream.items():
+                if name in instance.gathered:
+                    continue  # its entry is the digest of what it gathers
                 above = self.planner.get(key)
                 assert above is not None  # resolved together with ``instance``
-                upstream[name] = self._serve(above, self._runner).value
+                upstream[name] = self._value(above)
+            upstream.update(self.planner.gathered_values(instance, self._value))
             served = runner.provide(instance, upstream)
         if served.record.status != "hit" or instance.key not in self.records:
             self.records[instance.key] = served.record  # "computed" stays, later hits or not
@@ -486,6 +482,37 @@ def _param(spec: StageSpec, given: Any, target: str) -> Any:
     )
 
 
+def _group(spec: StageSpec, groups: Sequence[GatherGroup], given: Any, target: str) -> Any:
+    """The gather of a ``gather(..., over=...)`` stage a selection picks, by id or fields."""
+    idents = [group.ident for group in groups]
+    if given is MISSING:
+        if len(groups) == 1:
+            return groups[0]
+        raise SelectionError(
+            f"stage {spec.name!r} fans out over {len(groups)} gathers ({', '.join(idents)}); "
+            f"say which one {target!r} should use: wf.get({target!r}, {spec.name}="
+            f"{idents[0]!r})."
+        )
+    if isinstance(given, str) and given in idents:
+        return groups[idents.index(given)]
+    if isinstance(given, Mapping):
+        matches = [
+            group
+            for group in groups
+            if all(
+                any(field == wanted and value == v for (_, field), value in group.coords.items())
+                for wanted, v in given.items()
+            )
+        ]
+        if len(matches) == 1:
+            return matches[0]
+    raise SelectionError(
+        f"{spec.name}={given!r}: stage {spec.name!r} gathers once per point of the fields it "
+        f"does not gather along; pick one point by its id ({', '.join(idents)}) or by a dict "
+        "of its fields that matches exactly one."
+    )
+
+
 def _fields(spec: StageSpec, given: Any) -> dict[str, Any]:
     assert spec.config_class is not None  # checked by _param
     if not isinstance(given, Mapping):
@@ -512,12 +539,14 @@ def _example(params: Sequence[StageConfig]) -> str:
 
 
 def _topological(names: list[str], spec_of: Callable[[str], StageSpec]) -> list[str]:
+    """``names`` ordered so that every stage comes after those it takes or gathers."""
     order: list[str] = []
 
     def visit(name: str) -> None:
         if name in order:
             return
-        for upstream in spec_of(name).upstream:
+        spec = spec_of(name)
+        for upstream in (*spec.upstream, *(declared.stage for _, declared in spec.gathers)):
             visit(upstream)
         order.append(name)
 

@@ -312,7 +312,7 @@ def test_plan_lists_instances_and_runs_nothing(pytester: pytest.Pytester, dag: C
     assert set(rows) == ALL
     assert all("missing" in row for row in rows.values())
     assert "cpu=1" in rows["heat"]
-    assert rows["heat"][-1] == "local"
+    assert rows["heat"][-2:] == ["local", "new"]  # runs on, and why it is missing
     result.stdout.fnmatch_lines(["6 stage instance(s): 0 cached, 6 missing"])
     keys = {name: row[0] for name, row in rows.items()}
 

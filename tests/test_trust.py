@@ -363,3 +363,126 @@ def test_locally_defined_model_is_a_clear_error(pytester: pytest.Pytester, calls
     result.stdout.fnmatch_lines(["*stage 'local'*Local*"])
     assert "INTERNALERROR" not in result.stdout.str()
     assert _meta_files(pytester) == []
+
+
+# -- why it recomputes ----------------------------------------------------------------------------
+
+REASONS = """
+from pathlib import Path
+
+from physlog import log
+from pytest_physpipe import InputFile, StageConfig, stage
+
+import physics
+
+
+class GridConfig(StageConfig):
+    n: int = {n}
+
+
+class HeatConfig(StageConfig):
+    steps: int = {steps}
+    mesh: InputFile = "mesh.msh"
+
+
+@stage
+def grid(config: GridConfig):
+    return list(range(config.n))
+
+
+@stage(version={version})
+def heat(grid, config: HeatConfig):
+    log("heat")
+    return physics.step(len(grid)) * config.steps {body}
+
+
+def test_heat(heat):
+    assert heat
+"""
+
+PHYSICS_MODULE = "def step(x):\n    return x {op} 2\n"
+
+
+def _write_reason_project(pytester: pytest.Pytester, **change: object) -> None:
+    values: dict[str, Any] = {
+        "n": 8, "steps": 200, "version": 1, "body": "", "op": "*", "salt": "",
+        "mesh": "0 0\n1 1\n", "fakepkg": "1.0",
+    } | change  # fmt: skip
+    pytester.makepyfile(
+        test_reasons=REASONS.format(**values), physics=PHYSICS_MODULE.format(op=values["op"])
+    )
+    (pytester.path / "mesh.msh").write_text(values["mesh"])
+    site = pytester.path / "site"
+    for old in site.glob("fakepkg-*.dist-info"):
+        for file in old.iterdir():
+            file.unlink()
+        old.rmdir()
+    dist = site / f"fakepkg-{values['fakepkg']}.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: fakepkg\nVersion: {values['fakepkg']}\n"
+    )
+    pytester.makeconftest(f"import sys\nsys.path.insert(0, {str(site)!r})\n")
+    pytester.makeini(
+        f"[pytest]\nphyspipe_salt = {values['salt']}\nphyspipe_track_packages = fakepkg\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "heat_reason"),
+    [
+        ({"steps": 150}, "config steps 200 → 150"),
+        ({"body": "+ 1"}, "code of heat"),
+        ({"op": "+"}, "code of physics.step"),
+        ({"n": 9}, "upstream grid"),
+        ({"version": 2}, "version 1 → 2"),
+        ({"salt": "pepper"}, "salt"),
+        ({"mesh": "0 0\n2 2\n"}, "input file mesh.msh"),
+        ({"fakepkg": "2.0"}, "package fakepkg 1.0 → 2.0"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else ",".join(v),
+)
+def test_each_missing_instance_says_why(
+    pytester: pytest.Pytester, calls: CallLog, change: dict[str, object], heat_reason: str
+) -> None:
+    _write_reason_project(pytester)
+    plan = pytester.runpytest("--physpipe-plan")
+    plan.stdout.fnmatch_lines(["grid *missing*new", "heat *missing*new"])
+    pytester.runpytest().assert_outcomes(passed=1)
+    assert calls.take() == Counter({"heat": 1})
+
+    _write_reason_project(pytester, **change)
+    plan = pytester.runpytest("--physpipe-plan")
+    plan.stdout.fnmatch_lines([f"heat *missing*{heat_reason}*"])
+    report = pytester.path / "report.json"
+    result = pytester.runpytest("-v", f"--physpipe-report={report}")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"*computed*heat*({heat_reason}*)"])
+    records = {r["name"]: r for r in json.loads(report.read_text())["stages"]}
+    assert records["heat"]["status"] == "computed"
+    assert records["heat"]["reason"].startswith(heat_reason)
+    assert calls.take() == Counter({"heat": 1})
+
+
+def test_summary_names_the_pickled_stages(pytester: pytest.Pytester, calls: CallLog) -> None:
+    project(
+        pytester,
+        """
+        class Mesh:
+            pass
+
+        @stage
+        def mesh():
+            return Mesh()
+
+        @stage
+        def table():
+            return {"a": 1}
+
+        def test_both(mesh, table):
+            pass
+        """,
+    )
+    result = pytester.runpytest()
+    result.stdout.fnmatch_lines(["stored as pickles: 1 instance(s) of mesh *"])
+    pytester.runpytest().stdout.fnmatch_lines(["stored as pickles: 1 instance(s) of mesh *"])

@@ -377,11 +377,11 @@ def test_what_invalidates_and_the_diagram_of_the_examples(tmp_path: Path) -> Non
         """,
     )
     assert got["invalidates"] == {
-        "heat": ["heat_diagnostics"],
+        "heat": ["heat_convergence", "heat_diagnostics"],
         "heat_convergence": [],
-        "heat_diagnostics": [],
-        "heat_grid": ["heat", "heat_diagnostics", "heat_initial"],
-        "heat_initial": ["heat", "heat_diagnostics"],
+        "heat_diagnostics": ["heat_convergence"],
+        "heat_grid": ["heat", "heat_convergence", "heat_diagnostics", "heat_initial"],
+        "heat_initial": ["heat", "heat_convergence", "heat_diagnostics"],
         "kepler_initial": ["long_orbit", "orbit"],
         "long_orbit": [],
         "orbit": [],
@@ -390,7 +390,9 @@ def test_what_invalidates_and_the_diagram_of_the_examples(tmp_path: Path) -> Non
     assert got["rows"] == 20
     diagram = got["diagram"]
     assert diagram.startswith("digraph physpipe {")
-    assert diagram.count("->") == 4 * (1 + 2 + 3) + 2  # initial, heat, diagnostics; 2 orbits
+    # initial, heat, diagnostics; 2 orbits; heat_convergence gathers 4 diagnostics (dashed)
+    assert diagram.count("->") == 4 * (1 + 2 + 3) + 2 + 4
+    assert diagram.count("[style=dashed]") == 4
     assert 'label="heat[n=64]\\n' in diagram
     assert "missing" in diagram
 
@@ -483,7 +485,7 @@ def test_the_notebook_howto_runs_as_written(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "max error at t_end on n=64" in done.stdout
     assert "4 stage instance(s): 2 cached, 2 missing" in done.stdout
-    assert "['heat', 'heat_diagnostics']" in done.stdout
+    assert "['heat', 'heat_convergence', 'heat_diagnostics']" in done.stdout
     assert (tmp_path / "pipeline.dot").read_text().startswith("digraph physpipe {")
     assert (tmp_path / "examples" / ".physpipe" / "entries").is_dir()  # the suite's own store
     assert "physpipe: computing heat[n=64-courant=0.125] (1 of 2)" in done.stderr
@@ -572,3 +574,82 @@ def test_the_store_and_settings_come_from_the_ini_file_pytest_reads(
     root, _, source, _ = run_workflow(tests, code)
     assert root == str(tmp_path / "env-store")
     assert source == "the environment variable PHYSPIPE_DIR"
+
+
+GATHERING = """
+from physlog import log
+from pytest_physpipe import StageConfig, gather, stage, sweep
+
+
+class PointConfig(StageConfig):
+    kind: str = "P1"
+    level: int = 1
+
+
+@stage(params=sweep(PointConfig, kind=["P1", "P2"], level=[1, 2]))
+def error(config: PointConfig) -> float:
+    log(f"error {config.kind} {config.level}")
+    return 1.0 / (config.level * (2 if config.kind == "P2" else 1))
+
+
+@stage
+def total(errors=gather("error")) -> float:
+    log("total")
+    return sum(e.value for e in errors)
+
+
+@stage
+def per_kind(errors=gather("error", over=["level"])) -> dict:
+    log(f"per_kind {len(errors)}")
+    return {"levels": [e.coords["level"] for e in errors], "sum": sum(e.value for e in errors)}
+"""
+
+
+def test_gathering_stages_from_a_workflow_are_hits_in_pytest(
+    pytester: pytest.Pytester, calls: CallLog
+) -> None:
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(
+        stages=GATHERING,
+        test_gather="""
+        def test_total(total):
+            assert total == 1.0 + 0.5 + 0.5 + 0.25
+
+        def test_per_kind(per_kind):
+            assert per_kind["levels"] == [1, 2]
+        """,
+    )
+    pytester.makeconftest('pytest_plugins = ["stages"]')
+    got = run_workflow(
+        pytester.path,
+        """
+        from pytest_physpipe.errors import SelectionError
+        try:
+            wf.get("per_kind")
+        except SelectionError as exc:
+            unchosen = str(exc)
+        p2 = wf.get("per_kind", per_kind="kind=P2")
+        p1 = wf.get("per_kind", per_kind={"kind": "P1"})
+        total = wf.get("total")
+        print(json.dumps({"unchosen": unchosen, "p2": p2, "p1": p1, "total": total,
+                          "invalidates": sorted(wf.what_invalidates("error")),
+                          "rows": [row.label for row in wf.stages("per_kind", "total")]}))
+        """,
+    )
+    assert "stage 'per_kind' fans out over 2 gathers (kind=P1, kind=P2)" in got["unchosen"]
+    assert got["p2"] == {"levels": [1, 2], "sum": 0.75}
+    assert got["p1"] == {"levels": [1, 2], "sum": 1.5}
+    assert got["total"] == 2.25
+    assert got["invalidates"] == ["per_kind", "total"]
+    assert got["rows"] == ["total", "per_kind[kind=P1]", "per_kind[kind=P2]"]
+    computed = calls.take()
+    assert computed == {
+        "error P1 1": 1,
+        "error P1 2": 1,
+        "error P2 1": 1,
+        "error P2 2": 1,
+        "per_kind 2": 2,
+        "total": 1,
+    }
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=3)
+    assert calls.take() == {}  # every instance, gathered and gathering, was a hit

@@ -142,7 +142,7 @@ class Campaign:
     def submit(self, instances: Iterable[StageInstance]) -> list[StageInstance]:
         """Submit every slow, missing instance (upstream first); the ones now in flight."""
         instances = list(instances)
-        wanted = [f for f in instances if f.spec.slow and f.spec.cache and not self._done(f)]
+        wanted = [f for f in instances if f.slow and f.spec.cache and not self._done(f)]
         self._check_inputs(wanted)
         pending: list[StageInstance] = []
         if self._undo_sigterm is None:
@@ -258,7 +258,7 @@ class Campaign:
     def _ensure_local_upstream(self, instance: StageInstance) -> None:
         for key in instance.upstream.values():
             upstream = self.planner.get(key)
-            if upstream is None or upstream.spec.slow or self.store.exists(key):
+            if upstream is None or upstream.slow or self.store.exists(key):
                 continue
             self._ensure_local_upstream(upstream)
             values = {name: self._load(k) for name, k in upstream.upstream.items()}

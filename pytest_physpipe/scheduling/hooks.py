@@ -222,12 +222,10 @@ def _manifest(physpipe: PhyspipeSession, items: list[pytest.Item]) -> Manifest:
                 key=instance.key,
                 label=instance.label,
                 cached=cached,
-                cost=costs.expected(
-                    label=instance.label, name=instance.name, slow=instance.spec.slow
-                ),
+                cost=costs.expected(label=instance.label, name=instance.name, slow=instance.slow),
                 upstream=tuple(instance.upstream.values()),
                 cpu=instance.spec.resources.cpu,
-                slow=instance.spec.slow,
+                slow=instance.slow,
             )
     return Manifest(tests=tests, stages=stages)
 

@@ -50,6 +50,9 @@ class PhysicsSnapshot(SnapshotAssertion):
     # numpy's comparison operators return NotImplemented for objects that set this, so that
     # `array == physics_snapshot` reaches our __eq__ instead of comparing element by element.
     __array_ufunc__ = None
+    # pandas likewise defers to an operand of higher priority than its own (DataFrame: 4000),
+    # so that `frame == physics_snapshot` compares the table rather than each element.
+    __pandas_priority__ = 10_000
     # An assertion compares with side effects (it records a result), so it is not hashable;
     # syrupy's SnapshotAssertion is not either.
     __hash__ = None  # type: ignore[assignment]

@@ -22,6 +22,7 @@ import numpy as np
 
 from pytest_physpipe.errors import PhyspipeError
 from pytest_physpipe.tolerance import child_path, index_path, view
+from pytest_physpipe.valuetypes import Frame
 
 __all__ = [
     "INLINE_MAX_ELEMENTS",
@@ -161,8 +162,6 @@ class Encoder:
         self.sidecars: dict[str, np.ndarray] = {}
 
     def encode(self, value: object, path: str) -> object:
-        if isinstance(value, tuple):
-            return {"$tuple": [self.encode(v, index_path(path, i)) for i, v in enumerate(value)]}
         try:
             kind, canonical = view(value)
         except TypeError as exc:
@@ -177,9 +176,24 @@ class Encoder:
         if kind == "bytes":
             return {"$bytes": canonical.hex()}
         if kind == "sequence":
-            return [self.encode(v, index_path(path, i)) for i, v in enumerate(canonical)]
+            items = [self.encode(v, index_path(path, i)) for i, v in enumerate(canonical)]
+            return {"$tuple": items} if isinstance(value, tuple) else items
         if kind == "array":
             return self.encode_array(canonical, path)
+        if kind == "masked":
+            return {
+                "$masked": self.encode_array(canonical.data, child_path(path, "data")),
+                "mask": self.encode_array(canonical.mask, child_path(path, "mask")),
+            }
+        if kind == "frame":
+            return {
+                "$frame": canonical.kind,
+                "index": self.encode_array(canonical.index, child_path(path, "index")),
+                "columns": [
+                    [self.encode(label, path), self.encode_array(column, child_path(path, label))]
+                    for label, column in canonical.columns.items()
+                ],
+            }
         fields = self.encode_mapping(canonical, path)
         if hasattr(type(value), "model_fields"):
             return {"$model": _qualname(value), "fields": fields}
@@ -267,6 +281,12 @@ class Decoder:
             return decoded
         if tag == "$array":
             return self.decode_array(node)
+        if tag == "$masked":
+            data, mask = self.decode_array(node[tag]), self.decode_array(node["mask"])
+            return np.ma.MaskedArray(data, mask=mask)
+        if tag == "$frame":
+            columns = {hashable(self.decode(k)): self.decode_array(v) for k, v in node["columns"]}
+            return Frame(str(node[tag]), self.decode_array(node["index"]), columns)
         raise GoldenFileError(
             f"unknown tag {tag!r} in a golden value: it was written by a newer pytest-physpipe"
         )

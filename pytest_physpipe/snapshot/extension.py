@@ -39,6 +39,7 @@ from pytest_physpipe.snapshot.files import (
     sidecar_loader,
     write_atomic,
 )
+from pytest_physpipe.snapshot.guard import GUARD, guard_for, module_key_of_golden
 from pytest_physpipe.snapshot.merge import merge_values, sidecars_in
 from pytest_physpipe.snapshot.provenance import explain_changes, platform_info
 from pytest_physpipe.tolerance import Comparison, ToleranceRules, compare
@@ -181,8 +182,10 @@ class PhysicsSnapshotExtension(AbstractSyrupyExtension):
         if comparison is None or golden_entry is None:
             yield "No golden for this snapshot yet: run `pytest --snapshot-update` to write it."
             return
-        yield from comparison.describe()
+        # What changed since the golden comes first: pytest truncates long explanations from
+        # the end, and this line says how to read everything below it.
         yield from explain_changes(golden_entry, serialized_data.entry)
+        yield from comparison.describe()
         yield (
             "To accept the new values, run `pytest --snapshot-update`: only the values outside "
             "tolerance are rewritten."
@@ -199,17 +202,43 @@ class PhysicsSnapshotExtension(AbstractSyrupyExtension):
         # Claim our own files only. The default marks every other file in __snapshots__ as
         # an unknown collection, which syrupy deletes under --snapshot-update.
         discovered = SnapshotCollections()
-        if self.file_extension in (ignore_extensions or ()):
+        item = getattr(test_location, "item", None)
+        config = getattr(item, "config", None)
+        guard = guard_for(config)
+        ignored = self.file_extension in (ignore_extensions or ())
+        if ignored and (config is None or config.stash.get(GUARD, None) is None):
+            return discovered
+        if guard is not None and guard.user_ignores_goldens:
             return discovered
         directory = Path(self.dirname(test_location=test_location))
         if not directory.is_dir():
             return discovered
         for path in sorted(directory.glob(f"*.{self.file_extension}")):
-            if path.is_file() and not path.name.startswith("."):
-                collection = self.read_snapshot_collection(snapshot_location=str(path))
-                if not collection.has_snapshots:
-                    collection = SnapshotEmptyCollection(location=str(path))
-                discovered.add(collection)
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            location = str(path)
+            try:
+                doc = load_document(location)
+            except (GoldenFileError, OSError, UnicodeDecodeError):
+                # Unreadable (a merge conflict, say): never offered for deletion. The tests
+                # that use it fail with the reason when they read it.
+                continue
+            names = list((doc or {}).get("snapshots", {}))
+            if not names:
+                discovered.add(SnapshotEmptyCollection(location=location))
+                continue
+            if guard is not None:
+                module = module_key_of_golden(location)
+                names = [n for n in names if guard.may_count_as_unused(module, n)]
+                if not names:
+                    continue  # every golden here is protected: the file is not offered at all
+            collection = self.read_snapshot_collection(snapshot_location=location)
+            kept = SnapshotCollection(location=location)
+            for name in names:
+                snapshot = collection.get(name)
+                if snapshot is not None:
+                    kept.add(snapshot)
+            discovered.add(kept)
         return discovered
 
     def read_snapshot_collection(self, *, snapshot_location: str) -> SnapshotCollection:

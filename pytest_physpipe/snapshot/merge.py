@@ -62,9 +62,14 @@ def merge_values(golden: object, actual: object, path: str, failed: frozenset[st
                 sub = child_path(path, key)
             merged[key] = merge_values(g[1][key], child, sub, failed) if key in g[1] else child
         return _rebuild(actual, merged)
-    if g is None and a is None and path not in failed:
+    if g is None and a is None and not any(_under(f, path) for f in failed):
         return golden  # compared and within tolerance: keep the bytes on disk
     return actual
+
+
+def _under(failed: str, path: str) -> bool:
+    """Whether ``failed`` is ``path`` or inside it (a column of a table, a field, ...)."""
+    return not path or failed == path or failed.startswith((path + ".", path + "["))
 
 
 def sidecars_in(node: object) -> Iterator[str]:

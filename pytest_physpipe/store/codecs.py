@@ -6,6 +6,8 @@ Built-in codecs, tried in this order by ``codec="auto"``:
 - ``json``: JSON-safe data (dicts with string keys, lists, str, int, float, bool, None);
 - ``tree``: dicts/lists/tuples holding arrays, numpy scalars, complex numbers or pydantic models:
   a JSON skeleton plus one ``.npy`` file per array;
+- the scientific codecs of :mod:`pytest_physpipe.store.scientific` (``scipy-sparse``,
+  ``pandas``, ``xarray``) and plugin codecs, also as leaves inside a tree;
 - ``pickle``: anything else that pickles, as a last resort, signed with an HMAC.
 
 Decoding never executes code except for a pickle entry whose HMAC verifies. Arrays come back
@@ -202,12 +204,37 @@ class _Unsupported(Exception):
         super().__init__(f"{type(value).__module__}.{type(value).__qualname__} at {path or '.'}")
 
 
+class _Leaf:
+    """A value inside a tree that another codec stores, in the tree's folder ``l<i>/``."""
+
+    def __init__(self, codec: Codec, value: object, node: dict[str, Any]) -> None:
+        self.codec, self.value, self.node = codec, value, node
+
+
+class _Leaves(Protocol):
+    def leaf_codec(self, value: object) -> Codec | None: ...
+
+    def get(self, name: str) -> Codec: ...
+
+
+#: Codecs never used for a leaf: the tree handles JSON data and arrays itself, and a tree must
+#: not hide a pickle (or another tree) inside it.
+_NOT_LEAVES = ("npy", "json", "tree", "pickle")
+
+
 class TreeCodec:
-    """Containers of arrays and scalars: ``tree.json`` skeleton plus ``a<i>.npy`` per array."""
+    """Containers of arrays and scalars: ``tree.json`` skeleton plus ``a<i>.npy`` per array.
+
+    With a registry, a value inside the container that only another codec stores (a sparse
+    matrix, a DataFrame, a plugin's type) becomes a *leaf*: that codec's files in ``l<i>/``.
+    """
 
     name = "tree"
 
-    def _skeleton(self, value: object, arrays: list[np.ndarray[Any, Any]], path: str) -> Any:
+    def __init__(self, leaves: _Leaves | None = None) -> None:
+        self._leaves = leaves
+
+    def _skeleton(self, value: object, arrays: list[Any], path: str) -> Any:
         if value is None or type(value) in _PRIMITIVES:
             return value
         np = _loaded_numpy()
@@ -259,7 +286,12 @@ class TreeCodec:
             except Exception:
                 raise _Unsupported(value, path) from None
             return {_TAG: "model", "class": f"{cls.__module__}:{cls.__qualname__}", "data": data}
-        raise _Unsupported(value, path)
+        codec = self._leaves.leaf_codec(value) if self._leaves is not None and path else None
+        if codec is None:
+            raise _Unsupported(value, path)
+        node: dict[str, Any] = {_TAG: "leaf", "codec": codec.name, "dir": f"l{len(arrays)}"}
+        arrays.append(_Leaf(codec, value, node))
+        return node
 
     def accepts(self, value: object) -> bool:
         try:
@@ -269,13 +301,17 @@ class TreeCodec:
         return True
 
     def encode(self, value: object, dest: Path) -> dict[str, Any]:
-        arrays: list[np.ndarray[Any, Any]] = []
+        arrays: list[Any] = []  # numpy arrays and _Leaf values, numbered together
         try:
             skeleton = self._skeleton(value, arrays, "")
         except _Unsupported as exc:
             raise CodecError(f"the tree codec cannot store {exc}") from None
         for index, array in enumerate(arrays):
-            _save_array(array, dest / f"a{index}.npy")
+            if isinstance(array, _Leaf):
+                (dest / array.node["dir"]).mkdir()
+                array.node["meta"] = array.codec.encode(array.value, dest / array.node["dir"])
+            else:
+                _save_array(array, dest / f"a{index}.npy")
         (dest / "tree.json").write_text(json.dumps(skeleton, allow_nan=True))
         return {}
 
@@ -314,6 +350,17 @@ class TreeCodec:
             }
         if tag == "model":
             return _import_model(node["class"]).model_validate(node["data"])
+        if tag == "leaf":
+            name, folder = node.get("codec"), node.get("dir")
+            if not isinstance(folder, str) or "/" in folder or folder.startswith("."):
+                raise CorruptEntryError(f"tree entry names a leaf outside it: {folder!r}")
+            if self._leaves is None or not isinstance(name, str) or name in _NOT_LEAVES:
+                raise CorruptEntryError(f"tree entry has a leaf of codec {name!r}")
+            try:
+                codec = self._leaves.get(name)
+            except CodecError:
+                raise CorruptEntryError(f"tree entry: no codec {name!r} for its leaf") from None
+            return codec.decode(src / folder, node.get("meta") or {}, mmap_min=mmap_min)
         raise CorruptEntryError(f"tree entry has an unknown node tag {tag!r}")
 
 
@@ -400,8 +447,12 @@ class CodecRegistry:
     AUTO_ORDER = ("npy", "json", "tree", "pickle")
 
     def __init__(self) -> None:
+        from pytest_physpipe.store.scientific import scientific_codecs
+
         self._codecs: dict[str, Codec] = {}
-        for codec in (NpyCodec(), JsonCodec(), TreeCodec(), PickleCodec()):
+        for codec in (NpyCodec(), JsonCodec(), TreeCodec(self), PickleCodec()):
+            self.add(codec)
+        for codec in scientific_codecs():
             self.add(codec)
 
     def add(self, codec: Codec) -> None:
@@ -409,6 +460,13 @@ class CodecRegistry:
         if not isinstance(codec, Codec) or not isinstance(getattr(codec, "name", None), str):
             raise TypeError(f"{codec!r} does not implement the Codec protocol")
         self._codecs[codec.name] = codec
+
+    def leaf_codec(self, value: object) -> Codec | None:
+        """The codec that stores ``value`` as a leaf of a tree (scientific or plugin codecs)."""
+        for name, codec in self._codecs.items():
+            if name not in _NOT_LEAVES and codec.accepts(value):
+                return codec
+        return None
 
     def names(self) -> list[str]:
         return list(self._codecs)

@@ -409,7 +409,37 @@ class Store:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        self._note_latest(key, record)
         return final
+
+    # -- the index of latest manifests (why an instance recomputes) ---------------------------
+
+    def _note_latest(self, key: str, record: StageRecord) -> None:
+        """Remember ``record``'s manifest as its stage's latest (bookkeeping: never fails)."""
+        if not record.manifest or not record.name.isidentifier():
+            return
+        text = json.dumps({"key": key, "manifest": record.manifest}, allow_nan=True)
+        for param_id in (record.param_id or "", None):
+            with contextlib.suppress(OSError, ValueError):
+                write_text_atomic(
+                    self.layout.index_path(record.name, param_id), text, make_parents=True
+                )
+
+    def latest(self, stage: str, param_id: str | None) -> tuple[str, dict[str, Any]] | None:
+        """The key and manifest last committed for ``stage`` and ``param_id`` (``None``: any
+        param). ``None`` when there is none or it cannot be read: it explains, never decides.
+        """
+        if not stage.isidentifier():
+            return None
+        try:
+            with open(self.layout.index_path(stage, param_id), "rb") as handle:
+                data = json.loads(handle.read(1 << 20))
+        except (OSError, ValueError, RecursionError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        key, manifest = data.get("key"), data.get("manifest")
+        return (key, manifest) if isinstance(key, str) and isinstance(manifest, dict) else None
 
     def _swap(self, final: Path, staging: Path) -> None:
         trash = self.layout.trash_path(final.name, uuid.uuid4().hex[:8])

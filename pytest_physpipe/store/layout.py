@@ -11,6 +11,7 @@
     slots/<run_id>/                  one run's CPU/GPU slot files
     runs/<run_id>/manifest-<w>.json one run's scheduling manifests; runs/durations.json (costs)
     jobs/<key>/                      batch job spec, outcome and log
+    index/<stage>/<param>.json       the latest key and key manifest of a stage per param id
 
 No other module builds a path under the root: each asks a :class:`StoreLayout`. Scratch names
 carry their owner (host and pid) so that housekeeping can tell a live owner from a dead one
@@ -23,6 +24,8 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
+import xxhash
+
 from pytest_physpipe.keys import KEY_PATTERN
 from pytest_physpipe.store.hosts import hostname
 
@@ -34,6 +37,7 @@ LAYOUT_NAMES = frozenset(
         "CACHEDIR.TAG",
         ".gitignore",
         "entries",
+        "index",
         "tmp",
         "trash",
         "locks",
@@ -67,6 +71,7 @@ class StoreLayout:
         self.runs = self.root / "runs"
         self.jobs = self.root / "jobs"
         self.owners = self.root / "owners"
+        self.index = self.root / "index"
         self.cachedir_tag = self.root / "CACHEDIR.TAG"
         self.gitignore = self.root / ".gitignore"
         self._entries = os.fspath(self.entries)
@@ -76,6 +81,13 @@ class StoreLayout:
     def entry_path(self, key: str) -> str:
         """Where the entry for ``key`` lives (a plain string: the hit path is hot)."""
         return f"{self._entries}/{key[:2]}/{key}"
+
+    def index_path(self, stage: str, param_id: str | None) -> Path:
+        """The latest manifest of ``stage`` for ``param_id`` (``None``: the stage's latest of
+        any param). Stage names are identifiers; a param id may hold anything, so it is hashed."""
+        if param_id is None:
+            return self.index / stage / "latest.json"
+        return self.index / stage / f"p-{xxhash.xxh3_64_hexdigest(param_id.encode())}.json"
 
     def lock_path(self, key: str) -> Path:
         return self.locks / f"{key}.lock"
