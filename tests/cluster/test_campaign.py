@@ -435,10 +435,10 @@ def test_the_plan_shows_what_would_be_submitted(
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(
         [
-            "*stage*key*status*resources*runs on*after",
-            "fast *missing*cpu=1 gpu=0 mem=4G time=1:00:00*local *-",
-            "fine *missing*cpu=1 gpu=0 mem=100M time=5:00*slurm (slow) *fast",
-            "huge *missing*cpu=1000 gpu=0 mem=100M time=1:00*slurm (slow) *fine",
+            "*stage*key*status*resources*runs on*after*",
+            "fast *missing*cpu=1 gpu=0 mem=4G time=1:00:00*local *- *",
+            "fine *missing*cpu=1 gpu=0 mem=100M time=5:00*slurm (slow) *fast *",
+            "huge *missing*cpu=1000 gpu=0 mem=100M time=1:00*slurm (slow) *fine *",
             "3 stage instance(s): 0 cached, 3 missing",
         ]
     )

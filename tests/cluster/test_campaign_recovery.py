@@ -310,7 +310,7 @@ def test_a_reusing_session_resubmits_jobs_their_owner_cancelled(
     dialect: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("SLEEP", "8")
+    monkeypatch.setenv("SLEEP", "20")  # in flight while the second session starts, even here
     monkeypatch.setenv("PYTHONUNBUFFERED", "1")
     project(pytester, SHARED)
     with background(pytester, dialect) as owner:
@@ -325,7 +325,7 @@ def test_a_reusing_session_resubmits_jobs_their_owner_cancelled(
                 seen += "is already in flight as job" in line
             owner.send_signal(signal.SIGINT)
             owner_output, _ = owner.communicate(timeout=60)
-            output, _ = reuser.communicate(timeout=120)
+            output, _ = reuser.communicate(timeout=180)
     assert owner.returncode == pytest.ExitCode.INTERRUPTED, owner_output
     assert reuser.returncode == 0, output
     assert "submitting it again" in output, output
@@ -465,7 +465,7 @@ def test_the_plan_says_when_the_backend_cannot_submit(
     result = run(pytester, "slurm", "--physpipe-plan")
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(
-        ["waiting *missing*slurm (slow; cannot submit: sbatch not found on PATH) *-"]
+        ["waiting *missing*slurm (slow; cannot submit: sbatch not found on PATH) *- *"]
     )
 
 
@@ -479,5 +479,5 @@ def test_the_plan_shows_jobs_in_flight(
         plan = run(pytester, "slurm", "--physpipe-plan")
         inner.kill()
     plan.stdout.fnmatch_lines(
-        [f"waiting *missing (in flight: slurm job {job_id}, *)*slurm (slow) *-"]
+        [f"waiting *missing (in flight: slurm job {job_id}, *)*slurm (slow) *- *"]
     )
