@@ -219,7 +219,6 @@ def part_c(tmp: Path, size_bytes: int) -> list[tuple[str, str, str]]:
     import pickle
 
     from pytest_physpipe.records import StageRecord
-    from pytest_physpipe.store.codecs import NpyCodec
     from pytest_physpipe.store.entries import Store
 
     n = size_bytes // 8
@@ -230,7 +229,7 @@ def part_c(tmp: Path, size_bytes: int) -> list[tuple[str, str, str]]:
     entry = store.commit(
         key,
         value=array,
-        codec=NpyCodec(),
+        codec="npy",
         record=StageRecord(key=key, name="bench_gib"),
         run_id="bench",
     )

@@ -20,7 +20,19 @@ start-up is not in them. Rows:
   the ``.npz`` for ndarrays_regression.
 
 Medians over the repeats; the ratio column is ndarrays_regression / physics_snapshot (above 1:
-physics_snapshot is faster or smaller). No assertion on any number: this prints a table.
+physics_snapshot is faster or smaller).
+
+Then three more tables, each from fresh pytest processes:
+
+* a Python list of 10^6 floats, compared within tolerance (physics_snapshot treats it as an
+  array), against ndarrays_regression given ``np.asarray(list)``; golden sizes;
+* a pandas DataFrame of 10^6 rows and three float columns, against dataframe_regression;
+* the peak RSS of a ``--snapshot-update`` session writing eight 10^7-element float64 arrays
+  (76 MiB each), one per test, and of one that finds them all within tolerance.
+
+``--check`` exits non-zero when a target is missed: the list compares in under 1 s with a golden
+under 10 MB, the DataFrame compares in under 2 s, and the peak RSS of both update sessions stays
+under 3 arrays' worth above the baseline process (the arrays are not all held at once).
 """
 
 from __future__ import annotations
@@ -128,8 +140,16 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000_000, help="array elements")
     parser.add_argument("--repeats", type=int, default=5, help="runs per row (median)")
     parser.add_argument("--quick", action="store_true", help="10^6 elements, 3 repeats")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     args = parser.parse_args()
     n, repeats = (1_000_000, 3) if args.quick else (args.n, args.repeats)
+    big_array_table(n, repeats)
+    missed = list_and_frame_tables(1 if args.quick else 3) + memory_table()
+    if args.check and missed:
+        sys.exit("targets missed:\n  " + "\n  ".join(missed))
+
+
+def big_array_table(n: int, repeats: int) -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-snapshot-") as tmp:
         root = Path(tmp)
@@ -177,6 +197,160 @@ def main() -> None:
         "\nratio = ndarrays_regression / physics_snapshot (above 1: physics_snapshot is "
         "faster or smaller)"
     )
+
+
+LIST_AND_FRAME = textwrap.dedent(
+    """
+    import json
+    import os
+    import time
+
+    import numpy as np
+    import pandas as pd
+
+    N = int(os.environ["BENCH_N"])
+    OUT = os.environ["BENCH_OUT"]
+    SCALE = 1.0 + (1e-12 if os.environ.get("BENCH_MODE") == "perturbed" else 0.0)
+    TOL = {"rtol": 1e-9, "atol": 0.0}
+
+
+    def record(tool, seconds):
+        with open(OUT, "a") as handle:
+            handle.write(json.dumps({"tool": tool, "seconds": seconds}) + "\\n")
+
+
+    def values():
+        return [float(x) * SCALE for x in np.random.default_rng(1).standard_normal(N)]
+
+
+    def frame():
+        rng = np.random.default_rng(2)
+        return pd.DataFrame({c: rng.standard_normal(N) * SCALE for c in ("p", "T", "rho")})
+
+
+    def test_list_physics(physics_snapshot):
+        v = values()
+        start = time.perf_counter()
+        ok = v == physics_snapshot(**TOL)
+        record("list physics_snapshot", time.perf_counter() - start)
+        assert ok
+
+
+    def test_list_ndarrays(ndarrays_regression):
+        v = values()
+        start = time.perf_counter()
+        ndarrays_regression.check({"v": np.asarray(v)}, default_tolerance=TOL)
+        record("list ndarrays_regression", time.perf_counter() - start)
+
+
+    def test_frame_physics(physics_snapshot):
+        f = frame()
+        start = time.perf_counter()
+        ok = f == physics_snapshot(**TOL)
+        record("frame physics_snapshot", time.perf_counter() - start)
+        assert ok
+
+
+    def test_frame_dataframe(dataframe_regression):
+        f = frame()
+        start = time.perf_counter()
+        dataframe_regression.check(f, default_tolerance=TOL)
+        record("frame dataframe_regression", time.perf_counter() - start)
+    """
+)
+
+
+def _sessions(root: Path, mode: str, repeats: int) -> dict[str, float]:
+    samples = [run_session(root, 1_000_000, mode) for _ in range(repeats)]
+    return {tool: statistics.median(s[tool] for s in samples) for tool in samples[0]}
+
+
+def list_and_frame_tables(repeats: int) -> list[str]:
+    """The 10^6-element list and the 10^6-row DataFrame; returns the targets missed."""
+    with tempfile.TemporaryDirectory(prefix="bench-snapshot-list-") as tmp:
+        root = Path(tmp)
+        (root / "test_bench_list.py").write_text(LIST_AND_FRAME)
+        run_session(root, 1_000_000, "same", "--snapshot-update", "--regen-all")
+        sizes = {
+            "list physics_snapshot": sum(
+                p.stat().st_size for p in (root / "__snapshots__").rglob("*") if p.is_file()
+            )
+        }
+        timings = _sessions(root, "perturbed", repeats)
+    print("\n10^6-element Python list and 10^6-row DataFrame (3 float columns), within tolerance")
+    print(f"{'':<28}{'physics_snapshot':>18}{'pytest-regressions':>22}{'ratio':>9}")
+    print("-" * 77)
+    for label, ours_key, theirs_key in (
+        ("list of 10^6 floats", "list physics_snapshot", "list ndarrays_regression"),
+        ("DataFrame 10^6 rows", "frame physics_snapshot", "frame dataframe_regression"),
+    ):
+        ours, theirs = timings[ours_key], timings[theirs_key]
+        print(f"{label:<28}{ours:>16.3f} s{theirs:>20.3f} s{theirs / ours:>8.2f}x")
+    golden_mb = sizes["list physics_snapshot"] / 2**20
+    print(f"golden files (list and frame together): {golden_mb:.1f} MiB")
+    missed = []
+    if timings["list physics_snapshot"] > 1.0:
+        missed.append(f"list compare {timings['list physics_snapshot']:.2f} s > 1 s")
+    if golden_mb > 40:
+        missed.append(f"goldens {golden_mb:.1f} MiB > 40 MiB")
+    if timings["frame physics_snapshot"] > 2.0:
+        missed.append(f"DataFrame compare {timings['frame physics_snapshot']:.2f} s > 2 s")
+    return missed
+
+
+MEMORY = textwrap.dedent(
+    """
+    import numpy as np
+    import pytest
+
+
+    @pytest.mark.parametrize("i", range(8))
+    def test_big(physics_snapshot, i):
+        a = np.random.default_rng(i).standard_normal(10_000_000)
+        assert {"a": a} == physics_snapshot
+    """
+)
+
+
+def _peak_rss(root: Path, *args: str) -> float:
+    """Peak RSS (MiB) of one pytest process, measured from a fresh parent."""
+    probe = (
+        "import resource, subprocess, sys\n"
+        "proc = subprocess.run([sys.executable, '-m', 'pytest', '-q', *sys.argv[1:]],"
+        " capture_output=True)\n"
+        "assert proc.returncode == 0, proc.stdout.decode()[-2000:]\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *LEAN, *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(out.stdout.split()[-1]) / 1024
+
+
+def memory_table() -> list[str]:
+    """Peak RSS of --snapshot-update over eight 76 MiB arrays; returns the targets missed."""
+    with tempfile.TemporaryDirectory(prefix="bench-snapshot-mem-") as tmp:
+        root = Path(tmp)
+        (root / "test_bench_memory.py").write_text(MEMORY.replace("range(8)", "range(0)"))
+        baseline = _peak_rss(root, "--snapshot-update")
+        (root / "test_bench_memory.py").write_text(MEMORY)
+        write = _peak_rss(root, "--snapshot-update")
+        again = _peak_rss(root, "--snapshot-update")
+    array_mib = 10_000_000 * 8 / 2**20
+    print("\nPeak RSS of a --snapshot-update session over eight 76 MiB arrays, one per test")
+    print(f"{'empty session (baseline)':<40}{baseline:>10.0f} MiB")
+    print(f"{'writing eight new goldens':<40}{write:>10.0f} MiB")
+    print(f"{'all eight within tolerance':<40}{again:>10.0f} MiB")
+    limit = baseline + 3 * array_mib
+    return [
+        f"{label} peak RSS {value:.0f} MiB > {limit:.0f} MiB"
+        for label, value in (("writing", write), ("update", again))
+        if value > limit
+    ]
 
 
 if __name__ == "__main__":

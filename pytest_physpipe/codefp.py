@@ -27,8 +27,6 @@ import os
 import site
 import sys
 import sysconfig
-import textwrap
-import tokenize
 import types
 import warnings
 from collections.abc import Iterable, Iterator
@@ -37,6 +35,7 @@ from typing import Any
 
 import xxhash
 
+from pytest_physpipe import sources
 from pytest_physpipe.errors import PhyspipeWarning, StageError
 
 __all__ = ["CodeFingerprint", "clear_memo", "code_of", "fingerprint", "fingerprint_source"]
@@ -74,11 +73,6 @@ def _is_docstring(statement: ast.stmt) -> bool:
     )
 
 
-def _parse(source: str) -> ast.AST:
-    tree = ast.parse(textwrap.dedent(source))
-    return tree.body[0] if len(tree.body) == 1 else tree
-
-
 def _digest_tree(node: ast.AST, *, drop_decorators: bool = False) -> str:
     return xxhash.xxh3_128_hexdigest(_stable_dump(node, drop_decorators).encode())
 
@@ -89,7 +83,7 @@ def fingerprint_source(source: str) -> str:
     Decorator arguments that affect results (version, config) are keyed separately; the rest
     (resources, slow, retries, ...) must not invalidate the cache.
     """
-    return _digest_tree(_parse(source), drop_decorators=True)
+    return _digest_tree(sources.parse(source), drop_decorators=True)
 
 
 def _stable_dump(node: Any, drop_decorators: bool = False) -> str:
@@ -121,99 +115,6 @@ def _stable_dump(node: Any, drop_decorators: bool = False) -> str:
     if isinstance(node, list):
         return "[" + ",".join(_stable_dump(item) for item in node) + "]"
     return repr(node)
-
-
-# -- finding source fast ---------------------------------------------------------------------------
-#
-# inspect.getsource re-reads and re-tokenizes a file and scans sys.modules for every object it
-# is asked about; a project of a few hundred helpers would pay that hundreds of times. Each
-# file is parsed once instead, and definitions are found by line number (functions) or
-# qualified name (classes).
-
-
-@dataclass
-class _SourceFile:
-    tree: ast.Module
-    by_line: dict[int, list[ast.AST]]
-
-
-_FILES: dict[str, tuple[tuple[int, int, int], _SourceFile | None]] = {}
-
-
-def _source_file(filename: str) -> _SourceFile | None:
-    try:
-        info = os.stat(filename)
-    except OSError:
-        return None
-    stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
-    memo = _FILES.get(filename)
-    if memo is not None and memo[0] == stamp:
-        return memo[1]
-    parsed: _SourceFile | None
-    try:
-        with tokenize.open(filename) as handle:  # honours a coding cookie
-            tree = ast.parse(handle.read())
-    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
-        parsed = None
-    else:
-        by_line: dict[int, list[ast.AST]] = {}
-        for node in ast.walk(tree):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                for line in {node.lineno, *(d.lineno for d in node.decorator_list)}:
-                    by_line.setdefault(line, []).append(node)
-        parsed = _SourceFile(tree=tree, by_line=by_line)
-    _FILES[filename] = (stamp, parsed)
-    return parsed
-
-
-def _function_node(code: types.CodeType) -> ast.AST | None:
-    """The definition of ``code`` (not a lambda's: many can share a line)."""
-    found = _source_file(code.co_filename)
-    if found is None or code.co_name == "<lambda>":
-        return None
-    for node in found.by_line.get(code.co_firstlineno, ()):
-        if getattr(node, "name", None) == code.co_name and not isinstance(node, ast.ClassDef):
-            return node
-    return None
-
-
-def _class_node(cls: type) -> ast.AST | None:
-    module = sys.modules.get(cls.__module__)
-    filename = getattr(module, "__file__", None)
-    found = _source_file(filename) if isinstance(filename, str) else None
-    if found is None or "<locals>" in cls.__qualname__:
-        return None
-    scope: list[ast.stmt] = found.tree.body
-    node: ast.AST | None = None
-    for part in cls.__qualname__.split("."):
-        matches = [
-            n
-            for n in scope
-            if isinstance(n, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-            and n.name == part
-        ]
-        if not matches:
-            return None
-        node = matches[-1]  # the last definition is the one the module holds
-        scope = node.body
-    return node if isinstance(node, ast.ClassDef) else None
-
-
-def _node_of(obj: Any) -> ast.AST | None:
-    """The syntax tree of a function, code object or class, or ``None`` without source."""
-    try:
-        if isinstance(obj, types.CodeType):
-            node = _function_node(obj)
-        elif isinstance(obj, type):
-            node = _class_node(obj)
-        else:
-            code = getattr(obj, "__code__", None)
-            node = _function_node(code) if isinstance(code, types.CodeType) else None
-        if node is not None:
-            return node
-        return _parse(inspect.getsource(obj))
-    except (OSError, TypeError, SyntaxError):
-        return None
 
 
 # -- what counts as project code -------------------------------------------------------------------
@@ -352,7 +253,7 @@ class _Analyzer:
             return None
         # The code object, not the function: inspect would unwrap a wrapper to what it wraps,
         # and the wrapper's own code runs too.
-        tree = _node_of(func.__code__)
+        tree = sources.node_of(func.__code__)
         if tree is None:
             return None
         digest = _digest_tree(tree)
@@ -377,7 +278,7 @@ class _Analyzer:
         module = _module_of(cls)
         if not _is_project_module(module) or _is_config_class(cls):
             return None
-        tree = _node_of(cls)
+        tree = sources.node_of(cls)
         if tree is None:
             return None
         digest = _digest_tree(tree)
@@ -413,12 +314,12 @@ class _Analyzer:
                     obj, owner, name = getattr(obj, attr), obj.__name__, attr
                 except AttributeError:
                     break
-            if _followable(obj):
-                refs.append(obj)
-                continue
             top = _top_module(obj)
             if top is not None and not _is_project_module(sys.modules.get(top)):
-                modules.add(top)
+                modules.add(top)  # a library the code uses: provenance
+            if _followable(obj):
+                refs.append(obj)  # (a library's decorator object may hold project code)
+                continue
             if not isinstance(obj, types.ModuleType) and owner is not None:
                 refs.append(_Constant(owner, name))
         return refs, modules
@@ -471,7 +372,7 @@ class _Analyzer:
             return cached[1]
         bindings: dict[str, list[ast.stmt]] = {}
         filename = getattr(module, "__file__", None)
-        found = _source_file(filename) if isinstance(filename, str) else None
+        found = sources.source_file(filename) if isinstance(filename, str) else None
         for statement in found.tree.body if found is not None else ():
             for name in _bound_names(statement):
                 bindings.setdefault(name, []).append(statement)
@@ -619,7 +520,7 @@ _ANALYZER = _Analyzer()
 def clear_memo() -> None:
     """Forget every memoized fingerprint (a new session may see edited files)."""
     _ANALYZER.clear()
-    _FILES.clear()
+    sources.clear()
     _is_project_file.cache_clear()
 
 
@@ -656,7 +557,7 @@ def _walk(roots: Iterable[Any]) -> tuple[dict[str, str], set[str]]:
 
 
 def _stage_digest(func: Any) -> str:
-    node = _node_of(func)
+    node = sources.node_of(func)
     if node is not None:
         return _digest_tree(node, drop_decorators=True)
     code = getattr(func, "__code__", None)
@@ -713,7 +614,7 @@ def _tracked(obj: Any) -> tuple[str, str, list[Any]]:
             "file, no code object and holds no function. Track the function, class or module "
             "whose code matters instead."
         ) from None
-    return label, _digest_tree(_parse(source)), [target]
+    return label, _digest_tree(sources.parse(source)), [target]
 
 
 def code_of(func: Any, track: Iterable[Any] = (), *, follow: bool = True) -> CodeFingerprint:

@@ -26,16 +26,15 @@ from typing import Any, Protocol
 
 from pytest_physpipe.context import StageContext
 from pytest_physpipe.errors import (
-    CodecError,
     CorruptEntryError,
     CorruptEntryWarning,
     StoreWriteWarning,
-    UnstorableValueError,
 )
 from pytest_physpipe.isolation import isolate, readonly_copy
 from pytest_physpipe.plan import StageInstance
 from pytest_physpipe.records import (
     StageRecord,
+    Status,
     base_versions,
     distribution_versions,
     hostname,
@@ -43,10 +42,17 @@ from pytest_physpipe.records import (
 )
 from pytest_physpipe.resources import Grant, SlotPool, pinned
 from pytest_physpipe.stage import registry
-from pytest_physpipe.store.codecs import type_name
 from pytest_physpipe.store.entries import Loaded, Store
 
-__all__ = ["NoHooks", "PluginHooks", "RunnerHooks", "Served", "StageRunner"]
+__all__ = [
+    "NoHooks",
+    "PluginHooks",
+    "RunnerHooks",
+    "Served",
+    "StageRunner",
+    "error_text",
+    "record_for",
+]
 
 
 class RunnerHooks(Protocol):
@@ -188,7 +194,9 @@ class StageRunner:
             live = self._live.get(instance.key)
         if live is not None:
             return live
-        value, record = self._compute(instance, upstream)
+        with self._workdir(instance) as workdir:
+            # Nothing of a cache=False stage is stored: its artifacts go with its work dir.
+            value, record, _artifacts = self._compute(instance, upstream, workdir)
         served = Served(value, record)
         self.hooks.stage_end(record, "computed")
         with self._lock:
@@ -205,12 +213,10 @@ class StageRunner:
         )
 
     def _base_record(self, instance: StageInstance) -> StageRecord:
-        return StageRecord(
-            key=instance.key,
-            name=instance.name,
-            config=instance.config_json,
-            upstream=instance.upstream,
-            status="computed",
+        return record_for(
+            instance,
+            "computed",
+            self.worker,
             created_at=now_iso(),
             host=hostname(),
             # Provenance, not key: which scipy made this, without scipy invalidating it.
@@ -220,8 +226,6 @@ class StageRunner:
             },
             code=instance.spec.code,
             manifest=instance.manifest,
-            param_id=instance.param_id,
-            worker=self.worker,
             **self.origin,
         )
 
@@ -240,61 +244,49 @@ class StageRunner:
         return self.pool.hold(instance.spec.resources, stage=instance.label)
 
     def _compute(
-        self, instance: StageInstance, upstream: dict[str, Any], workdir: Path | None = None
-    ) -> tuple[Any, StageRecord]:
+        self, instance: StageInstance, upstream: dict[str, Any], workdir: Path
+    ) -> tuple[Any, StageRecord, dict[str, Path]]:
+        """Run the stage in ``workdir``: its value, its record and the artifacts it kept there."""
         record = self._base_record(instance)
         spec = instance.spec
         with self._slots(instance) as grant, pinned(grant):
-            scratch = self._workdir(instance) if workdir is None else nullcontext(workdir)
-            with scratch as path:
-                ctx = StageContext(
-                    name=instance.label,
-                    key=instance.key,
-                    config=instance.config,
-                    workdir=path,
-                    resources=grant,
-                    mpi=instance.spec.resources.mpi,
-                )
-                # Each stage gets its own copy of what it consumes: an in-place edit of an
-                # upstream value must reach no other consumer, and never the store.
-                # (cache=False stages hand over live objects, shared on purpose.)
-                kwargs = {
-                    name: value if _is_live(name) else isolate(value)
-                    for name, value in upstream.items()
-                }
-                if spec.config_class is not None:
-                    kwargs["config"] = instance.config
-                if spec.wants_ctx:
-                    kwargs["ctx"] = ctx
-                self.hooks.stage_start(record)
-                started = time.perf_counter()
-                try:
-                    value = self._attempts(instance, record, ctx, kwargs)
-                except BaseException as exc:
-                    failed = record.model_copy(
-                        update={
-                            "status": "failed",
-                            "duration_s": time.perf_counter() - started,
-                            "error": f"{type(exc).__name__}: {exc}",
-                        }
-                    )
-                    self.hooks.stage_end(failed, "failed")
-                    raise
-                record = record.model_copy(
+            ctx = StageContext(
+                name=instance.label,
+                key=instance.key,
+                config=instance.config,
+                workdir=workdir,
+                resources=grant,
+                mpi=instance.spec.resources.mpi,
+            )
+            # Each stage gets its own copy of what it consumes: an in-place edit of an
+            # upstream value must reach no other consumer, and never the store.
+            # (cache=False stages hand over live objects, shared on purpose.)
+            kwargs = {
+                name: value if _is_live(name) else isolate(value)
+                for name, value in upstream.items()
+            }
+            if spec.config_class is not None:
+                kwargs["config"] = instance.config
+            if spec.wants_ctx:
+                kwargs["ctx"] = ctx
+            self.hooks.stage_start(record)
+            started = time.perf_counter()
+            try:
+                value = self._attempts(instance, record, ctx, kwargs)
+            except BaseException as exc:
+                failed = record.model_copy(
                     update={
+                        "status": "failed",
                         "duration_s": time.perf_counter() - started,
-                        "metrics": dict(ctx.metrics),
+                        "error": error_text(exc),
                     }
                 )
-                if workdir is None and ctx.artifacts:
-                    # The scratch dir goes when this block ends: keep artifacts for the commit.
-                    keep = self.store.scratch("artifacts")
-                    for name, source in ctx.artifacts.items():
-                        shutil.copyfile(source, keep / name)
-                    record = record.model_copy(
-                        update={"artifacts": {n: str(keep / n) for n in ctx.artifacts}}
-                    )
-        return value, record
+                self.hooks.stage_end(failed, "failed")
+                raise
+        record = record.model_copy(
+            update={"duration_s": time.perf_counter() - started, "metrics": dict(ctx.metrics)}
+        )
+        return value, record, dict(ctx.artifacts)
 
     def _attempts(
         self,
@@ -331,43 +323,33 @@ class StageRunner:
     def _compute_and_commit(
         self, instance: StageInstance, upstream: dict[str, Any], *, replace: bool
     ) -> Served:
-        value, record = self._compute(instance, upstream)
-        codec = self.store.codecs.choose(value, instance.spec.codec, stage=instance.label)
-        artifacts = {n: Path(p) for n, p in record.artifacts.items()}
-        try:
-            self.store.commit(
-                instance.key,
-                value=value,
-                codec=codec,
-                record=record.model_copy(update={"artifacts": {}, "codec": codec.name}),
-                run_id=self.run_id,
-                artifacts=artifacts,
-                replace=replace,
-            )
-        except OSError as exc:
-            warnings.warn(
-                StoreWriteWarning(
-                    f"stage {instance.label}: its result was not cached ({exc.strerror or exc}"
-                    f"); the test gets the value, and nothing partial was left in "
-                    f"{self.store.root}. Free some space or fix the store's permissions."
-                ),
-                stacklevel=2,
-            )
-            self.hooks.stage_end(record, "computed")
-            return Served(_as_stored(value), record)
-        except CodecError as exc:
-            if isinstance(exc, UnstorableValueError):
-                raise
-            raise UnstorableValueError(
-                f"stage {instance.label!r} returned a {type_name(value)}, which codec "
-                f"{codec.name!r} cannot store ({exc}). "
-                "Pass codec= naming a codec that stores it (plugins add codecs through "
-                "pytest_physpipe_register_codecs), or cache=False to keep the value in memory "
-                "only. Nothing was written to the store."
-            ) from None
-        finally:
-            for path in {p.parent for p in artifacts.values()}:
-                shutil.rmtree(path, ignore_errors=True)
+        with self._workdir(instance) as workdir:
+            value, record, artifacts = self._compute(instance, upstream, workdir)
+            try:
+                # The store chooses the codec and moves the artifacts out of the work dir.
+                self.store.commit(
+                    instance.key,
+                    value=value,
+                    codec=instance.spec.codec,
+                    stage=instance.label,
+                    record=record,
+                    run_id=self.run_id,
+                    artifacts=artifacts,
+                    replace=replace,
+                )
+            except OSError as exc:
+                warnings.warn(
+                    StoreWriteWarning(
+                        f"stage {instance.label}: its result was not cached "
+                        f"({exc.strerror or exc}); the test gets the value, and nothing partial "
+                        f"was left in {self.store.root}"
+                        + (" (nor its artifacts)" if artifacts else "")
+                        + ". Free some space or fix the store's permissions."
+                    ),
+                    stacklevel=2,
+                )
+                self.hooks.stage_end(record, "computed")
+                return Served(_as_stored(value), record)
         loaded = self.store.load(instance.key)
         if loaded is None:  # pragma: no cover - we hold the lock; only an outside rm gets here
             raise CorruptEntryError(f"entry {instance.key} vanished right after its commit")
@@ -381,6 +363,33 @@ class StageRunner:
         )
         self.hooks.stage_end(final, "computed")
         return Served(loaded.value, final)
+
+
+def record_for(
+    instance: StageInstance,
+    status: Status,
+    worker: str | None,
+    *,
+    error: BaseException | None = None,
+    **fields: Any,
+) -> StageRecord:
+    """The record of ``instance`` with ``status``: every record of a run is built here."""
+    return StageRecord(
+        key=instance.key,
+        name=instance.name,
+        config=instance.config_json,
+        upstream=instance.upstream,
+        status=status,
+        param_id=instance.param_id,
+        worker=worker,
+        error=None if error is None else error_text(error),
+        **fields,
+    )
+
+
+def error_text(exc: BaseException) -> str:
+    """How a record states the error that ended a stage: ``Type: message``."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _is_live(stage_name: str) -> bool:

@@ -11,11 +11,21 @@ import re
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xxhash
 
-from pytest_physpipe.models import StageConfig, is_input_file
+if TYPE_CHECKING:
+    from pytest_physpipe.models import StageConfig
+
+#: The marker :data:`pytest_physpipe.models.InputFile` puts in a field's metadata.
+INPUT_FILE_TAG = "physpipe:InputFile"
+
+
+def is_input_file(metadata: list[Any]) -> bool:
+    """Whether a pydantic field's metadata marks it as an ``InputFile``."""
+    return INPUT_FILE_TAG in metadata
+
 
 __all__ = [
     "KEY_PATTERN",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 
@@ -163,8 +163,3 @@ class Retry:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"retries={value!r} must be a Retry(...) or a non-negative int")
         return cls(max_attempts=value + 1, backoff=0.0 if value == 0 else 2.0, on=(Exception,))
-
-
-def is_input_file(metadata: list[Any]) -> bool:
-    """Whether a pydantic field's metadata marks it as an :data:`InputFile`."""
-    return "physpipe:InputFile" in metadata

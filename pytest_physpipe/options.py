@@ -195,6 +195,11 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini(
         "physpipe_snapshot_atol", "default absolute tolerance of physics_snapshot", default="1e-12"
     )
+    parser.addini(
+        "physpipe_snapshot_inline_max",
+        "arrays of up to this many elements are written inline in golden files",
+        default="64",
+    )
     parser.addini("physpipe_lock", "per-key lock: auto, flock or soft (for NFS)", default="auto")
     parser.addini(
         "physpipe_verify_max",

@@ -113,6 +113,7 @@ class Planner:
         self._instances: dict[str, StageInstance] = {}
         self._by_declaration: dict[bytes, StageInstance] = {}
         self._item_instances: dict[str, dict[str, StageInstance]] = {}
+        self._by_request: dict[tuple[str, int, tuple[str, ...]], tuple[object, StageInstance]] = {}
         self._enumerated: dict[str, list[tuple[StageInstance, dict[Coord, Any]]]] = {}
         self._groups: dict[tuple[str, str], list[GatherGroup]] = {}
         self._enumerating: list[str] = []
@@ -390,7 +391,7 @@ class Planner:
             spec = self.registry.get(name)
             assert spec is not None  # names come from the registry; validate() checked upstream
             upstream = {p: visit(p).key for p in spec.upstream}
-            resolved[name] = instance = self.resolve_one(spec, params.get(name, MISSING), upstream)
+            resolved[name] = instance = self.for_request(spec, params.get(name, MISSING), upstream)
             return instance
 
         for name in names:
@@ -513,49 +514,52 @@ class Planner:
 
     def reachable(self, instance: StageInstance) -> list[StageInstance]:
         """``instance`` and every instance it needs (upstream and gathered), upstream first."""
-        ordered: list[StageInstance] = []
-        seen: set[str] = set()
+        return self.upstream_first([instance])
 
-        def visit(current: StageInstance) -> None:
-            if current.key in seen:
-                return
-            seen.add(current.key)
-            for key in current.upstream.values():
-                upstream = self._instances.get(key)
-                if upstream is not None:
-                    visit(upstream)
-            for refs in current.gathered.values():
-                for ref in refs:
-                    gathered = self._instances.get(ref.key)
-                    if gathered is not None:
-                        visit(gathered)
-            ordered.append(current)
+    def for_request(
+        self, spec: StageSpec, param: object, upstream: Mapping[str, str]
+    ) -> StageInstance:
+        """The instance for a stage given ``param`` (``request.param``) and its upstream keys.
 
-        visit(instance)
-        return ordered
+        Memoized by (stage, the param object, upstream keys): the plan resolves each instance
+        here once, and a fixture request at run time gets the planned instance back without
+        resolving its config or key again, so the key a test is served is the key it was
+        planned with. A request the plan did not see resolves here the same way.
+        """
+        token = (spec.name, id(param), tuple(upstream.values()))
+        known = self._by_request.get(token)
+        if known is not None and known[0] is param and known[1].spec is spec:
+            return known[1]
+        instance = self.resolve_one(spec, param, upstream)
+        # The param is kept with its instance, so its id is not reused while it is memoized.
+        self._by_request[token] = (param, instance)
+        return instance
 
-    def item_instances(self) -> dict[str, dict[str, StageInstance]]:
-        return self._item_instances
-
-    def instances(self, items: Iterable[pytest.Item] | None = None) -> list[StageInstance]:
-        """The instances ``items`` need (default: every planned test), upstream first."""
-        ordered: list[StageInstance] = []
-        seen: set[str] = set()
-        per_items = (
-            list(self._item_instances.values())
-            if items is None
-            else [self.for_item(item) for item in items]
+    def instances(self, items: Iterable[pytest.Item]) -> list[StageInstance]:
+        """The instances ``items`` need, upstream first."""
+        return self.upstream_first(
+            instance for item in items for instance in self.for_item(item).values()
         )
 
-        for per_item in per_items:
-            for instance in per_item.values():
-                if instance.key in seen:
-                    continue
-                for current in self.reachable(instance):
-                    if current.key not in seen:
-                        seen.add(current.key)
-                        ordered.append(current)
-        return ordered
+    def upstream_first(self, instances: Iterable[StageInstance]) -> list[StageInstance]:
+        """``instances`` and every instance they need (upstream and gathered), each once,
+        upstream first. The one upstream-first walk of the package."""
+        ordered: dict[str, StageInstance] = {}
+
+        def visit(instance: StageInstance) -> None:
+            if instance.key in ordered:
+                return
+            needed = [*instance.upstream.values()]
+            needed += [ref.key for refs in instance.gathered.values() for ref in refs]
+            for key in needed:
+                above = self._instances.get(key)
+                if above is not None:
+                    visit(above)
+            ordered[instance.key] = instance
+
+        for instance in instances:
+            visit(instance)
+        return list(ordered.values())
 
 
 def _json_or_missing(raw: str) -> Any:

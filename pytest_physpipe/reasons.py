@@ -4,16 +4,22 @@ Every entry keeps the manifest of its key's parts (see :class:`~pytest_physpipe.
 ``.manifest``), and the store keeps the latest manifest per stage and param id. Comparing the
 two needs no extra run: ``new``, ``config steps 200 → 150``, ``code of heat`` (or of the helper
 ``physics.step``), ``upstream grid``, ``package numpy 1.26.4 → 2.1.0``, ``version 1 → 2``,
-``salt``, ``input file mesh.msh``. Pure functions of two manifests.
+``salt``, ``input file mesh.msh``. :func:`explain` is a pure function of two manifests;
+:func:`why_missing` asks the store for the previous one (a pytest run's plan and a
+``Workflow``'s ``status`` both say why through it).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["explain"]
+if TYPE_CHECKING:
+    from pytest_physpipe.plan import StageInstance
+    from pytest_physpipe.store.entries import Store
+
+__all__ = ["explain", "why_missing"]
 
 _WIDTH = 40
 
@@ -59,6 +65,21 @@ def explain(current: Mapping[str, Any], previous: Mapping[str, Any] | None) -> s
         if upstream.get(name) != before.get(name):
             reasons.append(f"upstream {name}")
     return "; ".join(reasons) or "key schema"
+
+
+def why_missing(instance: StageInstance, store: Store) -> str:
+    """Why ``instance`` has no entry, against the latest entry of its stage and params."""
+    latest = store.latest(instance.name, instance.param_id or "")
+    if latest is None and instance.spec.params is None:
+        # An override (--physpipe-set, indirect parametrization) gives another param id;
+        # the stage's latest entry of any param is the one it replaces.
+        latest = store.latest(instance.name, None)
+    if latest is None:
+        return "new"
+    key, manifest = latest
+    if key == instance.key:
+        return "entry removed from the store"
+    return explain(instance.manifest, manifest)
 
 
 def _code(current: Mapping[str, Any], previous: Mapping[str, Any]) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -74,10 +75,15 @@ def format_plan(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
-    missing = sum(1 for r in rows[1:] if r[2].startswith("missing"))
-    lines.append(
-        f"{len(rows) - 1} stage instance(s): {len(rows) - 1 - missing} cached, {missing} missing"
+    counts = Counter(r[2].split(" (", 1)[0] for r in rows[1:])  # "missing (in flight: ...)"
+    missing, rebuild = counts["missing"], counts["rebuild"]
+    line = (
+        f"{len(rows) - 1} stage instance(s): {len(rows) - 1 - missing - rebuild} cached, "
+        f"{missing} missing"
     )
+    if rebuild:
+        line += f", {rebuild} to rebuild"
+    lines.append(line)
     return lines
 
 
@@ -108,6 +114,7 @@ def format_graph(
     colors = {
         "hit": "palegreen",
         "cached": "palegreen",
+        "rebuild": "khaki",
         "computed": "lightskyblue",
         "loaded-from-job": "plum",
         "failed": "salmon",
@@ -184,15 +191,16 @@ def format_summary(
     if store_size is not None:
         line += f"; store {human_size(store_size)}"
     lines = [line]
-    pickled = sorted({r.label for r in records.values() if r.codec == "pickle"})
+    pickled = Counter(r.name for r in records.values() if r.codec == "pickle")
     if pickled:
         # Pickles run code when loaded, break when a class moves, and are often no faster to
         # load than to recompute: worth knowing, and worth a codec.
-        count = sum(1 for r in records.values() if r.codec == "pickle")
-        shown = ", ".join(pickled[:8]) + (", …" if len(pickled) > 8 else "")
+        stages = ", ".join(
+            f"{name} ({count})" if count > 1 else name for name, count in sorted(pickled.items())
+        )
         lines.append(
-            f"stored as pickles: {count} instance(s) of {shown} (no codec for their types: "
-            "they break when a class moves; pass codec= or register one)"
+            f"stored as pickles: {sum(pickled.values())} instance(s) of {stages} (no codec for "
+            "their types: they break when a class moves; pass codec= or register one)"
         )
     if verbose:
         for record in sorted(records.values(), key=lambda r: (r.name, r.param_id or "")):

@@ -1,7 +1,10 @@
-"""The per-run object: store, planner, runner and records, kept in ``config.stash``.
+"""The session: store, planner, runner and records of one pytest process.
 
-The plugin's hooks stay thin and hand off to :class:`PhyspipeSession`; stage fixtures reach it
-through :data:`pytest_physpipe.stage.PROVIDER`.
+The run object (:mod:`pytest_physpipe.run`) creates it on first need and hands its hooks and
+the stage fixtures' requests to it. The plan is made once, after collection: the instance each
+fixture request is served is the planned one (:meth:`Planner.resolve`), and whether an instance
+is cached, missing or due for a rebuild is decided once per key (:meth:`status`). Errors are
+:class:`~pytest_physpipe.errors.PhyspipeError`; the run object turns them into usage errors.
 """
 
 from __future__ import annotations
@@ -16,16 +19,16 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_physpipe import codefp, keys
-from pytest_physpipe.errors import PhyspipeError, ResourceError
-from pytest_physpipe.execute import PluginHooks, Served, StageRunner
+from pytest_physpipe.errors import BackendError, PhyspipeError
+from pytest_physpipe.execute import PluginHooks, Served, StageRunner, record_for
 from pytest_physpipe.isolation import isolate
 from pytest_physpipe.options import Settings
 from pytest_physpipe.plan import MISSING, Planner, StageInstance
-from pytest_physpipe.reasons import explain
+from pytest_physpipe.reasons import why_missing
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.resources import Budget, SlotPool, detect_budget
 from pytest_physpipe.runid import new_run_id
-from pytest_physpipe.stage import StageSpec, registry
+from pytest_physpipe.stage import RUN, StageSpec, registry
 from pytest_physpipe.store.codecs import CodecRegistry
 from pytest_physpipe.store.entries import Store
 from pytest_physpipe.store.layout import StoreLayout
@@ -33,7 +36,7 @@ from pytest_physpipe.store.layout import StoreLayout
 if TYPE_CHECKING:
     from pytest_physpipe.cluster.campaign import Campaign
 
-__all__ = ["SESSION", "PhyspipeFixture", "PhyspipeSession", "stage_provenance"]
+__all__ = ["PhyspipeFixture", "PhyspipeSession", "stage_provenance"]
 
 
 class PhyspipeSession:
@@ -82,10 +85,11 @@ class PhyspipeSession:
         self.budget: Budget = (
             budget if budget is not None else detect_budget(cpus=settings.cpus, gpus=settings.gpus)
         )
+        self.pool = SlotPool(slots_root, self.budget)
         self.runner = StageRunner(
             store=self.store,
             run_id=self.run_id,
-            pool=SlotPool(slots_root, self.budget),
+            pool=self.pool,
             hooks=PluginHooks(config.hook),
             rebuild=settings.rebuild,
             full_verify=settings.verify,
@@ -96,7 +100,8 @@ class PhyspipeSession:
         self.campaign: Campaign | None = None
         self._current: dict[str, str] = {}
         self._values: dict[str, Served] = {}
-        self.statuses: dict[str, str] = {}  # key -> "cached" | "missing", from the plan
+        #: key -> "cached", "missing", "rebuild" or "uncached" (see :meth:`status`).
+        self.statuses: dict[str, str] = {}
         self.reasons: dict[str, str] = {}  # key -> why it is missing, from the plan
         self._plan_failed = False
 
@@ -111,9 +116,9 @@ class PhyspipeSession:
             self._check_rebuild_names()
             for item in items:
                 self._mark(item)
-        except PhyspipeError as exc:
+        except PhyspipeError:
             self._plan_failed = True
-            raise pytest.UsageError(str(exc)) from None
+            raise
 
     def _mark(self, item: pytest.Item) -> None:
         """Give a test the marks of every instance it needs (upstream and gathered too) and
@@ -181,25 +186,12 @@ class PhyspipeSession:
             return []  # pytest calls this even when mark_items raised; let its error show
         needed = {instance.key: instance for instance in self.planner.instances(items)}
         local = self.settings.backend == "local"
-        try:
-            self.check_budget(needed.values())
-        except ResourceError as exc:
-            raise pytest.UsageError(str(exc)) from None
-        for key, instance in needed.items():
-            cached = instance.spec.cache and not self.settings.no_cache and self._exists(key)
-            # cache=False stages live in memory only: "uncached", never "missing".
-            self.statuses[key] = (
-                "cached" if cached else "missing" if instance.spec.cache else "uncached"
-            )
-            if self.statuses[key] == "missing":
-                self.reasons[key] = self._why(instance)
+        self._check_budget(needed.values())
+        for instance in needed.values():
+            self.status(instance)
         if self.settings.cached_only:
             for item in items:
-                missing = [
-                    f
-                    for f in self.planner.instances([item])
-                    if f.spec.cache and self.statuses.get(f.key) == "missing"
-                ]
+                missing = [f for f in self.planner.instances([item]) if self.status(f) == "missing"]
                 if missing:
                     names = ", ".join(f"{f.label} ({f.key[:12]})" for f in missing)
                     item.add_marker(
@@ -215,23 +207,36 @@ class PhyspipeSession:
             self._start_campaign(instances)
         return instances
 
+    def status(self, instance: StageInstance) -> str:
+        """Whether this run finds ``instance`` stored: decided once per key, at plan time.
+
+        ``cached`` (stored, served as a hit), ``missing`` (to compute), ``rebuild`` (stored,
+        recomputed because of ``--physpipe-rebuild``) or ``uncached`` (a ``cache=False`` stage,
+        kept in memory only). The plan table, the scheduler's manifest, ``--physpipe-cached-only``
+        and the batch campaign all read this one answer.
+        """
+        status = self.statuses.get(instance.key)
+        if status is None:
+            if not instance.spec.cache:
+                status = "uncached"
+            elif self.settings.no_cache or not self._exists(instance.key):
+                status = "missing"
+            elif self.runner.wants_rebuild(instance):
+                status = "rebuild"
+            else:
+                status = "cached"
+            self.statuses[instance.key] = status
+            if status == "missing":
+                self.reasons[instance.key] = self._why(instance)
+        return status
+
     def _why(self, instance: StageInstance) -> str:
         """Why ``instance`` is missing, against the latest entry of its stage and params."""
         if self.settings.no_cache:
             return "--physpipe-no-cache"
-        latest = self.store.latest(instance.name, instance.param_id or "")
-        if latest is None and instance.spec.params is None:
-            # An override (--physpipe-set, indirect parametrization) gives another param id;
-            # the stage's latest entry of any param is the one it replaces.
-            latest = self.store.latest(instance.name, None)
-        if latest is None:
-            return "new"
-        key, manifest = latest
-        if key == instance.key:
-            return "entry removed from the store"
-        return explain(instance.manifest, manifest)
+        return why_missing(instance, self.store)
 
-    def check_budget(self, instances: Iterable[StageInstance]) -> None:
+    def _check_budget(self, instances: Iterable[StageInstance]) -> None:
         """:class:`ResourceError` for the first instance asking more than the local budget.
 
         Slow instances going to a cluster are exempt: their budget is the scheduler's business.
@@ -240,16 +245,12 @@ class PhyspipeSession:
         for instance in instances:
             if instance.slow and not local:
                 continue
-            self.runner.pool.check(instance.spec.resources, stage=instance.label)  # type: ignore[union-attr]
+            self.pool.check(instance.spec.resources, stage=instance.label)
 
     def _start_campaign(self, instances: list[StageInstance]) -> None:
         """Submit the slow, missing instances to the batch backend (docs/howto-cluster.md)."""
-        if not any(
-            f.slow
-            and f.spec.cache
-            and (self.statuses.get(f.key) == "missing" or self.runner.wants_rebuild(f))
-            for f in instances
-        ):
+        # A rebuild goes to the cluster too: nothing slow is recomputed on the submitting host.
+        if not any(f.slow and self.status(f) in ("missing", "rebuild") for f in instances):
             return
         from pytest_physpipe.cluster.backends import BATCH_BACKENDS
         from pytest_physpipe.cluster.campaign import Campaign
@@ -260,7 +261,7 @@ class PhyspipeSession:
         self.config.hook.pytest_physpipe_register_backends(backends=factories)
         name = self.settings.backend
         if name not in factories:
-            raise pytest.UsageError(
+            raise BackendError(
                 f"--physpipe-backend {name}: no such backend; choose local, "
                 f"{', '.join(sorted(factories))}"
             )
@@ -285,9 +286,9 @@ class PhyspipeSession:
             self.campaign = campaign
             self.config.pluginmanager.register(CancelOnInterrupt(campaign))
             campaign.submit(instances)
-        except PhyspipeError as exc:
+        except PhyspipeError:
             campaign.cancel()
-            raise pytest.UsageError(str(exc)) from None
+            raise
         finally:
             # What the campaign computed here for its jobs counts as computed by this run.
             for key, served in campaign.local.items():
@@ -300,22 +301,16 @@ class PhyspipeSession:
         except OSError:
             return False
 
-    # -- running (the StageProvider protocol) ---------------------------------------------------
+    # -- running --------------------------------------------------------------------------------
 
-    def provide(
-        self, spec: StageSpec, request: pytest.FixtureRequest, upstream: dict[str, Any]
-    ) -> Any:
-        __tracebackhide__ = True
-        param = getattr(request, "param", MISSING)
-        try:
-            upstream_keys = {name: self._current[name] for name in spec.upstream}
-            instance = self.planner.resolve_one(spec, param, upstream_keys)
-        except PhyspipeError as exc:
-            raise pytest.UsageError(str(exc)) from None
+    def instance_for(self, spec: StageSpec, request: pytest.FixtureRequest) -> StageInstance:
+        """The planned instance a stage fixture's request stands for."""
+        upstream_keys = {name: self._current[name] for name in spec.upstream}
+        instance = self.planner.for_request(spec, getattr(request, "param", MISSING), upstream_keys)
         # pytest keeps one value per session fixture at a time and re-runs dependents when an
         # upstream param changes, so "the current instance of each stage" is well defined.
         self._current[spec.name] = instance.key
-        return self._obtain(instance, upstream)
+        return instance
 
     def _materialize(self, instance: StageInstance) -> Any:
         """The value of an instance no fixture provides (a gathered one), upstream first."""
@@ -329,16 +324,17 @@ class PhyspipeSession:
                 above = self.planner.get(key)
                 if above is not None:
                     upstream[name] = self._materialize(above)
-        return self._obtain(instance, upstream)
+        return self.serve(instance, upstream)
 
-    def _obtain(self, instance: StageInstance, upstream: dict[str, Any]) -> Any:
+    def serve(self, instance: StageInstance, upstream: dict[str, Any]) -> Any:
+        """The value of ``instance``: memoized, a hit, computed, or waited for from a job."""
         __tracebackhide__ = True
-        spec = instance.spec
         memo = self._values.get(instance.key)
         if memo is not None:
             return memo.value
-        if self.settings.cached_only and spec.cache and not self._exists(instance.key):
-            self.records[instance.key] = _record(instance, "skipped", self.worker)
+        spec = instance.spec
+        if self.settings.cached_only and self.status(instance) == "missing":
+            self.records[instance.key] = record_for(instance, "skipped", self.worker)
             pytest.skip(
                 f"--physpipe-cached-only: stage {instance.label} ({instance.key[:12]}) is not in "
                 f"the store {self.store.root}"
@@ -363,7 +359,7 @@ class PhyspipeSession:
             else:
                 served = self.runner.provide(instance, upstream)
         except BaseException as exc:
-            self.records[instance.key] = _record(instance, "failed", self.worker, error=exc)
+            self.records[instance.key] = record_for(instance, "failed", self.worker, error=exc)
             raise
         record = served.record
         if record.status in ("computed", "loaded-from-job") and record.reason is None:
@@ -411,61 +407,14 @@ class PhyspipeSession:
         if instance.key not in self.campaign.job_ids:
             # Needed at run time but not planned (an override the plan could not see): its
             # chain goes out now.
-            chain: list[StageInstance] = []
-
-            def visit(current: StageInstance) -> None:
-                for key in current.upstream.values():
-                    above = self.planner.get(key)
-                    if above is not None and above not in chain:
-                        visit(above)
-                chain.append(current)
-
-            visit(instance)
-            self.campaign.submit(chain)
+            self.campaign.submit(self.planner.upstream_first([instance]))
         return self.campaign.wait(instance)
-
-    def cancel_jobs(self) -> None:
-        """Cancel the batch jobs this process submitted (Ctrl-C, SIGTERM)."""
-        if self.campaign is not None:
-            self.campaign.cancel()
 
     def close(self) -> None:
         if self.campaign is not None:
             self.campaign.close()
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
-
-
-def _submit_rate(config: pytest.Config) -> float:
-    text = str(config.getini("physpipe_submit_rate") or "0")
-    try:
-        rate = float(text)
-    except ValueError:
-        rate = -1.0
-    if rate < 0:
-        raise pytest.UsageError(
-            f"ini physpipe_submit_rate = {text!r} is not a rate: give the number of sbatch/qsub "
-            "calls per second your site allows (0.5 is one every two seconds), or 0 for no limit."
-        )
-    return rate
-
-
-def _record(
-    instance: StageInstance, status: str, worker: str | None, error: BaseException | None = None
-) -> StageRecord:
-    return StageRecord(
-        key=instance.key,
-        name=instance.name,
-        config=instance.config_json,
-        upstream=instance.upstream,
-        status=status,  # type: ignore[arg-type]
-        param_id=instance.param_id,
-        worker=worker,
-        error=None if error is None else f"{type(error).__name__}: {error}",
-    )
-
-
-SESSION = pytest.StashKey[PhyspipeSession]()
 
 
 class PhyspipeFixture:
@@ -520,7 +469,8 @@ class PhyspipeFixture:
 
 def stage_provenance(item: pytest.Item) -> dict[str, dict[str, object]]:
     """Per stage the test uses: its key, code fingerprint, config and version (for goldens)."""
-    session = item.config.stash.get(SESSION, None)
+    run = item.config.stash.get(RUN, None)
+    session = None if run is None else run.existing_session
     if session is None:
         return {}
     return {
@@ -546,3 +496,17 @@ def _argnames(mark: pytest.Mark) -> list[str]:
     if isinstance(names, str):
         return [n.strip() for n in names.split(",") if n.strip()]
     return list(names)
+
+
+def _submit_rate(config: pytest.Config) -> float:
+    text = str(config.getini("physpipe_submit_rate") or "0")
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = -1.0
+    if rate < 0:
+        raise pytest.UsageError(
+            f"ini physpipe_submit_rate = {text!r} is not a rate: give the number of sbatch/qsub "
+            "calls per second your site allows (0.5 is one every two seconds), or 0 for no limit."
+        )
+    return rate

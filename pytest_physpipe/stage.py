@@ -1,7 +1,7 @@
 """``@stage``: a function becomes a declarative :class:`StageSpec` and a session fixture.
 
-No I/O happens here. The fixture built for a stage only hands its request to the provider the
-plugin keeps in ``config.stash`` (:data:`PROVIDER`); everything that runs, caches or schedules
+No I/O happens here. The fixture built for a stage only hands its request to the run object
+the plugin keeps in ``config.stash`` (:data:`RUN`); everything that runs, caches or schedules
 lives further down the line (plan → execute → session).
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from types import ModuleType
-from typing import Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import pytest
 from pydantic import ValidationError
@@ -26,14 +26,10 @@ from pytest_physpipe.errors import ConfigError, StageError
 from pytest_physpipe.fanin import Gather
 from pytest_physpipe.models import ClusterOptions, Resources, Retry, StageConfig
 
-__all__ = [
-    "PROVIDER",
-    "StageProvider",
-    "StageSpec",
-    "registry",
-    "stage",
-    "sweep",
-]
+if TYPE_CHECKING:
+    from pytest_physpipe.run import PhyspipeRun
+
+__all__ = ["RUN", "StageSpec", "registry", "stage", "sweep"]
 
 _RESERVED = ("config", "ctx")
 _C = TypeVar("_C", bound=StageConfig)
@@ -127,16 +123,10 @@ def validate_config(spec: StageSpec, data: dict[str, Any], *, origin: str) -> St
         ) from None
 
 
-class StageProvider(Protocol):
-    """What the stage fixtures call: the plugin's per-run session implements it."""
-
-    def provide(
-        self, spec: StageSpec, request: pytest.FixtureRequest, upstream: dict[str, Any]
-    ) -> Any: ...
-
-
-#: Where the plugin puts its provider; the fixtures built here look it up at run time.
-PROVIDER = pytest.StashKey[StageProvider]()
+#: The run object (:class:`pytest_physpipe.run.PhyspipeRun`) that ``pytest_configure``
+#: registers: the one stash key through which the fixtures built here, and everything else
+#: that needs the run's state, reach it.
+RUN: pytest.StashKey[PhyspipeRun] = pytest.StashKey()
 
 
 class StageRegistry:
@@ -476,13 +466,13 @@ def _coerce_retry(name: str, value: Retry | int) -> Retry:
 
 def _make_fixture(spec: StageSpec) -> Any:
     def stage_fixture(request: pytest.FixtureRequest, **upstream: Any) -> Any:
-        provider = request.config.stash.get(PROVIDER, None)
-        if provider is None:
+        run = request.config.stash.get(RUN, None)
+        if run is None:
             raise StageError(
                 f"stage {spec.name!r} was requested but the physpipe plugin is not active "
                 "(was it disabled with `-p no:physpipe`?)"
             )
-        return provider.provide(spec, request, upstream)
+        return run.provide(spec, request, upstream)
 
     parameters = [inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY)]
     parameters += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in spec.upstream]

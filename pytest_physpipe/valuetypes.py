@@ -11,8 +11,8 @@ to convert the value to.
 * A ``numpy.ma.MaskedArray`` becomes a :class:`Masked`: the mask, compared exactly, and the data
   with masked elements set to zero, since what a mask hides is not a result.
 * A ``numpy.matrix`` becomes its 2-D ndarray.
-* A list or tuple of more than ``LONG_SEQUENCE`` Python floats (or of ints) becomes a float64
-  (int64) array: compared in one vectorised pass and stored compactly.
+* A list or tuple of more than ``LONG_SEQUENCE`` numbers becomes a float64 array (int64 when
+  all are ints): compared in one vectorised pass and stored compactly.
 """
 
 from __future__ import annotations
@@ -115,15 +115,18 @@ def as_masked(value: object) -> Masked | None:
 
 
 def numeric_sequence(items: Sequence[object]) -> np.ndarray | None:
-    """A long list or tuple of floats (or of ints) as an array; None for anything else."""
-    if len(items) <= LONG_SEQUENCE:
+    """A long list or tuple of numbers as a 1-d float64 (or int64) array; None otherwise.
+
+    numpy's own conversion decides, in one pass in C: floats (ints mixed in included) give
+    float64, ints alone int64; anything else (strings, None, nested or ragged items, integers
+    beyond int64) is not a list of numbers and stays a list.
+    """
+    if len(items) <= LONG_SEQUENCE or type(items[0]) not in (float, int, np.float64):
         return None
-    kinds = {type(item) for item in items}
-    if kinds <= {float, np.float64}:
-        return np.asarray(items, dtype=np.float64)
-    if kinds == {int}:
-        try:
-            return np.asarray(items, dtype=np.int64)
-        except OverflowError:
-            return None
-    return None
+    try:
+        array = np.asarray(items)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if array.ndim != 1 or array.dtype not in (np.dtype(np.float64), np.dtype(np.int64)):
+        return None
+    return array

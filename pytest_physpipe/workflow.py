@@ -38,6 +38,7 @@ from pytest_physpipe.execute import PluginHooks, RunnerHooks, Served, StageRunne
 from pytest_physpipe.models import StageConfig
 from pytest_physpipe.plan import MISSING, GatherGroup, Planner, StageInstance
 from pytest_physpipe.project import Project, load_project
+from pytest_physpipe.reasons import why_missing
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.report import format_graph, format_plan
 from pytest_physpipe.resources import SlotPool, detect_budget
@@ -109,7 +110,9 @@ class InstanceTable(Sequence[InstanceRow]):
 
     def __str__(self) -> str:
         statuses = {row.key: str(row.status) for row in self._rows}
-        return "\n".join(format_plan([r.instance for r in self._rows], statuses, "local"))
+        reasons = {row.key: row.status.reason for row in self._rows if row.status.reason}
+        instances = [row.instance for row in self._rows]
+        return "\n".join(format_plan(instances, statuses, "local", reasons))
 
     __repr__ = __str__
 
@@ -167,8 +170,10 @@ class Workflow:
         weakref.finalize(self, shutil.rmtree, slots, ignore_errors=True)
         self._progress = _Progress(PluginHooks(config.hook), enabled=progress)
         self._runner = self._new_runner(self.run_id, rebuild=frozenset())
-        #: What this workflow served, by key: the record of each computed or loaded instance.
+        #: What this workflow served, by key: the record of each computed or loaded instance
+        #: (a computed one says why in ``reason``, as a run's records do).
         self.records: dict[str, StageRecord] = {}
+        self._reasons: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return (
@@ -349,7 +354,8 @@ class Workflow:
             return StageStatus("uncached", key=instance.key, label=instance.label)
         if self.store.exists(instance.key):
             return StageStatus("cached", key=instance.key, label=instance.label)
-        return StageStatus("missing", key=instance.key, label=instance.label, reason=None)
+        reason = why_missing(instance, self.store)
+        return StageStatus("missing", key=instance.key, label=instance.label, reason=reason)
 
     def _table(self, instances: Iterable[StageInstance]) -> InstanceTable:
         return InstanceTable(InstanceRow(each, self._status(each)) for each in instances)
@@ -373,6 +379,14 @@ class Workflow:
         todo = self._to_compute(target, runner)
         for instance in todo:
             self._pool.check(instance.spec.resources, stage=instance.label)
+        # Why each is computed, asked before anything is committed (as a run's plan does).
+        self._reasons = {
+            instance.key: "rebuild"
+            if runner is not self._runner and instance is target
+            else why_missing(instance, self.store)
+            for instance in todo
+            if instance.spec.cache
+        }
         with self._progress.build(len(todo)):
             return self._serve(target, runner)
 
@@ -418,8 +432,12 @@ class Workflow:
                 upstream[name] = self._value(above)
             upstream.update(self.planner.gathered_values(instance, self._value))
             served = runner.provide(instance, upstream)
-        if served.record.status != "hit" or instance.key not in self.records:
-            self.records[instance.key] = served.record  # "computed" stays, later hits or not
+        record = served.record
+        if record.status == "computed" and record.reason is None and instance.spec.cache:
+            reason = self._reasons.get(instance.key, "entry could not be loaded")
+            record = record.model_copy(update={"reason": reason})
+        if record.status != "hit" or instance.key not in self.records:
+            self.records[instance.key] = record  # "computed" stays, later hits or not
         return served
 
 

@@ -279,3 +279,32 @@ def test_edit_recomputes_exactly_when_reached(
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert calls.take() == (Counter({"heat": 1}) if changes else Counter()), what
+
+
+def test_track_accepts_a_decorator_object_holding_the_function(tmp_path: Path) -> None:
+    # scikit-fem's @BilinearForm returns an object holding the function; track=[form] of such
+    # an object (from a library, so not followed automatically) fingerprints that function.
+    form_source = "class Form:\n    def __init__(self, f):\n        self.form = f\n"
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    (site / "formlib.py").write_text(form_source)
+    sys.path.insert(0, str(site))
+    try:
+        import formlib
+
+        def product(u, v):
+            return u * v
+
+        def total(u, v):
+            return u + v
+
+        keyed = [code_of(_plain, track=[formlib.Form(f)]).digest for f in (product, total)]
+        assert keyed[0] != keyed[1]  # the held function's code is what counts
+        assert code_of(_plain, track=[formlib.Form(product)]).digest == keyed[0]
+    finally:
+        sys.path.remove(str(site))
+        sys.modules.pop("formlib", None)
+
+
+def _plain() -> int:
+    return 1

@@ -103,9 +103,9 @@ def test_marks_are_recorded_on_the_instance_and_in_the_plan(
     result = pytester.runpytest("--physpipe-plan", "--physpipe-backend=slurm")
     result.stdout.fnmatch_lines(
         [
-            "mesh[[]level=4[]] *missing*local",
-            "mesh[[]level=5[]] *missing*slurm (slow)",
-            "error[[]level=5[]] *missing*local",
+            "mesh[[]level=4[]] *missing*local *",
+            "mesh[[]level=5[]] *missing*slurm (slow)*",
+            "error[[]level=5[]] *missing*local *",
         ],
         consecutive=False,
     )

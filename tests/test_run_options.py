@@ -223,6 +223,23 @@ def test_rebuild_recomputes_and_overwrites_without_changing_keys(
     assert computed(dag) == ALL
 
 
+def test_the_plan_shows_what_a_rebuild_recomputes(pytester: pytest.Pytester, dag: CallLog) -> None:
+    pytester.runpytest().assert_outcomes(passed=3)
+    computed(dag)
+    result = pytester.runpytest("--physpipe-plan", "--physpipe-rebuild", "heat")
+    table = [line.split() for line in result.outlines]
+    rows = {cells[0]: cells[2] for cells in table if len(cells) > 2 and cells[0] in ALL}
+    # What the plan says is what a run with the same options does: heat is recomputed.
+    assert rows["heat"] == "rebuild"
+    assert {name for name, status in rows.items() if status == "cached"} == ALL - {"heat"}
+    result.stdout.fnmatch_lines(
+        [f"{len(ALL)} stage instance(s): * cached, 0 missing, 1 to rebuild"]
+    )
+    assert computed(dag) == set()
+    pytester.runpytest("--physpipe-rebuild", "heat").assert_outcomes(passed=3)
+    assert computed(dag) == {"heat"}
+
+
 def test_rebuild_of_an_unknown_stage_is_a_usage_error(
     pytester: pytest.Pytester, dag: CallLog
 ) -> None:

@@ -486,3 +486,24 @@ def test_summary_names_the_pickled_stages(pytester: pytest.Pytester, calls: Call
     result = pytester.runpytest()
     result.stdout.fnmatch_lines(["stored as pickles: 1 instance(s) of mesh *"])
     pytester.runpytest().stdout.fnmatch_lines(["stored as pickles: 1 instance(s) of mesh *"])
+
+
+def test_show_lists_what_the_fingerprint_covered_and_versions(
+    pytester: pytest.Pytester, calls: CallLog
+) -> None:
+    _write_reason_project(pytester)
+    (pytester.path / "physics.py").write_text(
+        "import filelock\nimport numpy as np\n\nSCALE = 2\n\n\n"
+        "def step(x):\n    assert filelock.FileLock\n    return float(np.sqrt(x)) * SCALE\n"
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+    status, text = _cli(pytester, "show", "heat")
+    assert status == 0, text
+    covers = text[text.index("covers:") :]
+    assert "physics.step = " in covers
+    assert "physics.SCALE = " in covers
+    assert "<stage> = " in covers
+    versions = text[text.index("versions:") : text.index("covers:")]
+    # The stage's code reached filelock (through physics.step): its version is recorded, and
+    # is no part of the key.
+    assert "filelock = " in versions

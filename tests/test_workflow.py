@@ -155,11 +155,13 @@ def test_workflow_computes_then_pytest_hits(pytester: pytest.Pytester, calls: Ca
         value = wf.get("energy", grid={"n": 8})
         print(json.dumps({"before": before, "value": value,
                           "status": wf.record("energy", grid={"n": 8}).status,
+                          "reason": wf.record("energy", grid={"n": 8}).reason,
                           "keys": {r.label: k for k, r in wf.records.items()}}))
         """,
     )
     assert got["before"] == "False"  # get created the store, as a pytest run does
     assert got["status"] == "computed"
+    assert got["reason"] == "new"
     assert calls.take() == {"grid n=8": 1, "heat n=8 steps=10": 1, "energy n=8": 1}
     records = report(pytester)
     # Only the other sweep point is computed; the workflow's entries are pytest's hits.
@@ -184,11 +186,12 @@ def test_rebuild_recomputes_only_the_instance_under_the_same_key(
         record = wf.record("heat", grid={"n": 8})
         again = wf.rebuild("heat", grid={"n": 8})
         print(json.dumps({"key": key, "after": record.key, "status": record.status,
-                          "again": again["n"]}))
+                          "reason": record.reason, "again": again["n"]}))
         """,
     )
     assert got["key"] == got["after"]
     assert got["status"] == "computed"
+    assert got["reason"] == "rebuild"
     assert got["again"] == 8
     assert calls.take() == {"heat n=8 steps=10": 2}  # each rebuild recomputes; grid is a hit
     records = report(pytester)
@@ -265,6 +268,7 @@ def test_status_record_and_plan_compute_nothing(pytester: pytest.Pytester, calls
     assert "the default, <rootdir>/.physpipe" in got["no_store"]
     assert got["status"] == "missing"
     assert got["missing"] is True
+    assert got["reason"] == "new"  # no entry of heat[n=8] ever
     assert got["cached"] == "cached"
     assert "wf.get('heat', ...) computes it" in got["not_stored"]
     assert got["plan"] == [
@@ -274,6 +278,38 @@ def test_status_record_and_plan_compute_nothing(pytester: pytest.Pytester, calls
     ]
     assert "3 stage instance(s): 1 cached, 2 missing" in got["table"]
     assert calls.take() == {"grid n=8": 1}
+
+
+def test_status_says_why_an_instance_is_missing_as_the_plan_does(
+    pytester: pytest.Pytester, calls: CallLog
+) -> None:
+    project(pytester)
+    report(pytester)
+    calls.take()
+    # Edit the project after pytest computed everything: heat's default steps, 10 -> 12.
+    pytester.makepyfile(stages=STAGES.replace("steps: int = 10", "steps: int = 12"))
+    plan = pytester.runpytest("-p", "no:cacheprovider", "--physpipe-plan", "-k", "8")
+    got = run_workflow(
+        pytester.path,
+        """
+        statuses = {n: wf.status(n, grid={"n": 8}) for n in ("grid", "heat", "energy")}
+        print(json.dumps({
+            "statuses": {n: [s, s.reason] for n, s in statuses.items()},
+            "table": str(wf.plan("energy", grid={"n": 8})),
+        }))
+        """,
+    )
+    assert got["statuses"] == {
+        "grid": ["cached", None],
+        "heat": ["missing", "config steps 10 → 12"],
+        "energy": ["missing", "upstream heat"],
+    }
+    # The same table, reasons and all, as pytest's plan of the test that uses these instances.
+    lines = plan.stdout.lines
+    start = next(i for i, line in enumerate(lines) if line.startswith("stage "))
+    assert lines[start : start + 5] == got["table"].splitlines()
+    assert "upstream heat" in got["table"]
+    assert calls.take() == {}
 
 
 def test_errors_name_the_stage_and_say_what_to_do(

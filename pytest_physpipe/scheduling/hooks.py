@@ -22,6 +22,7 @@ import pytest
 if TYPE_CHECKING:
     from pytest_physpipe.options import Settings
     from pytest_physpipe.resources import Budget
+    from pytest_physpipe.run import PhyspipeRun
     from pytest_physpipe.scheduling.policy import Manifest
     from pytest_physpipe.session import PhyspipeSession
 
@@ -47,14 +48,13 @@ def from_controller(
 
 
 class XdistHooks:
-    """xdist hooks for one run, on the controller and on every worker."""
+    """xdist hooks for one run, on the controller and on every worker; they share its state."""
 
-    def __init__(self, config: pytest.Config, run_id: str | None) -> None:
-        self.config = config
-        self.run_id = run_id
-        self.is_worker = hasattr(config, "workerinput")
-        self._budget: Budget | None = None
-        if self.is_worker or not self._settings().dist:
+    def __init__(self, run: PhyspipeRun) -> None:
+        self.run = run
+        self.is_worker = run.worker is not None
+        config = run.config
+        if self.is_worker or not run.settings.dist:
             return
         dist = config.getoption("dist", "no")
         if config.getoption("numprocesses", None) and dist not in _REPLACEABLE_DIST:
@@ -63,56 +63,37 @@ class XdistHooks:
                 "one of them (--physpipe-dist takes the place of --dist load)."
             )
 
-    def _settings(self) -> Settings:
-        from pytest_physpipe.plugin import _SETTINGS
-
-        return self.config.stash[_SETTINGS]
-
-    def _session(self) -> PhyspipeSession:
-        from pytest_physpipe.plugin import _session
-
-        return _session(self.config)
-
-    def _existing_session(self) -> PhyspipeSession | None:
-        from pytest_physpipe.plugin import _existing_session
-
-        return _existing_session(self.config)
-
     def _manifest_dir(self) -> Path | None:
-        settings = self._settings()
-        if settings.no_cache or self.run_id is None:
+        settings = self.run.settings
+        if settings.no_cache or self.run.run_id is None:
             return None  # --physpipe-no-cache writes nothing into the store
         from pytest_physpipe.store.layout import StoreLayout
 
-        return StoreLayout(settings.store_dir).run_dir(self.run_id)
+        return StoreLayout(settings.store_dir).run_dir(self.run.run_id)
 
     # -- controller ---------------------------------------------------------------------------
 
     def _controller_budget(self) -> Budget:
-        if self._budget is None:
-            from pytest_physpipe.errors import ResourceError
-            from pytest_physpipe.plugin import _BUDGET
+        """Decided once, here; the workers and the controller's own session share it."""
+        if self.run.budget is None:
             from pytest_physpipe.resources import detect_budget
+            from pytest_physpipe.run import usage_errors
 
-            settings = self._settings()
-            try:
-                self._budget = detect_budget(cpus=settings.cpus, gpus=settings.gpus)
-            except ResourceError as exc:
-                raise pytest.UsageError(str(exc)) from None
-            # The controller's own session (it merges records) uses the same budget.
-            self.config.stash[_BUDGET] = self._budget
-        return self._budget
+            settings = self.run.settings
+            with usage_errors():
+                self.run.budget = detect_budget(cpus=settings.cpus, gpus=settings.gpus)
+        return self.run.budget
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         budget = self._controller_budget()
-        node.workerinput["physpipe_run_id"] = self.run_id
-        node.workerinput["physpipe_store_dir"] = str(self._settings().store_dir)
+        node.workerinput["physpipe_run_id"] = self.run.run_id
+        node.workerinput["physpipe_store_dir"] = str(self.run.settings.store_dir)
         node.workerinput["physpipe_budget"] = {"cpus": budget.cpus, "gpu_ids": list(budget.gpu_ids)}
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
-        if not self._settings().dist:
+        if not self.run.settings.dist:
             return None  # xdist's own --dist modes
         from pytest_physpipe.scheduling.policy import PhyspipeScheduling
 
@@ -122,34 +103,25 @@ class XdistHooks:
     def pytest_testnodedown(self, node: Any, error: object | None) -> None:
         records = getattr(node, "workeroutput", {}).get("physpipe_records", [])
         if records:
-            self._session().merge(records)
+            self.run.session.merge(records)
 
     # -- worker -------------------------------------------------------------------------------
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_collection_finish(self, session: pytest.Session) -> None:
-        # tryfirst: xdist's worker reports its collection from this same hook, and the
-        # controller reads the manifest as soon as every collection is in.
-        if not self.is_worker:
-            return
-        from pytest_physpipe.plugin import _stages_declared
-
-        if _stages_declared():
-            self._check_budget(self._session(), session)
+    def collected(self, session: pytest.Session) -> None:
+        """After the run object planned the collection, before xdist reports it (a worker's
+        ``pytest_collection_finish``): write the scheduling manifest for the controller."""
         manifest_dir = self._manifest_dir()
-        if manifest_dir is None or not self._settings().dist:
+        if not self.is_worker or manifest_dir is None or not self.run.settings.dist:
             return
         from pytest_physpipe.errors import PhyspipeError
-
-        # Even without stages: an empty manifest tells the controller not to wait for one.
         from pytest_physpipe.store.layout import StoreLayout
 
-        physpipe = self._session()
-        worker = str(self.config.workerinput["workerid"])  # type: ignore[attr-defined]
+        # Even without stages: an empty manifest tells the controller not to wait for one.
+        physpipe = self.run.session
         try:
             physpipe.store.ensure()
             _manifest(physpipe, session.items).write(
-                manifest_dir / StoreLayout.manifest_name(worker)
+                manifest_dir / StoreLayout.manifest_name(self.run.worker)
             )
         except (OSError, PhyspipeError) as exc:
             # Without a manifest the controller schedules without stage keys; the run goes on.
@@ -161,35 +133,11 @@ class XdistHooks:
                 stacklevel=1,
             )
 
-    @staticmethod
-    def _check_budget(physpipe: PhyspipeSession, session: pytest.Session) -> None:
-        """The plan-time budget check, reported so that the controller shows it.
-
-        A ``UsageError`` raised in a worker never reaches the terminal (the controller only
-        sees the worker end early), so the error travels as a failed collection report, and
-        the worker runs nothing.
-        """
-        from pytest_physpipe.errors import ResourceError
-
-        try:
-            physpipe.check_budget(
-                instance
-                for item in session.items
-                for instance in physpipe.planner.for_item(item).values()
-            )
-        except ResourceError as exc:
-            session.config.hook.pytest_collectreport(
-                report=pytest.CollectReport(
-                    nodeid="", outcome="failed", longrepr=str(exc), result=[]
-                )
-            )
-            session.items.clear()
-
     # -- both ---------------------------------------------------------------------------------
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        physpipe = self._existing_session()
+        physpipe = self.run.existing_session
         if self.is_worker:
             if physpipe is not None:
                 workeroutput = session.config.workeroutput  # type: ignore[attr-defined]
@@ -215,9 +163,7 @@ def _manifest(physpipe: PhyspipeSession, items: list[pytest.Item]) -> Manifest:
         for instance in shared:
             if instance.key in stages:
                 continue
-            cached = not physpipe.runner.wants_rebuild(instance) and physpipe.store.exists(
-                instance.key
-            )
+            cached = physpipe.status(instance) == "cached"
             stages[instance.key] = ManifestStage(
                 key=instance.key,
                 label=instance.label,

@@ -17,7 +17,12 @@ import pytest
 from syrupy.assertion import SnapshotAssertion
 
 from pytest_physpipe.errors import PhyspipeWarning
-from pytest_physpipe.snapshot.extension import Measured, PhysicsSnapshotExtension
+from pytest_physpipe.snapshot.encoding import INLINE_MAX_ELEMENTS
+from pytest_physpipe.snapshot.extension import (
+    WRITES_IMMEDIATELY,
+    Measured,
+    PhysicsSnapshotExtension,
+)
 from pytest_physpipe.snapshot.provenance import collect_provenance, platform_info
 from pytest_physpipe.tolerance import Tolerance, ToleranceLike, ToleranceRules
 
@@ -44,6 +49,7 @@ class PhysicsSnapshot(SnapshotAssertion):
     """
 
     defaults: Tolerance = field(default_factory=Tolerance)
+    inline_max: int = INLINE_MAX_ELEMENTS
     item: pytest.Item | None = None
     _rules: ToleranceRules | None = field(init=False, default=None)
 
@@ -99,6 +105,7 @@ class PhysicsSnapshot(SnapshotAssertion):
             stages=collect_provenance(self.item),
             platform=platform_info(),
             keep_for_write=self.update_snapshots or self.update_new_snapshots_only,
+            inline_max=self.inline_max,
         )
         result = super().__eq__(measured)
         received = measured.received
@@ -117,8 +124,9 @@ class PhysicsSnapshot(SnapshotAssertion):
                     ),
                     stacklevel=2,
                 )
-        if received is not None and not received.keep_for_write:
-            received.value = None  # nothing will be written: release large arrays early
+        if received is not None and (not received.keep_for_write or WRITES_IMMEDIATELY):
+            # Compared, and written if it had to be: release the arrays now, not at session end.
+            received.release()
         return result
 
     def __repr__(self) -> str:
@@ -142,6 +150,7 @@ class PhysicsSnapshot(SnapshotAssertion):
             extension_class=extension_class or self.extension_class,
             session=self.session,
             defaults=self.defaults,
+            inline_max=self.inline_max,
             item=self.item,
         )
 
@@ -161,6 +170,25 @@ def _ini_bound(config: pytest.Config, name: str, fallback: float) -> float:
         ) from None
 
 
+def _ini_count(config: pytest.Config, name: str, fallback: int) -> int:
+    try:
+        raw = config.getini(name)
+    except ValueError:  # not registered: the plugin providing the ini is not loaded
+        return fallback
+    if raw in (None, "", []):
+        return fallback
+    try:
+        count = int(str(raw))
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise pytest.UsageError(
+            f"ini option {name} = {raw!r} is not a whole number >= 0 (e.g. 64; 0 puts every "
+            "array in a sidecar)"
+        )
+    return count
+
+
 def make_physics_snapshot(
     snapshot: SnapshotAssertion, request: pytest.FixtureRequest
 ) -> PhysicsSnapshot:
@@ -177,5 +205,6 @@ def make_physics_snapshot(
         update_snapshots=snapshot.update_snapshots,
         update_new_snapshots_only=snapshot.update_new_snapshots_only,
         defaults=defaults,
+        inline_max=_ini_count(config, "physpipe_snapshot_inline_max", INLINE_MAX_ELEMENTS),
         item=request.node if isinstance(request.node, pytest.Item) else None,
     )

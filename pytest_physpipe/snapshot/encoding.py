@@ -40,7 +40,8 @@ __all__ = [
     "unescape_key",
 ]
 
-#: Arrays with more elements than this (or of a dtype JSON cannot hold exactly) go to a sidecar.
+#: Arrays with more elements than this (or of a dtype JSON cannot hold exactly) go to a sidecar;
+#: the ini option ``physpipe_snapshot_inline_max`` changes it.
 INLINE_MAX_ELEMENTS = 64
 
 #: ``(sidecar name, dtype text, shape) -> array``: how a :class:`Decoder` reads a sidecar.
@@ -84,10 +85,10 @@ def digest(array: np.ndarray) -> str:
     return str(hasher.hexdigest())
 
 
-def _inline_ok(array: np.ndarray) -> bool:
+def _inline_ok(array: np.ndarray, inline_max: int) -> bool:
     kind, size = array.dtype.kind, array.dtype.itemsize
     exact_in_json = kind in "biuU" or (kind == "f" and size <= 8) or (kind == "c" and size <= 16)
-    return exact_in_json and array.size <= INLINE_MAX_ELEMENTS
+    return exact_in_json and array.size <= inline_max
 
 
 def _inline_data(item: object) -> object:
@@ -155,10 +156,11 @@ def dtype_text(dtype: np.dtype[Any]) -> str:
 class Encoder:
     """Turns a value into JSON nodes, collecting the arrays that go to sidecars."""
 
-    def __init__(self, *, for_write: bool = True) -> None:
+    def __init__(self, *, for_write: bool = True, inline_max: int = INLINE_MAX_ELEMENTS) -> None:
         # Checksums and summaries cost a few passes over a large array; a run that will not
         # write (no --snapshot-update) compares values only and skips them.
         self.for_write = for_write
+        self.inline_max = inline_max
         self.sidecars: dict[str, np.ndarray] = {}
 
     def encode(self, value: object, path: str) -> object:
@@ -226,7 +228,7 @@ class Encoder:
             "$array": dtype_text(array.dtype),
             "shape": list(array.shape),
         }
-        if _inline_ok(array):
+        if _inline_ok(array, self.inline_max):
             node["data"] = _inline_data(array.tolist())
             return node
         if not self.for_write:

@@ -30,7 +30,12 @@ from syrupy.data import (
 from syrupy.extensions.base import AbstractSyrupyExtension
 
 from pytest_physpipe.snapshot.document import emit, parse_document, render_document
-from pytest_physpipe.snapshot.encoding import Decoder, Encoder, GoldenFileError
+from pytest_physpipe.snapshot.encoding import (
+    INLINE_MAX_ELEMENTS,
+    Decoder,
+    Encoder,
+    GoldenFileError,
+)
 from pytest_physpipe.snapshot.files import (
     collect_garbage,
     golden_lock,
@@ -53,7 +58,10 @@ if TYPE_CHECKING:
         SerializedData,
     )
 
-__all__ = ["Measured", "PhysicsSnapshotExtension", "Received"]
+__all__ = ["WRITES_IMMEDIATELY", "Measured", "PhysicsSnapshotExtension", "Received"]
+
+#: Whether the installed syrupy honours ``write_immediately`` (7.x does; 4.6 writes at the end).
+WRITES_IMMEDIATELY = hasattr(AbstractSyrupyExtension, "write_immediately")
 
 
 @dataclass
@@ -66,6 +74,7 @@ class Measured:
     platform: dict[str, str]
     keep_for_write: bool
     received: Received | None = None
+    inline_max: int = INLINE_MAX_ELEMENTS
 
 
 class Received(str):
@@ -82,7 +91,7 @@ class Received(str):
 
     @classmethod
     def build(cls, measured: Measured) -> Received:
-        encoder = Encoder(for_write=measured.keep_for_write)
+        encoder = Encoder(for_write=measured.keep_for_write, inline_max=measured.inline_max)
         node = encoder.encode(measured.value, "")
         entry: dict[str, object] = {
             "value": node,
@@ -97,16 +106,24 @@ class Received(str):
         self.golden_entry = None
         self.problem = None
         self.keep_for_write = measured.keep_for_write
-        if measured.keep_for_write:
-            # The write happens at the end of the session: do not let a later in-place change
-            # to the caller's array alter what gets written under this checksum.
+        if not measured.keep_for_write:
+            self.sidecars = {}
+        elif WRITES_IMMEDIATELY:
+            # syrupy writes within the assertion, before the caller can change the arrays.
+            self.sidecars = dict(encoder.sidecars)
+        else:
+            # An older syrupy writes at the end of the session: do not let a later in-place
+            # change to the caller's array alter what gets written under this checksum.
             self.sidecars = {
                 name: array.copy() if array.flags.writeable else array
                 for name, array in encoder.sidecars.items()
             }
-        else:
-            self.sidecars = {}
         return self
+
+    def release(self) -> None:
+        """Drop the value and its arrays once nothing will be written from them."""
+        self.value = None
+        self.sidecars = {}
 
 
 class Golden(str):
@@ -138,6 +155,9 @@ class PhysicsSnapshotExtension(AbstractSyrupyExtension):
     """syrupy extension: JSON goldens with array sidecars, compared within tolerances."""
 
     file_extension = "physics"
+    # Write a new or failing golden during its assertion rather than at the end of the
+    # session, so that the compared arrays are not all held in memory until then.
+    write_immediately = True
 
     def serialize(
         self,
@@ -285,6 +305,7 @@ class PhysicsSnapshotExtension(AbstractSyrupyExtension):
                     entries[snapshot.name] = _entry_to_write(
                         data, entries.get(snapshot.name), array_dir
                     )
+                    data.release()
                 elif isinstance(data, Golden):
                     entries[snapshot.name] = dict(data.entry)
             order = name_order or {}

@@ -26,11 +26,16 @@ from typing import Any, Literal
 
 import xxhash
 
-from pytest_physpipe.errors import CorruptEntryError, StoreError
+from pytest_physpipe.errors import (
+    CodecError,
+    CorruptEntryError,
+    StoreError,
+    UnstorableValueError,
+)
 from pytest_physpipe.keys import KEY_PATTERN
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store.atomic import write_text_atomic
-from pytest_physpipe.store.codecs import Codec, CodecRegistry
+from pytest_physpipe.store.codecs import CodecRegistry, type_name
 from pytest_physpipe.store.filesystem import resolve_lock_mode
 from pytest_physpipe.store.layout import CREATED_DIRS, LAYOUT_NAMES, StoreLayout, tree_size
 from pytest_physpipe.store.locks import KeyLock
@@ -344,29 +349,47 @@ class Store:
         key: str,
         *,
         value: object,
-        codec: Codec,
         record: StageRecord,
         run_id: str,
+        codec: str = "auto",
+        stage: str | None = None,
         artifacts: dict[str, Path] | None = None,
         extra_meta: dict[str, Any] | None = None,
         replace: bool = False,
     ) -> Path:
         """Write an entry atomically. Call under the key's lock.
 
+        ``codec`` is a codec name or ``"auto"``: the codec is chosen here, once, from this
+        store's registry (``stage`` names the stage in errors). ``artifacts`` are moved into
+        the entry (renamed: they are in a scratch folder of this store, so nothing is copied).
         On any failure nothing is left behind and the error propagates (an ``OSError`` for a
-        full disk or an unwritable store; :class:`~pytest_physpipe.errors.CodecError` when the
-        codec refuses). With ``replace``, an existing entry is swapped out.
+        full disk or an unwritable store; :class:`~pytest_physpipe.errors.UnstorableValueError`
+        when no codec takes the value or the codec refuses it). With ``replace``, an existing
+        entry is swapped out.
         """
         final = self.entry_dir(key)
+        label = stage or key[:12]
+        chosen = self.codecs.choose(value, codec, stage=label)
         staging = make_scratch(self.layout, key)
         try:
-            codec_meta = codec.encode(value, staging)
+            try:
+                codec_meta = chosen.encode(value, staging)
+            except CodecError as exc:
+                if isinstance(exc, UnstorableValueError):
+                    raise
+                raise UnstorableValueError(
+                    f"stage {label!r} returned a {type_name(value)}, which codec "
+                    f"{chosen.name!r} cannot store ({exc}). "
+                    "Pass codec= naming a codec that stores it (plugins add codecs through "
+                    "pytest_physpipe_register_codecs), or cache=False to keep the value in "
+                    "memory only. Nothing was written to the store."
+                ) from None
             artifact_map: dict[str, str] = {}
             if artifacts:
                 (staging / "artifacts").mkdir()
                 for name, source in artifacts.items():
                     rel = f"artifacts/{name}"
-                    shutil.copyfile(source, staging / rel)
+                    shutil.move(source, staging / rel)
                     artifact_map[name] = rel
             files: dict[str, dict[str, Any]] = {}
             for path in sorted(p for p in staging.rglob("*") if p.is_file()):
@@ -381,12 +404,12 @@ class Store:
             meta = {
                 "format": ENTRY_FORMAT,
                 "key": key,
-                "codec": codec.name,
+                "codec": chosen.name,
                 "codec_meta": codec_meta,
                 "files": files,
                 "artifacts": artifact_map,
                 "run_id": run_id,
-                "record": record.model_dump(mode="json"),
+                "record": {**record.model_dump(mode="json"), "codec": chosen.name},
                 **(extra_meta or {}),
             }
             (staging / "meta.json").write_text(json.dumps(meta, indent=1, allow_nan=True))

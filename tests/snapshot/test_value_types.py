@@ -228,3 +228,26 @@ def test_array_failures_list_the_ten_worst_with_indices() -> None:
     lines = mismatch.lines()
     assert lines[1].strip().startswith("max abs err 0.029, max rel err inf over the 29 failing")
     assert len(lines) == 11
+
+
+INLINE = """
+import numpy as np
+
+def test_inline(physics_snapshot):
+    assert {"a": np.arange(100.0)} == physics_snapshot
+"""
+
+
+def test_the_inline_limit_is_an_ini_setting(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_inline=INLINE)
+    pytester.makeini("[pytest]\nphyspipe_snapshot_inline_max = 100\n")
+    run(pytester, "--snapshot-update").assert_outcomes(passed=1)
+    node = json.loads(golden_files(pytester)["test_inline.physics"])["snapshots"]["test_inline"]
+    assert len(node["value"]["a"]["data"]) == 100
+    assert list(golden_files(pytester)) == ["test_inline.physics"]
+
+    pytester.makeini("[pytest]\nphyspipe_snapshot_inline_max = 99\n")
+    run(pytester).assert_outcomes(passed=1)  # the layout on disk does not matter to a compare
+    pytester.makeini("[pytest]\nphyspipe_snapshot_inline_max = many\n")
+    result = run(pytester)
+    result.stdout.fnmatch_lines(["*physpipe_snapshot_inline_max = 'many' is not a whole number*"])

@@ -24,7 +24,6 @@ def add_entry(
 ) -> str:
     key = uuid.uuid4().hex
     store.ensure()
-    codec = store.codecs.choose(value, "auto", stage=name)
     record = StageRecord(
         key=key,
         name=name,
@@ -35,7 +34,7 @@ def add_entry(
         created_at="2024-05-01T12:00:00.000+00:00",
         duration_s=1.25,
     )
-    store.commit(key, value=value, codec=codec, record=record, run_id="run-x")
+    store.commit(key, value=value, stage=name, record=record, run_id="run-x")
     if age_days:
         stamp = time.time() - age_days * 86400
         os.utime(store.entry_dir(key) / "meta.json", (stamp, stamp))
@@ -255,7 +254,7 @@ def test_rm_refuses_ambiguous_prefix(store: Store, capsys: pytest.CaptureFixture
         store.commit(
             key,
             value=[1],
-            codec=store.codecs.get("json"),
+            codec="json",
             record=record.model_copy(update={"key": key}),
             run_id="r",
         )

@@ -307,6 +307,10 @@ class Opaque:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def __repr__(self) -> str:
+        # Test ids use repr: xdist workers must all derive the same id (no memory address).
+        return f"Opaque({self.payload!r})"
+
 
 @pytest.fixture
 def secret_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

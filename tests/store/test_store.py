@@ -31,9 +31,8 @@ def new_key() -> str:
 def commit(store: Store, value: object, key: str | None = None, **kwargs: Any) -> str:
     key = key or new_key()
     store.ensure()
-    codec = store.codecs.choose(value, "auto", stage="s")
     record = StageRecord(key=key, name="s", created_at="2024-01-01T00:00:00+00:00")
-    store.commit(key, value=value, codec=codec, record=record, run_id="run-1", **kwargs)
+    store.commit(key, value=value, record=record, run_id="run-1", **kwargs)
     return key
 
 
@@ -123,9 +122,7 @@ def test_invalid_keys_are_refused(store: Store, key: str) -> None:
     with pytest.raises(StoreError):
         store.lock(key)
     with pytest.raises(StoreError):
-        store.commit(
-            key, value=1, codec=NpyCodec(), record=StageRecord(key="x", name="s"), run_id="r"
-        )
+        store.commit(key, value=1, codec="npy", record=StageRecord(key="x", name="s"), run_id="r")
     assert not (store.root / "entries").exists() or not any((store.root / "entries").iterdir())
 
 
@@ -152,10 +149,11 @@ def test_failed_encode_writes_nothing(store: Store) -> None:
             raise CodecError("boom")
 
     store.ensure()
+    store.codecs.add(Failing())
     key = new_key()
     with pytest.raises(CodecError):
         store.commit(
-            key, value=1, codec=Failing(), record=StageRecord(key=key, name="s"), run_id="r"
+            key, value=1, codec="failing", record=StageRecord(key=key, name="s"), run_id="r"
         )
     assert not store.exists(key)
     assert not store.entry_dir(key).exists()
