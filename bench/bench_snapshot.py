@@ -181,7 +181,7 @@ def big_array_table(n: int, repeats: int) -> None:
         f"One float64 array of {n:,} elements ({mib:.1f} MiB) against its golden, "
         f"rtol=1e-9, atol=0; median of {repeats} fresh pytest processes per row.\n"
         "compare rows: the assertion alone, timed inside the test; write row: the whole "
-        "process (syrupy writes at session end).\n"
+        "process (it includes start-up and the write of the golden).\n"
     )
     header = f"{'':<28}{'physics_snapshot':>18}{'ndarrays_regression':>22}{'ratio':>9}"
     print(header)

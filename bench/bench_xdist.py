@@ -1,7 +1,9 @@
 """xdist as the local scheduler: duplicate work under -n 8, and makespan of --physpipe-dist.
 
-Run: ``python bench/bench_xdist.py [--repeat 3]``. Prints two tables (medians over the
-repeats, every run on a fresh store); asserts nothing about time.
+Run: ``python bench/bench_xdist.py [--repeat 3] [--check]``. Prints two tables (medians over
+the repeats, every run on a fresh store). ``--check`` exits 1 when a target is missed: the
+only one is part 1's 1.00 computations per instance (exactly once); times are reported, not
+checked.
 
 1. Shared upstream work on ``-n 8``: how many times each stage instance was computed
    (target 1.00x), the wall time against the serial run (worker start-up included), and the
@@ -22,6 +24,7 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import textwrap
 from collections import Counter
@@ -171,6 +174,10 @@ def _makespan(events: list[dict[str, object]]) -> float:
     return max(ends) - min(times)
 
 
+#: Targets missed in this run (``--check`` exits 1 when any).
+MISSED: list[str] = []
+
+
 def bench_shared(base: Path, repeat: int) -> list[str]:
     project = _project(base, SHARED)
     rows: dict[str, list[tuple[float, float, float]]] = {"serial": [], "-n 8": []}
@@ -180,6 +187,8 @@ def bench_shared(base: Path, repeat: int) -> list[str]:
             computed = Counter(str(e["name"]) for e in events if e["kind"] == "stage")
             assert len(computed) == SHARED_INSTANCES, computed
             dup = sum(computed.values()) / SHARED_INSTANCES
+            if dup != 1.0:
+                MISSED.append(f"part 1, {label}: {dup:.2f} computations per instance (target 1)")
             rows[label].append((dup, wall, _makespan(events)))
     serial_wall = statistics.median(w for _, w, _ in rows["serial"])
     serial_span = statistics.median(s for _, _, s in rows["serial"])
@@ -227,15 +236,20 @@ def bench_uneven(base: Path, repeat: int) -> list[str]:
     return lines
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="physpipe-bench-") as tmp:
         base = Path(tmp)
         for line in [*bench_shared(base, args.repeat), "", *bench_uneven(base, args.repeat)]:
             print(line)
+    if args.check and MISSED:
+        print("--check: missed: " + "; ".join(MISSED), file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -14,6 +14,7 @@ __all__ = [
     "ConfigError",
     "CorruptEntryError",
     "CorruptEntryWarning",
+    "ForeignSignatureError",
     "GraphError",
     "JobFailedError",
     "LockTimeoutError",
@@ -22,11 +23,14 @@ __all__ = [
     "PhyspipeWarning",
     "ProjectError",
     "ResourceError",
+    "SecretError",
     "SelectionError",
+    "SignatureError",
     "StageError",
     "StoreError",
     "StoreWriteWarning",
     "UnstorableValueError",
+    "UnverifiableEntryError",
 ]
 
 
@@ -75,6 +79,25 @@ class NotInStoreError(StoreError, FileNotFoundError):
 
 class CorruptEntryError(StoreError):
     """A store entry failed verification (missing file, size or checksum mismatch)."""
+
+
+class SignatureError(CorruptEntryError):
+    """An entry's signature (HMAC) does not verify with this user's secret: tampered with."""
+
+
+class ForeignSignatureError(SignatureError):
+    """An entry was signed with another secret (another user, or another ``PHYSPIPE_SECRET``).
+
+    It is intact for whoever signed it: it is refused here, never replaced.
+    """
+
+
+class UnverifiableEntryError(CorruptEntryError):
+    """An entry that needs a signature has none, or no usable secret is there to check it."""
+
+
+class SecretError(PhyspipeError, ValueError):
+    """No usable secret to sign entries with (empty, short, unreadable or exposed)."""
 
 
 class LockTimeoutError(PhyspipeError, TimeoutError):

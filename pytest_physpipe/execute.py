@@ -28,6 +28,9 @@ from pytest_physpipe.context import StageContext
 from pytest_physpipe.errors import (
     CorruptEntryError,
     CorruptEntryWarning,
+    ForeignSignatureError,
+    LockTimeoutError,
+    SecretError,
     StoreWriteWarning,
 )
 from pytest_physpipe.isolation import isolate, readonly_copy
@@ -43,6 +46,7 @@ from pytest_physpipe.records import (
 from pytest_physpipe.resources import Grant, SlotPool, pinned
 from pytest_physpipe.stage import registry
 from pytest_physpipe.store.entries import Loaded, Store
+from pytest_physpipe.store.locks import KeyLock
 
 __all__ = [
     "NoHooks",
@@ -162,10 +166,36 @@ class StageRunner:
         if hit is not None:
             return hit
         self.store.ensure()
-        with self.store.lock(instance.key, describe=f"stage {instance.label}"):
+        lock = self.store.lock(instance.key, describe=f"stage {instance.label}")
+        try:
+            lock.acquire()
+        except LockTimeoutError:
+            raise
+        except OSError as exc:  # a full disk or a read-only store: no lock file can be made
+            warnings.warn(
+                StoreWriteWarning(
+                    f"stage {instance.label}: cannot take its lock in {self.store.root} "
+                    f"({exc.strerror or exc}); it is computed without caching. Free some space "
+                    "or fix the store's permissions."
+                ),
+                stacklevel=2,
+            )
+            return self._compute_uncached_value(instance, upstream)
+        with _releasing(lock):
             replace = False
             try:
                 loaded = self.store.load(instance.key, full_verify=True)
+            except ForeignSignatureError as exc:
+                warnings.warn(
+                    CorruptEntryWarning(
+                        f"stage {instance.label}: the store entry {instance.key} is not loaded: "
+                        f"{exc}. It is kept for whoever signed it, and this run computes the "
+                        "value without caching it. To share a store, give everyone the same "
+                        "PHYSPIPE_SECRET."
+                    ),
+                    stacklevel=2,
+                )
+                return self._compute_uncached_value(instance, upstream)
             except CorruptEntryError as exc:
                 warnings.warn(
                     CorruptEntryWarning(
@@ -320,6 +350,13 @@ class StageRunner:
                 time.sleep(retry.backoff**attempt if retry.backoff else 0.0)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _compute_uncached_value(self, instance: StageInstance, upstream: dict[str, Any]) -> Served:
+        with self._workdir(instance) as workdir:
+            # Not cached: its artifacts go with its work dir.
+            value, record, _artifacts = self._compute(instance, upstream, workdir)
+        self.hooks.stage_end(record, "computed")
+        return Served(_as_stored(value), record)
+
     def _compute_and_commit(
         self, instance: StageInstance, upstream: dict[str, Any], *, replace: bool
     ) -> Served:
@@ -337,11 +374,12 @@ class StageRunner:
                     artifacts=artifacts,
                     replace=replace,
                 )
-            except OSError as exc:
+            except (OSError, SecretError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 warnings.warn(
                     StoreWriteWarning(
                         f"stage {instance.label}: its result was not cached "
-                        f"({exc.strerror or exc}); the test gets the value, and nothing partial "
+                        f"({why}); the test gets the value, and nothing partial "
                         f"was left in {self.store.root}"
                         + (" (nor its artifacts)" if artifacts else "")
                         + ". Free some space or fix the store's permissions."
@@ -363,6 +401,14 @@ class StageRunner:
         )
         self.hooks.stage_end(final, "computed")
         return Served(loaded.value, final)
+
+
+@contextmanager
+def _releasing(lock: KeyLock) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def record_for(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 
@@ -150,10 +150,30 @@ class Retry:
     on: tuple[type[BaseException], ...] = field(default=(TimeoutError,))
 
     def __post_init__(self) -> None:
+        from pytest_physpipe.errors import StageError
+
+        on: Any = self.on
+        if isinstance(on, type):
+            on = (on,)  # Retry(on=TimeoutError): one class is a tuple of one
+        if not (
+            isinstance(on, (tuple, list))
+            and on
+            and all(isinstance(c, type) and issubclass(c, BaseException) for c in on)
+        ):
+            raise StageError(
+                f"Retry(on={self.on!r}): `on` takes exception classes, such as "
+                "Retry(on=(TimeoutError, ConnectionError)); strings and instances match nothing."
+            )
+        object.__setattr__(self, "on", tuple(on))
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
+            raise StageError(f"Retry(max_attempts={self.max_attempts!r}) must be an integer")
         if self.max_attempts < 1:
-            raise ValueError(f"Retry(max_attempts={self.max_attempts}) must be at least 1")
-        if self.backoff < 0:
-            raise ValueError(f"Retry(backoff={self.backoff}) must not be negative")
+            raise StageError(
+                f"Retry(max_attempts={self.max_attempts}) must be at least 1 (the first try "
+                "counts); use Retry(max_attempts=1) for no retry"
+            )
+        if not isinstance(self.backoff, (int, float)) or self.backoff < 0:
+            raise StageError(f"Retry(backoff={self.backoff!r}) must be a number >= 0")
 
     @classmethod
     def coerce(cls, value: Retry | int) -> Retry:

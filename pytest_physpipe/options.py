@@ -57,6 +57,20 @@ def _backend(text: str) -> str:
     return text
 
 
+def _writable_file(option: str, path: Path) -> None:
+    """Refuse, before the run, an output file that could not be written after it."""
+    if path.is_dir():
+        raise pytest.UsageError(f"{option} {path}: is a directory; give a file name in it")
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise pytest.UsageError(
+            f"{option} {path}: cannot be written ({parent} is not a writable directory). "
+            "Give a path in a writable directory; it is written when the run ends."
+        )
+
+
 def _graph_path(text: str) -> str:
     if not text.endswith((".dot", ".mmd")):
         raise pytest.UsageError(
@@ -273,7 +287,10 @@ def parse_settings(config: pytest.Config) -> Settings:
     graph = opt("physpipe_graph") or config.getini("physpipe_graph") or None
     if graph:
         _graph_path(str(graph))
+        _writable_file("--physpipe-graph", Path(str(graph)))
     report = opt("physpipe_report") or config.getini("physpipe_report") or None
+    if report:
+        _writable_file("--physpipe-report", Path(str(report)))
     rebuild = opt("physpipe_rebuild") or config.getini("physpipe_rebuild")
     overrides = opt("physpipe_set") or [_set_item(line) for line in config.getini("physpipe_set")]
     cpus = opt("physpipe_cpus")

@@ -65,11 +65,14 @@ def pytest_configure(config: pytest.Config) -> None:
         from pytest_physpipe.runid import new_run_id
 
         run = PhyspipeRun(config, settings, run_id=new_run_id(), worker=None)
-        if settings.backend != "local" and not settings.plan_only:
-            # Jobs a run submitted must not outlive it: `kill` acts like Ctrl-C.
-            from pytest_physpipe.cluster.interrupts import RunGuard, sigterm_as_interrupt
+    if not settings.plan_only:
+        # `kill`, a CI timeout or Slurm's end of allocation acts like Ctrl-C: scratch removed,
+        # locks released, the jobs a run submitted cancelled (xdist workers too, each its own).
+        from pytest_physpipe.cluster.interrupts import RunGuard, sigterm_as_interrupt
 
-            config.add_cleanup(sigterm_as_interrupt())
+        config.add_cleanup(sigterm_as_interrupt())
+        if workerinput is None and settings.backend != "local":
+            # -x / --maxfail under xdist: the controller cancels every worker's jobs.
             guard = RunGuard(config, str(run.run_id), settings.backend, settings.store_dir)
             config.pluginmanager.register(guard, "physpipe-run-guard")
     config.stash[RUN] = run
@@ -101,3 +104,37 @@ def physics_snapshot(
     from pytest_physpipe.snapshot.assertion import make_physics_snapshot
 
     return make_physics_snapshot(snapshot, request)
+
+
+# -- errors: one paragraph, no plugin traceback -----------------------------------------------
+
+
+def _plain_error(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
+    """A physpipe error as users read it: its class and its paragraph, without our frames."""
+    exc = excinfo.value
+    return f"{type(exc).__name__}: {exc}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    from pytest_physpipe.errors import PhyspipeError
+
+    excinfo = call.excinfo
+    if report.failed and excinfo is not None and isinstance(excinfo.value, PhyspipeError):
+        # Raised by the plugin on the stage's behalf (the message names stage and remedy);
+        # the stage's own exceptions keep their full traceback.
+        report.longrepr = _plain_error(excinfo)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Any:
+    report = yield
+    crash = getattr(report.longrepr, "reprcrash", None)
+    message = getattr(crash, "message", "")
+    if report.failed and message.startswith("pytest_physpipe.errors."):
+        # A stage declaration the plugin refused at import: the paragraph says which and why.
+        where = getattr(collector, "path", None) or collector.nodeid
+        report.longrepr = f"{where}: {message.removeprefix('pytest_physpipe.errors.')}"
+    return report

@@ -14,6 +14,7 @@ no stage never creates one, so it never pays for that (pytest imports every plug
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -185,10 +186,22 @@ class PhyspipeRun:
         from pytest_physpipe.report import write_graph, write_report
 
         settings = self.settings
-        if settings.report is not None:
-            write_report(settings.report, physpipe.run_id, physpipe.records)
-        if settings.graph is not None:
-            write_graph(settings.graph, self.instances, physpipe.records, physpipe.statuses)
+        try:
+            if settings.report is not None:
+                write_report(settings.report, physpipe.run_id, physpipe.records)
+            if settings.graph is not None:
+                write_graph(settings.graph, self.instances, physpipe.records, physpipe.statuses)
+        except OSError as exc:
+            # Checked before the run, so only a change since (disk full, folder gone) gets here.
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            message = (
+                f"physpipe: could not write {exc.filename or 'the report'} "
+                f"({exc.strerror or exc}); the run's results are unaffected. Free some space "
+                "or pick another path."
+            )
+            if reporter is not None:
+                reporter.write_line(message, red=True)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
         physpipe = self._session
@@ -214,6 +227,12 @@ class PhyspipeRun:
             layout = StoreLayout(self.settings.store_dir)
             for path in (layout.slots_dir(self.run_id), layout.run_dir(self.run_id)):
                 shutil.rmtree(path, ignore_errors=True)
+            # What killed runs (and killed workers of this one) left on this host: provably
+            # dead, so removed now; a listing of tmp/ and trash/, no waiting.
+            from pytest_physpipe.store.scratch import cleanup
+
+            with contextlib.suppress(OSError):
+                cleanup(layout, local_only=True)
 
 
 @contextmanager

@@ -12,14 +12,14 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_physpipe import codefp, keys
-from pytest_physpipe.errors import BackendError, PhyspipeError
+from pytest_physpipe.errors import BackendError, CorruptEntryError, PhyspipeError
 from pytest_physpipe.execute import PluginHooks, Served, StageRunner, record_for
 from pytest_physpipe.isolation import isolate
 from pytest_physpipe.options import Settings
@@ -74,6 +74,8 @@ class PhyspipeSession:
             lock_mode=settings.lock,
             verify_max=settings.verify_max,
         )
+        self.store.on_wait = _say_now(config)
+        _warn_untracked(settings.track_packages)
         self.planner = Planner(
             registry=registry.bound(config.pluginmanager.is_registered),
             overrides=settings.overrides,
@@ -187,6 +189,9 @@ class PhyspipeSession:
         needed = {instance.key: instance for instance in self.planner.instances(items)}
         local = self.settings.backend == "local"
         self._check_budget(needed.values())
+        self._check_codecs(needed.values())
+        if not local and not self.settings.plan_only:
+            self._backend_factory()  # an unknown backend is an error even with no slow stage
         for instance in needed.values():
             self.status(instance)
         if self.settings.cached_only:
@@ -247,27 +252,47 @@ class PhyspipeSession:
                 continue
             self.pool.check(instance.spec.resources, stage=instance.label)
 
-    def _start_campaign(self, instances: list[StageInstance]) -> None:
-        """Submit the slow, missing instances to the batch backend (docs/howto-cluster.md)."""
-        # A rebuild goes to the cluster too: nothing slow is recomputed on the submitting host.
-        if not any(f.slow and self.status(f) in ("missing", "rebuild") for f in instances):
-            return
+    def _check_codecs(self, instances: Iterable[StageInstance]) -> None:
+        """A ``codec=`` no registered codec answers to is an error before anything computes."""
+        known = self.codecs.names()
+        for instance in instances:
+            codec = instance.spec.codec
+            if instance.spec.cache and codec != "auto" and codec not in known:
+                raise pytest.UsageError(
+                    f"stage {instance.name!r}: codec={codec!r} is not a registered codec "
+                    f"(registered: {', '.join(known)}). Use one of them or 'auto', or register "
+                    "yours through the pytest_physpipe_register_codecs hook."
+                )
+
+    def _backend_factory(self) -> Any:
+        """The factory of ``--physpipe-backend``; :class:`BackendError` if none provides it."""
         from pytest_physpipe.cluster.backends import BATCH_BACKENDS
-        from pytest_physpipe.cluster.campaign import Campaign
-        from pytest_physpipe.cluster.interrupts import CancelOnInterrupt, terminal_say
-        from pytest_physpipe.cluster.job import hook_plugins
 
         factories: dict[str, Any] = dict(BATCH_BACKENDS)
         self.config.hook.pytest_physpipe_register_backends(backends=factories)
         name = self.settings.backend
         if name not in factories:
             raise BackendError(
-                f"--physpipe-backend {name}: no such backend; choose local, "
-                f"{', '.join(sorted(factories))}"
+                f"--physpipe-backend {name} (or ini physpipe_backend): no such backend; choose "
+                f"local, {', '.join(sorted(factories))}, or one a plugin registers through "
+                "pytest_physpipe_register_backends."
             )
+        return factories[name]
+
+    def _start_campaign(self, instances: list[StageInstance]) -> None:
+        """Submit the slow, missing instances to the batch backend (docs/howto-cluster.md)."""
+        # A rebuild goes to the cluster too: nothing slow is recomputed on the submitting host.
+        if not any(f.slow and self.status(f) in ("missing", "rebuild") for f in instances):
+            return
+        from pytest_physpipe.cluster.campaign import Campaign
+        from pytest_physpipe.cluster.interrupts import CancelOnInterrupt, terminal_say
+        from pytest_physpipe.cluster.job import hook_plugins
+
+        name = self.settings.backend
+        factory = self._backend_factory()
         default_args = {"slurm": self.settings.slurm_args, "pbs": self.settings.pbs_args}
         campaign = Campaign(
-            backend=factories[name](),
+            backend=factory(),
             store=self.store,
             runner=self.runner,
             planner=self.planner,
@@ -333,12 +358,11 @@ class PhyspipeSession:
         if memo is not None:
             return memo.value
         spec = instance.spec
-        if self.settings.cached_only and self.status(instance) == "missing":
-            self.records[instance.key] = record_for(instance, "skipped", self.worker)
-            pytest.skip(
-                f"--physpipe-cached-only: stage {instance.label} ({instance.key[:12]}) is not in "
-                f"the store {self.store.root}"
-            )
+        if self.settings.cached_only and spec.cache:
+            served = self._cached_only(instance)  # or a skip naming why there is no hit
+            self.records[instance.key] = served.record
+            self._values[instance.key] = served
+            return served.value
         hit = None
         if instance.gathered and spec.cache and not self.settings.no_cache:
             hit = self.runner.lookup(instance)  # a cached gather loads none of what it gathered
@@ -381,6 +405,21 @@ class PhyspipeSession:
             record = self.records.get(instance.key)
             plain = record is not None and record.codec == "json"
             arguments[name] = isolate(arguments[name], plain=plain)
+
+    def _cached_only(self, instance: StageInstance) -> Served:
+        """A hit, or a skip naming why there is none (missing, or an entry it cannot load)."""
+        hit = self.runner.lookup(instance)
+        if hit is not None:
+            return hit
+        try:
+            problem = "is not in" if self.store.load(instance.key) is None else "is not usable in"
+        except CorruptEntryError as exc:
+            problem = f"has an entry that is corrupt or unusable ({exc}; run `physpipe verify`) in"
+        self.records[instance.key] = record_for(instance, "skipped", self.worker)
+        pytest.skip(
+            f"--physpipe-cached-only: stage {instance.label} ({instance.key[:12]}) {problem} "
+            f"the store {self.store.root}"
+        )
 
     # -- results --------------------------------------------------------------------------------
 
@@ -496,6 +535,43 @@ def _argnames(mark: pytest.Mark) -> list[str]:
     if isinstance(names, str):
         return [n.strip() for n in names.split(",") if n.strip()]
     return list(names)
+
+
+def _say_now(config: pytest.Config) -> Callable[[str], None]:
+    """Write a line to the terminal at once, past output capturing (long lock waits)."""
+
+    def say(message: str) -> None:
+        import contextlib
+        import sys
+
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            if reporter is not None:
+                reporter.write_line(message)
+            else:  # an xdist worker: its stderr is the controller's terminal
+                sys.stderr.write(message + "\n")
+                sys.stderr.flush()
+
+    return say
+
+
+def _warn_untracked(names: Iterable[str]) -> None:
+    """Warn about ini ``physpipe_track_packages`` entries that are not installed (typos)."""
+    missing = [n for n in names if keys.package_versions([n])[n] == "not-installed"]
+    if missing:
+        import warnings
+
+        from pytest_physpipe.errors import PhyspipeWarning
+
+        warnings.warn(
+            PhyspipeWarning(
+                f"ini physpipe_track_packages names {', '.join(missing)}, which is not "
+                "installed: keys record it as 'not-installed'. Fix the name (as pip spells it) "
+                "or remove it."
+            ),
+            stacklevel=1,
+        )
 
 
 def _submit_rate(config: pytest.Config) -> float:

@@ -59,7 +59,6 @@ class StageSpec:
     retry: Retry
     track: tuple[Any, ...]
     wants_ctx: bool
-    is_async: bool
 
     @property
     def qualname(self) -> str:
@@ -147,8 +146,20 @@ class StageRegistry:
         self._is_plugin: Callable[[object], bool] = lambda module: False
 
     def add(self, spec: StageSpec) -> None:
-        self._origins[id(spec)] = (spec, sys.modules.get(spec.func.__module__))
+        module = sys.modules.get(spec.func.__module__)
         old = self._specs.get(spec.name)
+        if (
+            old is not None
+            and module is not None
+            and _file_of(old) == _file_of(spec)
+            and self._origins.get(id(old), (None, None))[1] is module
+        ):
+            raise StageError(
+                f"stage {spec.name!r} is declared twice in one module ({old.location} and "
+                f"{spec.location}); the second would silently replace the first. Rename one "
+                "(or give it @stage(name=...))."
+            )
+        self._origins[id(spec)] = (spec, module)
         if old is not None and _file_of(old) != _file_of(spec):
             self._shadowed.setdefault(spec.name, []).append(old)
         self._specs[spec.name] = spec
@@ -306,12 +317,42 @@ def _config_annotation(func: Callable[..., Any], name: str) -> type[StageConfig]
     )
 
 
+#: Fixtures of pytest and of this plugin: a stage of that name would shadow them or be shadowed.
+_RESERVED_NAMES = frozenset(
+    {
+        "request", "pytestconfig", "cache", "tmp_path", "tmp_path_factory", "tmpdir",
+        "tmpdir_factory", "monkeypatch", "capsys", "capsysbinary", "capfd", "capfdbinary",
+        "caplog", "recwarn", "record_property", "record_xml_attribute",
+        "record_testsuite_property", "doctest_namespace", "pytester", "testdir", "subtests",
+        "physpipe", "physics_snapshot", "snapshot", "ctx", "config",
+    }
+)  # fmt: skip
+
+
+def _check_option_types(name: Any, options: dict[str, Any]) -> None:
+    if not isinstance(name, str) or not name.isidentifier():
+        raise StageError(f"@stage(name={name!r}): a stage name must be a Python identifier")
+    if name in _RESERVED_NAMES:
+        raise StageError(
+            f"stage {name!r} has the name of a pytest fixture, which it would hide from every "
+            "test (or be hidden by). Rename the function, or give @stage(name=...) another name."
+        )
+    version = options["version"]
+    if version is not None and (isinstance(version, bool) or not isinstance(version, (int, str))):
+        raise StageError(
+            f"stage {name!r}: version={version!r} must be an int or a str (bump it to force a "
+            "recompute)"
+        )
+    for flag in ("slow", "cache"):
+        if not isinstance(options[flag], bool):
+            raise StageError(f"stage {name!r}: {flag}={options[flag]!r} must be True or False")
+
+
 def _build_spec(func: Callable[..., Any], options: dict[str, Any]) -> StageSpec:
     if not callable(func) or not hasattr(func, "__code__"):
         raise StageError(f"@stage decorates plain functions, not {func!r}")
     name = options["name"] or func.__name__
-    if not name.isidentifier():
-        raise StageError(f"@stage(name={name!r}): a stage name must be a Python identifier")
+    _check_option_types(name, options)
     signature = inspect.signature(func)
     upstream: list[str] = []
     gathers: list[tuple[str, Gather]] = []
@@ -373,7 +414,6 @@ def _build_spec(func: Callable[..., Any], options: dict[str, Any]) -> StageSpec:
         retry=_coerce_retry(name, options["retries"]),
         track=tuple(options["track"]),
         wants_ctx=wants_ctx,
-        is_async=inspect.iscoroutinefunction(func),
     )
     default: StageConfig | None = None
     if config_class is not None:

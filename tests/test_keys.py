@@ -64,7 +64,7 @@ def test_stage_key_is_deterministic_and_well_formed(decl: dict[str, Any]) -> Non
     # A deep copy with dicts rebuilt in reverse order: insertion order must not matter.
     shuffled = {k: dict(reversed(list(v.items()))) if isinstance(v, dict) else v
                 for k, v in decl.items()}  # fmt: skip
-    assert keys.stage_key(**shuffled) == key
+    assert keys.stage_key(**shuffled) == key  # type: ignore[arg-type]
     seed = keys.seed_from_key(key)
     assert 0 <= seed < 2**63
     assert seed == keys.seed_from_key(key)
@@ -183,7 +183,7 @@ def test_every_declared_input_changes_the_key(
         assert key not in seen
         seen.add(key)
 
-    cfg_class = type(config)
+    cfg_class: Any = type(config)
     check(planner.instance(spec_up, cfg_class(n=9), {}).key)
     check(planner.instance(spec_up, cfg_class(length=1.5), {}).key)
     check(planner.instance(spec_up, cfg_class(tags=frozenset({"alpha"})), {}).key)

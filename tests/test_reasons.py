@@ -21,7 +21,7 @@ BASE: dict[str, Any] = {
     "salt": "s1",
 }
 
-CHANGES = [
+CHANGES: list[tuple[dict[str, Any], str]] = [
     ({}, "new"),
     ({"config": {**BASE["config"], "steps": 150}, "config_key": "k2"}, "config steps 200 → 150"),
     ({"config": {**BASE["config"], "alpha": 1.0}, "config_key": "k2"}, "config alpha 1 → 1.0"),

@@ -22,7 +22,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from pytest_physpipe.errors import CorruptEntryError, StoreError
+from pytest_physpipe.errors import (
+    CorruptEntryError,
+    ForeignSignatureError,
+    SecretError,
+    StoreError,
+)
 from pytest_physpipe.keys import KEY_PATTERN
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store.entries import Store
@@ -30,6 +35,7 @@ from pytest_physpipe.store.filesystem import LOCK_MODES
 from pytest_physpipe.store.layout import StoreLayout, tree_size
 from pytest_physpipe.store.locks import KeyLock, try_lock
 from pytest_physpipe.store.scratch import real_dir
+from pytest_physpipe.store.signing import load_secret
 from pytest_physpipe.units import human_size, parse_size
 
 __all__ = ["main", "parse_duration"]
@@ -338,6 +344,50 @@ def _show_one(row: _Row, out: TextIO) -> None:
             out.write(f"  {rel}  {human_size(size)}  xxh3 {digest}\n")
 
 
+@dataclass
+class _Checked:
+    """What ``physpipe verify`` found about one entry."""
+
+    label: str = "?"
+    nbytes: int = 0
+    problem: str | None = None
+    foreign: str | None = None
+
+
+def _check_entry(store: Store, key: str, *, signatures: bool) -> _Checked | None:
+    """Checksums (in full) and signature of one entry; ``None`` if it was removed meanwhile."""
+    found = _Checked()
+    try:
+        meta = store.read_meta(key)
+        if meta is None:
+            if not store.entry_dir(key).exists():
+                return None
+            found.problem = "meta.json is missing"
+            return found
+        found.label = _label_of(meta)
+        if signatures:
+            # Checksums, the signature (a foreign one is told apart before anything is
+            # decoded), then a real load: a pickled class that moved or a model class that no
+            # longer imports fails here, as it would in a run.
+            store.verify(key, meta, full=True)
+            store.check_signature(key, meta)
+            if store.load(key, full_verify=True) is None:
+                return None  # replaced or removed since we listed it
+        else:
+            store.verify(key, meta, full=True)  # no key: what needs one cannot be loaded
+        found.nbytes = sum(int(i.get("size", 0)) for i in meta["files"].values())
+    except ForeignSignatureError as exc:
+        # Intact for whoever signed it: reported, never counted as corrupt nor removed.
+        found.foreign = str(exc).removeprefix("it is ")
+    except CorruptEntryError as exc:
+        found.problem = str(exc).removeprefix(f"entry {key}: ")
+    except FileNotFoundError as exc:
+        found.problem = f"payload file {Path(exc.filename or '?').name} is missing"
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        found.problem = f"meta.json is malformed ({type(exc).__name__}: {exc})"
+    return found
+
+
 def _code_parts(manifest: dict[str, Any]) -> dict[str, Any]:
     parts = manifest.get("code_parts")
     if not isinstance(parts, dict):
@@ -348,45 +398,38 @@ def _code_parts(manifest: dict[str, Any]) -> dict[str, Any]:
 def _cmd_verify(args: argparse.Namespace, store: Store, out: TextIO) -> int:
     keys = _resolve(store, args.keys) if args.keys else list(store.keys())
     progress = _Progress("verify", len(keys), quiet=args.quiet)
-    bad: list[tuple[str, str, str]] = []
-    checked = nbytes = 0
+    bad = foreign = checked = nbytes = 0
+    signatures = True
+    try:
+        load_secret()
+    except SecretError as exc:
+        signatures = False
+        out.write(f"signatures are not checked: {exc}\n")
     for done, key in enumerate(keys, 1):
-        problem: str | None
-        label = "?"
-        try:
-            meta = store.read_meta(key)
-            if meta is None:
-                if not store.entry_dir(key).exists():
-                    continue  # removed since we listed it
-                problem = "meta.json is missing"
-            else:
-                label = _label_of(meta)
-                # Checksums, then a real load: a pickled class that moved, a model class
-                # that no longer imports or a bad signature fail here, as they would in a run.
-                if store.load(key, full_verify=True) is None:
-                    continue  # replaced or removed since we listed it
-                nbytes += sum(int(i.get("size", 0)) for i in meta["files"].values())
-                problem = None
-        except CorruptEntryError as exc:
-            problem = str(exc).removeprefix(f"entry {key}: ")
-        except FileNotFoundError as exc:
-            problem = f"payload file {Path(exc.filename or '?').name} is missing"
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            problem = f"meta.json is malformed ({type(exc).__name__}: {exc})"
+        found = _check_entry(store, key, signatures=signatures)
+        if found is None:
+            continue  # removed since we listed it
         checked += 1
-        if problem is not None:
-            bad.append((key, label, problem))
-            out.write(f"CORRUPT  {key}  {label}: {problem}\n")
+        nbytes += found.nbytes
+        if found.foreign is not None:
+            foreign += 1
+            out.write(f"FOREIGN  {key}  {found.label}: {found.foreign}\n")
+        elif found.problem is not None:
+            bad += 1
+            out.write(f"CORRUPT  {key}  {found.label}: {found.problem}\n")
             out.flush()
             if args.remove:
                 _remove_locked(store, key, out, dry_run=False)
         progress.step(done, nbytes)
     progress.done()
+    others = f" {foreign} signed with another secret (another user's; kept)." if foreign else ""
     if bad:
         action = "removed" if args.remove else "run `physpipe verify --remove` to delete them"
-        out.write(f"{len(bad)} of {checked} entries are corrupt ({action}).\n")
+        out.write(f"{bad} of {checked} entries are corrupt ({action}).{others}\n")
         return 1
-    out.write(f"verified {checked} entries ({human_size(nbytes)}): all intact and loadable.\n")
+    out.write(
+        f"verified {checked} entries ({human_size(nbytes)}): all intact and loadable.{others}\n"
+    )
     return 0
 
 

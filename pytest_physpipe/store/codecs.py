@@ -10,20 +10,18 @@ Built-in codecs, tried in this order by ``codec="auto"``:
   ``pandas``, ``xarray``) and plugin codecs, also as leaves inside a tree;
 - ``pickle``: anything else that pickles, as a last resort, signed with an HMAC.
 
-Decoding never executes code except for a pickle entry whose HMAC verifies. Arrays come back
-read-only, memory-mapped when they are at least ``mmap_min`` bytes.
+Decoding never executes code and never imports a module named by the entry, except for a
+pickle, or a tree naming pydantic model classes, whose signature (HMAC, see ``signing.py``)
+verifies. Arrays come back read-only, memory-mapped when they are at least ``mmap_min`` bytes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import importlib
 import io
 import json
 import os
 import pickle
-import secrets
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,7 +32,13 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     import numpy as np
 
-from pytest_physpipe.errors import CodecError, CorruptEntryError, UnstorableValueError
+from pytest_physpipe.errors import (
+    CodecError,
+    CorruptEntryError,
+    UnstorableValueError,
+    UnverifiableEntryError,
+)
+from pytest_physpipe.store.signing import Signer, load_secret
 
 __all__ = [
     "Codec",
@@ -225,14 +229,17 @@ _NOT_LEAVES = ("npy", "json", "tree", "pickle")
 class TreeCodec:
     """Containers of arrays and scalars: ``tree.json`` skeleton plus ``a<i>.npy`` per array.
 
-    With a registry, a value inside the container that only another codec stores (a sparse
-    matrix, a DataFrame, a plugin's type) becomes a *leaf*: that codec's files in ``l<i>/``.
+    A skeleton that names pydantic model classes is signed: decoding imports those classes'
+    modules only when the signature verifies. With a registry, a value inside the container
+    that only another codec stores (a sparse matrix, a DataFrame, a plugin's type) becomes a
+    *leaf*: that codec's files in ``l<i>/``.
     """
 
     name = "tree"
 
-    def __init__(self, leaves: _Leaves | None = None) -> None:
+    def __init__(self, leaves: _Leaves | None = None, signer: Signer | None = None) -> None:
         self._leaves = leaves
+        self.signer = signer if signer is not None else Signer()
 
     def _skeleton(self, value: object, arrays: list[Any], path: str) -> Any:
         if value is None or type(value) in _PRIMITIVES:
@@ -312,21 +319,32 @@ class TreeCodec:
                 array.node["meta"] = array.codec.encode(array.value, dest / array.node["dir"])
             else:
                 _save_array(array, dest / f"a{index}.npy")
-        (dest / "tree.json").write_text(json.dumps(skeleton, allow_nan=True))
-        return {}
+        data = json.dumps(skeleton, allow_nan=True).encode()
+        (dest / "tree.json").write_bytes(data)
+        # Only a skeleton naming classes needs a key: plain trees stay loadable by anyone.
+        return self.signer.sign(data) if _names_classes(skeleton) else {}
 
     def decode(self, src: Path, meta: Mapping[str, Any], *, mmap_min: int) -> object:
-        skeleton = json.loads(_read(src, "tree.json"))
-        return self._rebuild(skeleton, src, mmap_min)
+        data = _read(src, "tree.json")
+        signed = "hmac" in meta
+        if signed:
+            self.signer.check(data, meta, what="tree.json (it names model classes)")
+        return self._rebuild(json.loads(data), src, mmap_min, signed)
 
-    def _rebuild(self, node: Any, src: Path, mmap_min: int) -> Any:
+    def check_signature(self, src: Path, meta: Mapping[str, Any]) -> None:
+        """For ``physpipe verify``: the signature, if the tree needs one (nothing decoded)."""
+        data = _read(src, "tree.json")
+        if "hmac" in meta or _names_classes(json.loads(data)):
+            self.signer.check(data, meta, what="tree.json (it names model classes)")
+
+    def _rebuild(self, node: Any, src: Path, mmap_min: int, signed: bool) -> Any:
         if isinstance(node, list):
-            return [self._rebuild(v, src, mmap_min) for v in node]
+            return [self._rebuild(v, src, mmap_min, signed) for v in node]
         if not isinstance(node, dict):
             return node
         tag = node.get(_TAG)
         if tag is None:
-            return {k: self._rebuild(v, src, mmap_min) for k, v in node.items()}
+            return {k: self._rebuild(v, src, mmap_min, signed) for k, v in node.items()}
         if tag == "ndarray" or (tag == "npscalar" and "file" in node):
             name = node["file"]
             if "/" in name or name.startswith("."):
@@ -342,13 +360,20 @@ class TreeCodec:
         if tag == "complex":
             return complex(*node["value"])
         if tag == "tuple":
-            return tuple(self._rebuild(v, src, mmap_min) for v in node["items"])
+            return tuple(self._rebuild(v, src, mmap_min, signed) for v in node["items"])
         if tag == "dict":
             return {
-                _hashable(self._rebuild(k, src, mmap_min)): self._rebuild(v, src, mmap_min)
+                _hashable(self._rebuild(k, src, mmap_min, signed)): self._rebuild(
+                    v, src, mmap_min, signed
+                )
                 for k, v in node["items"]
             }
         if tag == "model":
+            if not signed:
+                raise UnverifiableEntryError(
+                    f"its tree.json names the class {node.get('class')!r} but is not signed "
+                    "(written by an older version, or forged); its module is not imported"
+                )
             return _import_model(node["class"]).model_validate(node["data"])
         if tag == "leaf":
             name, folder = node.get("codec"), node.get("dir")
@@ -362,6 +387,20 @@ class TreeCodec:
                 raise CorruptEntryError(f"tree entry: no codec {name!r} for its leaf") from None
             return codec.decode(src / folder, node.get("meta") or {}, mmap_min=mmap_min)
         raise CorruptEntryError(f"tree entry has an unknown node tag {tag!r}")
+
+
+def _names_classes(node: Any) -> bool:
+    """Whether a skeleton holds a model node (whose decoding imports a module)."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, list):
+            stack.extend(current)
+        elif isinstance(current, dict):
+            if current.get(_TAG) == "model":
+                return True
+            stack.extend(current.values())
+    return False
 
 
 def _hashable(key: Any) -> Any:
@@ -378,45 +417,13 @@ def _import_model(path: str) -> type[BaseModel]:
     return obj
 
 
-def load_secret() -> bytes:
-    """The HMAC key for pickle entries: ``PHYSPIPE_SECRET``, else a per-user secret file.
-
-    The file (``$XDG_CONFIG_HOME/pytest-physpipe/secret``) is created on first use with
-    owner-only permissions; batch jobs on a shared home directory see the same one.
-    """
-    env = os.environ.get("PHYSPIPE_SECRET")
-    if env:
-        return env.encode()
-    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    path = base / "pytest-physpipe" / "secret"
-    try:
-        return path.read_bytes().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    token = secrets.token_hex(32).encode()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it first: use theirs
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(token)
-    return token
-
-
 class PickleCodec:
     """Anything picklable, as ``value.pkl`` with an HMAC-SHA256 checked before unpickling."""
 
     name = "pickle"
 
-    def __init__(self) -> None:
-        self._secret: bytes | None = None
-
-    @property
-    def secret(self) -> bytes:
-        if self._secret is None:
-            self._secret = load_secret()
-        return self._secret
+    def __init__(self, signer: Signer | None = None) -> None:
+        self.signer = signer if signer is not None else Signer()
 
     def accepts(self, value: object) -> bool:
         return True
@@ -426,19 +433,18 @@ class PickleCodec:
             data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             raise CodecError(f"pickling failed: {type(exc).__name__}: {exc}") from None
+        signature = self.signer.sign(data)  # SecretError: no usable key, nothing written
         (dest / "value.pkl").write_bytes(data)
-        return {"hmac": hmac.new(self.secret, data, hashlib.sha256).hexdigest()}
+        return signature
 
     def decode(self, src: Path, meta: Mapping[str, Any], *, mmap_min: int) -> object:
         data = (src / "value.pkl").read_bytes()
-        expected = str(meta.get("hmac", ""))
-        actual = hmac.new(self.secret, data, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, actual):
-            raise CorruptEntryError(
-                "its pickle HMAC does not verify (written with another PHYSPIPE_SECRET or "
-                "tampered with); it is refused, not unpickled"
-            )
+        self.signer.check(data, meta, what="pickle")
         return pickle.loads(data)
+
+    def check_signature(self, src: Path, meta: Mapping[str, Any]) -> None:
+        """For ``physpipe verify``: the signature, without unpickling."""
+        self.signer.check((src / "value.pkl").read_bytes(), meta, what="pickle")
 
 
 class CodecRegistry:
@@ -450,7 +456,8 @@ class CodecRegistry:
         from pytest_physpipe.store.scientific import scientific_codecs
 
         self._codecs: dict[str, Codec] = {}
-        for codec in (NpyCodec(), JsonCodec(), TreeCodec(self), PickleCodec()):
+        signer = Signer()  # one key per registry, read once
+        for codec in (NpyCodec(), JsonCodec(), TreeCodec(self, signer), PickleCodec(signer)):
             self.add(codec)
         for codec in scientific_codecs():
             self.add(codec)
@@ -481,6 +488,17 @@ class CodecRegistry:
 
     def choose(self, value: object, requested: str, *, stage: str) -> Codec:
         """The codec for ``value``: the one requested, or the first in AUTO_ORDER accepting it."""
+        try:
+            return self._choose(value, requested, stage=stage)
+        except RecursionError:
+            raise UnstorableValueError(
+                f"stage {stage!r} returned a {type_name(value)} nested deeper than Python's "
+                f"recursion limit ({sys.getrecursionlimit()}), which no codec can store. Return "
+                "a flatter structure (arrays, a list of records), or pass cache=False to keep "
+                "the value in memory only."
+            ) from None
+
+    def _choose(self, value: object, requested: str, *, stage: str) -> Codec:
         if requested != "auto":
             codec = self.get(requested)
             if not codec.accepts(value):

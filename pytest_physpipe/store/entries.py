@@ -285,6 +285,17 @@ class Store:
             if actual != expected:
                 raise CorruptEntryError(f"entry {key}: checksum mismatch in {rel}")
 
+    def check_signature(self, key: str, meta: dict[str, Any]) -> None:
+        """Check the signature of a signed entry without decoding it (``physpipe verify``).
+
+        Raises :class:`~pytest_physpipe.errors.SignatureError` (or its subclass for a foreign
+        signature) or :class:`~pytest_physpipe.errors.UnverifiableEntryError`.
+        """
+        codec = self.codecs.get(str(meta["codec"]))
+        check = getattr(codec, "check_signature", None)
+        if check is not None:
+            check(self.entry_dir(key), meta.get("codec_meta", {}))
+
     def load(self, key: str, *, full_verify: bool = False) -> Loaded | None:
         """The entry's value, or ``None`` if there is none (or it vanished while loading).
 
@@ -535,18 +546,6 @@ class Store:
 
     def size_bytes(self) -> int:
         return tree_size(self.layout.entries)
-
-    def find(self, key_or_name: str) -> list[str]:
-        """Keys matching a full key, a key prefix (at least 6 digits), or a stage name."""
-        if KEY_PATTERN.match(key_or_name):
-            return [key_or_name] if self.exists(key_or_name) else []
-        matches = []
-        for entry in self.entries():
-            if entry.record.name == key_or_name or (
-                len(key_or_name) >= 6 and entry.key.startswith(key_or_name)
-            ):
-                matches.append(entry.key)
-        return matches
 
 
 def _cause(exc: BaseException) -> str:

@@ -107,6 +107,13 @@ def _observe(path: Path) -> _Seen | None:
     return _Seen(st.st_ino, st.st_mtime_ns, st.st_size, info)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data``: a short write (a file size limit) is retried, so it raises."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def _describe_holder(info: dict[str, Any] | None) -> str:
     if not info:
         return "an unknown process (the lock file is empty or unreadable)"
@@ -364,7 +371,7 @@ class KeyLock:
         except FileExistsError:
             return False
         try:
-            os.write(fd, json.dumps(info).encode())
+            _write_all(fd, json.dumps(info).encode())
             os.fsync(fd)
         except BaseException:
             # We created it, so it is ours: do not leave a half-written lock behind.

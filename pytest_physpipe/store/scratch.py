@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pytest_physpipe.store.atomic import write_text_atomic
 from pytest_physpipe.store.hosts import owner_alive, owner_info, pid_alive, same_host, this_host
 from pytest_physpipe.store.layout import StoreLayout
 
@@ -62,9 +63,7 @@ class _Beacon:
 
     def __init__(self, layout: StoreLayout) -> None:
         self.path = layout.owner_record(this_host().name, os.getpid())
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        info = {**owner_info(), "heartbeat_s": HEARTBEAT_S, "started": time.time()}
-        self.path.write_text(json.dumps(info))
+        self._write()
         self._stop = threading.Event()
         self._pid = os.getpid()
         thread = threading.Thread(target=self._beat, name="physpipe-owner", daemon=True)
@@ -76,11 +75,19 @@ class _Beacon:
             try:
                 os.utime(self.path)
             except FileNotFoundError:  # removed by a cleaner who judged us dead: say we live
-                with contextlib.suppress(OSError):
-                    info = {**owner_info(), "heartbeat_s": HEARTBEAT_S, "started": time.time()}
-                    self.path.write_text(json.dumps(info))
+                self._write()
             except OSError as exc:
                 _log.debug("physpipe: owner heartbeat %s failed: %s", self.path, exc)
+
+    def _write(self) -> None:
+        # Best effort: without a record (a full disk) this host still judges the scratch by
+        # its pid; other hosts leave it for a week.
+        info = {**owner_info(), "heartbeat_s": HEARTBEAT_S, "started": time.time()}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_text_atomic(self.path, json.dumps(info))
+        except OSError as exc:
+            _log.warning("physpipe: cannot write the owner record %s: %s", self.path, exc)
 
     def close(self) -> None:
         self._stop.set()

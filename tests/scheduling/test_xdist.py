@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import subprocess
 import sys
 import textwrap
 from collections import Counter
@@ -134,8 +135,8 @@ def test_two_concurrent_sessions_share_one_store(pytester: pytest.Pytester, call
         """
     )
     common = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
-    first = pytester.popen([*common, "-n", "2"], stdin=None)
-    second = pytester.popen(common, stdin=None)
+    first = pytester.popen([*common, "-n", "2"], stdin=subprocess.DEVNULL)
+    second = pytester.popen(common, stdin=subprocess.DEVNULL)
     (pytester.path / "go").touch()
     outputs = [proc.communicate(timeout=120) for proc in (first, second)]
     for proc, (out, err) in zip((first, second), outputs, strict=True):

@@ -29,6 +29,10 @@ def rng_array(n: int = 100, dtype: str = "f8") -> np.ndarray:
     return np.random.default_rng(7).standard_normal(n).astype(dtype)
 
 
+def _wrap(make: Callable[[], np.ndarray]) -> Value:
+    return lambda: {"a": make()}
+
+
 # -- ndarrays_regression: dicts of arrays ----------------------------------------------------------
 
 _ARRAYS: dict[str, Callable[[], np.ndarray]] = {
@@ -59,9 +63,7 @@ for _kind in ("f8", "f8_2d", "f4", "c16"):
     case(f"nd-{_kind}-sign-flip", "ndarrays", _scaled(_make, 1.0), _scaled(_make, -1.0))
 for _kind in ("i8", "u1", "bool", "str"):
     _make = _ARRAYS[_kind]
-    case(
-        f"nd-{_kind}-identical", "ndarrays", lambda m=_make: {"a": m()}, lambda m=_make: {"a": m()}
-    )
+    case(f"nd-{_kind}-identical", "ndarrays", _wrap(_make), _wrap(_make))
 
 
 def _poke(make: Callable[[], np.ndarray], index: int, value: object) -> Value:
@@ -78,7 +80,7 @@ for _kind, _new in (("i8", 99), ("u1", 7), ("bool", True), ("str", "zz")):
     case(
         f"nd-{_kind}-one-element-differs",
         "ndarrays",
-        lambda m=_make: {"a": m()},
+        _wrap(_make),
         _poke(_make, 1, _new),
     )
 
@@ -174,7 +176,11 @@ case(
 
 # -- num_regression: dicts of 1-d columns of one length -------------------------------------------
 
-_COL = lambda: np.linspace(0.5, 2.0, 30)  # noqa: E731
+
+def _COL() -> np.ndarray:
+    return np.linspace(0.5, 2.0, 30)
+
+
 case("num-identical", "num", lambda: {"x": _COL()}, lambda: {"x": _COL()})
 case("num-within-rtol", "num", lambda: {"x": _COL()}, lambda: {"x": _COL() * (1 + 1e-7)})
 case("num-outside-rtol", "num", lambda: {"x": _COL()}, lambda: {"x": _COL() * (1 + 1e-4)})

@@ -17,7 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from regression_cases import CASES, INTENDED
+
+# pytest puts this folder on sys.path (rootdir-relative imports); mypy reads tests/ as the root.
+from regression_cases import CASES, INTENDED  # type: ignore[import-not-found]
 
 pytest.importorskip("pytest_regressions")
 

@@ -679,4 +679,4 @@ def test_floats_are_written_at_full_precision(tmp_path: Path) -> None:
     decoded, text = _round_trip({"x": x, "y": 0.1 + 0.2, "z": -0.0}, tmp_path)
     assert decoded == {"x": x, "y": 0.1 + 0.2, "z": -0.0}
     assert '"y": 0.30000000000000004' in text
-    assert math.copysign(1.0, decoded["z"]) == -1.0  # type: ignore[index]
+    assert math.copysign(1.0, decoded["z"]) == -1.0

@@ -8,6 +8,7 @@ import math
 import os
 import stat
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,18 @@ from pytest_physpipe.store.codecs import (
     TreeCodec,
     load_secret,
 )
+from pytest_physpipe.store.signing import Signer
 
 FAST = settings(
     max_examples=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
 
 
 def roundtrip(codec: Any, value: object, base: Path, *, mmap_min: int = 1 << 20) -> object:
@@ -160,7 +167,7 @@ def test_json_roundtrip(tmp_path: Path, value: object) -> None:
         np.int64(3),
         [np.str_("x")],
         {"a": {"b": np.arange(2)}},
-        enum.IntEnum("Level", "LOW HIGH").LOW,
+        Level.LOW,
         1j,
     ],
     ids=repr,
@@ -192,7 +199,7 @@ scalar_dtypes = st.sampled_from(
 def numpy_scalars(draw: st.DrawFn) -> np.generic:
     dtype = np.dtype(draw(scalar_dtypes))
     array = draw(hnp.arrays(dtype, ()))
-    scalar: np.generic = array[()]
+    scalar: np.generic = array[()]  # type: ignore[assignment]  # numpy types () as an array
     return scalar
 
 
@@ -260,11 +267,13 @@ def test_tree_refuses_hostile_skeletons(tmp_path: Path) -> None:
     (tmp_path / "tree.json").write_text(json.dumps({"__physpipe__": "ndarray", "file": "../x"}))
     with pytest.raises(CorruptEntryError, match="outside"):
         TreeCodec().decode(tmp_path, {}, mmap_min=0)
-    (tmp_path / "tree.json").write_text(
-        json.dumps({"__physpipe__": "model", "class": "os:system", "data": {}})
-    )
-    with pytest.raises(CorruptEntryError, match="not a pydantic model"):
+    hostile = json.dumps({"__physpipe__": "model", "class": "os:system", "data": {}})
+    (tmp_path / "tree.json").write_text(hostile)
+    with pytest.raises(CorruptEntryError, match="not signed"):  # nothing imported
         TreeCodec().decode(tmp_path, {}, mmap_min=0)
+    signature = Signer().sign(hostile.encode())  # even signed, only model classes load
+    with pytest.raises(CorruptEntryError, match="not a pydantic model"):
+        TreeCodec().decode(tmp_path, signature, mmap_min=0)
     (tmp_path / "tree.json").write_text(json.dumps({"__physpipe__": "exec", "code": "1"}))
     with pytest.raises(CorruptEntryError, match="unknown node tag"):
         TreeCodec().decode(tmp_path, {}, mmap_min=0)
@@ -312,6 +321,15 @@ class Opaque:
         return f"Opaque({self.payload!r})"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _private_secret(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Signed codecs here use a throwaway per-user secret, never the real one."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("PHYSPIPE_SECRET", raising=False)
+        patch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+        yield
+
+
 @pytest.fixture
 def secret_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("PHYSPIPE_SECRET", raising=False)
@@ -329,8 +347,8 @@ def test_secret_file_is_created_owner_only_and_reused(secret_home: Path) -> None
 
 
 def test_env_secret_wins(secret_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PHYSPIPE_SECRET", "s3cret")
-    assert load_secret() == b"s3cret"
+    monkeypatch.setenv("PHYSPIPE_SECRET", "s3cret-0123456789abcdef")
+    assert load_secret() == b"s3cret-0123456789abcdef"
     assert not secret_home.exists()
 
 
@@ -364,11 +382,11 @@ def _pickled(tmp_path: Path, value: object) -> tuple[Path, dict[str, Any]]:
 def test_pickle_refused_with_another_secret(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PHYSPIPE_SECRET", "alice")
+    monkeypatch.setenv("PHYSPIPE_SECRET", "alice-0123456789abcdef")
     dest, meta = _pickled(tmp_path, Opaque(42))
     assert PickleCodec().decode(dest, meta, mmap_min=0) == Opaque(42)
-    monkeypatch.setenv("PHYSPIPE_SECRET", "mallory")
-    with pytest.raises(CorruptEntryError, match="HMAC does not verify"):
+    monkeypatch.setenv("PHYSPIPE_SECRET", "mallory-0123456789abcdef")
+    with pytest.raises(CorruptEntryError, match="signed with another secret"):
         PickleCodec().decode(dest, meta, mmap_min=0)
 
 
@@ -380,7 +398,7 @@ class Boom:
 def test_pickle_tampered_payload_is_never_unpickled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PHYSPIPE_SECRET", "alice")
+    monkeypatch.setenv("PHYSPIPE_SECRET", "alice-0123456789abcdef")
     monkeypatch.chdir(tmp_path)
     dest, meta = _pickled(tmp_path, Opaque([1, 2, 3]))
     payload = dest / "value.pkl"
@@ -444,7 +462,7 @@ class SpecialCodec:
         (Inner(x=1.0), "tree"),
         ({1: "a"}, "tree"),
         (Opaque(1), "pickle"),
-        (enum.IntEnum("Level", "LOW HIGH").LOW, "pickle"),
+        (Level.LOW, "pickle"),
     ],
     ids=repr,
 )
@@ -479,7 +497,7 @@ def test_unpicklable_value_through_the_plugin_names_stage_and_type(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv("PHYSPIPE_DIR", raising=False)
-    monkeypatch.setenv("PHYSPIPE_SECRET", "k")
+    monkeypatch.setenv("PHYSPIPE_SECRET", "k" * 32)
     pytester.makepyfile(
         """
         import threading
