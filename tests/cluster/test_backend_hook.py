@@ -145,7 +145,10 @@ def test_an_unknown_backend_is_a_usage_error(pytester: pytest.Pytester, calls: C
     result = pytester.runpytest_subprocess("--physpipe-backend", "lsf", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["*--physpipe-backend lsf: no such backend; choose local, *pbs*slurm*"]
+        [
+            "*--physpipe-backend lsf (or ini physpipe_backend): no such backend; choose local, "
+            "*pbs*slurm*"
+        ]
     )
     assert calls.take() == {}
 
