@@ -1,7 +1,8 @@
 """Cluster campaigns against a real scheduler: what batch dispatch buys, and what it costs.
 
-Run: ``python bench/bench_cluster.py [--backend slurm|pbs] [--repeat 1] [--latency-repeat 5]``
-with a Slurm cluster up (``.ci/slurm-up``). Prints one table; asserts nothing about time.
+Run: ``python bench/bench_cluster.py [--backend slurm|pbs] [--repeat 1] [--latency-repeat 5]
+[--parts 1,2,3]`` with a Slurm cluster up (``.ci/slurm-up``). Prints one table; asserts nothing
+about time.
 
 1. Wall time of a pytest run whose 8 tests each need an independent slow stage that sleeps
    5 s: with ``--physpipe-backend slurm`` (8 jobs at once on the 8-CPU test node) against the
@@ -15,6 +16,11 @@ with a Slurm cluster up (``.ci/slurm-up``). Prints one table; asserts nothing ab
    ``--latency-repeat`` jobs run one at a time. The plugin's time is split into queueing
    (submit -> job start), the job (imports, upstream loads, the stage, the commit) and
    detection (commit -> the test body runs).
+3. A campaign of ``2 x --points`` instances: a sweep of ``--points`` points of a
+   ``--point-seconds`` stage, and one dependent (as long) per point. Counts the ``sbatch``
+   (or ``qsub``) calls through a wrapper on ``PATH`` and times the run with job arrays (the
+   default) and with one job per instance (ini ``physpipe_job_arrays = false``), against the
+   ideal: total compute divided by the machine's cores.
 """
 
 from __future__ import annotations
@@ -61,6 +67,42 @@ def test_work(work):
     Path(f"done-{work}.txt").write_text(repr(time.time()))
     assert work >= 0
 """
+
+CAMPAIGN = """
+import os
+import time
+
+from pytest_physpipe import Resources, StageConfig, stage, sweep
+
+R = Resources(cpu=1, mem="100M", walltime="10:00")
+SECONDS = float(os.environ["BENCH_SECONDS"])
+
+
+class Point(StageConfig):
+    i: int = 0
+
+
+@stage(slow=True, resources=R, params=sweep(Point, i=list(range(int(os.environ["BENCH_POINTS"])))))
+def point(config: Point):
+    time.sleep(SECONDS)
+    return config.i
+
+
+@stage(slow=True, resources=R)
+def dependent(point):
+    time.sleep(SECONDS)
+    return point + 1
+
+
+def test_dependent(dependent):
+    assert dependent >= 1
+"""
+
+COUNTING = """#!/bin/bash
+echo x >> {log}
+exec {real} "$@"
+"""
+
 
 PYTEST = ("-q", "-p", "no:cacheprovider", "-p", "no:benchmark", "-p", "no:randomly")
 
@@ -162,6 +204,43 @@ def bare_latency(work: Path, *, seconds: float, repeat: int) -> list[float]:
     return samples
 
 
+def campaign_calls(
+    work: Path, *, backend: str, points: int, seconds: float, arrays: bool
+) -> tuple[float, int]:
+    """Wall time and submit calls of the sweep-plus-dependents campaign."""
+    root = work / f"campaign-{'arrays' if arrays else 'jobs'}"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "test_bench_campaign.py").write_text(textwrap.dedent(CAMPAIGN))
+    command = "sbatch" if backend == "slurm" else "qsub"
+    real = shutil.which(command)
+    assert real is not None
+    folder = root / "bin"
+    folder.mkdir(exist_ok=True)
+    calls = root / "calls.log"
+    calls.unlink(missing_ok=True)
+    wrapper = folder / command
+    wrapper.write_text(COUNTING.format(log=calls, real=real))
+    wrapper.chmod(0o755)
+    env = dict(os.environ, BENCH_POINTS=str(points), BENCH_SECONDS=repr(seconds))
+    env["PATH"] = f"{folder}{os.pathsep}{env['PATH']}"
+    env.pop("PHYSPIPE_DIR", None)
+    env.pop("PYTEST_ADDOPTS", None)
+    store = root / "store"
+    shutil.rmtree(store, ignore_errors=True)
+    elapsed, _ = timed_pytest(
+        [
+            *PYTEST,
+            f"--physpipe-dir={store}",
+            f"--physpipe-backend={backend}",
+            "-o",
+            f"physpipe_job_arrays={'true' if arrays else 'false'}",
+        ],
+        cwd=root,
+        env=env,
+    )
+    return elapsed, len(calls.read_text().splitlines())
+
+
 def _cluster_ready(backend: str) -> str | None:
     needed = ["sinfo", "sbatch", "scontrol"] + (["qsub"] if backend == "pbs" else [])
     missing = [c for c in needed if shutil.which(c) is None]
@@ -181,12 +260,63 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each side in part 1")
     parser.add_argument("--job-seconds", type=float, default=1.0, help="the job's sleep, part 2")
     parser.add_argument("--latency-repeat", type=int, default=5, help="jobs per side, part 2")
+    parser.add_argument("--points", type=int, default=100, help="sweep points, part 3")
+    parser.add_argument("--point-seconds", type=float, default=0.2, help="each stage, part 3")
+    parser.add_argument("--parts", default="1,2,3", help="which parts to run (1,2,3)")
     args = parser.parse_args()
+    parts = {p.strip() for p in args.parts.split(",")}
     reason = _cluster_ready(args.backend)
     if reason:
         sys.exit(f"bench_cluster: {reason}")
+    rows: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory(prefix="physpipe-bench-cluster-") as tmp:
         work = Path(tmp)
+        if "1" in parts or "2" in parts:
+            rows += parts_1_and_2(work, args, parts)
+        if "3" in parts:
+            rows += part_3(work, args)
+    width = max(len(r[1]) for r in rows)
+    print(
+        f"bench_cluster: {args.backend}, medians of {args.repeat} (part 1) and "
+        f"{args.latency_repeat} (part 2) runs; {os.cpu_count()} cores"
+    )
+    print(f"{'part':<5} {'what':<{width}}  {'value':>9}")
+    for number, what, value in rows:
+        print(f"{number:<5} {what:<{width}}  {value:>9}")
+
+
+def part_3(work: Path, args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    n, s = args.points, args.point_seconds
+    cores = os.cpu_count() or 1
+    ideal = 2 * n * s / cores
+    rows = [
+        (
+            "3",
+            f"{n} points x {s:g} s + {n} dependents: ideal (compute / {cores} cores)",
+            f"{ideal:.2f} s",
+        )
+    ]
+    for arrays in (True, False):
+        elapsed, calls = campaign_calls(
+            work, backend=args.backend, points=n, seconds=s, arrays=arrays
+        )
+        how = "job arrays" if arrays else "one job per instance"
+        command = "sbatch" if args.backend == "slurm" else "qsub"
+        rows.append(("3", f"{how}: {command} calls", str(calls)))
+        rows.append(("3", f"{how}: wall time", f"{elapsed:.2f} s"))
+        rows.append(("3", f"{how}: wall time / ideal", f"{elapsed / ideal:.1f}x"))
+    return rows
+
+
+def parts_1_and_2(
+    work: Path, args: argparse.Namespace, parts: set[str]
+) -> list[tuple[str, str, str]]:
+    rows: list[tuple[str, str, str]] = []
+
+    def med(values: list[float]) -> float:
+        return statistics.median(values)
+
+    if "1" in parts:
         cluster, serial = campaign_vs_serial(
             work,
             backend=args.backend,
@@ -194,24 +324,24 @@ def main() -> None:
             seconds=args.seconds,
             repeat=args.repeat,
         )
-        bare = bare_latency(work, seconds=args.job_seconds, repeat=args.latency_repeat)
-        plugin = plugin_latency(
-            work, backend=args.backend, seconds=args.job_seconds, repeat=args.latency_repeat
-        )
-
-    def med(values: list[float]) -> float:
-        return statistics.median(values)
-
+        n, s = args.stages, args.seconds
+        rows += [
+            (
+                "1",
+                f"{n} x {s:g} s slow stages, --physpipe-backend {args.backend}",
+                f"{med(cluster):.2f} s",
+            ),
+            ("1", "same suite, serial (local backend, -p no:xdist)", f"{med(serial):.2f} s"),
+            ("1", "speed-up", f"{med(serial) / med(cluster):.1f}x"),
+        ]
+    if "2" not in parts:
+        return rows
+    bare = bare_latency(work, seconds=args.job_seconds, repeat=args.latency_repeat)
+    plugin = plugin_latency(
+        work, backend=args.backend, seconds=args.job_seconds, repeat=args.latency_repeat
+    )
     part = {key: med([s[key] for s in plugin]) for key in ("total", "queue", "job", "detect")}
-    n, s = args.stages, args.seconds
-    rows = [
-        (
-            "1",
-            f"{n} x {s:g} s slow stages, --physpipe-backend {args.backend}",
-            f"{med(cluster):.2f} s",
-        ),
-        ("1", "same suite, serial (local backend, -p no:xdist)", f"{med(serial):.2f} s"),
-        ("1", "speed-up", f"{med(serial) / med(cluster):.1f}x"),
+    rows += [
         (
             "2",
             f"bare sbatch --wrap, submit -> COMPLETED ({args.job_seconds:g} s job)",
@@ -223,14 +353,7 @@ def main() -> None:
         ("", "  detection (commit -> test body)", f"{part['detect']:.2f} s"),
         ("2", "plugin overhead per job (plugin - bare)", f"{part['total'] - med(bare):+.2f} s"),
     ]
-    width = max(len(r[1]) for r in rows)
-    print(
-        f"bench_cluster: {args.backend}, medians of {args.repeat} (part 1) and "
-        f"{args.latency_repeat} (part 2) runs"
-    )
-    print(f"{'part':<5} {'what':<{width}}  {'time':>9}")
-    for number, what, value in rows:
-        print(f"{number:<5} {what:<{width}}  {value:>9}")
+    return rows
 
 
 if __name__ == "__main__":

@@ -6,12 +6,15 @@ import logging
 import shutil
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pytest_physpipe.keys import seed_from_key
 from pytest_physpipe.models import StageConfig
 
 if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Sequence
+
     import numpy as np
 
     from pytest_physpipe.resources import Grant
@@ -36,8 +39,11 @@ class StageContext:
         config: StageConfig | None,
         workdir: Path,
         resources: Grant,
+        mpi: int = 0,
     ) -> None:
         self.name = name
+        #: MPI ranks the stage declared (``Resources(mpi=N)``); ``mpiexec`` starts them.
+        self.mpi = mpi
         self.key = key
         self.seed = seed_from_key(key)
         self.config = config
@@ -85,6 +91,16 @@ class StageContext:
             shutil.copyfile(source, target)
         self.artifacts[name] = target
         return target
+
+    def mpiexec(self, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
+        """Run ``argv`` as the stage's MPI ranks: ``mpiexec -n N`` here, ``srun`` in a Slurm
+        job, the site's ``mpiexec`` in a PBS job (see ``pytest_physpipe/mpi.py``).
+
+        Keyword arguments go to :func:`subprocess.run` (``check=True`` unless given).
+        """
+        from pytest_physpipe.mpi import run_ranks
+
+        return run_ranks(self.name, self.mpi, self.resources.cpus, argv, **kwargs)
 
     def __repr__(self) -> str:
         return f"StageContext(name={self.name!r}, key={self.key[:12]}…)"

@@ -126,8 +126,11 @@ class StageRunner:
         full_verify: bool = False,
         worker: str | None = None,
         extra_versions: dict[str, str] | None = None,
+        origin: dict[str, Any] | None = None,
     ) -> None:
         self.store = store
+        #: Record fields saying where computations run (a batch job: backend, job id).
+        self.origin = dict(origin or {})
         self.run_id = run_id
         self.pool = pool
         self.hooks: RunnerHooks = hooks if hooks is not None else NoHooks()
@@ -253,6 +256,7 @@ class StageRunner:
             },
             code=instance.spec.code,
             manifest=instance.manifest,
+            **self.origin,
         )
 
     @contextmanager
@@ -282,6 +286,7 @@ class StageRunner:
                 config=instance.config,
                 workdir=workdir,
                 resources=grant,
+                mpi=instance.spec.resources.mpi,
             )
             # Each stage gets its own copy of what it consumes: an in-place edit of an
             # upstream value must reach no other consumer, and never the store.

@@ -72,6 +72,14 @@ class Resources(BaseModel):
     gpu: int = Field(default=0, ge=0)
     mem: str = "4G"
     walltime: str = "1:00:00"
+    #: MPI ranks (0: not an MPI stage). The stage starts them with ``ctx.mpiexec(argv)``;
+    #: ``cpu`` is then the CPUs of each rank, and the stage holds ``mpi x cpu`` CPU slots.
+    mpi: int = Field(default=0, ge=0)
+
+    @property
+    def cpu_slots(self) -> int:
+        """CPU slots the stage holds while it runs: ``cpu``, times the ranks of an MPI stage."""
+        return self.cpu * max(1, self.mpi)
 
     @field_validator("mem")
     @classmethod

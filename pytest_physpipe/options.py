@@ -192,6 +192,18 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("physpipe_slurm_args", "extra sbatch arguments for every job", default="")
     parser.addini("physpipe_pbs_args", "extra qsub arguments for every job", default="")
     parser.addini(
+        "physpipe_job_arrays",
+        "submit the instances of one slow stage at one dependency level as a job array "
+        "(true, the default) or as one job each (false)",
+        type="bool",
+        default=True,
+    )
+    parser.addini(
+        "physpipe_submit_rate",
+        "at most this many sbatch/qsub calls per second (0: no limit), for sites that cap it",
+        default="0",
+    )
+    parser.addini(
         "physpipe_snapshot_rtol", "default relative tolerance of physics_snapshot", default="1e-9"
     )
     parser.addini(

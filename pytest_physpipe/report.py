@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,24 +32,42 @@ def format_plan(
     statuses: dict[str, str],
     backend: str,
     reasons: dict[str, str] | None = None,
+    *,
+    after: bool = False,
+    notes: Mapping[str, str] | None = None,
+    runs_on: str | None = None,
 ) -> list[str]:
     """The ``--physpipe-plan`` table: one line per stage instance, upstream first; a missing
-    instance says why (``reasons``: key -> reason)."""
-    rows: list[tuple[str, ...]] = [("stage", "key", "status", "resources", "runs on", "why")]
+    instance says why (``reasons``: key -> reason).
+
+    For a cluster campaign (see ``cluster/jobs.py``): ``after`` adds the column of upstream
+    instances each one waits for, ``notes`` adds to an instance's status (a job in flight),
+    and ``runs_on`` replaces the "where" of slow instances (the backend cannot submit).
+    """
+    instances = list(instances)
+    labels = {instance.key: instance.label for instance in instances}
+    header: tuple[str, ...] = ("stage", "key", "status", "resources", "runs on")
+    rows: list[tuple[str, ...]] = [header + (("after",) if after else ()) + ("why",)]
     for instance in instances:
         res = instance.spec.resources
         resources = f"cpu={res.cpu} gpu={res.gpu} mem={res.mem} time={res.walltime}"
         status = statuses.get(instance.key, "missing")
-        rows.append(
-            (
-                instance.label,
-                instance.key[:16],
-                status,
-                resources,
-                where(instance, backend) + (" (slow)" if instance.slow else ""),
-                (reasons or {}).get(instance.key, "") if status == "missing" else "",
-            )
+        note = (notes or {}).get(instance.key)
+        place = where(instance, backend) + (" (slow)" if instance.slow else "")
+        if runs_on is not None and instance.slow and backend != "local":
+            place = runs_on
+        row: tuple[str, ...] = (
+            instance.label,
+            instance.key[:16],
+            f"{status} ({note})" if note else status,
+            resources,
+            place,
         )
+        if after:
+            upstream = [labels.get(k, k[:12]) for k in instance.upstream.values()]
+            row += (", ".join(upstream) or "-",)
+        row += ((reasons or {}).get(instance.key, "") if status == "missing" else "",)
+        rows.append(row)
     if not any(row[-1] for row in rows[1:]):
         rows = [row[:-1] for row in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -57,7 +75,7 @@ def format_plan(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
-    counts = Counter(r[2] for r in rows[1:])
+    counts = Counter(r[2].split(" (", 1)[0] for r in rows[1:])  # "missing (in flight: ...)"
     missing, rebuild = counts["missing"], counts["rebuild"]
     line = (
         f"{len(rows) - 1} stage instance(s): {len(rows) - 1 - missing - rebuild} cached, "

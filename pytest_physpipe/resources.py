@@ -183,11 +183,11 @@ class SlotPool:
 
     def check(self, resources: Resources, *, stage: str) -> None:
         """Raise :class:`ResourceError` if ``resources`` can never fit in the budget."""
-        if resources.cpu <= self.budget.cpus and resources.gpu <= len(self.budget.gpu_ids):
+        if resources.cpu_slots <= self.budget.cpus and resources.gpu <= len(self.budget.gpu_ids):
             return
         raise ResourceError(
-            f"Stage {stage!r} asks for {resources.cpu} CPU(s) and {resources.gpu} GPU(s), but "
-            f"this run's budget is {self.budget}, so it could never start. Raise the budget "
+            f"Stage {stage!r} asks for {resources.cpu_slots} CPU(s) and {resources.gpu} GPU(s), "
+            f"but this run's budget is {self.budget}, so it could never start. Raise the budget "
             "with --physpipe-cpus / --physpipe-gpus (ini physpipe_cpus / physpipe_gpus), lower "
             "the stage's Resources(cpu=..., gpu=...), or mark it slow=True and dispatch it to "
             "a cluster with --physpipe-backend slurm (or pbs)."
@@ -270,9 +270,9 @@ class SlotPool:
                     done = False
                     # While a priority waiter gathers its slots, nobody else takes any.
                     if priority or not self._priority_taken(fds["priority"]):
-                        self._take(fds, "cpu", self.budget.cpus, resources.cpu, cpus)
+                        self._take(fds, "cpu", self.budget.cpus, resources.cpu_slots, cpus)
                         self._take(fds, "gpu", len(self.budget.gpu_ids), resources.gpu, gpus)
-                        done = len(cpus) == resources.cpu and len(gpus) == resources.gpu
+                        done = len(cpus) == resources.cpu_slots and len(gpus) == resources.gpu
                     if not done and not priority:
                         # All or nothing: give back a partial grant so others can use it.
                         self._give_back(fds, cpus, gpus)
@@ -330,7 +330,7 @@ class SlotPool:
 
     def _raise_timeout(self, resources: Resources, *, stage: str, waited: float) -> NoReturn:
         raise LockTimeoutError(
-            f"Timed out after {waited:.1f} s waiting for {resources.cpu} CPU slot(s) and "
+            f"Timed out after {waited:.1f} s waiting for {resources.cpu_slots} CPU slot(s) and "
             f"{resources.gpu} GPU slot(s) for stage {stage!r} (budget: {self.budget}; slots in "
             f"{self.root}). Other stages of this run hold them: raise the timeout or the "
             "budget (--physpipe-cpus / --physpipe-gpus), or lower the stage's Resources."

@@ -157,8 +157,13 @@ class PhyspipeRun:
             return
         reporter.ensure_newline()
         reporter.section("physpipe plan", sep="-")
+        extras: dict[str, Any] = {}
+        if self.settings.backend != "local":
+            from pytest_physpipe.cluster.jobs import plan_extras
+
+            extras = plan_extras(physpipe.store.root, self.settings.backend, self.instances)
         lines = format_plan(
-            self.instances, physpipe.statuses, self.settings.backend, physpipe.reasons
+            self.instances, physpipe.statuses, self.settings.backend, physpipe.reasons, **extras
         )
         for line in lines:
             reporter.write_line(line)

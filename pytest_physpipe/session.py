@@ -281,15 +281,16 @@ class PhyspipeSession:
 
     def _start_campaign(self, instances: list[StageInstance]) -> None:
         """Submit the slow, missing instances to the batch backend (docs/howto-cluster.md)."""
-        if not any(f.slow and self.status(f) == "missing" for f in instances):
+        # A rebuild goes to the cluster too: nothing slow is recomputed on the submitting host.
+        if not any(f.slow and self.status(f) in ("missing", "rebuild") for f in instances):
             return
-        from pytest_physpipe.cluster.campaign import Campaign, CancelOnInterrupt
+        from pytest_physpipe.cluster.campaign import Campaign
+        from pytest_physpipe.cluster.interrupts import CancelOnInterrupt, terminal_say
         from pytest_physpipe.cluster.job import hook_plugins
 
         name = self.settings.backend
         factory = self._backend_factory()
         default_args = {"slurm": self.settings.slurm_args, "pbs": self.settings.pbs_args}
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         campaign = Campaign(
             backend=factory(),
             store=self.store,
@@ -299,7 +300,9 @@ class PhyspipeSession:
             rootdir=Path(self.config.rootpath),
             cwd=Path(self.config.invocation_params.dir),
             default_args=default_args.get(name, ()),
-            say=reporter.write_line if reporter is not None else None,
+            say=terminal_say(self.config),
+            submit_rate=_submit_rate(self.config),
+            arrays=bool(self.config.getini("physpipe_job_arrays")),
             plugins=hook_plugins(self.config.pluginmanager.get_plugins()),
         )
         try:
@@ -569,3 +572,17 @@ def _warn_untracked(names: Iterable[str]) -> None:
             ),
             stacklevel=1,
         )
+
+
+def _submit_rate(config: pytest.Config) -> float:
+    text = str(config.getini("physpipe_submit_rate") or "0")
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = -1.0
+    if rate < 0:
+        raise pytest.UsageError(
+            f"ini physpipe_submit_rate = {text!r} is not a rate: give the number of sbatch/qsub "
+            "calls per second your site allows (0.5 is one every two seconds), or 0 for no limit."
+        )
+    return rate

@@ -9,24 +9,40 @@ Submissions are recorded in the store (``jobs/<key>/submitted.json``) under a pe
 xdist workers and a second pytest session reuse a job still in flight instead of submitting a
 duplicate. The job's own result record (``jobs/<key>/result.json``, written by
 `python -m pytest_physpipe.worker`) says how it ended; the scheduler's word is only a hint.
+
+No job is lost: each carries its run and key in its name (:mod:`.jobs`), and a
+``submitting.json`` marker is written before ``sbatch`` runs, so an interrupt cancels by tag
+what it submitted (even the job whose id it never learnt), and the session after a crash adopts
+the job it finds by tag instead of submitting a duplicate. A job this session only reused
+(another session's) that its owner cancels is submitted again, once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from pytest_physpipe.cluster.backends.base import Backend, JobInfo, JobRequest, JobState, log_tail
+from pytest_physpipe.cluster.arrays import (
+    array_dependency,
+    chunks,
+    group_by_level,
+    order_for_correspondence,
+    split_task_id,
+)
+from pytest_physpipe.cluster.backends.base import Backend, JobInfo, JobRequest, JobState
+from pytest_physpipe.cluster.interrupts import sigterm_as_interrupt, stop_reason
 from pytest_physpipe.cluster.job import JobResult, JobSpec, job_dir, read_job_result
-from pytest_physpipe.errors import BackendError, CorruptEntryError, JobFailedError
+from pytest_physpipe.cluster.jobs import cancel_run, failure_message, find_tagged, job_name
+from pytest_physpipe.errors import BackendError, CorruptEntryError, GraphError, JobFailedError
 from pytest_physpipe.execute import Served, StageRunner
 from pytest_physpipe.plan import Planner, StageInstance
 from pytest_physpipe.store.atomic import write_text_atomic
@@ -35,7 +51,7 @@ from pytest_physpipe.store.filesystem import filesystem_type, is_network_filesys
 from pytest_physpipe.store.hosts import hostname
 from pytest_physpipe.store.locks import KeyLock
 
-__all__ = ["Campaign", "CancelOnInterrupt", "sigterm_as_interrupt"]
+__all__ = ["Campaign"]
 
 #: Seconds between scheduler status calls while a test waits (the store is polled faster).
 STATUS_INTERVAL_S = 2.0
@@ -43,6 +59,9 @@ STATUS_INTERVAL_S = 2.0
 STORE_POLL_S = 0.1
 #: Consecutive failed status calls tolerated before a wait gives up.
 STATUS_FAILURES_MAX = 5
+#: After an interrupt cut a submission short, how long its ``sbatch`` may still take to
+#: create the job we then look for by tag a second time.
+ORPHAN_GRACE_S = 1.0
 
 
 class Campaign:
@@ -60,6 +79,8 @@ class Campaign:
         cwd: Path,
         default_args: Sequence[str] = (),
         say: Callable[[str], None] | None = None,
+        submit_rate: float = 0.0,
+        arrays: bool = True,
         plugins: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.backend = backend
@@ -71,12 +92,24 @@ class Campaign:
         self.cwd = cwd
         self.default_args = tuple(default_args)
         self.say = say or (lambda _line: None)
+        #: Submit the instances of one stage at one level as job arrays where the backend can.
+        self.arrays = arrays
         self.plugins = list(plugins)
+        #: Submissions per second at most (ini ``physpipe_submit_rate``; 0: no limit).
+        self.submit_rate = submit_rate
+        self._last_submit = 0.0
         self.job_ids: dict[str, str] = {}  # key -> job id (submitted or reused)
         self.submitted: list[str] = []  # job ids this process submitted (cancelled on Ctrl-C)
         self.submitted_at: dict[str, float] = {}
         #: Fast upstream instances computed here for the jobs (the session records them).
         self.local: dict[str, Served] = {}
+        #: Keys whose job another session submitted (reused in flight, or adopted by tag).
+        self.adopted: set[str] = set()
+        self.resubmitted: set[str] = set()
+        self._submitting: str | None = None  # the key whose sbatch runs right now
+        self._states: dict[str, JobInfo] = {}  # the last status call's answer, by job id
+        self._states_at = 0.0
+        self._finished: set[str] = set()
         self._undo_sigterm: Callable[[], None] | None = None
 
     # -- submission -----------------------------------------------------------------------------
@@ -89,8 +122,13 @@ class Campaign:
             raise BackendError(
                 f"--physpipe-backend {self.backend.name}: {exc}. Nothing was submitted."
             ) from None
-        nodes = _slurm_nodes() if self.backend.name == "slurm" else None
-        local_only = nodes is not None and nodes <= {hostname(), "localhost"}
+        list_nodes: Callable[[], set[str] | None] | None = getattr(self.backend, "nodes", None)
+        nodes = list_nodes() if list_nodes is not None else None
+        # Slurm names nodes by their short host name; gethostname() may be fully qualified.
+        local_only = nodes is not None and {_short(n) for n in nodes} <= {
+            _short(socket.gethostname()),
+            "localhost",
+        }
         if not local_only and not is_network_filesystem(filesystem_type(self.store.root)):
             fs = filesystem_type(self.store.root) or "unknown"
             if nodes:  # a multi-node Slurm cluster and a local store: jobs could not see it
@@ -103,19 +141,119 @@ class Campaign:
 
     def submit(self, instances: Iterable[StageInstance]) -> list[StageInstance]:
         """Submit every slow, missing instance (upstream first); the ones now in flight."""
+        instances = list(instances)
+        wanted = [f for f in instances if f.slow and f.spec.cache and not self._done(f)]
+        self._check_inputs(wanted)
         pending: list[StageInstance] = []
         if self._undo_sigterm is None:
             self._undo_sigterm = sigterm_as_interrupt()
-        for instance in instances:  # the planner lists upstream before downstream
-            if not (instance.slow and instance.spec.cache) or self.store.exists(instance.key):
+        largest = self._max_array()
+        for group in group_by_level(wanted) if largest > 1 else [[i] for i in wanted]:
+            todo = [instance for instance in group if not self._done(instance)]
+            for instance in todo:
+                self._ensure_local_upstream(instance)
+            if len(todo) > 1:
+                todo = order_for_correspondence(todo, self.job_ids)
+                for chunk in chunks(todo, largest):
+                    self._submit_array(chunk)
+                pending += todo
                 continue
-            self._ensure_local_upstream(instance)
-            depends = tuple(
-                self.job_ids[k] for k in instance.upstream.values() if k in self.job_ids
-            )
-            self.job_ids[instance.key] = self._submit_or_reuse(instance, depends)
-            pending.append(instance)
+            for instance in todo:
+                depends = tuple(
+                    self.job_ids[k] for k in instance.upstream.values() if k in self.job_ids
+                )
+                job_id = self._submit_or_reuse(instance, depends)
+                if job_id is not None:
+                    self.job_ids[instance.key] = job_id
+                    pending.append(instance)
         return pending
+
+    def _max_array(self) -> int:
+        """The largest job array to submit; 0 for one job per instance."""
+        if not self.arrays:
+            return 0
+        probe: Callable[[], int] | None = getattr(self.backend, "max_array_size", None)
+        if probe is None:
+            return 0
+        try:
+            return probe()
+        except BackendError:
+            return 0
+
+    def _submit_array(self, members: list[StageInstance]) -> None:
+        """Submit ``members`` (one stage, one level) as one job array, task ``i`` computing
+        ``members[i]``; members another session already has in flight are reused."""
+        with contextlib.ExitStack() as stack:
+            for instance in members:
+                stack.enter_context(self._submit_lock(instance))
+            todo = []
+            for instance in members:
+                reused = self._reuse(instance, job_dir(self.store.root, instance.key))
+                if reused is not None:
+                    self.job_ids[instance.key] = reused
+                elif not self._done(instance):  # (a job may have committed it meanwhile)
+                    self._raise_if_stopping(instance)
+                    todo.append(instance)
+            if len(todo) <= 1:
+                for instance in todo:
+                    depends = tuple(
+                        self.job_ids[k] for k in instance.upstream.values() if k in self.job_ids
+                    )
+                    self.job_ids[instance.key] = self._submit_locked(instance, depends)
+                return
+            kind, depends = array_dependency(todo, self.job_ids)
+            first = todo[0]
+            name = job_name(first.key, self.run_id, first.name)
+            folder = self.store.root / "jobs" / "arrays" / f"{name}-{len(todo)}"
+            folder.mkdir(parents=True, exist_ok=True)
+            tasks = folder / "tasks.json"
+            keys = [instance.key for instance in todo]
+            write_text_atomic(tasks, json.dumps({"store": str(self.store.root), "keys": keys}))
+            for instance in todo:
+                self._write_spec(instance)
+            request = JobRequest(
+                name=name,
+                argv=[sys.executable, "-m", "pytest_physpipe.worker", "--array", str(tasks)],
+                cwd=self.cwd,
+                log_path=folder / "array.log",
+                resources=first.spec.resources,
+                cluster=first.spec.cluster,
+                depends_on=depends,
+                dependency=kind,
+                env=_job_env(),
+                default_args=self.default_args,
+                array_size=len(todo),
+            )
+            array_id = self._dispatch(request, todo, [f"{kind}:{d}" for d in depends])
+        deps = f" {kind} {', '.join(depends)}" if depends else ""
+        self.say(
+            f"physpipe: submitted {first.label} .. {todo[-1].label} ({len(todo)} instances) "
+            f"as {self.backend.name} array job {array_id} (tasks 0-{len(todo) - 1}){deps}"
+        )
+
+    def _done(self, instance: StageInstance) -> bool:
+        """In the store, and (under ``--physpipe-rebuild``) rebuilt by this run."""
+        if not self.store.exists(instance.key):
+            return False
+        if not self.runner.wants_rebuild(instance):
+            return True
+        meta = self.store.read_meta(instance.key)
+        return meta is not None and meta.get("run_id") == self.run_id
+
+    def _check_inputs(self, wanted: list[StageInstance]) -> None:
+        """A job reads its inputs from the store: an uncached upstream can never reach it."""
+        for instance in wanted:
+            for name, key in instance.upstream.items():
+                upstream = self.planner.get(key)
+                if upstream is not None and not upstream.spec.cache:
+                    raise GraphError(
+                        f"stage {instance.label} is slow and would run as a {self.backend.name} "
+                        f"job, but its upstream {name!r} ({upstream.label}) has cache=False: a "
+                        "job reads its inputs from the store, and that value lives only in this "
+                        f"process. Give {upstream.name} cache=True (with a codec that stores "
+                        f"its value), drop slow=True from {instance.name}, or run with "
+                        "--physpipe-backend local. Nothing was submitted."
+                    )
 
     def _ensure_local_upstream(self, instance: StageInstance) -> None:
         for key in instance.upstream.values():
@@ -133,68 +271,162 @@ class Campaign:
             raise JobFailedError(f"upstream entry {key} is not in the store {self.store.root}")
         return loaded.value
 
-    def _submit_or_reuse(self, instance: StageInstance, depends: tuple[str, ...]) -> str:
+    def _submit_or_reuse(self, instance: StageInstance, depends: tuple[str, ...]) -> str | None:
+        """The id of the job that computes ``instance``: one in flight, or a new one; ``None``
+        when the store has it by now (a job finished while we planned)."""
         folder = job_dir(self.store.root, instance.key)
         folder.mkdir(parents=True, exist_ok=True)
-        lock = KeyLock(
+        with self._submit_lock(instance):
+            reused = self._reuse(instance, folder)
+            if reused is not None:
+                return reused
+            if self._done(instance):
+                return None
+            self._raise_if_stopping(instance)
+            return self._submit_locked(instance, depends)
+
+    def _submit_lock(self, instance: StageInstance) -> KeyLock:
+        return KeyLock(
             self.store.layout.submit_lock_path(instance.key),
             mode=self.store.lock_mode,
             describe=f"submission of stage {instance.label}",
         )
-        with lock:
-            previous = _read_json(folder / "submitted.json")
-            if previous and previous.get("backend") == self.backend.name:
-                job_id = str(previous["job_id"])
+
+    def _submit_locked(self, instance: StageInstance, depends: tuple[str, ...]) -> str:
+        """Submit ``instance`` as one job; the caller holds its submission lock."""
+        folder = self._write_spec(instance)
+        request = JobRequest(
+            name=job_name(instance.key, self.run_id, instance.name),
+            argv=[sys.executable, "-m", "pytest_physpipe.worker", str(folder / "job.json")],
+            cwd=self.cwd,
+            log_path=folder / "job.log",
+            resources=instance.spec.resources,
+            cluster=instance.spec.cluster,
+            depends_on=depends,
+            env=_job_env(),
+            default_args=self.default_args,
+        )
+        job_id = self._dispatch(request, [instance], list(depends))
+        deps = f" after {', '.join(depends)}" if depends else ""
+        self.say(f"physpipe: submitted {instance.label} as {self.backend.name} job {job_id}{deps}")
+        return job_id
+
+    def _write_spec(self, instance: StageInstance) -> Path:
+        folder = job_dir(self.store.root, instance.key)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(folder / "job.json", self._job_spec(instance).model_dump_json(indent=1))
+        (folder / "result.json").unlink(missing_ok=True)
+        return folder
+
+    def _dispatch(
+        self, request: JobRequest, members: list[StageInstance], depends: list[str]
+    ) -> str:
+        """Submit ``request``, which computes ``members`` (task ``i`` computes ``members[i]``
+        in an array), and record it per key; the job's (or the array's) id.
+
+        The ``submitting.json`` markers go first: if we die inside ``sbatch``, the next
+        session looks for the job by its name.
+        """
+        array = request.array_size > 0
+        folders = [job_dir(self.store.root, m.key) for m in members]
+        for index, (instance, folder) in enumerate(zip(members, folders, strict=True)):
+            marker = self._about(instance, name=request.name) | ({"index": index} if array else {})
+            write_text_atomic(folder / "submitting.json", json.dumps(marker, indent=1))
+        self._submitting = members[0].key
+        self._pace()
+        try:
+            job_id = self.backend.submit(request=request)
+        except BackendError as exc:
+            for folder in folders:
+                (folder / "submitting.json").unlink(missing_ok=True)
+            self._submitting = None
+            what = (
+                f"{len(members)} instances of stage {members[0].name} as a job array"
+                if array
+                else f"stage {members[0].label} ({members[0].key[:12]})"
+            )
+            raise BackendError(f"submitting {what} to {self.backend.name} failed: {exc}") from None
+        self.submitted.append(job_id)
+        self._submitting = None
+        now = time.time()
+        for index, (instance, folder) in enumerate(zip(members, folders, strict=True)):
+            task_id = f"{job_id}_{index}" if array else job_id
+            record = {"job_id": task_id, **self._about(instance, name=request.name)}
+            record.update(submitted_at=now, depends_on=depends)
+            write_text_atomic(folder / "submitted.json", json.dumps(record, indent=1))
+            (folder / "submitting.json").unlink(missing_ok=True)
+            self.job_ids[instance.key] = task_id
+            self.submitted_at[instance.key] = now
+        return job_id
+
+    def _pace(self) -> None:
+        """Wait as long as the site's submission rate asks, since the last submission."""
+        if self.submit_rate > 0:
+            wait = self._last_submit + 1.0 / self.submit_rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        self._last_submit = time.monotonic()
+
+    def _about(self, instance: StageInstance, *, name: str) -> dict[str, Any]:
+        return {
+            "backend": self.backend.name,
+            "run_id": self.run_id,
+            "stage": instance.label,
+            "key": instance.key,
+            "name": name,
+            "at": time.time(),
+            "host": hostname(),
+            "pid": os.getpid(),
+        }
+
+    def _reuse(self, instance: StageInstance, folder: Path) -> str | None:
+        """The id of a job already computing ``instance`` that this session may wait for."""
+        previous = _read_json(folder / "submitted.json")
+        rebuild = self.runner.wants_rebuild(instance)
+        if previous and previous.get("backend") == self.backend.name:
+            job_id = str(previous["job_id"])
+            # Under --physpipe-rebuild only a job of this very run (an xdist sibling's) counts.
+            if not rebuild or previous.get("run_id") == self.run_id:
                 info = self.backend.status(job_ids=[job_id]).get(job_id)
                 if info is not None and not info.state.finished:
                     self.say(f"physpipe: {instance.label} is already in flight as job {job_id}")
                     self.submitted_at[instance.key] = float(
                         previous.get("submitted_at", time.time())
                     )
+                    if previous.get("run_id") != self.run_id:
+                        self.adopted.add(instance.key)
                     return job_id
-            spec = self._job_spec(instance)
-            write_text_atomic(folder / "job.json", spec.model_dump_json(indent=1))
-            (folder / "result.json").unlink(missing_ok=True)
-            request = JobRequest(
-                name=f"physpipe-{instance.name}",
-                argv=[sys.executable, "-m", "pytest_physpipe.worker", str(folder / "job.json")],
-                cwd=self.cwd,
-                log_path=folder / "job.log",
-                resources=instance.spec.resources,
-                cluster=instance.spec.cluster,
-                depends_on=depends,
-                env=_job_env(),
-                default_args=self.default_args,
+        marker = _read_json(folder / "submitting.json")
+        if marker is None or marker.get("backend") != self.backend.name:
+            return None
+        # A submission was cut short (Ctrl-C, kill -9) before its job id was recorded: the
+        # job may exist all the same. Find it by its tag and adopt it.
+        if rebuild and marker.get("run_id") != self.run_id:
+            return None
+        for info in find_tagged(self.backend) or []:
+            if info.name != marker.get("name"):  # the name carries the key and the run
+                continue
+            job_id = info.job_id
+            if "index" in marker:  # one task of a job array
+                job_id = f"{split_task_id(job_id)[0]}_{marker['index']}"
+            record = {
+                **marker,
+                "job_id": job_id,
+                "submitted_at": marker.get("at"),
+                "depends_on": [],
+                "adopted_by": self.run_id,
+            }
+            write_text_atomic(folder / "submitted.json", json.dumps(record, indent=1))
+            (folder / "submitting.json").unlink(missing_ok=True)
+            self.say(
+                f"physpipe: adopted {instance.label}: job {job_id} of an interrupted run "
+                "is in flight"
             )
-            try:
-                job_id = self.backend.submit(request=request)
-            except BackendError as exc:
-                raise BackendError(
-                    f"submitting stage {instance.label} ({instance.key[:12]}) to "
-                    f"{self.backend.name} failed: {exc}"
-                ) from None
-            now = time.time()
-            write_text_atomic(
-                folder / "submitted.json",
-                json.dumps(
-                    {
-                        "job_id": job_id,
-                        "backend": self.backend.name,
-                        "submitted_at": now,
-                        "run_id": self.run_id,
-                        "stage": instance.label,
-                        "depends_on": list(depends),
-                        "host": hostname(),
-                        "pid": os.getpid(),
-                    },
-                    indent=1,
-                ),
-            )
-        self.submitted.append(job_id)
-        self.submitted_at[instance.key] = now
-        deps = f" after {', '.join(depends)}" if depends else ""
-        self.say(f"physpipe: submitted {instance.label} as {self.backend.name} job {job_id}{deps}")
-        return job_id
+            self.submitted_at[instance.key] = float(marker.get("at") or time.time())
+            if marker.get("run_id") != self.run_id:
+                self.adopted.add(instance.key)
+            return job_id
+        return None
 
     def _job_spec(self, instance: StageInstance) -> JobSpec:
         func = instance.spec.func
@@ -215,6 +447,8 @@ class Campaign:
             verify_max=self.store.verify_max,
             run_id=self.run_id,
             backend=self.backend.name,
+            rebuild=self.runner.wants_rebuild(instance),
+            param_id=instance.param_id,
         )
 
     # -- waiting --------------------------------------------------------------------------------
@@ -243,8 +477,9 @@ class Campaign:
             now = time.monotonic()
             if now >= next_status:
                 next_status = now + STATUS_INTERVAL_S
+                self._raise_if_stopping(instance)
                 try:
-                    info = self.backend.status(job_ids=[job_id]).get(job_id)
+                    info = self._status(job_id)
                 except BackendError:
                     # A busy controller may fail a call; the store still tells us how it ended.
                     failures += 1
@@ -258,28 +493,96 @@ class Campaign:
                     if served is not None:
                         return served
                     result = read_job_result(self.store.root, instance.key)
+                    if self._owner_cancelled(instance, info, result):
+                        job_id = self._resubmit(instance, job_id, info)
+                        continue
                     detail = result.traceback if result and result.traceback else info.reason
                     raise self._failure(
                         instance, job_id, self._end_state(instance, info, result), detail
                     )
             time.sleep(STORE_POLL_S)
 
-    def _end_state(self, instance: StageInstance, info: JobInfo, result: JobResult | None) -> str:
-        """How a finished job that committed nothing ended, in words."""
-        state = info.state.value
-        upstream_failed = [
+    def _status(self, job_id: str) -> JobInfo | None:
+        """The scheduler's word on ``job_id``, from one call for every job this process
+        follows, made at most every ``STATUS_INTERVAL_S`` (tests wait one after another)."""
+        now = time.monotonic()
+        if job_id not in self._states or now - self._states_at >= STATUS_INTERVAL_S:
+            following = {i for i in self.job_ids.values() if i not in self._finished}
+            ids = sorted(following | {job_id})
+            self._states = self.backend.status(job_ids=ids)
+            self._states_at = now
+            self._finished.update(i for i, info in self._states.items() if info.state.finished)
+        return self._states.get(job_id)
+
+    def _raise_if_stopping(self, instance: StageInstance) -> None:
+        why = stop_reason(self.store.root, self.run_id)
+        if why is not None:
+            raise JobFailedError(
+                f"stage {instance.label}: the run is stopping ({why}); its jobs were cancelled."
+            )
+
+    def _owner_cancelled(
+        self, instance: StageInstance, info: JobInfo, result: JobResult | None
+    ) -> bool:
+        """Whether another session's job that we reused was stopped by its owner (not failed)."""
+        if instance.key not in self.adopted or instance.key in self.resubmitted:
+            return False
+        if result is not None and result.status == "failed" and result.signal is None:
+            return False  # the stage raised: a real failure
+        if self._failed_upstream(instance):
+            return False
+        if info.state in (JobState.CANCELLED, JobState.VANISHED):
+            return True
+        # Torque's wrapper: a cancelled job reads COMPLETED; the job recorded the signal, or
+        # never started (cancelled while pending).
+        return info.state is JobState.COMPLETED and (result is None or result.signal is not None)
+
+    def _failed_upstream(self, instance: StageInstance) -> list[StageInstance | None]:
+        return [
             self.planner.get(key)
             for key in instance.upstream.values()
             if not self.store.exists(key)
             and (job := read_job_result(self.store.root, key)) is not None
             and job.status == "failed"
+            and job.signal is None
         ]
+
+    def _resubmit(self, instance: StageInstance, job_id: str, info: JobInfo) -> str:
+        """Submit ``instance`` (and its cancelled upstream jobs) again, as this session's own."""
+        self.resubmitted.add(instance.key)
+        self.adopted.discard(instance.key)
+        self.say(
+            f"physpipe: job {job_id} of {instance.label}, which another session submitted, ended "
+            f"{info.state.value} without a result; submitting it again"
+        )
+        chain: list[StageInstance] = []
+
+        def visit(current: StageInstance) -> None:
+            for key in current.upstream.values():
+                above = self.planner.get(key)
+                if above is not None and above not in chain:
+                    visit(above)
+            if current not in chain:
+                chain.append(current)
+
+        visit(instance)
+        for above in chain[:-1]:
+            if above.key in self.adopted:
+                self.resubmitted.add(above.key)
+                self.adopted.discard(above.key)
+        self.submit(chain)
+        return self.job_ids[instance.key]
+
+    def _end_state(self, instance: StageInstance, info: JobInfo, result: JobResult | None) -> str:
+        """How a finished job that committed nothing ended, in words."""
+        state = info.state.value
+        upstream_failed = self._failed_upstream(instance)
         if result is not None and result.signal and info.state is JobState.COMPLETED:
             # Torque's wrapper over Slurm reports a cancelled or timed-out job as completed.
             name = signal.Signals(result.signal).name
             return (
-                f"by {name} (cancelled, or past its walltime; {self.backend.name} does not say "
-                "which)"
+                f"by {name} (cancelled, or past its walltime limit of "
+                f"{instance.spec.resources.walltime}; {self.backend.name} does not say which)"
             )
         if result is None and ("Dependency" in info.reason or upstream_failed):
             names = ", ".join(u.label for u in upstream_failed if u is not None)
@@ -289,6 +592,8 @@ class Campaign:
             )
         if info.state is JobState.COMPLETED:
             return "COMPLETED without committing a result"
+        if info.state is JobState.TIMEOUT:
+            return f"TIMEOUT (past its walltime limit of {instance.spec.resources.walltime})"
         return state
 
     def _try_load(self, instance: StageInstance, job_id: str) -> Served | None:
@@ -298,6 +603,8 @@ class Campaign:
             return None
         if loaded is None:
             return None
+        if self.runner.wants_rebuild(instance) and loaded.meta.get("run_id") != self.run_id:
+            return None  # the entry this run's job replaces
         result = read_job_result(self.store.root, instance.key)
         queued = None
         submitted = self.submitted_at.get(instance.key)
@@ -325,75 +632,42 @@ class Campaign:
     def _failure(
         self, instance: StageInstance, job_id: str, state: str, detail: str | None
     ) -> JobFailedError:
+        what = f"stage {instance.label} ({instance.key[:12]}): {self.backend.name} job {job_id}"
         log = job_dir(self.store.root, instance.key) / "job.log"
-        parts = [
-            f"stage {instance.label} ({instance.key[:12]}): {self.backend.name} job {job_id} ended "
-            f"{state}; nothing was committed."
-        ]
-        if detail:
-            parts.append(f"The job reported:\n{detail.rstrip()}")
-        parts.append(f"Last lines of {log}:\n{log_tail(log)}")
-        parts.append("Fix the cause and rerun pytest: the job is submitted again.")
-        return JobFailedError("\n".join(parts))
+        return JobFailedError(failure_message(what, state, detail, log))
 
     # -- cancelling -----------------------------------------------------------------------------
 
-    def cancel(self) -> None:
-        """Cancel the jobs this process submitted that have not finished."""
-        if not self.submitted:
-            return
+    def cancel(self, *, why: str = "") -> None:
+        """Cancel the jobs this process submitted that have not finished, and any job tagged
+        with this run whose submission an interrupt cut short (its id never came back)."""
         ids, self.submitted = self.submitted, []
+        cut_short, self._submitting = self._submitting is not None, None
+        if not ids and not cut_short:
+            return
         try:
-            self.backend.cancel(job_ids=ids)
+            cancelled = cancel_run(self.backend, self.run_id, ids) if cut_short else ids
+            if cut_short:
+                # The interrupted sbatch may still be talking to the controller: look again.
+                time.sleep(ORPHAN_GRACE_S)
+                cancelled += [
+                    i for i in cancel_run(self.backend, self.run_id) if i not in cancelled
+                ]
+            elif ids:
+                self.backend.cancel(job_ids=ids)
         except BackendError as exc:
             self.say(f"physpipe: could not cancel jobs {', '.join(ids)}: {exc}")
             return
-        self.say(f"physpipe: cancelled {self.backend.name} jobs {', '.join(ids)}")
+        if cancelled:
+            self.say(
+                f"physpipe: cancelled {self.backend.name} jobs {', '.join(cancelled)}"
+                + (f" ({why})" if why else "")
+            )
 
     def close(self) -> None:
         if self._undo_sigterm is not None:
             self._undo_sigterm()
             self._undo_sigterm = None
-
-
-class CancelOnInterrupt:
-    """Registered as a pytest plugin while a campaign runs: Ctrl-C cancels its jobs."""
-
-    def __init__(self, campaign: Campaign) -> None:
-        self.campaign = campaign
-
-    def pytest_keyboard_interrupt(self, excinfo: object) -> None:
-        # Ctrl-C, or SIGTERM (turned into KeyboardInterrupt above): no job this run
-        # submitted may outlive it.
-        self.campaign.cancel()
-
-    def pytest_sessionfinish(self, session: object, exitstatus: int) -> None:
-        if exitstatus == 2:  # pytest.ExitCode.INTERRUPTED
-            self.campaign.cancel()
-
-
-def sigterm_as_interrupt() -> Callable[[], None]:
-    """Make SIGTERM raise ``KeyboardInterrupt``; return the function that undoes it.
-
-    pytest handles KeyboardInterrupt (Ctrl-C) cleanly; SIGTERM taking the same road means that
-    `kill` or a CI timeout also cancels the jobs a run submitted. An xdist controller needs it
-    too: on KeyboardInterrupt it stops its workers, and execnet interrupts their main thread,
-    so each worker cancels its own jobs; killed outright by SIGTERM, it would leave them be.
-    """
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum} ({signal.Signals(signum).name})")
-
-    try:
-        old = signal.signal(signal.SIGTERM, on_sigterm)
-    except ValueError:  # not the main thread: leave signals alone
-        return lambda: None
-
-    def undo() -> None:
-        # None: the old handler was not installed from Python; the default is the best guess.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if old is None else old)
-
-    return undo
 
 
 def _job_env() -> dict[str, str]:
@@ -406,31 +680,8 @@ def _job_env() -> dict[str, str]:
     return env
 
 
-def _slurm_nodes() -> set[str] | None:
-    import subprocess
-
-    try:
-        done = subprocess.run(
-            ["sinfo", "-h", "-o", "%N"], capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if done.returncode != 0:
-        return None
-    nodes: set[str] = set()
-    for line in done.stdout.split():
-        try:
-            expanded = subprocess.run(
-                ["scontrol", "show", "hostnames", line],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            ).stdout.split()
-        except (OSError, subprocess.SubprocessError):
-            expanded = [line]
-        nodes.update(expanded or [line])
-    return nodes
+def _short(host: str) -> str:
+    return host.split(".", 1)[0].lower()
 
 
 def _timestamp(iso: str) -> float | None:

@@ -32,6 +32,7 @@ __all__ = [
     "JobResult",
     "JobSpec",
     "JobTerminated",
+    "array_task_spec",
     "hook_plugins",
     "job_dir",
     "main",
@@ -64,6 +65,10 @@ class JobSpec(BaseModel):
     verify_max: int = 64 << 20
     run_id: str
     backend: str = "slurm"
+    #: ``--physpipe-rebuild`` named this stage: replace an entry older than this run.
+    rebuild: bool = False
+    #: The instance's label id (``k=2``), which the job cannot rebuild without the plan.
+    param_id: str | None = None
 
 
 class JobResult(BaseModel):
@@ -112,7 +117,35 @@ def read_job_result(store: Path, key: str) -> JobResult | None:
 
 
 def _job_id() -> str | None:
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"  # how squeue, scancel and the campaign name an array task
     return os.environ.get("SLURM_JOB_ID") or os.environ.get("PBS_JOBID")
+
+
+#: Where a job array task finds its index, by scheduler: Slurm, PBS Pro, Torque.
+_TASK_VARS = ("SLURM_ARRAY_TASK_ID", "PBS_ARRAY_INDEX", "PBS_ARRAYID")
+
+
+def array_task_spec(tasks_file: Path) -> Path:
+    """The ``job.json`` of this array task: ``tasks_file`` lists one key per index.
+
+    The task's output goes to its key's ``job.log``, as a single job's does, so failure
+    messages read the same log either way.
+    """
+    tasks = json.loads(Path(tasks_file).read_text())
+    index = next((os.environ[v] for v in _TASK_VARS if os.environ.get(v)), None)
+    if index is None or not index.isdigit():
+        raise SystemExit(f"{tasks_file}: no array task index in the environment ({_TASK_VARS})")
+    key = tasks["keys"][int(index)]
+    folder = job_dir(Path(tasks["store"]), key)
+    log = os.open(folder / "job.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    return folder / "job.json"
 
 
 def _import_stage_module(spec: JobSpec) -> None:
@@ -188,9 +221,14 @@ def _import_file(name: str, file: str) -> types.ModuleType:
 
 def _compute(spec: JobSpec) -> str:
     """Rebuild, check and compute the instance; its status (``computed`` or ``hit``)."""
+    import dataclasses
+    import tempfile
+
+    from pytest_physpipe.cluster.allocation import allocation_budget
     from pytest_physpipe.errors import JobFailedError
     from pytest_physpipe.execute import PluginHooks, StageRunner
     from pytest_physpipe.plan import Planner
+    from pytest_physpipe.resources import SlotPool
     from pytest_physpipe.stage import registry
     from pytest_physpipe.store.codecs import CodecRegistry
     from pytest_physpipe.store.entries import Store
@@ -226,13 +264,22 @@ def _compute(spec: JobSpec) -> str:
                 f"{spec.store}; is the store on a filesystem the compute nodes share?"
             )
         upstream[name] = loaded.value
-    runner = StageRunner(
-        store=store,
-        run_id=spec.run_id,
-        hooks=PluginHooks(hooks),
-        worker=f"{spec.backend} job {_job_id() or '?'}",
-    )
-    served = runner.provide(instance, upstream)
+    if spec.param_id and instance.param_id != spec.param_id:
+        instance = dataclasses.replace(instance, param_id=spec.param_id)
+    # The stage gets what the scheduler allocated to the job (its GPUs above all), held
+    # through a slot pool of the job's own, as a local run hands out its budget.
+    budget = allocation_budget(stage_spec.resources)
+    with tempfile.TemporaryDirectory(prefix="physpipe-job-slots-") as slots:
+        runner = StageRunner(
+            store=store,
+            run_id=spec.run_id,
+            pool=SlotPool(Path(slots), budget),
+            hooks=PluginHooks(hooks),
+            rebuild=frozenset({spec.stage}) if spec.rebuild else frozenset(),
+            worker=f"{spec.backend} job {_job_id() or '?'}",
+            origin={"backend": spec.backend, "job_id": _job_id()},
+        )
+        served = runner.provide(instance, upstream)
     return "computed" if served.record.status == "computed" else "hit"
 
 
@@ -270,9 +317,17 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m pytest_physpipe.worker",
         description="Compute one physpipe stage instance inside a batch job.",
     )
-    parser.add_argument("job", type=Path, help="the job spec (jobs/<key>/job.json in the store)")
+    parser.add_argument(
+        "job", type=Path, nargs="?", help="the job spec (jobs/<key>/job.json in the store)"
+    )
+    parser.add_argument(
+        "--array", type=Path, metavar="TASKS", help="a job array's task list: run this task's"
+    )
     args = parser.parse_args(argv)
-    spec = JobSpec.model_validate(json.loads(args.job.read_text()))
+    if (args.job is None) == (args.array is None):
+        parser.error("give a job spec, or --array TASKS")
+    job_file = array_task_spec(args.array) if args.array is not None else args.job
+    spec = JobSpec.model_validate(json.loads(job_file.read_text()))
 
     # Both schedulers send SIGTERM before SIGKILL on scancel/qdel and at the walltime: record
     # it, because Torque's wrapper reports such a job as completed, with no exit status.

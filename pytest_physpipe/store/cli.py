@@ -614,6 +614,10 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("targets", nargs="+", metavar="KEY|NAME")
     rm.add_argument("-n", "--dry-run", action="store_true", help="only say what would go")
     rm.set_defaults(run=_cmd_rm)
+
+    from pytest_physpipe.cluster.jobs import add_jobs_command  # `physpipe jobs` lives there
+
+    add_jobs_command(sub, common)
     return parser
 
 

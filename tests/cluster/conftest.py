@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+from campaign_kit import Jobs, live, queued
+
+if TYPE_CHECKING:
+    from physpipe_testing import CallLog
 
 
 def cluster_reason() -> str | None:
@@ -35,3 +41,21 @@ def slurm_cluster() -> None:
     reason = cluster_reason()
     if reason is not None:
         pytest.skip(reason)
+
+
+@pytest.fixture
+def jobs(pytester: pytest.Pytester, calls: CallLog, slurm_cluster: None) -> Iterator[Jobs]:
+    """The per-test store's jobs; any job still queued at the end is cancelled."""
+    found = Jobs(pytester.path / "store")
+    yield found
+    leftover = live(found.ids()) | set(queued(found.store.parent))
+    if leftover:
+        subprocess.run(["scancel", *sorted(leftover)], check=False)
+
+
+@pytest.fixture(params=["slurm", "pbs"])
+def dialect(request: pytest.FixtureRequest, slurm_cluster: None) -> str:
+    name: str = request.param
+    if name == "pbs" and shutil.which("qsub") is None:
+        pytest.skip("no qsub (Slurm's Torque wrapper, package slurm-wlm-torque): run .ci/slurm-up")
+    return name

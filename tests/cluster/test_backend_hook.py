@@ -115,15 +115,16 @@ def test_a_plugin_backend_runs_the_slow_stages_as_jobs(
     submitted = [
         json.loads(line) for line in (pytester.path / "submitted.jsonl").read_text().splitlines()
     ]
-    by_name = {s["name"]: s for s in submitted}
-    assert by_name["physpipe-top"]["after"] == [by_name["physpipe-middle"]["id"]]
+    # Job names are tagged: physpipe-<key[:12]>-<run tag>-<stage>.
+    by_name = {s["name"].split("-", 3)[3]: s for s in submitted}
+    assert by_name["top"]["after"] == [by_name["middle"]["id"]]
     records = {
         r["name"]: r for r in json.loads((pytester.path / "report.json").read_text())["stages"]
     }
     assert records["top"]["status"] == "loaded-from-job"
     assert (records["top"]["backend"], records["top"]["job_id"]) == (
         "inline",
-        by_name["physpipe-top"]["id"],
+        by_name["top"]["id"],
     )
     assert records["broken"]["status"] == "failed"
 
@@ -133,10 +134,10 @@ def test_a_plugin_backend_runs_the_slow_stages_as_jobs(
     again.assert_outcomes(passed=1, errors=1)
     assert calls.take() == {}
     names = [
-        json.loads(line)["name"]
+        json.loads(line)["name"].split("-", 3)[3]
         for line in (pytester.path / "submitted.jsonl").read_text().splitlines()
     ]
-    assert names == ["physpipe-broken"]
+    assert names == ["broken"]
 
 
 def test_an_unknown_backend_is_a_usage_error(pytester: pytest.Pytester, calls: CallLog) -> None:
@@ -144,7 +145,10 @@ def test_an_unknown_backend_is_a_usage_error(pytester: pytest.Pytester, calls: C
     result = pytester.runpytest_subprocess("--physpipe-backend", "lsf", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["*--physpipe-backend lsf: no such backend; choose local, *pbs*slurm*"]
+        [
+            "*--physpipe-backend lsf (or ini physpipe_backend): no such backend; choose local, "
+            "*pbs*slurm*"
+        ]
     )
     assert calls.take() == {}
 

@@ -15,154 +15,16 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
+from campaign_kit import Jobs, background, live, project, run, wait_for, wait_until_gone
 
 if TYPE_CHECKING:
     from physpipe_testing import CallLog
 
 pytestmark = pytest.mark.cluster
-
-#: Inner runs: no benchmark plugin (it warns under xdist), no cache (faster, nothing to clean).
-BASE_ARGS = ("-p", "no:benchmark", "-p", "no:cacheprovider", "-p", "no:randomly")
-
-HEADER = """
-import json
-import os
-import time
-from pathlib import Path
-
-from physlog import log
-from pytest_physpipe import Resources, StageConfig, stage, sweep
-
-# One CPU, a little memory: the 8-CPU test node runs the whole fan-out at once.
-R = Resources(cpu=1, mem="100M", walltime="5:00")
-
-
-class Point(StageConfig):
-    n: int = 1
-"""
-
-
-# -- fixtures and helpers -------------------------------------------------------------------------
-
-
-class Jobs:
-    """The campaign's job files in one store, read between runs."""
-
-    def __init__(self, store: Path) -> None:
-        self.store = store
-
-    def submitted(self) -> dict[str, dict[str, Any]]:
-        """``submitted.json`` of every key, by stage label."""
-        found = {}
-        for path in sorted(self.store.glob("jobs/*/submitted.json")):
-            data = json.loads(path.read_text())
-            found[data["stage"]] = data
-        return found
-
-    def result(self, label: str) -> dict[str, Any]:
-        key_dir = next(
-            p.parent
-            for p in self.store.glob("jobs/*/submitted.json")
-            if json.loads(p.read_text())["stage"] == label
-        )
-        result: dict[str, Any] = json.loads((key_dir / "result.json").read_text())
-        return result
-
-    def ids(self) -> set[str]:
-        return {data["job_id"] for data in self.submitted().values()}
-
-
-def _live(job_ids: set[str]) -> set[str]:
-    """Which of these jobs Slurm still has pending or running (what `squeue` lists)."""
-    if not job_ids:
-        return set()
-    out = subprocess.run(
-        ["squeue", "-h", "-o", "%i", "-t", "PD,R,CG,CF,S", "-j", ",".join(sorted(job_ids))],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    return set(out.split()) & job_ids
-
-
-def _wait_until_gone(job_ids: set[str], *, timeout_s: float = 30) -> set[str]:
-    deadline = time.monotonic() + timeout_s
-    while (live := _live(job_ids)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return live
-
-
-@pytest.fixture
-def jobs(pytester: pytest.Pytester, calls: CallLog, slurm_cluster: None) -> Iterator[Jobs]:
-    """The per-test store's jobs; any job still queued at the end is cancelled."""
-    found = Jobs(pytester.path / "store")
-    yield found
-    leftover = _live(found.ids())
-    if leftover:
-        subprocess.run(["scancel", *sorted(leftover)], check=False)
-
-
-@pytest.fixture(params=["slurm", "pbs"])
-def dialect(request: pytest.FixtureRequest, slurm_cluster: None) -> str:
-    name: str = request.param
-    if name == "pbs" and shutil.which("qsub") is None:
-        pytest.skip("no qsub (Slurm's Torque wrapper, package slurm-wlm-torque): run .ci/slurm-up")
-    return name
-
-
-def project(pytester: pytest.Pytester, body: str) -> None:
-    pytester.makepyfile(test_campaign_project=HEADER + textwrap.dedent(body))
-
-
-def args(pytester: pytest.Pytester, backend: str, *extra: str) -> list[str]:
-    return [
-        *BASE_ARGS,
-        f"--physpipe-backend={backend}",
-        f"--physpipe-dir={pytester.path / 'store'}",
-        *extra,
-    ]
-
-
-def run(pytester: pytest.Pytester, backend: str, *extra: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess(*args(pytester, backend, *extra), timeout=180)
-
-
-@contextmanager
-def background(
-    pytester: pytest.Pytester, backend: str, *extra: str
-) -> Iterator[subprocess.Popen[str]]:
-    """An inner pytest in the background (to signal it, or to run a second one beside it)."""
-    inner = pytester.popen(
-        [sys.executable, "-m", "pytest", *args(pytester, backend, *extra)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        yield inner
-    finally:
-        if inner.poll() is None:
-            inner.kill()
-        inner.wait()
-        assert inner.stdout is not None
-        inner.stdout.close()
-
-
-def wait_for(condition: Any, what: str, *, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.2)
 
 
 # -- a campaign: submit once, with dependencies; rerun submits nothing ----------------------------
@@ -233,7 +95,18 @@ def test_campaign_submits_once_with_dependencies_and_a_rerun_submits_nothing(
     assert {data["backend"] for data in submitted.values()} == {dialect}
     assert submitted["top"]["depends_on"] == [submitted["middle"]["job_id"]]
     assert all(data["depends_on"] == [] for label, data in submitted.items() if label != "top")
-    assert str(result.stdout).count(f"as {dialect} job ") == 6
+    if dialect == "slurm":  # the sweep went out as one job array, with a task per point
+        assert str(result.stdout).count("as slurm job ") == 2
+        result.stdout.fnmatch_lines(
+            [
+                "*submitted point[[]n=1] .. point[[]n=4] (4 instances) as slurm array job * "
+                "(tasks 0-3)"
+            ]
+        )
+        arrays = {submitted[f"point[n={n}]"]["job_id"].rsplit("_", 1)[0] for n in range(1, 5)}
+        assert len(arrays) == 1
+    else:  # no arrays through Torque's wrapper: one job per instance
+        assert str(result.stdout).count(f"as {dialect} job ") == 6
     # afterok held `top` back until `middle` had finished.
     middle, top = jobs.result("middle"), jobs.result("top")
     assert top["started_at"] >= middle["started_at"] + middle["duration_s"]
@@ -313,7 +186,12 @@ def test_a_stage_that_raises_fails_its_tests_with_the_traceback(
     # test_after_boom errors with boom's failure (pytest sets boom up first); its job, held
     # by afterok, never ran and is not left pending.
     assert str(result.stdout).count("ValueError: the solver diverged at step 17") >= 2
-    assert _wait_until_gone({after_id}) == set()
+    # Short: the traceback once (its end), not the job's log repeating it.
+    boom_message = str(result.stdout).split("ended FAILED", 1)[1].split("Fix the cause", 1)[0]
+    assert boom_message.count("ValueError: the solver diverged") == 1
+    assert len(boom_message.splitlines()) <= 15
+    assert "Full log: " in boom_message
+    assert wait_until_gone({after_id}) == set()
     assert "after_boom" not in calls.take()
     # Failures are not cached: the rerun submits boom again.
     rerun = run(pytester, dialect, "-k", "test_boom")
@@ -355,7 +233,10 @@ def test_a_cancelled_job_fails_its_tests_with_that_state(
     if dialect == "slurm":
         expected = "ended CANCELLED; nothing was committed"
     else:  # the Torque wrapper shows a cancelled job as completed; the job itself knows
-        expected = "ended by SIGTERM (cancelled, or past its walltime; pbs does not say which)"
+        expected = (
+            "ended by SIGTERM (cancelled, or past its walltime limit of 5:00; pbs does not say "
+            "which)"
+        )
     assert "stage sleeper (" in output
     assert f"job {job_id} {expected}" in output, output
     assert "time.sleep" in output  # where the job was when it was stopped
@@ -376,7 +257,12 @@ def test_a_job_past_its_walltime_fails_its_tests_with_timeout(
     result = run(pytester, "slurm")
     result.assert_outcomes(errors=1)
     job_id = jobs.submitted()["sleeper"]["job_id"]
-    result.stdout.fnmatch_lines([f"*slurm job {job_id} ended TIMEOUT; nothing was committed."])
+    result.stdout.fnmatch_lines(
+        [
+            f"*slurm job {job_id} ended TIMEOUT (past its walltime limit of 1:00); nothing was "
+            "committed."
+        ]
+    )
 
 
 # -- interrupting pytest cancels its jobs ---------------------------------------------------------
@@ -434,11 +320,11 @@ def test_interrupting_pytest_cancels_its_jobs(
         wait_for(lambda: "started" in calls.lines(), "the first job to start")
         wait_for(lambda: len(jobs.ids()) == 4, "all four submissions")
         submitted = jobs.ids()
-        assert _live(submitted) == submitted  # all pending or running
+        assert live(submitted) == submitted  # all pending or running
         inner.send_signal(sig)
         output, _ = inner.communicate(timeout=60)
     assert inner.returncode == pytest.ExitCode.INTERRUPTED, output
-    assert _wait_until_gone(submitted) == set(), output
+    assert wait_until_gone(submitted) == set(), output
     if not xdist:  # an xdist worker's terminal lines do not reach the controller's output
         assert f"cancelled {backend} jobs" in output
 
@@ -538,7 +424,7 @@ def test_a_rejected_submission_quotes_the_scheduler(
     # `fine` went out first; the failed campaign cancelled it.
     fine = jobs.submitted()["fine"]["job_id"]
     result.stdout.fnmatch_lines([f"*cancelled {dialect} jobs {fine}"])
-    assert _wait_until_gone({fine}) == set()
+    assert wait_until_gone({fine}) == set()
 
 
 def test_the_plan_shows_what_would_be_submitted(
@@ -549,10 +435,10 @@ def test_the_plan_shows_what_would_be_submitted(
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(
         [
-            "*stage*key*status*resources*runs on",
-            "fast *missing*cpu=1 gpu=0 mem=4G time=1:00:00*local",
-            "fine *missing*cpu=1 gpu=0 mem=100M time=5:00*slurm (slow)",
-            "huge *missing*cpu=1000 gpu=0 mem=100M time=1:00*slurm (slow)",
+            "*stage*key*status*resources*runs on*after*",
+            "fast *missing*cpu=1 gpu=0 mem=4G time=1:00:00*local *- *",
+            "fine *missing*cpu=1 gpu=0 mem=100M time=5:00*slurm (slow) *fast *",
+            "huge *missing*cpu=1000 gpu=0 mem=100M time=1:00*slurm (slow) *fine *",
             "3 stage instance(s): 0 cached, 3 missing",
         ]
     )

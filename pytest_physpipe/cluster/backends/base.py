@@ -8,6 +8,9 @@ job's end means by reading the result record that the job writes itself: schedul
 reliably report exit codes (Slurm without accounting forgets them once a job is purged, Torque's
 wrapper over Slurm never reports them), so the scheduler's word is only a hint.
 
+A backend may also ``find`` jobs by name prefix (the campaign tags every job's name with its
+run and key, see :mod:`pytest_physpipe.cluster.jobs`).
+
 Also here, shared by the dialects: the job script (:func:`render_script`,
 :func:`write_script`), the subprocess runner with a timeout (:func:`run_command`), and
 :func:`log_tail` for failure messages.
@@ -89,6 +92,13 @@ class JobRequest:
     depends_on: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     default_args: tuple[str, ...] = ()
+    #: 0: one job. N > 0: a job array of N tasks, indices ``0 .. N-1`` (the job finds its
+    #: index in ``SLURM_ARRAY_TASK_ID``); each task logs to ``task-<index>.log`` beside
+    #: ``log_path``, and the backend returns the array's id (task ``i`` is ``<id>_<i>``).
+    array_size: int = 0
+    #: How ``depends_on`` is meant: ``afterok`` (each listed job, or whole array, succeeded)
+    #: or ``aftercorr`` (task ``i`` waits for task ``i`` of the listed array).
+    dependency: str = "afterok"
 
     def __post_init__(self) -> None:
         if not self.argv:
@@ -111,6 +121,8 @@ class JobInfo:
     raw_state: str = ""
     exit_code: int | None = None
     reason: str = ""
+    #: The job's name, where the call reports it (``find``).
+    name: str = ""
 
 
 @runtime_checkable
@@ -141,6 +153,16 @@ class Backend(Protocol):
     def cancel(self, *, job_ids: Sequence[str]) -> None:
         """Cancel these jobs. Jobs already finished or unknown are not an error."""
         ...
+
+    # Optional: ``max_array_size() -> int``, the largest job array the scheduler takes (0 or
+    # 1: submit one job per instance); backends without it get one job per instance.
+    #
+    # Optional (the built-in backends have it; a plugin backend without it loses only the
+    # recovery of jobs whose submission was interrupted):
+    #
+    #     def find(self, *, prefix: str) -> dict[str, JobInfo]:
+    #         """This user's pending or running jobs whose name starts with ``prefix``,
+    #         by job id, with ``JobInfo.name`` set; one scheduler call."""
 
 
 def run_command(

@@ -41,6 +41,7 @@ __all__ = [
     "format_pbs_walltime",
     "map_pbs_state",
     "parse_qstat_json",
+    "parse_qstat_named",
     "parse_qstat_text",
     "parse_qsub_output",
     "pbs_info",
@@ -161,6 +162,28 @@ def parse_qstat_json(text: str) -> dict[str, JobInfo]:
 
 def parse_qstat_text(text: str) -> dict[str, JobInfo]:
     """Parse the text of ``qstat -f`` (Torque, PBS Pro, Slurm's wrapper), by job id."""
+    return {job_id: pbs_info(job_id, attrs) for job_id, attrs in _qstat_blocks(text).items()}
+
+
+def parse_qstat_named(text: str, *, prefix: str) -> dict[str, JobInfo]:
+    """The jobs of ``qstat -f`` text whose ``Job_Name`` starts with ``prefix``, named."""
+    jobs: dict[str, JobInfo] = {}
+    for job_id, attrs in _qstat_blocks(text).items():
+        name = next((v for k, v in attrs.items() if k.lower() == "job_name"), "")
+        if name.startswith(prefix):
+            info = pbs_info(job_id, attrs)
+            jobs[job_id] = JobInfo(
+                job_id=job_id,
+                state=info.state,
+                raw_state=info.raw_state,
+                exit_code=info.exit_code,
+                reason=info.reason,
+                name=name,
+            )
+    return jobs
+
+
+def _qstat_blocks(text: str) -> dict[str, dict[str, str]]:
     blocks: dict[str, dict[str, str]] = {}
     current: dict[str, str] | None = None
     last_key = ""
@@ -178,7 +201,7 @@ def parse_qstat_text(text: str) -> dict[str, JobInfo]:
             current[last_key] = attribute.group(2).strip()
         elif last_key:
             current[last_key] += line.strip()
-    return {job_id: pbs_info(job_id, attrs) for job_id, attrs in blocks.items()}
+    return blocks
 
 
 def parse_qsub_output(stdout: str) -> str:
@@ -212,10 +235,14 @@ def qsub_argv(request: JobRequest, *, script: Path, flavor: Flavor) -> list[str]
     mem = f"{mem_mib(res)}mb"
     walltime = format_pbs_walltime(res.walltime_s)
     if flavor == "pbspro":
-        chunk = f"select=1:ncpus={res.cpu}:mem={mem}" + (f":ngpus={res.gpu}" if res.gpu else "")
+        chunk = f"select=1:ncpus={res.cpu_slots}:mem={mem}" + (
+            f":ngpus={res.gpu}" if res.gpu else ""
+        )
+        if res.mpi:  # the ranks the site's mpiexec starts from the job's node file
+            chunk += f":mpiprocs={res.mpi}"
         limits = ["-l", chunk, "-l", f"walltime={walltime}"]
     else:
-        nodes = f"nodes=1:ppn={res.cpu}" + (f":gpus={res.gpu}" if res.gpu else "")
+        nodes = f"nodes=1:ppn={res.cpu_slots}" + (f":gpus={res.gpu}" if res.gpu else "")
         limits = ["-l", f"{nodes},mem={mem},walltime={walltime}"]
     argv = [
         "qsub",
@@ -357,6 +384,14 @@ class PbsBackend:
             f"`{' '.join(argv)}` failed with exit status {returncode}: "
             f"{stderr.strip() or '(no output)'}"
         )
+
+    def find(self, *, prefix: str) -> dict[str, JobInfo]:
+        """Pending and running jobs whose name starts with ``prefix`` (``qstat -f``, text:
+        every flavour prints it; finished jobs it still lists are left out)."""
+        result = run_command(["qstat", "-f"], timeout_s=self.timeout_s, check=False, hint=_HINT)
+        jobs = parse_qstat_named(result.stdout, prefix=prefix)
+        self._raise_unless_answered(["qstat", "-f"], result.returncode, result.stderr, jobs)
+        return {job_id: info for job_id, info in jobs.items() if not info.state.finished}
 
     def cancel(self, *, job_ids: Sequence[str]) -> None:
         if not job_ids:

@@ -7,6 +7,7 @@ them on captured scheduler output; :class:`SlurmBackend` only adds the subproces
 
 from __future__ import annotations
 
+import getpass
 import re
 import shutil
 from collections.abc import Iterable, Sequence
@@ -28,10 +29,12 @@ __all__ = [
     "decode_exit_code",
     "format_slurm_time",
     "map_slurm_state",
+    "parse_max_array_size",
     "parse_sacct",
     "parse_sbatch_output",
     "parse_scontrol_job",
     "parse_squeue",
+    "parse_squeue_named",
     "sbatch_argv",
 ]
 
@@ -126,6 +129,30 @@ def parse_squeue(text: str) -> dict[str, JobInfo]:
     return jobs
 
 
+def parse_max_array_size(config_text: str) -> int:
+    """``MaxArraySize`` from ``scontrol show config`` (Slurm's default, 1001, if absent)."""
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", config_text, re.MULTILINE)
+    return int(match.group(1)) if match else 1001
+
+
+def parse_squeue_named(text: str, *, prefix: str) -> dict[str, JobInfo]:
+    """Parse ``squeue -h -O 'JobID:|,Name:|,State:|,Reason:|'``: the jobs named ``prefix...``."""
+    jobs: dict[str, JobInfo] = {}
+    for line in text.splitlines():
+        fields = [f.strip() for f in line.split("|")]
+        if len(fields) < 4 or not fields[0] or not fields[1].startswith(prefix):
+            continue
+        info = _info(fields[0], fields[2], fields[3], "")
+        jobs[fields[0]] = JobInfo(
+            job_id=info.job_id,
+            state=info.state,
+            raw_state=info.raw_state,
+            reason=info.reason,
+            name=fields[1],
+        )
+    return jobs
+
+
 def parse_scontrol_job(text: str) -> JobInfo | None:
     """Parse one job of ``scontrol show job -o ID``; ``None`` if the text holds no job."""
     fields: dict[str, str] = {}
@@ -177,6 +204,13 @@ def _job_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+=-]", "_", name)[:200] or "physpipe"
 
 
+def _output(request: JobRequest) -> str:
+    if not request.array_size:
+        return str(request.log_path).replace("%", "%%")
+    folder = str(request.log_path.parent).replace("%", "%%")
+    return f"{folder}/task-%a.log"
+
+
 def sbatch_argv(request: JobRequest, *, script: Path) -> list[str]:
     """The ``sbatch`` command line that submits ``script`` for ``request``."""
     res = request.resources
@@ -186,10 +220,11 @@ def sbatch_argv(request: JobRequest, *, script: Path) -> list[str]:
         "--parsable",
         f"--job-name={_job_name(request.name)}",
         # sbatch expands %j, %u... in file names; %% is a literal percent sign.
-        f"--output={str(request.log_path).replace('%', '%%')}",
+        f"--output={_output(request)}",
         f"--chdir={request.cwd}",
-        "--nodes=1",
-        "--ntasks=1",
+        # An MPI stage's job holds its ranks as tasks (srun starts them, maybe on several
+        # nodes); any other job is one task on one node.
+        *(["--nodes=1", "--ntasks=1"] if not res.mpi else [f"--ntasks={res.mpi}"]),
         f"--cpus-per-task={res.cpu}",
         f"--mem={mem_mib(res)}M",
         f"--time={format_slurm_time(res.walltime_s)}",
@@ -208,8 +243,10 @@ def sbatch_argv(request: JobRequest, *, script: Path) -> list[str]:
             argv.append(f"--account={cluster.account}")
         if cluster.qos:
             argv.append(f"--qos={cluster.qos}")
+    if request.array_size:
+        argv.append(f"--array=0-{request.array_size - 1}")
     if request.depends_on:
-        argv.append("--dependency=afterok:" + ":".join(request.depends_on))
+        argv.append(f"--dependency={request.dependency}:" + ":".join(request.depends_on))
         # A job whose upstream failed is cancelled instead of pending forever.
         argv.append("--kill-on-invalid-dep=yes")
     argv += request.default_args
@@ -229,6 +266,7 @@ class SlurmBackend:
         # None until tried; False once sacct has failed (accounting disabled), so a
         # cluster without accounting costs one failed call, not one per poll.
         self._sacct_works: bool | None = None
+        self._max_array: int | None = None
 
     def __repr__(self) -> str:
         return f"SlurmBackend(timeout_s={self.timeout_s!r})"
@@ -250,7 +288,8 @@ class SlurmBackend:
         if not ids:
             return {}
         result = run_command(
-            ["squeue", "--all", "-h", "-t", "all", "-O", _SQUEUE_FORMAT, "-j", ",".join(ids)],
+            # -r: one line per array task ("123_4"), pending ones included.
+            ["squeue", "--all", "-h", "-r", "-t", "all", "-O", _SQUEUE_FORMAT, "-j", ",".join(ids)],
             timeout_s=self.timeout_s,
             check=False,
             hint=_HINT,
@@ -309,6 +348,42 @@ class SlurmBackend:
         )
         self._sacct_works = result.returncode == 0
         return parse_sacct(result.stdout, job_ids=job_ids) if self._sacct_works else {}
+
+    def nodes(self) -> set[str] | None:
+        """The cluster's node names (``sinfo``, expanded by ``scontrol show hostnames``);
+        ``None`` when Slurm does not answer."""
+        try:
+            listed = run_command(["sinfo", "-h", "-o", "%N"], timeout_s=self.timeout_s)
+        except BackendError:
+            return None
+        found: set[str] = set()
+        for ranged in listed.stdout.split():
+            try:
+                expanded = run_command(
+                    ["scontrol", "show", "hostnames", ranged], timeout_s=self.timeout_s
+                ).stdout.split()
+            except BackendError:
+                expanded = []
+            found.update(expanded or [ranged])
+        return found
+
+    def max_array_size(self) -> int:
+        """Slurm's ``MaxArraySize`` (indices must stay below it); 0 where arrays are off."""
+        if self._max_array is None:
+            result = run_command(
+                ["scontrol", "show", "config"], timeout_s=self.timeout_s, check=False, hint=_HINT
+            )
+            self._max_array = parse_max_array_size(result.stdout)
+        return self._max_array
+
+    def find(self, *, prefix: str) -> dict[str, JobInfo]:
+        """This user's pending and running jobs whose name starts with ``prefix``."""
+        result = run_command(
+            ["squeue", "-u", getpass.getuser(), "-h", "-O", "JobID:|,Name:|,State:|,Reason:|"],
+            timeout_s=self.timeout_s,
+            hint=_HINT,
+        )
+        return parse_squeue_named(result.stdout, prefix=prefix)
 
     def cancel(self, *, job_ids: Sequence[str]) -> None:
         if not job_ids:
