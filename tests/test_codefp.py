@@ -290,12 +290,12 @@ def test_track_accepts_a_decorator_object_holding_the_function(tmp_path: Path) -
     (site / "formlib.py").write_text(form_source)
     sys.path.insert(0, str(site))
     try:
-        import formlib
+        formlib = importlib.import_module("formlib")
 
-        def product(u, v):
+        def product(u: float, v: float) -> float:
             return u * v
 
-        def total(u, v):
+        def total(u: float, v: float) -> float:
             return u + v
 
         keyed = [code_of(_plain, track=[formlib.Form(f)]).digest for f in (product, total)]

@@ -409,7 +409,7 @@ def _write_reason_project(pytester: pytest.Pytester, **change: object) -> None:
         "mesh": "0 0\n1 1\n", "fakepkg": "1.0",
     } | change  # fmt: skip
     pytester.makepyfile(
-        test_reasons=REASONS.format(**values), physics=PHYSICS_MODULE.format(op=values["op"])
+        test_why_project=REASONS.format(**values), physics=PHYSICS_MODULE.format(op=values["op"])
     )
     (pytester.path / "mesh.msh").write_text(values["mesh"])
     site = pytester.path / "site"
