@@ -11,10 +11,24 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 from pathlib import Path
 
-__all__ = ["write_bytes_atomic", "write_text_atomic"]
+__all__ = ["in_flight_target", "write_bytes_atomic", "write_text_atomic"]
+
+# The temporary name of a file being written: ``.<name>.<pid>.<8 hex digits>.tmp``.
+_IN_FLIGHT = re.compile(r"\.(?P<name>.+)\.\d+\.[0-9a-f]{8}\.tmp")
+
+
+def in_flight_target(name: str) -> str | None:
+    """The final name a temporary file of this writer is for, or None if it is not one.
+
+    Another process may be in the middle of writing beside the final path; whoever lists the
+    folder at that moment sees this name.
+    """
+    match = _IN_FLIGHT.fullmatch(name)
+    return match["name"] if match else None
 
 
 def write_bytes_atomic(

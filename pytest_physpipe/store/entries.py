@@ -34,7 +34,7 @@ from pytest_physpipe.errors import (
 )
 from pytest_physpipe.keys import KEY_PATTERN
 from pytest_physpipe.records import StageRecord
-from pytest_physpipe.store.atomic import write_text_atomic
+from pytest_physpipe.store.atomic import in_flight_target, write_text_atomic
 from pytest_physpipe.store.codecs import CodecRegistry, type_name
 from pytest_physpipe.store.filesystem import resolve_lock_mode
 from pytest_physpipe.store.layout import CREATED_DIRS, LAYOUT_NAMES, StoreLayout, tree_size
@@ -194,7 +194,12 @@ class Store:
         """Raise :class:`StoreError` if the existing root holds anything but store paths."""
         if self.layout.cachedir_tag.is_file():
             return  # a store (perhaps one with files of its user's beside it): keep using it
-        foreign = sorted(n for n in os.listdir(self.root) if n not in LAYOUT_NAMES)
+        # Another process creating the same store may be writing its markers right now.
+        foreign = sorted(
+            n
+            for n in os.listdir(self.root)
+            if n not in LAYOUT_NAMES and in_flight_target(n) not in LAYOUT_NAMES
+        )
         if foreign:
             shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
             raise StoreError(

@@ -19,7 +19,7 @@ from typing import Literal
 import pytest
 from physpipe_testing import CallLog, wait_for
 
-from pytest_physpipe.errors import CorruptEntryError, SecretError
+from pytest_physpipe.errors import CorruptEntryError, SecretError, StoreError
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store.cli import main as physpipe
 from pytest_physpipe.store.codecs import PickleCodec, TreeCodec
@@ -369,6 +369,22 @@ def test_a_project_directory_is_refused_as_a_store(pytester: pytest.Pytester) ->
     assert not (pytester.path / ".gitignore").exists()
     assert not (pytester.path / "CACHEDIR.TAG").exists()
     assert stat.S_IMODE(pytester.path.stat().st_mode) == 0o755
+
+
+def test_a_store_another_process_is_creating_is_not_refused(tmp_path: Path) -> None:
+    # xdist workers create the store at once: one may list the root while another's marker
+    # file is still a temporary file beside its final name. That is a store, not a project.
+    root = tmp_path / "store"
+    root.mkdir()
+    (root / f".CACHEDIR.TAG.{os.getpid()}.0123abcd.tmp").write_text("")
+    Store(root).ensure()
+    assert (root / "CACHEDIR.TAG").is_file()
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / f".notes.txt.{os.getpid()}.0123abcd.tmp").write_text("")
+    with pytest.raises(StoreError, match="not part of a store"):
+        Store(project).ensure()
 
 
 # ---------------------------------------------------------------------------------------------
