@@ -285,10 +285,47 @@ def _rebuild_index(node: Mapping[str, Any], src: Path, mmap_min: int) -> Any:
     return pandas.Index(values, name=node["name"], copy=False)
 
 
-class PandasCodec:
+class _SkeletonCodec:
+    """A value as a JSON skeleton (``<skeleton>``) plus ``<prefix><i>.npy`` files.
+
+    Subclasses build the skeleton; a value with a part the format cannot hold exactly is not
+    accepted, so the registry falls through to the next codec.
+    """
+
+    name: str
+    skeleton: str
+    prefix: str
+
+    def _skeleton(self, value: Any, files: list[Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def accepts(self, value: object) -> bool:
+        try:
+            self._skeleton(value, [])
+        except _NotExact:
+            return False
+        return True
+
+    def encode(self, value: object, dest: Path) -> dict[str, Any]:
+        files: list[Any] = []
+        try:
+            skeleton = self._skeleton(value, files)
+        except _NotExact as exc:
+            raise CodecError(
+                f"the {self.name} codec cannot store this value exactly ({exc})"
+            ) from None
+        for index, array in enumerate(files):
+            _save(array, dest / f"{self.prefix}{index}.npy")
+        (dest / self.skeleton).write_text(json.dumps(skeleton, allow_nan=True))
+        return {}
+
+
+class PandasCodec(_SkeletonCodec):
     """A pandas DataFrame or Series as ``frame.json`` plus one ``.npy`` per column."""
 
     name = "pandas"
+    skeleton = "frame.json"
+    prefix = "c"
 
     def _skeleton(self, value: Any, files: list[Any]) -> dict[str, Any]:
         pandas = _module("pandas")
@@ -315,27 +352,9 @@ class PandasCodec:
             }
         raise _NotExact(type(value).__name__)
 
-    def accepts(self, value: object) -> bool:
-        try:
-            self._skeleton(value, [])
-        except _NotExact:
-            return False
-        return True
-
-    def encode(self, value: object, dest: Path) -> dict[str, Any]:
-        files: list[Any] = []
-        try:
-            skeleton = self._skeleton(value, files)
-        except _NotExact as exc:
-            raise CodecError(f"the pandas codec cannot store this value exactly ({exc})") from None
-        for index, array in enumerate(files):
-            _save(array, dest / f"c{index}.npy")
-        (dest / "frame.json").write_text(json.dumps(skeleton, allow_nan=True))
-        return {}
-
     def decode(self, src: Path, meta: Mapping[str, Any], *, mmap_min: int) -> object:
         pandas = _import("pandas")
-        node = json.loads((src / "frame.json").read_bytes())
+        node = json.loads((src / self.skeleton).read_bytes())
         index = _rebuild_index(node["index"], src, mmap_min)
         if node.get("kind") == "series":
             values = _rebuild_column(node["values"], src, mmap_min)
@@ -385,10 +404,12 @@ def _names(mapping: Any) -> list[str]:
     return names
 
 
-class XarrayCodec:
+class XarrayCodec(_SkeletonCodec):
     """An xarray DataArray or Dataset as ``dataset.json`` plus one ``.npy`` per variable."""
 
     name = "xarray"
+    skeleton = "dataset.json"
+    prefix = "v"
 
     def _skeleton(self, value: Any, files: list[Any]) -> dict[str, Any]:
         xarray = _module("xarray")
@@ -411,27 +432,9 @@ class XarrayCodec:
         variables = {n: _variable(value[n].variable, files) for n in _names(value.data_vars)}
         return {"kind": "dataset", "attrs": dict(value.attrs), "vars": variables, "coords": coords}
 
-    def accepts(self, value: object) -> bool:
-        try:
-            self._skeleton(value, [])
-        except _NotExact:
-            return False
-        return True
-
-    def encode(self, value: object, dest: Path) -> dict[str, Any]:
-        files: list[Any] = []
-        try:
-            skeleton = self._skeleton(value, files)
-        except _NotExact as exc:
-            raise CodecError(f"the xarray codec cannot store this value exactly ({exc})") from None
-        for index, array in enumerate(files):
-            _save(array, dest / f"v{index}.npy")
-        (dest / "dataset.json").write_text(json.dumps(skeleton, allow_nan=True))
-        return {}
-
     def decode(self, src: Path, meta: Mapping[str, Any], *, mmap_min: int) -> object:
         xarray = _import("xarray")
-        node = json.loads((src / "dataset.json").read_bytes())
+        node = json.loads((src / self.skeleton).read_bytes())
         coords = {n: _rebuild_variable(v, src, mmap_min) for n, v in node["coords"].items()}
         if node.get("kind") == "dataarray":
             dims, data, attrs = _rebuild_variable(node["data"], src, mmap_min)
