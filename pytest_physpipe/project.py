@@ -81,7 +81,10 @@ def load_project(
             f"Workflow(rootdir={os.fspath(path)!r}): {folder} is not a directory. Give the "
             "folder you would run pytest on (the one holding your tests or your pytest.ini)."
         )
-    args = [str(folder)]
+    # Reading the configuration runs no test, so no assertion rewriting: it would only warn
+    # (an error under filterwarnings=error) that the plugin, imported before pytest.main, cannot
+    # be rewritten, as it does where the distribution's metadata lies beside the script.
+    args = [str(folder), "--assert=plain"]
     for name, value in (overrides or {}).items():
         if not name.startswith("physpipe_"):
             raise ConfigError(
