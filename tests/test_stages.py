@@ -307,7 +307,9 @@ def test_ctx_log_is_one_logger_per_stage_naming_the_instance(
     )
     result = pytester.runpytest("-p", "no:randomly", "-o", "log_level=WARNING", "-rA")
     result.assert_outcomes(passed=31)
-    result.stdout.fnmatch_lines(["*WARNING*physpipe.swept*test_project.py:*swept[[]n=7[]]: solved 7%*"])
+    result.stdout.fnmatch_lines(
+        ["*WARNING*physpipe.swept*test_project.py:*swept[[]n=7[]]: solved 7%*"]
+    )
 
 
 # -- sweeps and overrides -------------------------------------------------------------------------
