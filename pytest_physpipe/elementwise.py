@@ -18,7 +18,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BLOCK", "WORST_SHOWN", "ArrayDiff", "Element", "close_elements", "unequal_elements"]
+__all__ = [
+    "BLOCK",
+    "WORST_SHOWN",
+    "ArrayDiff",
+    "Element",
+    "close_elements",
+    "failing_mask",
+    "unequal_elements",
+]
 
 #: Elements per comparison block: the temporaries stay in cache.
 BLOCK = 1 << 18
@@ -153,6 +161,36 @@ def unequal_elements(e: np.ndarray, a: np.ndarray) -> ArrayDiff | None:
         return None
     elements = tuple(Element(_unravel(i, e.shape), flat_e[i], flat_a[i]) for i in first)
     return ArrayDiff(failing, int(e.size), elements)
+
+
+def failing_mask(
+    e: np.ndarray, a: np.ndarray, tolerance: tuple[float, float, bool] | None
+) -> np.ndarray:
+    """Which elements of two same-shape arrays fail: outside ``(rtol, atol, equal_nan)`` for
+    float/complex arrays, different when ``tolerance`` is None (compared exactly).
+
+    The same rule as :func:`close_elements` and :func:`unequal_elements`, element by element:
+    an update keeps the golden value of every element this mask leaves False.
+    """
+    mask = np.zeros(e.size, dtype=bool)
+    flat_e, flat_a = e.reshape(-1), a.reshape(-1)
+    for start in range(0, flat_e.size, BLOCK):
+        eb, ab = flat_e[start : start + BLOCK], flat_a[start : start + BLOCK]
+        if tolerance is None or e.dtype.kind not in "fc":
+            differ = np.asarray(eb != ab)
+            if e.dtype.kind in "Mm":
+                differ &= ~(np.isnat(eb) & np.isnat(ab))
+            mask[start : start + eb.size] = differ
+            continue
+        if np.array_equal(eb, ab):
+            continue
+        work = np.result_type(e.dtype, np.float64)
+        rtol, atol, equal_nan = tolerance
+        bad, _, _ = _block_outside(
+            np.asarray(eb, dtype=work), np.asarray(ab, dtype=work), rtol, atol, equal_nan
+        )
+        mask[start + bad] = True
+    return mask.reshape(e.shape)
 
 
 def same_dtype(expected: np.dtype[Any], actual: np.dtype[Any]) -> bool:

@@ -8,8 +8,9 @@ How the pieces meet syrupy's write decision (docs/snapshots.md has the long form
 * syrupy writes only when ``matches`` is false. A value within tolerance therefore never
   reaches the disk, not even under ``--snapshot-update``: no churn from rounding noise.
 * When a write does happen, ``write_snapshot_collection`` merges at the leaf level: leaves still
-  within tolerance keep their golden text byte for byte; only the failing leaves (and the
-  provenance, which says when the values changed) are replaced.
+  within tolerance keep their golden text byte for byte, and so does every element of a failing
+  array that is within tolerance; only what failed (and the provenance, which says when the
+  values changed) is replaced.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from pytest_physpipe.snapshot.files import (
     write_atomic,
 )
 from pytest_physpipe.snapshot.guard import GUARD, guard_for, module_key_of_golden
-from pytest_physpipe.snapshot.merge import merge_values, sidecars_in
+from pytest_physpipe.snapshot.merge import ArrayMerge, merge_values, sidecars_in
 from pytest_physpipe.snapshot.provenance import explain_changes, platform_info
 from pytest_physpipe.tolerance import Comparison, ToleranceRules, compare
 
@@ -335,26 +336,36 @@ class PhysicsSnapshotExtension(AbstractSyrupyExtension):
 
 
 def _entry_to_write(received: Received, old_entry: object, array_dir: Path) -> dict[str, object]:
-    """The entry to store: the received one, but with in-tolerance leaves kept from the golden."""
+    """The entry to store: the received one, but with in-tolerance values kept from the golden.
+
+    Leaves within tolerance keep their node; a failing array keeps the golden value of each
+    element within tolerance (:class:`~pytest_physpipe.snapshot.merge.ArrayMerge`).
+    """
     entry = received.entry
+    sidecars: Mapping[str, np.ndarray] = received.sidecars
     # A golden that does not decode (a corrupt or missing sidecar) is replaced, sidecars too.
     rewrite_sidecars = False
     if isinstance(old_entry, dict):
+        loader = sidecar_loader(array_dir)
         try:
-            golden = Decoder(sidecar_loader(array_dir)).decode(old_entry.get("value"))
+            golden = Decoder(loader).decode(old_entry.get("value"))
             comparison = compare(golden, received.value, received.rules)
         except (GoldenFileError, TypeError, ValueError):
             rewrite_sidecars = True
         else:
             if comparison.ok:
                 return old_entry
+            merge = ArrayMerge(
+                {m.path: m.tolerance for m in comparison.mismatches}, loader, received.sidecars
+            )
             value = merge_values(
-                old_entry.get("value"), entry["value"], "", comparison.failed_paths
+                old_entry.get("value"), entry["value"], "", comparison.failed_paths, merge
             )
             entry = {**entry, "value": value}
+            sidecars = {**received.sidecars, **merge.sidecars}
     for name in sorted(set(sidecars_in(entry["value"]))):
         target = array_dir / name
         if rewrite_sidecars or not target.exists():
-            array = received.sidecars[name]
+            array = sidecars[name]
             write_atomic(target, lambda handle, a=array: np.save(handle, a, allow_pickle=False))
     return entry
