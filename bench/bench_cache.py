@@ -3,19 +3,26 @@
     python bench/bench_cache.py            # all three parts (needs ~3.5 GiB free in $TMPDIR)
     python bench/bench_cache.py --quick    # fewer repeats, 256 MiB instead of 1 GiB in (c)
     python bench/bench_cache.py --check    # exit 1 when a target below is missed
-    python bench/bench_cache.py --sizes 200,2000   # (a) at several suite sizes
+    python bench/bench_cache.py --sizes 200,2000,10000 --skip bc   # the scale table
 
-(a) A cached rerun of a suite of 200 stage instances, against bare pytest running the same 200
-    tests with a plain parametrized fixture and the plugin disabled (``-p no:physpipe``). Each
-    suite runs as ``python -m pytest -q -p no:cacheprovider`` in a fresh process; medians.
+(a) Per suite size: a cold run (computes and fills the store), then interleaved fresh
+    ``python -m pytest -q -p no:cacheprovider`` processes, medians: the cached rerun against
+    bare pytest running the same tests with a plain parametrized session fixture and the plugin
+    disabled (``-p no:physpipe``); the same two under ``-n 2`` (xdist) from 2000 instances on;
+    ``--physpipe-plan`` against bare ``--collect-only`` (the plan's own cost is the
+    difference). Both sides run in one bare virtual environment holding only the runtime
+    dependencies (``--venv``; made on first use, then reused) with this checkout first on
+    ``PYTHONPATH``: the same interpreter and the same plugins, physpipe aside.
 (b) The cost of one hit, for a small dict and for a 64 MiB float64 array: our
     ``StageRunner.lookup`` (what a stage fixture does on a hit: load, verify, record) and
-    ``Store.load`` against a cached ``joblib.Memory`` call returning the same value.
+    ``Store.load`` against a cached ``joblib.Memory`` call returning the same value. joblib is
+    a test dependency: where this interpreter lacks it, (b) runs under one that has it.
 (c) Loading a cached 1 GiB array: ours, ``np.load`` (no mmap) and ``pickle.load``, each in its
     own process: time, and how much the resident set grew (VmHWM, the peak, minus VmRSS
     before the load).
 
-Targets (see bench/README.md): (a) cached / bare <= 1.2 at 200 instances, <= 1.1 at 2000;
+Targets (see bench/README.md): (a) cached / bare <= 1.2 at 200 instances, <= 1.1 at 2000,
+cached / bare under ``-n 2`` <= 1.15 at 2000, the plan's own cost <= 1 s at 10,000 instances;
 (b) StageRunner.lookup <= 0.05 ms for the small dict, <= 0.3 ms for 64 MiB; (c) ours does not
 copy the array (RSS grows by less than a tenth of it).
 """
@@ -23,7 +30,9 @@ copy the array (RSS grows by less than a tenth of it).
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +50,12 @@ from pytest_physpipe import StageConfig, stage
 
 #: (a)'s suite sizes and the largest cached / bare ratio each may show.
 RATIO_TARGETS = {200: 1.2, 2000: 1.1}
+#: (a) under ``-n 2``: from this many instances on, and the largest ratio at each size.
+XDIST_FROM, XDIST_TARGETS = 2000, {2000: 1.15}
+#: (a) the plan's own cost (``--physpipe-plan`` minus bare ``--collect-only``), seconds.
+PLAN_TARGETS = {10000: 1.0}
+#: The repository this script belongs to: the code measured.
+REPO = Path(__file__).resolve().parent.parent
 #: (b)'s StageRunner.lookup targets, seconds.
 SMALL_HIT_S, BIG_HIT_S = 0.05e-3, 0.3e-3
 
@@ -143,37 +158,143 @@ def write_suite(folder: Path, conftest: str) -> None:
     (folder / "test_suite.py").write_text(textwrap.dedent(TEST_MODULE))
 
 
-def run_pytest(folder: Path, size: int, *extra: str) -> float:
+def bench_env() -> dict[str, str]:
+    """The environment of (a)'s pytest processes: this checkout first on the path."""
     env = {k: v for k, v in os.environ.items() if k != "PHYSPIPE_DIR"}
-    elapsed, result = timed_pytest(["-q", "-p", "no:cacheprovider", *extra], cwd=folder, env=env)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO), *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    )
+    return env
+
+
+def default_venv() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "physpipe-bench" / "venv"
+
+
+def ensure_venv(venv: Path) -> str:
+    """The interpreter of ``venv``, made (runtime dependencies only) if it is not there."""
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"making {venv}: python -m venv, then pip install -e {REPO} (no extras)")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", str(REPO)], check=True)
+    return str(python)
+
+
+def describe_venv(python: str) -> list[str]:
+    """Which interpreter and plugins each side of (a) has, as lines for the header."""
+    probe = (
+        "import importlib.metadata as m, sys, pytest_physpipe, pytest; "
+        "print(sys.version.split()[0]); print(pytest.__version__); "
+        "print(pytest_physpipe.__file__); "
+        "print(' '.join(sorted({e.name for e in m.entry_points(group='pytest11')})))"
+    )
+    out = subprocess.run(
+        [python, "-c", probe], env=bench_env(), capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    version, pytest_version, physpipe_file, plugins = [*out, "", "", "", ""][:4]
+    others = " ".join(p for p in plugins.split() if p != "physpipe") or "none"
+    return [
+        f"(a) both sides: {python} (python {version}, pytest {pytest_version})",
+        f"(a) physpipe measured from {Path(physpipe_file).parent}",
+        f"(a) cached side plugins: physpipe {others}; bare side: {others} (-p no:physpipe)",
+    ]
+
+
+def run_pytest(python: str, folder: Path, size: int, *extra: str) -> float:
+    elapsed, result = timed_pytest(
+        ["-q", "-p", "no:cacheprovider", *extra], cwd=folder, env=bench_env(), python=python
+    )
     if f"{size} passed" not in result.stdout:
         raise SystemExit(f"pytest in {folder} did not run {size} tests:\n{result.stdout}")
     return elapsed
 
 
-def part_a(tmp: Path, repeats: int, size: int) -> list[Row]:
+def run_listing(python: str, folder: Path, size: int, *extra: str) -> float:
+    """A run that executes no test: ``--physpipe-plan`` or ``--collect-only``."""
+    elapsed, result = timed_pytest(
+        ["-q", "-p", "no:cacheprovider", *extra],
+        cwd=folder,
+        env=bench_env(),
+        python=python,
+        ok=(0, 5),  # 5: no tests ran, as a plan says
+    )
+    expected = f"{size} stage instance(s)" if "--physpipe-plan" in extra else f"{size} tests"
+    if expected not in result.stdout:
+        command = " ".join(extra)
+        raise SystemExit(f"pytest {command} in {folder} did not list {size}:\n{result.stdout}")
+    return elapsed
+
+
+def ratio_row(label: str, ours: float, bare: float, target: float | None) -> Row:
+    ratio = ours / bare
+    return (
+        label,
+        f"{ratio:.2f}",
+        f"<= {target}" if target else "",
+        None if target is None else ratio <= target,
+    )
+
+
+def interleaved(repeats: int, *runs: Callable[[], float]) -> list[float]:
+    """Medians of ``runs``, each run once per round so machine noise hits them alike."""
+    samples: list[list[float]] = [[] for _ in runs]
+    for _ in range(repeats):
+        for run, times in zip(runs, samples, strict=True):
+            times.append(run())
+    return [statistics.median(times) for times in samples]
+
+
+def part_a(
+    tmp: Path, python: str, repeats: int, size: int, scale: dict[int, dict[str, float]]
+) -> list[Row]:
     ours, bare = tmp / f"suite_physpipe_{size}", tmp / f"suite_bare_{size}"
     write_suite(ours, PHYSPIPE_CONFTEST.format(size=size))
     write_suite(bare, BARE_CONFTEST.format(size=size))
-    cold = run_pytest(ours, size)  # the first run computes and fills the store; then all hits
-    times_ours, times_bare = [], []
-    for _ in range(repeats):  # interleaved, so machine noise hits both alike
-        times_ours.append(run_pytest(ours, size))
-        times_bare.append(run_pytest(bare, size, "-p", "no:physpipe"))
-    med_ours, med_bare = statistics.median(times_ours), statistics.median(times_bare)
-    ratio = med_ours / med_bare
-    target = RATIO_TARGETS.get(size)
-    return [
+    cold = run_pytest(python, ours, size)  # computes and fills the store; then all hits
+    med_ours, med_bare = interleaved(
+        repeats,
+        lambda: run_pytest(python, ours, size),
+        lambda: run_pytest(python, bare, size, "-p", "no:physpipe"),
+    )
+    plan, listed = interleaved(
+        max(3, repeats // 2),
+        lambda: run_listing(python, ours, size, "--physpipe-plan"),
+        lambda: run_listing(python, bare, size, "--collect-only", "-p", "no:physpipe"),
+    )
+    scale[size] = {"cold": cold, "cached": med_ours, "bare": med_bare, "plan": plan}
+    plan_target = PLAN_TARGETS.get(size)
+    rows: list[Row] = [
         (f"(a) cold run, {size} stage instances (one run)", f"{cold:.3f} s", "", None),
         (f"(a) bare pytest, {size} tests (-p no:physpipe)", f"{med_bare:.3f} s", "", None),
         (f"(a) cached rerun, {size} stage instances", f"{med_ours:.3f} s", "", None),
+        ratio_row(
+            f"(a) ratio cached / bare at {size}", med_ours, med_bare, RATIO_TARGETS.get(size)
+        ),
+        (f"(a) --physpipe-plan, {size} instances", f"{plan:.3f} s", "", None),
+        (f"(a) bare --collect-only, {size} tests", f"{listed:.3f} s", "", None),
         (
-            f"(a) ratio cached / bare at {size}",
-            f"{ratio:.2f}",
-            f"<= {target}" if target else "",
-            None if target is None else ratio <= target,
+            f"(a) the plan's own cost at {size} (plan - collect-only)",
+            f"{plan - listed:.3f} s",
+            f"<= {plan_target} s" if plan_target else "",
+            None if plan_target is None else plan - listed <= plan_target,
         ),
     ]
+    if size >= XDIST_FROM:
+        x_ours, x_bare = interleaved(
+            repeats,
+            lambda: run_pytest(python, ours, size, "-n", "2"),
+            lambda: run_pytest(python, bare, size, "-n", "2", "-p", "no:physpipe"),
+        )
+        rows += [
+            (f"(a) -n 2 bare pytest, {size} tests", f"{x_bare:.3f} s", "", None),
+            (f"(a) -n 2 cached rerun, {size} instances", f"{x_ours:.3f} s", "", None),
+            ratio_row(
+                f"(a) -n 2 ratio cached / bare at {size}", x_ours, x_bare, XDIST_TARGETS.get(size)
+            ),
+        ]
+    return rows
 
 
 def part_b(tmp: Path, repeats: int) -> list[Row]:
@@ -291,33 +412,93 @@ def part_c(tmp: Path, size_bytes: int) -> list[Row]:
     return rows
 
 
+def part_b_elsewhere(python: str, repeats: int) -> list[Row]:
+    """(b) under another interpreter (one with joblib), its rows back as JSON."""
+    out = subprocess.run(
+        [python, __file__, "--skip", "ac", "--repeats", str(repeats), "--rows-json"],
+        env=bench_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [tuple(row) for row in json.loads(out.splitlines()[-1])]
+
+
+def joblib_python() -> str | None:
+    """This interpreter if it has joblib, else the first ``python3``/``python`` that does."""
+    candidates = [sys.executable, shutil.which("python3"), shutil.which("python")]
+    for python in dict.fromkeys(c for c in candidates if c):
+        probe = subprocess.run(
+            [python, "-c", "import joblib, numpy, pytest_physpipe"],
+            env=bench_env(),
+            capture_output=True,
+            check=False,
+        )
+        if probe.returncode == 0:
+            return python
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller (c)")
     parser.add_argument("--repeats", type=int, default=None, help="pytest runs per suite in (a)")
     parser.add_argument("--skip", default="", help="parts to skip, e.g. --skip c")
-    parser.add_argument("--sizes", default="200", help="(a)'s suite sizes, e.g. 200,2000")
+    parser.add_argument("--sizes", default="200,2000", help="(a)'s suite sizes, e.g. 200,2000")
+    parser.add_argument(
+        "--venv",
+        type=Path,
+        default=None,
+        help=f"(a)'s bare virtual environment, made if missing (default {default_venv()})",
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--rows-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 7)
     rows: list[Row] = []
+    header: list[str] = []
+    scale: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="physpipe-bench-") as name:
         tmp = Path(name)
         if "a" not in args.skip:
+            python = ensure_venv(args.venv or default_venv())
+            header += describe_venv(python)
             for size in (int(s) for s in args.sizes.split(",")):
-                rows += part_a(tmp, repeats, size)
+                rows += part_a(tmp, python, repeats, size, scale)
         if "b" not in args.skip:
-            rows += part_b(tmp, repeats)
+            try:
+                import joblib  # noqa: F401
+            except ImportError:
+                other = joblib_python()
+                if other is None:
+                    raise SystemExit("(b) needs joblib: pip install joblib (or .[test])") from None
+                header.append(f"(b) run by {other} (joblib is not installed here)")
+                rows += part_b_elsewhere(other, repeats)
+            else:
+                header.append(f"(b) run by {sys.executable}")
+                rows += part_b(tmp, repeats)
         if "c" not in args.skip:
             rows += part_c(tmp, (256 << 20) if args.quick else (1 << 30))
+    if args.rows_json:
+        print(json.dumps(rows))
+        return 0
     verdict = {None: "", True: "ok", False: "MISSED"}
     table = [(a, b, c, verdict[met]) for a, b, c, met in rows]
-    header = ("measurement", "median", "target / note", "")
-    widths = [max(len(r[i]) for r in [header, *table]) for i in range(4)]
+    titles = ("measurement", "median", "target / note", "")
+    widths = [max(len(r[i]) for r in [titles, *table]) for i in range(4)]
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} cpus")
-    for row in [header, tuple("-" * w for w in widths), *table]:
+    for line in header:
+        print(line)
+    for row in [titles, tuple("-" * w for w in widths), *table]:
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         print("  ".join(cells).rstrip())
+    if scale:
+        print()
+        print("| instances | cold | cached | bare | plan |")
+        print("|---|---|---|---|---|")
+        for size, times in scale.items():
+            figures = " | ".join(f"{times[k]:.2f} s" for k in ("cold", "cached", "bare", "plan"))
+            print(f"| {size:,} | {figures} |")
     missed = [row[0] for row in rows if row[3] is False]
     if args.check and missed:
         print(f"--check: {len(missed)} target(s) missed: {'; '.join(missed)}", file=sys.stderr)

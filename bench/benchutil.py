@@ -10,14 +10,20 @@ from pathlib import Path
 
 
 def timed_pytest(
-    args: Sequence[str], *, cwd: Path, env: Mapping[str, str] | None = None
+    args: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    python: str | None = None,
+    ok: tuple[int, ...] = (0,),
 ) -> tuple[float, subprocess.CompletedProcess[str]]:
-    """Run ``python -m pytest ARGS`` in ``cwd``: its wall time and result.
+    """Run ``python -m pytest ARGS`` in ``cwd`` (``python``: this interpreter unless given):
+    its wall time and result.
 
-    A failed run ends the benchmark with pytest's output: a number measured on failing tests
-    would mean nothing.
+    A failed run (an exit status not in ``ok``) ends the benchmark with pytest's output: a
+    number measured on failing tests would mean nothing.
     """
-    command = [sys.executable, "-m", "pytest", *args]
+    command = [python or sys.executable, "-m", "pytest", *args]
     started = time.perf_counter()
     result = subprocess.run(
         command,
@@ -28,6 +34,6 @@ def timed_pytest(
         check=False,
     )
     elapsed = time.perf_counter() - started
-    if result.returncode != 0:
+    if result.returncode not in ok:
         raise SystemExit(f"{' '.join(command)} in {cwd} failed:\n{result.stdout}\n{result.stderr}")
     return elapsed, result

@@ -19,7 +19,30 @@ if TYPE_CHECKING:
 
     from pytest_physpipe.resources import Grant
 
-__all__ = ["StageContext"]
+__all__ = ["InstanceLog", "StageContext"]
+
+
+class InstanceLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """``ctx.log``: the stage's logger; a swept instance's messages start with its label
+    (``point[i=3]: converged``) and every record carries ``physpipe_instance``."""
+
+    def __init__(self, logger: logging.Logger, label: str) -> None:
+        super().__init__(logger, {"physpipe_instance": label})
+        stage = logger.name.removeprefix("physpipe.")
+        self._prefix = "" if label == stage else f"{label}: "
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
+        return msg, kwargs
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if self._prefix:
+            # A label may hold a `%`; escaped only where the message is %-formatted.
+            prefix = self._prefix.replace("%", "%%") if args else self._prefix
+            msg = f"{prefix}{msg}"
+        # The caller's line, not this one, in the record.
+        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
+        super().log(level, msg, *args, **kwargs)
 
 
 class StageContext:
@@ -28,7 +51,10 @@ class StageContext:
     ``key`` (hex), ``seed`` (int from the key), ``rng`` (a ``numpy.random.Generator`` seeded with
     it), ``config``, ``workdir`` (scratch directory for this instance), ``resources`` (what was
     granted: ``cpus``, ``gpu_ids``), ``metric(name, value)``, ``artifact(name, path_or_bytes)``
-    and ``log`` (a logger named ``physpipe.<stage>``).
+    and ``log`` (the logger ``physpipe.<stage>``, through an adapter naming the instance).
+
+    One logger per stage, not per instance: pytest visits every logger on each test phase, so
+    a logger per swept instance would make a long session quadratic.
     """
 
     def __init__(
@@ -40,7 +66,9 @@ class StageContext:
         workdir: Path,
         resources: Grant,
         mpi: int = 0,
+        stage: str | None = None,
     ) -> None:
+        #: The instance's label (``point[i=3]``); ``stage`` is the stage's name (``point``).
         self.name = name
         #: MPI ranks the stage declared (``Resources(mpi=N)``); ``mpiexec`` starts them.
         self.mpi = mpi
@@ -49,7 +77,7 @@ class StageContext:
         self.config = config
         self.workdir = workdir
         self.resources = resources
-        self.log = logging.getLogger(f"physpipe.{name}")
+        self.log = InstanceLog(logging.getLogger(f"physpipe.{stage or name}"), name)
         self.metrics: dict[str, float] = {}
         self.artifacts: dict[str, Path] = {}
 

@@ -282,6 +282,7 @@ class StageRunner:
         with self._slots(instance) as grant, pinned(grant):
             ctx = StageContext(
                 name=instance.label,
+                stage=instance.name,
                 key=instance.key,
                 config=instance.config,
                 workdir=workdir,

@@ -32,6 +32,7 @@ __all__ = [
     "KEY_SCHEMA",
     "UnencodableField",
     "canonical",
+    "config_encodings",
     "config_identity",
     "config_json",
     "input_file_hashes",
@@ -115,7 +116,18 @@ def config_identity(config: StageConfig | None) -> dict[str, Any]:
     """
     if config is None:
         return {}
+    return _identity(*_dumps(config))
+
+
+def config_encodings(config: StageConfig | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(config_json(config), config_identity(config))`` from one pair of dumps."""
+    if config is None:
+        return {}, {}
     python, data = _dumps(config)
+    return _sort_sets(python, data), _identity(python, data)
+
+
+def _identity(python: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for (name, value), item in zip(python.items(), data.values(), strict=True):
         try:

@@ -32,6 +32,9 @@ __all__ = ["MISSING", "GatherGroup", "GatherRef", "Planner", "StageInstance"]
 #: "No param given" (``None`` is a legitimate param value).
 MISSING: Any = object()
 
+#: "Not known yet" for a params= index (``None`` means: none of the params).
+_UNKNOWN: Any = object()
+
 
 @dataclass(frozen=True, eq=False)
 class StageInstance:
@@ -236,9 +239,10 @@ class Planner:
         group = param if isinstance(param, GatherGroup) else None
         config_param = MISSING if group is not None else param
         marks: tuple[pytest.Mark, ...] = ()
-        if config_param is not MISSING and spec.params is not None and spec.marks is not None:
+        index: int | None = None
+        if config_param is not MISSING and spec.params is not None:
             index = _param_index(spec, spec.coerce_config(config_param, origin="params"))
-            if index is not None:
+            if index is not None and spec.marks is not None:
                 marks = spec.marks[index]
         config = self.resolve_config(spec, config_param)
         gathered: dict[str, tuple[GatherRef, ...]] = {}
@@ -256,6 +260,8 @@ class Planner:
             marks=marks,
             gathered=gathered,
             ident=group.ident if group is not None else None,
+            # Which params= entry the config is, unless an override made another config.
+            param_index=index if config is config_param else _UNKNOWN,
         )
 
     def instance(
@@ -267,8 +273,12 @@ class Planner:
         marks: tuple[pytest.Mark, ...] = (),
         gathered: Mapping[str, tuple[GatherRef, ...]] | None = None,
         ident: str | None = None,
+        param_index: Any = _UNKNOWN,
     ) -> StageInstance:
-        """The instance for this declaration (memoized), with its provenance key."""
+        """The instance for this declaration (memoized), with its provenance key.
+
+        ``param_index``: which ``params=`` entry ``config`` is, where the caller knows
+        (``None``: none of them); left out, it is looked up."""
         upstream = dict(upstream)
         for name, refs in (gathered or {}).items():
             # One digest per gather: the keys (and coordinates) of everything it gathers.
@@ -276,8 +286,7 @@ class Planner:
                 keys.canonical([[r.key, repr(sorted(r.coords.items()))] for r in refs])
             )
         try:
-            config_data = keys.config_json(config)
-            identity = keys.config_identity(config)
+            config_data, identity = keys.config_encodings(config)
         except keys.UnencodableField as exc:
             raise ConfigError(
                 f"stage {spec.name!r} ({spec.location}): config field {exc.field!r} cannot be "
@@ -331,7 +340,7 @@ class Planner:
             config=config,
             upstream=upstream,
             key=key,
-            param_id=self._label_id(spec, config, upstream, ident),
+            param_id=self._label_id(spec, config, upstream, ident, param_index),
             config_json=config_data,
             manifest=manifest,
             marks=marks,
@@ -347,6 +356,7 @@ class Planner:
         config: StageConfig | None,
         upstream: Mapping[str, str],
         ident: str | None = None,
+        param_index: Any = _UNKNOWN,
     ) -> str | None:
         # Like pytest's test ids: a downstream instance reads as the params it was fanned by.
         parts: list[str] = []
@@ -354,7 +364,7 @@ class Planner:
             above = self._instances.get(key)
             if above is not None and above.param_id:
                 parts.extend(p for p in above.param_id.split("-") if p not in parts)
-        own = ident or _param_id(spec, config)
+        own = ident or _param_id(spec, config, param_index)
         if own:
             parts.extend(p for p in own.split("-") if p not in parts)
         return "-".join(parts) or None
@@ -569,7 +579,7 @@ def _json_or_missing(raw: str) -> Any:
         return MISSING
 
 
-_PARAM_TABLES: dict[int, tuple[StageSpec, dict[bytes, int]]] = {}
+_PARAM_TABLES: dict[int, tuple[StageSpec, dict[bytes, int], dict[int, int]]] = {}
 
 
 def _param_index(spec: StageSpec, config: StageConfig | None) -> int | None:
@@ -580,16 +590,24 @@ def _param_index(spec: StageSpec, config: StageConfig | None) -> int | None:
     cached = _PARAM_TABLES.get(id(spec))
     if cached is None or cached[0] is not spec:
         table: dict[bytes, int] = {}
-        for index, param in enumerate(spec.params):
-            table.setdefault(keys.canonical(keys.config_json(param)), index)
-        cached = _PARAM_TABLES[id(spec)] = (spec, table)
+        by_id: dict[int, int] = {}
+        for position, param in enumerate(spec.params):
+            by_id[id(param)] = table.setdefault(keys.canonical(keys.config_json(param)), position)
+        cached = _PARAM_TABLES[id(spec)] = (spec, table, by_id)
+    # pytest hands a fixture the params= entry itself: found by identity, without encoding it
+    # again. spec.params keeps every entry alive, so no other live object has one's id.
+    found = cached[2].get(id(config))
+    if found is not None:
+        return found
     return cached[1].get(keys.canonical(keys.config_json(config)))
 
 
-def _param_id(spec: StageSpec, config: StageConfig | None) -> str | None:
+def _param_id(
+    spec: StageSpec, config: StageConfig | None, param_index: Any = _UNKNOWN
+) -> str | None:
     if config is None:
         return None
-    index = _param_index(spec, config)
+    index = _param_index(spec, config) if param_index is _UNKNOWN else param_index
     if index is not None and spec.ids is not None:
         return spec.ids[index]
     if config == spec.default_config:

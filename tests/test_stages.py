@@ -252,7 +252,8 @@ def test_stage_context(pytester: pytest.Pytester, calls: CallLog) -> None:
             assert ctx.workdir.is_dir()
             (ctx.workdir / "scratch.txt").write_text("x")
             assert ctx.config == config
-            assert isinstance(ctx.log, logging.Logger)
+            assert isinstance(ctx.log, logging.LoggerAdapter)
+            assert ctx.log.logger is logging.getLogger("physpipe.noisy")
             assert ctx.resources.cpus == 1
             ctx.metric("energy", 0.5)
             ctx.artifact("note.txt", b"hello")
@@ -279,6 +280,36 @@ def test_stage_context(pytester: pytest.Pytester, calls: CallLog) -> None:
     pytester.runpytest().assert_outcomes(passed=1)
     # On a hit, metrics and artifacts come back from the store.
     pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_ctx_log_is_one_logger_per_stage_naming_the_instance(
+    pytester: pytest.Pytester, calls: CallLog
+) -> None:
+    # pytest visits every logger on each test phase: a logger per swept instance made long
+    # sweeps quadratic. The instance is named in the message and in `physpipe_instance`.
+    project(
+        pytester,
+        """
+        import logging
+
+        @stage(params=[GridConfig(n=n) for n in range(30)])
+        def swept(config: GridConfig, ctx: StageContext):
+            ctx.log.warning("solved %d%%", config.n)
+            return config.n
+
+        def test_swept(swept):
+            pass
+
+        def test_loggers(caplog):
+            names = [n for n in logging.Logger.manager.loggerDict if n.startswith("physpipe.sw")]
+            assert names == ["physpipe.swept"]
+        """,
+    )
+    result = pytester.runpytest("-p", "no:randomly", "-o", "log_level=WARNING", "-rA")
+    result.assert_outcomes(passed=31)
+    result.stdout.fnmatch_lines(
+        ["*WARNING*physpipe.swept*test_project.py:*swept[[]n=7[]]: solved 7%*"]
+    )
 
 
 # -- sweeps and overrides -------------------------------------------------------------------------

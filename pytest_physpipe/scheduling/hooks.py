@@ -177,13 +177,13 @@ def _manifest(physpipe: PhyspipeSession, items: list[pytest.Item]) -> Manifest:
 
 
 def _record_costs(physpipe: PhyspipeSession) -> None:
-    from pytest_physpipe.scheduling.policy import StageCosts
-
     computed = [
         (r.label, r.name, r.duration_s) for r in physpipe.records.values() if r.status == "computed"
     ]
     if not computed:
-        return
+        return  # a cached rerun learns nothing new (and imports no policy)
+    from pytest_physpipe.scheduling.policy import StageCosts
+
     store_dir = physpipe.settings.store_dir
     if not store_dir.is_dir():
         return
