@@ -453,6 +453,7 @@ class PhyspipeSession:
     def close(self) -> None:
         if self.campaign is not None:
             self.campaign.close()
+        self.store.flush()  # this process's index notes; the sync of its commits
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
 
