@@ -1,8 +1,9 @@
 """Cluster campaigns against a real scheduler: what batch dispatch buys, and what it costs.
 
 Run: ``python bench/bench_cluster.py [--backend slurm|pbs] [--repeat 1] [--latency-repeat 5]
-[--parts 1,2,3]`` with a Slurm cluster up (``.ci/slurm-up``). Prints one table; asserts nothing
-about time.
+[--parts 1,2,3] [--ways packed,arrays,jobs] [--check]`` with a Slurm cluster up
+(``.ci/slurm-up``). Prints one table; ``--check`` exits 1 when part 3's packed campaign needs
+more than 4 submit calls (it asserts nothing about time).
 
 1. Wall time of a pytest run whose 8 tests each need an independent slow stage that sleeps
    5 s: with ``--physpipe-backend slurm`` (8 jobs at once on the 8-CPU test node) against the
@@ -18,9 +19,11 @@ about time.
    detection (commit -> the test body runs).
 3. A campaign of ``2 x --points`` instances: a sweep of ``--points`` points of a
    ``--point-seconds`` stage, and one dependent (as long) per point. Counts the ``sbatch``
-   (or ``qsub``) calls through a wrapper on ``PATH`` and times the run with job arrays (the
-   default) and with one job per instance (ini ``physpipe_job_arrays = false``), against the
-   ideal: total compute divided by the machine's cores.
+   (or ``qsub``) calls through a wrapper on ``PATH`` and times the run, side by side, with
+   packed job arrays (the default: the stages declare ``--walltime`` 1:00, so the default
+   ``physpipe_pack_walltime`` of 5:00 packs five per task), with one instance per array task
+   (``physpipe_pack_walltime = 0``) and with one job per instance (``physpipe_job_arrays =
+   false``), against the ideal: total compute divided by the machine's cores.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ import time
 
 from pytest_physpipe import Resources, StageConfig, stage, sweep
 
-R = Resources(cpu=1, mem="100M", walltime="10:00")
+R = Resources(cpu=1, mem="100M", walltime=os.environ["BENCH_WALLTIME"])
 SECONDS = float(os.environ["BENCH_SECONDS"])
 
 
@@ -204,11 +207,24 @@ def bare_latency(work: Path, *, seconds: float, repeat: int) -> list[float]:
     return samples
 
 
+#: Part 3's ways of submitting the campaign: ini overrides, by name.
+WAYS = {
+    "packed": ("physpipe_job_arrays=true",),
+    "arrays": ("physpipe_job_arrays=true", "physpipe_pack_walltime=0"),
+    "jobs": ("physpipe_job_arrays=false",),
+}
+WAY_NAMES = {
+    "packed": "job arrays, packed (default)",
+    "arrays": "job arrays, one instance per task",
+    "jobs": "one job per instance",
+}
+
+
 def campaign_calls(
-    work: Path, *, backend: str, points: int, seconds: float, arrays: bool
+    work: Path, *, backend: str, points: int, seconds: float, walltime: str, way: str
 ) -> tuple[float, int]:
     """Wall time and submit calls of the sweep-plus-dependents campaign."""
-    root = work / f"campaign-{'arrays' if arrays else 'jobs'}"
+    root = work / f"campaign-{way}"
     root.mkdir(parents=True, exist_ok=True)
     (root / "test_bench_campaign.py").write_text(textwrap.dedent(CAMPAIGN))
     command = "sbatch" if backend == "slurm" else "qsub"
@@ -221,20 +237,20 @@ def campaign_calls(
     wrapper = folder / command
     wrapper.write_text(COUNTING.format(log=calls, real=real))
     wrapper.chmod(0o755)
-    env = dict(os.environ, BENCH_POINTS=str(points), BENCH_SECONDS=repr(seconds))
+    env = dict(
+        os.environ,
+        BENCH_POINTS=str(points),
+        BENCH_SECONDS=repr(seconds),
+        BENCH_WALLTIME=walltime,
+    )
     env["PATH"] = f"{folder}{os.pathsep}{env['PATH']}"
     env.pop("PHYSPIPE_DIR", None)
     env.pop("PYTEST_ADDOPTS", None)
     store = root / "store"
     shutil.rmtree(store, ignore_errors=True)
+    ini = [arg for option in WAYS[way] for arg in ("-o", option)]
     elapsed, _ = timed_pytest(
-        [
-            *PYTEST,
-            f"--physpipe-dir={store}",
-            f"--physpipe-backend={backend}",
-            "-o",
-            f"physpipe_job_arrays={'true' if arrays else 'false'}",
-        ],
+        [*PYTEST, f"--physpipe-dir={store}", f"--physpipe-backend={backend}", *ini],
         cwd=root,
         env=env,
     )
@@ -262,8 +278,20 @@ def main() -> None:
     parser.add_argument("--latency-repeat", type=int, default=5, help="jobs per side, part 2")
     parser.add_argument("--points", type=int, default=100, help="sweep points, part 3")
     parser.add_argument("--point-seconds", type=float, default=0.2, help="each stage, part 3")
+    parser.add_argument(
+        "--walltime", default="1:00", help="each stage's declared walltime, part 3 (packing)"
+    )
+    parser.add_argument(
+        "--ways",
+        default="packed,arrays,jobs",
+        help="part 3's submission ways, side by side: packed, arrays, jobs",
+    )
     parser.add_argument("--parts", default="1,2,3", help="which parts to run (1,2,3)")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if part 3 packed needs over 4 calls"
+    )
     args = parser.parse_args()
+    args.failed = False
     parts = {p.strip() for p in args.parts.split(",")}
     reason = _cluster_ready(args.backend)
     if reason:
@@ -283,6 +311,8 @@ def main() -> None:
     print(f"{'part':<5} {'what':<{width}}  {'value':>9}")
     for number, what, value in rows:
         print(f"{number:<5} {what:<{width}}  {value:>9}")
+    if args.failed:
+        sys.exit(1)
 
 
 def part_3(work: Path, args: argparse.Namespace) -> list[tuple[str, str, str]]:
@@ -292,19 +322,37 @@ def part_3(work: Path, args: argparse.Namespace) -> list[tuple[str, str, str]]:
     rows = [
         (
             "3",
-            f"{n} points x {s:g} s + {n} dependents: ideal (compute / {cores} cores)",
+            f"{n} points x {s:g} s + {n} dependents (walltime {args.walltime}): "
+            f"ideal (compute / {cores} cores)",
             f"{ideal:.2f} s",
         )
     ]
-    for arrays in (True, False):
-        elapsed, calls = campaign_calls(
-            work, backend=args.backend, points=n, seconds=s, arrays=arrays
+    command = "sbatch" if args.backend == "slurm" else "qsub"
+    ways = [w.strip() for w in args.ways.split(",") if w.strip()]
+    results: dict[str, tuple[float, int]] = {}
+    for way in ways:  # side by side, in one run
+        results[way] = campaign_calls(
+            work,
+            backend=args.backend,
+            points=n,
+            seconds=s,
+            walltime=args.walltime,
+            way=way,
         )
-        how = "job arrays" if arrays else "one job per instance"
-        command = "sbatch" if args.backend == "slurm" else "qsub"
+    for way in ways:
+        elapsed, calls = results[way]
+        how = WAY_NAMES[way]
         rows.append(("3", f"{how}: {command} calls", str(calls)))
         rows.append(("3", f"{how}: wall time", f"{elapsed:.2f} s"))
         rows.append(("3", f"{how}: wall time / ideal", f"{elapsed / ideal:.1f}x"))
+    if "packed" in results and "jobs" in results:
+        ratio = results["packed"][0] / results["jobs"][0]
+        rows.append(("3", "packed / one job per instance (wall time)", f"{ratio:.2f}x"))
+    if args.check and "packed" in results:
+        elapsed, calls = results["packed"]
+        if calls > 4:
+            print(f"bench_cluster: --check: {calls} {command} calls (goal: at most 4)")
+            args.failed = True
     return rows
 
 

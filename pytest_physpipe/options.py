@@ -19,6 +19,10 @@ import pytest
 from pytest_physpipe.store.filesystem import LOCK_MODES
 from pytest_physpipe.units import parse_size
 
+#: Ini ``physpipe_pack_walltime``: a job array task runs several instances of a stage whose
+#: declared walltime is at most half of this (docs/howto-cluster.md, packing).
+DEFAULT_PACK_WALLTIME = "5:00"
+
 __all__ = ["Settings", "add_options", "parse_settings"]
 
 BACKENDS = ("local", "slurm", "pbs")
@@ -197,6 +201,12 @@ def add_options(parser: pytest.Parser) -> None:
         "(true, the default) or as one job each (false)",
         type="bool",
         default=True,
+    )
+    parser.addini(
+        "physpipe_pack_walltime",
+        "pack several instances of a job array into one task while their declared walltimes "
+        "add up to at most this (Slurm syntax; 0: one instance per task)",
+        default=DEFAULT_PACK_WALLTIME,
     )
     parser.addini(
         "physpipe_submit_rate",

@@ -303,6 +303,7 @@ class PhyspipeSession:
             say=terminal_say(self.config),
             submit_rate=_submit_rate(self.config),
             arrays=bool(self.config.getini("physpipe_job_arrays")),
+            pack_walltime_s=_pack_walltime(self.config),
             plugins=hook_plugins(self.config.pluginmanager.get_plugins()),
         )
         try:
@@ -452,6 +453,7 @@ class PhyspipeSession:
     def close(self) -> None:
         if self.campaign is not None:
             self.campaign.close()
+        self.store.flush()  # this process's index notes; the sync of its commits
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
 
@@ -572,6 +574,20 @@ def _warn_untracked(names: Iterable[str]) -> None:
             ),
             stacklevel=1,
         )
+
+
+def _pack_walltime(config: pytest.Config) -> int:
+    from pytest_physpipe.models import Resources
+
+    text = str(config.getini("physpipe_pack_walltime")).strip() or "0"
+    try:
+        return 0 if text == "0" else Resources(walltime=text).walltime_s
+    except ValueError:
+        raise pytest.UsageError(
+            f"ini physpipe_pack_walltime = {text!r} is not a walltime: give the longest time a "
+            "packed array task may ask for, as Resources(walltime=...) takes it ('5:00', "
+            "'1:00:00'), or 0 to run one instance per task."
+        ) from None
 
 
 def _submit_rate(config: pytest.Config) -> float:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import sys
 import time
@@ -31,17 +30,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pytest_physpipe.cluster.adopt import reuse
 from pytest_physpipe.cluster.arrays import (
     array_dependency,
     chunks,
     group_by_level,
     order_for_correspondence,
-    split_task_id,
+    pack,
+    pack_size,
+    task_id,
+    walltime_text,
 )
-from pytest_physpipe.cluster.backends.base import Backend, JobInfo, JobRequest, JobState
+from pytest_physpipe.cluster.backends.base import Backend, JobInfo, JobRequest
 from pytest_physpipe.cluster.interrupts import sigterm_as_interrupt, stop_reason
 from pytest_physpipe.cluster.job import JobResult, JobSpec, job_dir, read_job_result
-from pytest_physpipe.cluster.jobs import cancel_run, failure_message, find_tagged, job_name
+from pytest_physpipe.cluster.jobs import cancel_run, failure_message, job_name
+from pytest_physpipe.cluster.outcome import end_state, failed_upstream, owner_cancelled, read_json
 from pytest_physpipe.errors import BackendError, CorruptEntryError, GraphError, JobFailedError
 from pytest_physpipe.execute import Served, StageRunner
 from pytest_physpipe.plan import Planner, StageInstance
@@ -62,6 +66,8 @@ STATUS_FAILURES_MAX = 5
 #: After an interrupt cut a submission short, how long its ``sbatch`` may still take to
 #: create the job we then look for by tag a second time.
 ORPHAN_GRACE_S = 1.0
+#: Submission locks held at once while an array is submitted (each is an open file).
+LOCK_BATCH = 1000
 
 
 class Campaign:
@@ -81,6 +87,7 @@ class Campaign:
         say: Callable[[str], None] | None = None,
         submit_rate: float = 0.0,
         arrays: bool = True,
+        pack_walltime_s: int = 0,
         plugins: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.backend = backend
@@ -94,6 +101,9 @@ class Campaign:
         self.say = say or (lambda _line: None)
         #: Submit the instances of one stage at one level as job arrays where the backend can.
         self.arrays = arrays
+        #: Pack instances of an array into one task while their walltimes fit in this many
+        #: seconds (ini ``physpipe_pack_walltime``; 0: one instance per task).
+        self.pack_walltime_s = pack_walltime_s
         self.plugins = list(plugins)
         #: Submissions per second at most (ini ``physpipe_submit_rate``; 0: no limit).
         self.submit_rate = submit_rate
@@ -154,8 +164,9 @@ class Campaign:
                 self._ensure_local_upstream(instance)
             if len(todo) > 1:
                 todo = order_for_correspondence(todo, self.job_ids)
-                for chunk in chunks(todo, largest):
-                    self._submit_array(chunk)
+                size = pack_size(todo[0], self.pack_walltime_s)
+                for batch in chunks(todo, min(largest * size, LOCK_BATCH)):
+                    self._submit_array(batch, largest=largest, size=size)
                 pending += todo
                 continue
             for instance in todo:
@@ -180,15 +191,16 @@ class Campaign:
         except BackendError:
             return 0
 
-    def _submit_array(self, members: list[StageInstance]) -> None:
-        """Submit ``members`` (one stage, one level) as one job array, task ``i`` computing
-        ``members[i]``; members another session already has in flight are reused."""
+    def _submit_array(self, members: list[StageInstance], *, largest: int, size: int) -> None:
+        """Submit ``members`` (one stage, one level) as job arrays of at most ``largest``
+        tasks, each task computing up to ``size`` of them (:func:`pack`); members another
+        session already has in flight are reused."""
         with contextlib.ExitStack() as stack:
             for instance in members:
                 stack.enter_context(self._submit_lock(instance))
             todo = []
             for instance in members:
-                reused = self._reuse(instance, job_dir(self.store.root, instance.key))
+                reused = reuse(self, instance, job_dir(self.store.root, instance.key))
                 if reused is not None:
                     self.job_ids[instance.key] = reused
                 elif not self._done(instance):  # (a job may have committed it meanwhile)
@@ -201,34 +213,48 @@ class Campaign:
                     )
                     self.job_ids[instance.key] = self._submit_locked(instance, depends)
                 return
-            kind, depends = array_dependency(todo, self.job_ids)
-            first = todo[0]
-            name = job_name(first.key, self.run_id, first.name)
-            folder = self.store.root / "jobs" / "arrays" / f"{name}-{len(todo)}"
-            folder.mkdir(parents=True, exist_ok=True)
-            tasks = folder / "tasks.json"
-            keys = [instance.key for instance in todo]
-            write_text_atomic(tasks, json.dumps({"store": str(self.store.root), "keys": keys}))
-            for instance in todo:
-                self._write_spec(instance)
-            request = JobRequest(
-                name=name,
-                argv=[sys.executable, "-m", "pytest_physpipe.worker", "--array", str(tasks)],
-                cwd=self.cwd,
-                log_path=folder / "array.log",
-                resources=first.spec.resources,
-                cluster=first.spec.cluster,
-                depends_on=depends,
-                dependency=kind,
-                env=_job_env(),
-                default_args=self.default_args,
-                array_size=len(todo),
-            )
-            array_id = self._dispatch(request, todo, [f"{kind}:{d}" for d in depends])
+            tasks = pack(todo, self.job_ids, size)
+            for part in [tasks[i : i + largest] for i in range(0, len(tasks), largest)]:
+                self._submit_tasks(part)
+
+    def _submit_tasks(self, tasks: list[list[StageInstance]]) -> None:
+        """Submit one job array whose task ``i`` computes ``tasks[i]``; the caller holds the
+        submission locks of every member."""
+        members = [instance for task in tasks for instance in task]
+        kind, depends = array_dependency(tasks, self.job_ids)
+        first, last = members[0], members[-1]
+        name = job_name(first.key, self.run_id, first.name)
+        folder = self.store.root / "jobs" / "arrays" / f"{name}-{len(members)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        listing = folder / "tasks.json"
+        keys = [[instance.key for instance in task] for task in tasks]
+        write_text_atomic(listing, json.dumps({"store": str(self.store.root), "keys": keys}))
+        for instance in members:
+            self._write_spec(instance)
+        resources = first.spec.resources
+        packed = max(len(task) for task in tasks)
+        if packed > 1:  # a task runs its instances one after another
+            walltime = walltime_text(resources.walltime_s * packed)
+            resources = resources.model_copy(update={"walltime": walltime})
+        request = JobRequest(
+            name=name,
+            argv=[sys.executable, "-m", "pytest_physpipe.worker", "--array", str(listing)],
+            cwd=self.cwd,
+            log_path=folder / "array.log",
+            resources=resources,
+            cluster=first.spec.cluster,
+            depends_on=depends,
+            dependency=kind,
+            env=_job_env(),
+            default_args=self.default_args,
+            array_size=len(tasks),
+        )
+        array_id = self._dispatch(request, tasks, [f"{kind}:{d}" for d in depends])
         deps = f" {kind} {', '.join(depends)}" if depends else ""
+        how = f", up to {packed} instances per task" if packed > 1 else ""
         self.say(
-            f"physpipe: submitted {first.label} .. {todo[-1].label} ({len(todo)} instances) "
-            f"as {self.backend.name} array job {array_id} (tasks 0-{len(todo) - 1}){deps}"
+            f"physpipe: submitted {first.label} .. {last.label} ({len(members)} instances) "
+            f"as {self.backend.name} array job {array_id} (tasks 0-{len(tasks) - 1}{how}){deps}"
         )
 
     def _done(self, instance: StageInstance) -> bool:
@@ -277,7 +303,7 @@ class Campaign:
         folder = job_dir(self.store.root, instance.key)
         folder.mkdir(parents=True, exist_ok=True)
         with self._submit_lock(instance):
-            reused = self._reuse(instance, folder)
+            reused = reuse(self, instance, folder)
             if reused is not None:
                 return reused
             if self._done(instance):
@@ -306,7 +332,7 @@ class Campaign:
             env=_job_env(),
             default_args=self.default_args,
         )
-        job_id = self._dispatch(request, [instance], list(depends))
+        job_id = self._dispatch(request, [[instance]], list(depends))
         deps = f" after {', '.join(depends)}" if depends else ""
         self.say(f"physpipe: submitted {instance.label} as {self.backend.name} job {job_id}{deps}")
         return job_id
@@ -319,20 +345,31 @@ class Campaign:
         return folder
 
     def _dispatch(
-        self, request: JobRequest, members: list[StageInstance], depends: list[str]
+        self,
+        request: JobRequest,
+        tasks: list[list[StageInstance]],
+        depends: list[str],
     ) -> str:
-        """Submit ``request``, which computes ``members`` (task ``i`` computes ``members[i]``
-        in an array), and record it per key; the job's (or the array's) id.
+        """Submit ``request`` and record it per key; the job's (or the array's) id.
 
-        The ``submitting.json`` markers go first: if we die inside ``sbatch``, the next
-        session looks for the job by its name.
+        ``tasks``: ``[[instance]]`` for a plain job; for an array, the instances of each task
+        (task ``i`` computes ``tasks[i]``, one after another). The ``submitting.json`` markers
+        go first: if we die inside ``sbatch``, the next session looks for the job by its name.
         """
         array = request.array_size > 0
-        folders = [job_dir(self.store.root, m.key) for m in members]
-        for index, (instance, folder) in enumerate(zip(members, folders, strict=True)):
-            marker = self._about(instance, name=request.name) | ({"index": index} if array else {})
+        # (instance, task index or -1 for a plain job, instances in its task)
+        placed = [
+            (instance, index if array else -1, len(task))
+            for index, task in enumerate(tasks)
+            for instance in task
+        ]
+        folders = [job_dir(self.store.root, instance.key) for instance, _, _ in placed]
+        for (instance, index, size), folder in zip(placed, folders, strict=True):
+            marker = self._about(instance, name=request.name)
+            if index >= 0:
+                marker.update(index=index, pack=size)
             write_text_atomic(folder / "submitting.json", json.dumps(marker, indent=1))
-        self._submitting = members[0].key
+        self._submitting = placed[0][0].key
         self._pace()
         try:
             job_id = self.backend.submit(request=request)
@@ -340,22 +377,27 @@ class Campaign:
             for folder in folders:
                 (folder / "submitting.json").unlink(missing_ok=True)
             self._submitting = None
+            first = placed[0][0]
             what = (
-                f"{len(members)} instances of stage {members[0].name} as a job array"
+                f"{len(placed)} instances of stage {first.name} as a job array"
                 if array
-                else f"stage {members[0].label} ({members[0].key[:12]})"
+                else f"stage {first.label} ({first.key[:12]})"
             )
             raise BackendError(f"submitting {what} to {self.backend.name} failed: {exc}") from None
         self.submitted.append(job_id)
         self._submitting = None
         now = time.time()
-        for index, (instance, folder) in enumerate(zip(members, folders, strict=True)):
-            task_id = f"{job_id}_{index}" if array else job_id
-            record = {"job_id": task_id, **self._about(instance, name=request.name)}
+        for (instance, index, size), folder in zip(placed, folders, strict=True):
+            record = {
+                "job_id": job_id if index < 0 else task_id(self.backend, job_id, index),
+                **self._about(instance, name=request.name),
+            }
+            if size > 1:
+                record["pack"] = size
             record.update(submitted_at=now, depends_on=depends)
             write_text_atomic(folder / "submitted.json", json.dumps(record, indent=1))
             (folder / "submitting.json").unlink(missing_ok=True)
-            self.job_ids[instance.key] = task_id
+            self.job_ids[instance.key] = record["job_id"]
             self.submitted_at[instance.key] = now
         return job_id
 
@@ -378,55 +420,6 @@ class Campaign:
             "host": hostname(),
             "pid": os.getpid(),
         }
-
-    def _reuse(self, instance: StageInstance, folder: Path) -> str | None:
-        """The id of a job already computing ``instance`` that this session may wait for."""
-        previous = _read_json(folder / "submitted.json")
-        rebuild = self.runner.wants_rebuild(instance)
-        if previous and previous.get("backend") == self.backend.name:
-            job_id = str(previous["job_id"])
-            # Under --physpipe-rebuild only a job of this very run (an xdist sibling's) counts.
-            if not rebuild or previous.get("run_id") == self.run_id:
-                info = self.backend.status(job_ids=[job_id]).get(job_id)
-                if info is not None and not info.state.finished:
-                    self.say(f"physpipe: {instance.label} is already in flight as job {job_id}")
-                    self.submitted_at[instance.key] = float(
-                        previous.get("submitted_at", time.time())
-                    )
-                    if previous.get("run_id") != self.run_id:
-                        self.adopted.add(instance.key)
-                    return job_id
-        marker = _read_json(folder / "submitting.json")
-        if marker is None or marker.get("backend") != self.backend.name:
-            return None
-        # A submission was cut short (Ctrl-C, kill -9) before its job id was recorded: the
-        # job may exist all the same. Find it by its tag and adopt it.
-        if rebuild and marker.get("run_id") != self.run_id:
-            return None
-        for info in find_tagged(self.backend) or []:
-            if info.name != marker.get("name"):  # the name carries the key and the run
-                continue
-            job_id = info.job_id
-            if "index" in marker:  # one task of a job array
-                job_id = f"{split_task_id(job_id)[0]}_{marker['index']}"
-            record = {
-                **marker,
-                "job_id": job_id,
-                "submitted_at": marker.get("at"),
-                "depends_on": [],
-                "adopted_by": self.run_id,
-            }
-            write_text_atomic(folder / "submitted.json", json.dumps(record, indent=1))
-            (folder / "submitting.json").unlink(missing_ok=True)
-            self.say(
-                f"physpipe: adopted {instance.label}: job {job_id} of an interrupted run "
-                "is in flight"
-            )
-            self.submitted_at[instance.key] = float(marker.get("at") or time.time())
-            if marker.get("run_id") != self.run_id:
-                self.adopted.add(instance.key)
-            return job_id
-        return None
 
     def _job_spec(self, instance: StageInstance) -> JobSpec:
         func = instance.spec.func
@@ -458,7 +451,7 @@ class Campaign:
         __tracebackhide__ = True
         job_id = self.job_ids.get(instance.key)
         if job_id is None:
-            previous = _read_json(job_dir(self.store.root, instance.key) / "submitted.json")
+            previous = read_json(job_dir(self.store.root, instance.key) / "submitted.json")
             if previous is None:
                 raise JobFailedError(
                     f"stage {instance.label} is neither in the store nor submitted as a job"
@@ -497,9 +490,10 @@ class Campaign:
                         job_id = self._resubmit(instance, job_id, info)
                         continue
                     detail = result.traceback if result and result.traceback else info.reason
-                    raise self._failure(
-                        instance, job_id, self._end_state(instance, info, result), detail
+                    how = end_state(
+                        self.store, self.planner, instance, info, result, backend=self.backend.name
                     )
+                    raise self._failure(instance, job_id, how, detail)
             time.sleep(STORE_POLL_S)
 
     def _status(self, job_id: str) -> JobInfo | None:
@@ -527,25 +521,8 @@ class Campaign:
         """Whether another session's job that we reused was stopped by its owner (not failed)."""
         if instance.key not in self.adopted or instance.key in self.resubmitted:
             return False
-        if result is not None and result.status == "failed" and result.signal is None:
-            return False  # the stage raised: a real failure
-        if self._failed_upstream(instance):
-            return False
-        if info.state in (JobState.CANCELLED, JobState.VANISHED):
-            return True
-        # Torque's wrapper: a cancelled job reads COMPLETED; the job recorded the signal, or
-        # never started (cancelled while pending).
-        return info.state is JobState.COMPLETED and (result is None or result.signal is not None)
-
-    def _failed_upstream(self, instance: StageInstance) -> list[StageInstance | None]:
-        return [
-            self.planner.get(key)
-            for key in instance.upstream.values()
-            if not self.store.exists(key)
-            and (job := read_job_result(self.store.root, key)) is not None
-            and job.status == "failed"
-            and job.signal is None
-        ]
+        upstream = bool(failed_upstream(self.store, self.planner, instance))
+        return owner_cancelled(info, result, upstream_failed=upstream)
 
     def _resubmit(self, instance: StageInstance, job_id: str, info: JobInfo) -> str:
         """Submit ``instance`` (and its cancelled upstream jobs) again, as this session's own."""
@@ -572,29 +549,6 @@ class Campaign:
                 self.adopted.discard(above.key)
         self.submit(chain)
         return self.job_ids[instance.key]
-
-    def _end_state(self, instance: StageInstance, info: JobInfo, result: JobResult | None) -> str:
-        """How a finished job that committed nothing ended, in words."""
-        state = info.state.value
-        upstream_failed = self._failed_upstream(instance)
-        if result is not None and result.signal and info.state is JobState.COMPLETED:
-            # Torque's wrapper over Slurm reports a cancelled or timed-out job as completed.
-            name = signal.Signals(result.signal).name
-            return (
-                f"by {name} (cancelled, or past its walltime limit of "
-                f"{instance.spec.resources.walltime}; {self.backend.name} does not say which)"
-            )
-        if result is None and ("Dependency" in info.reason or upstream_failed):
-            names = ", ".join(u.label for u in upstream_failed if u is not None)
-            return (
-                f"without running ({state}), because the job of {names or 'a stage'} it "
-                "depends on failed"
-            )
-        if info.state is JobState.COMPLETED:
-            return "COMPLETED without committing a result"
-        if info.state is JobState.TIMEOUT:
-            return f"TIMEOUT (past its walltime limit of {instance.spec.resources.walltime})"
-        return state
 
     def _try_load(self, instance: StageInstance, job_id: str) -> Served | None:
         try:
@@ -689,11 +643,3 @@ def _timestamp(iso: str) -> float | None:
         return datetime.fromisoformat(iso).timestamp()
     except ValueError:
         return None
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None

@@ -32,9 +32,10 @@ __all__ = [
     "JobResult",
     "JobSpec",
     "JobTerminated",
-    "array_task_spec",
+    "array_task_specs",
     "hook_plugins",
     "job_dir",
+    "log_to",
     "main",
     "read_job_result",
     "run_job",
@@ -127,25 +128,30 @@ def _job_id() -> str | None:
 _TASK_VARS = ("SLURM_ARRAY_TASK_ID", "PBS_ARRAY_INDEX", "PBS_ARRAYID")
 
 
-def array_task_spec(tasks_file: Path) -> Path:
-    """The ``job.json`` of this array task: ``tasks_file`` lists one key per index.
-
-    The task's output goes to its key's ``job.log``, as a single job's does, so failure
-    messages read the same log either way.
-    """
+def array_task_specs(tasks_file: Path) -> list[Path]:
+    """The ``job.json`` files of this array task, in the order it computes them:
+    ``tasks_file`` lists the keys of each task index (several when the task is packed)."""
     tasks = json.loads(Path(tasks_file).read_text())
+    entries = tasks["keys"]
     index = next((os.environ[v] for v in _TASK_VARS if os.environ.get(v)), None)
+    if index is None and len(entries) == 1:
+        index = "0"  # a one-task "array" that went out as a plain job (PBS)
     if index is None or not index.isdigit():
         raise SystemExit(f"{tasks_file}: no array task index in the environment ({_TASK_VARS})")
-    key = tasks["keys"][int(index)]
-    folder = job_dir(Path(tasks["store"]), key)
+    keys = entries[int(index)]
+    keys = [keys] if isinstance(keys, str) else keys
+    return [job_dir(Path(tasks["store"]), key) / "job.json" for key in keys]
+
+
+def log_to(folder: Path) -> None:
+    """Send this process's output to ``folder/job.log`` (an array task's instances each log to
+    their key's log, as a single job does, so failure messages read the same log)."""
     log = os.open(folder / "job.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
-    return folder / "job.json"
 
 
 def _import_stage_module(spec: JobSpec) -> None:
@@ -259,6 +265,12 @@ def _compute(spec: JobSpec) -> str:
     for name, key in spec.upstream.items():
         loaded = store.load(key)
         if loaded is None:
+            above = read_job_result(Path(spec.store), key)
+            if above is not None and above.status == "failed":
+                raise JobFailedError(
+                    f"stage {spec.stage!r}: its upstream {name!r} ({key[:12]}) failed in its "
+                    "own job, so this instance was not computed; see that stage's failure"
+                )
             raise JobFailedError(
                 f"stage {spec.stage!r}: its upstream {name!r} ({key}) is not in the store "
                 f"{spec.store}; is the store on a filesystem the compute nodes share?"
@@ -326,8 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.job is None) == (args.array is None):
         parser.error("give a job spec, or --array TASKS")
-    job_file = array_task_spec(args.array) if args.array is not None else args.job
-    spec = JobSpec.model_validate(json.loads(job_file.read_text()))
+    job_files = [args.job] if args.array is None else array_task_specs(args.array)
 
     # Both schedulers send SIGTERM before SIGKILL on scancel/qdel and at the walltime: record
     # it, because Torque's wrapper reports such a job as completed, with no exit status.
@@ -335,14 +346,28 @@ def main(argv: list[str] | None = None) -> int:
         raise JobTerminated(signum)
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    result = run_job(spec)
-    if result.traceback:
-        sys.stderr.write(result.traceback)
-    print(
-        f"physpipe job: stage {spec.stage} ({spec.key[:12]}) {result.status} on "
-        f"{result.host} in {result.duration_s:.2f} s"
-    )
-    return result.exit_code
+    status = 0
+    try:
+        for job_file in job_files:
+            if args.array is not None:
+                log_to(job_file.parent)
+            spec = JobSpec.model_validate(json.loads(job_file.read_text()))
+            result = run_job(spec)
+            if result.traceback:
+                sys.stderr.write(result.traceback)
+            packed = f" (one of {len(job_files)} in this task)" if len(job_files) > 1 else ""
+            print(
+                f"physpipe job: stage {spec.stage} ({spec.key[:12]}) {result.status} on "
+                f"{result.host} in {result.duration_s:.2f} s{packed}"
+            )
+            status = max(status, result.exit_code)
+            if result.signal is not None:  # cancelled or out of walltime: stop here
+                return status if len(job_files) == 1 else 128 + result.signal
+    except JobTerminated as exc:  # between two instances of a packed task
+        return 128 + exc.signum
+    # A packed task succeeds once each instance has its own result record, whatever it says:
+    # failing it would cancel the dependents of its other instances too (afterok, aftercorr).
+    return 0 if len(job_files) > 1 else status
 
 
 if __name__ == "__main__":

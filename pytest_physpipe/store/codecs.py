@@ -20,8 +20,10 @@ from __future__ import annotations
 import importlib
 import io
 import json
+import mmap
 import os
 import pickle
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -107,33 +109,95 @@ def _save_array(array: np.ndarray[Any, Any], path: Path) -> None:
 
 def _load_array(path: Path, mmap_min: int) -> np.ndarray[Any, Any]:
     numpy = _numpy()
-    if path.stat().st_size >= mmap_min:
-        array: np.ndarray[Any, Any] = numpy.load(path, mmap_mode="r", allow_pickle=False)
-        return array
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if size >= mmap_min:
+            return map_array(mmap.mmap(fd, 0, access=mmap.ACCESS_READ), os.fspath(path))
+    finally:
+        os.close(fd)
     return _frombuffer(path, numpy)
 
 
+#: The header numpy writes for a plain dtype (anything else goes through numpy's own parser,
+#: which evaluates the header as a Python literal: slower, so kept for the rare cases).
+_NPY_HEADER = re.compile(
+    rb"\{'descr': '([<>|=]?[a-zA-Z][0-9]*)', 'fortran_order': (True|False), "
+    rb"'shape': \(((?:[0-9]+, )*(?:[0-9]+,?)?)\), \} *\n"
+)
+
+
+def _npy_layout(head: bytes, numpy: Any) -> tuple[Any, tuple[int, ...], bool, int] | None:
+    """dtype, shape, Fortran order and data offset of the ``.npy`` file starting with
+    ``head``, or ``None`` when the header is not one of numpy's plain ones."""
+    if head[:6] != b"\x93NUMPY" or len(head) < 12:
+        return None
+    if head[6] == 1:
+        start = 10
+    elif head[6] in (2, 3):
+        start = 12
+    else:
+        return None
+    length = int.from_bytes(head[8:start], "little")
+    match = _NPY_HEADER.fullmatch(head[start : start + length])
+    if match is None:
+        return None
+    dtype = numpy.dtype(match[1].decode("ascii"))
+    if dtype.hasobject:
+        raise CorruptEntryError("a .npy file holds Python objects; refused (no pickles in .npy)")
+    shape = tuple(int(n) for n in match[3].split(b",") if n.strip())
+    return dtype, shape, match[2] == b"True", start + length
+
+
+def map_array(buffer: mmap.mmap, filename: str) -> np.ndarray[Any, Any]:
+    """The array of the ``.npy`` file mapped read-only in ``buffer``: a ``numpy.memmap``
+    over that memory (no copy), which nobody can make writable."""
+    numpy = _numpy()
+    layout = _npy_layout(buffer[:4096], numpy)
+    if layout is None:  # a header numpy writes rarely (structured dtypes): its own reader
+        return numpy.load(filename, mmap_mode="r", allow_pickle=False)  # type: ignore[no-any-return]
+    dtype, shape, fortran, offset = layout
+    count = 1
+    for n in shape:
+        count *= n
+    if offset + count * dtype.itemsize != len(buffer):
+        raise CorruptEntryError(
+            f"{os.path.basename(filename)} holds {len(buffer)} bytes, its header "
+            f"announces {offset + count * dtype.itemsize}"
+        )
+    # What numpy.memmap does, without reopening the file or resolving its path again.
+    array = numpy.ndarray.__new__(
+        numpy.memmap,
+        shape,
+        dtype=dtype,
+        buffer=buffer,
+        offset=offset,
+        order="F" if fortran else "C",
+    )
+    array._mmap, array.offset, array.mode = buffer, offset, "r"
+    array.filename = os.path.abspath(filename)
+    return array  # type: ignore[no-any-return]
+
+
 def _frombuffer(path: Path, numpy: Any) -> np.ndarray[Any, Any]:
-    """A small ``.npy`` file as an array over immutable ``bytes``: read-only for good.
+    return array_from_bytes(_read(path.parent, path.name), os.fspath(path))
+
+
+def array_from_bytes(data: bytes, filename: str) -> np.ndarray[Any, Any]:
+    """A small ``.npy`` file's bytes as an array over them (immutable): read-only for good.
 
     ``numpy.load`` gives an array owning writable memory, whose read-only flag any consumer
     could set back to writable; an array over ``bytes`` refuses that.
     """
-    data = _read(path.parent, path.name)
-    fmt = numpy.lib.format
-    with io.BytesIO(data) as handle:
-        version = fmt.read_magic(handle)
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(handle)
-        elif version == (2, 0):
-            shape, fortran, dtype = fmt.read_array_header_2_0(handle)
-        else:  # a newer header (utf-8 field names): numpy reads it, we copy into bytes
+    numpy = _numpy()
+    layout = _npy_layout(data[:4096], numpy)
+    if layout is None:
+        layout = _npy_layout_slow(data, filename, numpy)
+        if layout is None:  # a newer header (utf-8 field names): numpy reads it, we copy
             from pytest_physpipe.isolation import readonly_copy
 
-            return readonly_copy(numpy.load(path, allow_pickle=False))  # type: ignore[no-any-return]
-        offset = handle.tell()
-    if dtype.hasobject:
-        raise CorruptEntryError(f"{path.name} holds Python objects; refused (no pickles in .npy)")
+            return readonly_copy(numpy.load(filename, allow_pickle=False))  # type: ignore[no-any-return]
+    dtype, shape, fortran, offset = layout
     count = 1
     for size in shape:
         count *= size
@@ -142,6 +206,26 @@ def _frombuffer(path: Path, numpy: Any) -> np.ndarray[Any, Any]:
         flat.reshape(shape[::-1]).transpose() if fortran else flat.reshape(shape)
     )
     return array
+
+
+def _npy_layout_slow(
+    data: bytes, filename: str, numpy: Any
+) -> tuple[Any, tuple[int, ...], bool, int] | None:
+    """:func:`_npy_layout` by numpy's own header reader (any header of format 1 or 2)."""
+    fmt = numpy.lib.format
+    with io.BytesIO(data) as handle:
+        version = fmt.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(handle)
+        else:
+            return None
+        offset = handle.tell()
+    if dtype.hasobject:
+        name = os.path.basename(filename)
+        raise CorruptEntryError(f"{name} holds Python objects; refused (no pickles in .npy)")
+    return dtype, shape, fortran, offset
 
 
 def _is_plain_array(value: object) -> TypeGuard[np.ndarray[Any, Any]]:

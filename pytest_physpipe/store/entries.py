@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import os
 import shutil
 import stat
@@ -35,75 +36,59 @@ from pytest_physpipe.errors import (
 from pytest_physpipe.keys import KEY_PATTERN
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store.atomic import in_flight_target, write_text_atomic
-from pytest_physpipe.store.codecs import CodecRegistry, type_name
+from pytest_physpipe.store.codecs import (
+    CodecRegistry,
+    JsonCodec,
+    NpyCodec,
+    array_from_bytes,
+    map_array,
+    type_name,
+)
+from pytest_physpipe.store.fileio import (
+    fsync_dir,
+    fsync_tree,
+    hash_file,
+    read_all,
+    sample_fd,
+    sample_hash,
+    write_new,
+)
 from pytest_physpipe.store.filesystem import resolve_lock_mode
 from pytest_physpipe.store.layout import CREATED_DIRS, LAYOUT_NAMES, StoreLayout, tree_size
 from pytest_physpipe.store.locks import KeyLock
+from pytest_physpipe.store.pending import LATEST, pending, read_note, read_stage_index
 from pytest_physpipe.store.scratch import cleanup, make_scratch, real_dir
 
 __all__ = ["Entry", "Loaded", "Store"]
 
+#: What :meth:`Store._decode_one_file` returns for an entry its codec must decode.
+_GENERIC = object()
+
 ENTRY_FORMAT = 1
-_SAMPLE_BLOCK = 4096
 _TOUCH_EVERY_S = 3600.0
-_SAMPLE_COUNT = 16
 _CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
     "# This directory is a pytest-physpipe store (https://bford.info/cachedir/).\n"
 )
 
 
-def _hash_file(path: str | Path, size: int = -1) -> str:
-    with open(path, "rb") as handle:
-        if 0 <= size <= 1 << 20:  # small: one read, one hash call
-            return str(xxhash.xxh3_128_hexdigest(handle.read()))
-        digest = xxhash.xxh3_128()
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-        return str(digest.hexdigest())
-
-
-def _sample_hash(path: str | Path, size: int) -> str:
-    """xxh3 of the header, the tail and evenly spaced blocks: a cheap check for big files."""
-    digest = xxhash.xxh3_128()
-    last = max(size - _SAMPLE_BLOCK, 0)
-    offsets = sorted({last * i // (_SAMPLE_COUNT - 1) for i in range(_SAMPLE_COUNT)})
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        for offset in offsets:
-            digest.update(os.pread(fd, _SAMPLE_BLOCK, offset))
-    finally:
-        os.close(fd)
-    return digest.hexdigest()
-
-
-def _fsync_tree(path: Path) -> None:
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@dataclass(frozen=True)
 class Loaded:
     """A value loaded from an entry, with the record it was committed with."""
 
-    value: Any
-    record: StageRecord
-    meta: dict[str, Any]
-    path: Path
+    __slots__ = ("_where", "meta", "record", "value")
+
+    def __init__(
+        self, *, value: Any, record: StageRecord, meta: dict[str, Any], path: str | Path
+    ) -> None:
+        self.value = value
+        self.record = record
+        self.meta = meta
+        self._where = path
+
+    @property
+    def path(self) -> Path:
+        """The entry's directory (a :class:`~pathlib.Path` only for who asks: a hit does not)."""
+        return Path(self._where)
 
 
 @dataclass(frozen=True)
@@ -129,8 +114,12 @@ class Store:
         verify_max: int = 64 << 20,
         mmap_min: int = 1 << 20,
         lock_timeout: float | None = None,
+        fsync: Literal["entry", "session", "none"] = "session",
     ) -> None:
         self.root = Path(root)
+        #: When commits reach the disk: see ``docs/store.md`` (durability).
+        self.fsync = fsync
+        self._index_cache: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {}
         self.layout = StoreLayout(self.root)
         self.codecs = codecs if codecs is not None else CodecRegistry()
         self.verify_max = verify_max
@@ -250,15 +239,19 @@ class Store:
         found = self._read_meta(key)
         return None if found is None else found[0]
 
-    def _read_meta(self, key: str) -> tuple[dict[str, Any], os.stat_result] | None:
+    def _read_meta(
+        self, key: str, base: str | None = None
+    ) -> tuple[dict[str, Any], os.stat_result] | None:
         """``meta.json`` and its stat; the inode identifies this version of the entry."""
         try:
-            handle = open(f"{self._entry_path(key)}/meta.json", "rb")  # noqa: SIM115
+            fd = os.open(f"{base or self._entry_path(key)}/meta.json", os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        with handle:
-            info = os.fstat(handle.fileno())
-            data = handle.read()
+        try:
+            info = os.fstat(fd)
+            data = read_all(fd, info.st_size)
+        finally:
+            os.close(fd)
         try:
             meta = json.loads(data)
         except (ValueError, RecursionError):  # nested deeper than the parser's stack
@@ -284,9 +277,9 @@ class Store:
                 )
             # No sample: committed under a larger physpipe_verify_max; check it in full.
             if full or size <= self.verify_max or "sample" not in info:
-                actual, expected = _hash_file(path, size), info["xxh3"]
+                actual, expected = hash_file(path, size), info["xxh3"]
             else:
-                actual, expected = _sample_hash(path, size), info["sample"]
+                actual, expected = sample_hash(path, size), info["sample"]
             if actual != expected:
                 raise CorruptEntryError(f"entry {key}: checksum mismatch in {rel}")
 
@@ -306,21 +299,23 @@ class Store:
 
         Raises :class:`CorruptEntryError` when the entry exists but fails verification.
         """
+        base = self._entry_path(key)
         meta: dict[str, Any] | None = None
         inode, touched = -1, 0.0
         try:
-            found = self._read_meta(key)
+            found = self._read_meta(key, base)
             if found is None:
                 return None
             meta, info = found
             inode, touched = info.st_ino, info.st_mtime
-            self.verify(key, meta, full=full_verify)
             codec = self.codecs.get(str(meta["codec"]))
-            base = self.entry_dir(key)
-            value = codec.decode(base, meta.get("codec_meta", {}), mmap_min=self.mmap_min)
+            value = self._decode_one_file(base, meta, codec, full_verify)
+            if value is _GENERIC:
+                self.verify(key, meta, full=full_verify)
+                value = codec.decode(Path(base), meta.get("codec_meta", {}), mmap_min=self.mmap_min)
+                if not self._unchanged(key, inode):
+                    return None  # replaced while we decoded: what we read may be the new files
             record = StageRecord.model_validate(meta["record"])
-            if not self._unchanged(key, inode):
-                return None  # replaced while we decoded: what we read may be the new files
         except (FileNotFoundError, NotADirectoryError) as exc:
             if meta is not None and self._unchanged(key, inode):
                 # The entry is still the one we started on, so a file is missing from it.
@@ -329,23 +324,75 @@ class Store:
                 ) from None
             return None  # replaced or removed under us: a miss, retried under the lock
         except CorruptEntryError:
+            if meta is not None and not self._unchanged(key, inode):
+                return None  # replaced while we read it: the new files are not the old sums
             raise
         except Exception as exc:
             # Whatever else stops a load (a pickled class renamed or moved, a model class that
             # no longer imports, mistyped metadata, a codec's own error) makes the entry
             # unusable: the caller warns once, naming the cause, and recomputes it.
             raise CorruptEntryError(f"entry {key}: cannot be loaded ({_cause(exc)})") from None
-        artifacts = meta.get("artifacts", {})
+        artifacts = meta.get("artifacts")
         if artifacts:
             record = record.model_copy(
-                update={"artifacts": {n: str(base / rel) for n, rel in artifacts.items()}}
+                update={"artifacts": {n: f"{base}/{rel}" for n, rel in artifacts.items()}}
             )
         if time.time() - touched > _TOUCH_EVERY_S:
             # `physpipe prune` removes the least recently used first; an hour is precise
             # enough for that, and spares a metadata write on nearly every hit.
             with contextlib.suppress(OSError):  # a read-only store is fine: bookkeeping only
-                os.utime(f"{self._entry_path(key)}/meta.json")
+                os.utime(f"{base}/meta.json")
         return Loaded(value=value, record=record, meta=meta, path=base)
+
+    def _decode_one_file(
+        self, base: str, meta: dict[str, Any], codec: object, full: bool
+    ) -> object:
+        """The value of a built-in ``json`` or ``npy`` entry, read and checked in one pass:
+        the bytes that are hashed are the bytes decoded (small files), and a mapped array is
+        hashed through the very mapping it is served from. :data:`_GENERIC` for any other
+        entry (its codec decodes it after :meth:`verify`).
+
+        Everything comes from one open file, so no re-check of ``meta.json`` is needed: a
+        file of a replacing entry fails the sums of the entry whose ``meta.json`` was read.
+        """
+        files = meta.get("files")
+        if type(codec) is JsonCodec:
+            name = "value.json"
+        elif type(codec) is NpyCodec:
+            name = "value.npy"
+        else:
+            return _GENERIC
+        if not isinstance(files, dict) or len(files) != 1 or name not in files:
+            return _GENERIC
+        expected = files[name]
+        fd = os.open(f"{base}/{name}", os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if size != expected["size"]:
+                raise CorruptEntryError(
+                    f"entry {meta['key']}: {name} has {size} bytes, "
+                    f"{expected['size']} were committed"
+                )
+            sampled = not full and size > self.verify_max and "sample" in expected
+            if sampled:  # pread: cheaper than faulting the blocks into a mapping
+                actual, wanted = sample_fd(fd, size), expected["sample"]
+            if name == "value.npy" and size >= self.mmap_min:
+                data: Any = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            else:
+                data = read_all(fd, size)
+        finally:
+            os.close(fd)
+        if not sampled:
+            # A mapped file is hashed through the mapping it is served from: read once.
+            actual, wanted = xxhash.xxh3_128_hexdigest(data), expected["xxh3"]
+        if actual != wanted:
+            raise CorruptEntryError(f"entry {meta['key']}: checksum mismatch in {name}")
+        if name == "value.json":
+            return json.loads(data)
+        path = f"{base}/{name}"
+        return (
+            map_array(data, path) if isinstance(data, mmap.mmap) else array_from_bytes(data, path)
+        )
 
     def _unchanged(self, key: str, inode: int) -> bool:
         """Whether the entry is still the version whose ``meta.json`` had ``inode``.
@@ -407,16 +454,7 @@ class Store:
                     rel = f"artifacts/{name}"
                     shutil.move(source, staging / rel)
                     artifact_map[name] = rel
-            files: dict[str, dict[str, Any]] = {}
-            for path in sorted(p for p in staging.rglob("*") if p.is_file()):
-                rel = path.relative_to(staging).as_posix()
-                if rel.startswith("artifacts/"):
-                    continue
-                size = path.stat().st_size
-                info: dict[str, Any] = {"size": size, "xxh3": _hash_file(path, size)}
-                if size > self.verify_max:
-                    info["sample"] = _sample_hash(path, size)
-                files[rel] = info
+            files = self._checksums(staging)
             meta = {
                 "format": ENTRY_FORMAT,
                 "key": key,
@@ -428,41 +466,83 @@ class Store:
                 "record": {**record.model_dump(mode="json"), "codec": chosen.name},
                 **(extra_meta or {}),
             }
-            (staging / "meta.json").write_text(json.dumps(meta, indent=1, allow_nan=True))
-            _fsync_tree(staging)
-            final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if replace and final.exists():
-                self._swap(final, staging)
-            else:
-                try:
-                    os.rename(staging, final)
-                except OSError:
-                    if not final.exists():
-                        raise
-                    if (final / "meta.json").is_file():
-                        # Lost a race with another committer of the same key: theirs is as good.
-                        shutil.rmtree(staging, ignore_errors=True)
-                    else:  # a damaged entry without meta.json: nobody can use it, replace it
-                        self._swap(final, staging)
-            _fsync_dir(final.parent)
+            write_new(f"{staging}/meta.json", json.dumps(meta, allow_nan=True).encode())
+            durable = self.fsync == "entry"
+            if durable:
+                fsync_tree(staging)
+            self._place(final, staging, replace=replace)
+            if durable:
+                fsync_dir(final.parent)
+            elif self.fsync == "session":
+                later = pending(self.root)
+                later.unsynced = True
+                later.arm(self.layout)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         self._note_latest(key, record)
         return final
 
+    def _place(self, final: Path, staging: Path, *, replace: bool) -> None:
+        """Rename ``staging`` to ``final`` (making its shard on first use), settling a race."""
+        if replace and final.exists():
+            self._swap(final, staging)
+            return
+        for attempt in (1, 2):
+            try:
+                os.rename(staging, final)
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+                final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # a new shard
+            except OSError:
+                if not final.exists():
+                    raise
+                break
+            else:
+                return
+        if (final / "meta.json").is_file():
+            # Lost a race with another committer of the same key: theirs is as good.
+            shutil.rmtree(staging, ignore_errors=True)
+        else:  # a damaged entry without meta.json: nobody can use it, replace it
+            self._swap(final, staging)
+
+    def _checksums(self, staging: Path) -> dict[str, dict[str, Any]]:
+        """Size and xxh3 (plus a sample above ``verify_max``) of every payload file."""
+        files: dict[str, dict[str, Any]] = {}
+        stack = [("", os.fspath(staging))]
+        while stack:
+            rel, folder = stack.pop()
+            with os.scandir(folder) as found:
+                for item in found:
+                    name = f"{rel}{item.name}"
+                    if item.is_dir(follow_symlinks=False):
+                        if name != "artifacts":  # moved in whole, not checksummed
+                            stack.append((f"{name}/", item.path))
+                    elif item.is_file():
+                        size = item.stat().st_size
+                        info: dict[str, Any] = {"size": size, "xxh3": hash_file(item.path, size)}
+                        if size > self.verify_max:
+                            info["sample"] = sample_hash(item.path, size)
+                        files[name] = info
+        return dict(sorted(files.items()))
+
     # -- the index of latest manifests (why an instance recomputes) ---------------------------
 
     def _note_latest(self, key: str, record: StageRecord) -> None:
-        """Remember ``record``'s manifest as its stage's latest (bookkeeping: never fails)."""
+        """Remember ``record``'s manifest as its stage's latest, in memory until :meth:`flush`
+        (bookkeeping: never fails, and costs a commit no file write)."""
         if not record.manifest or not record.name.isidentifier():
             return
-        text = json.dumps({"key": key, "manifest": record.manifest}, allow_nan=True)
-        for param_id in (record.param_id or "", None):
-            with contextlib.suppress(OSError, ValueError):
-                write_text_atomic(
-                    self.layout.index_path(record.name, param_id), text, make_parents=True
-                )
+        notes = pending(self.root)
+        notes.note(record.name, record.param_id or "", key, record.manifest)
+        notes.arm(self.layout)
+
+    def flush(self) -> None:
+        """Write this process's pending index notes and, under ``fsync="session"``, make every
+        entry it committed durable (one ``syncfs``). Called at the end of a session and at
+        exit; safe to call again. Bookkeeping: never raises."""
+        pending(self.root).flush(self.layout)
 
     def latest(self, stage: str, param_id: str | None) -> tuple[str, dict[str, Any]] | None:
         """The key and manifest last committed for ``stage`` and ``param_id`` (``None``: any
@@ -470,15 +550,14 @@ class Store:
         """
         if not stage.isidentifier():
             return None
-        try:
-            with open(self.layout.index_path(stage, param_id), "rb") as handle:
-                data = json.loads(handle.read(1 << 20))
-        except (OSError, ValueError, RecursionError):
-            return None
-        if not isinstance(data, dict):
-            return None
-        key, manifest = data.get("key"), data.get("manifest")
-        return (key, manifest) if isinstance(key, str) and isinstance(manifest, dict) else None
+        found = pending(self.root).latest(stage, param_id)
+        if found is None:
+            if stage not in self._index_cache:
+                self._index_cache[stage] = read_stage_index(self.layout, stage)
+            found = self._index_cache[stage].get(LATEST if param_id is None else param_id)
+        if found is None:  # a store written by an older version: one file per param
+            found = read_note(self.layout.index_path(stage, param_id))
+        return found
 
     def _swap(self, final: Path, staging: Path) -> None:
         trash = self.layout.trash_path(final.name, uuid.uuid4().hex[:8])

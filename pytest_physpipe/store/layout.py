@@ -11,7 +11,8 @@
     slots/<run_id>/                  one run's CPU/GPU slot files
     runs/<run_id>/manifest-<w>.json one run's scheduling manifests; runs/durations.json (costs)
     jobs/<key>/                      batch job spec, outcome and log
-    index/<stage>/<param>.json       the latest key and key manifest of a stage per param id
+    index/<stage>.json               the latest key and key manifest of a stage, per param id
+    index/<stage>/<param>.json       the same, one file per param (written by older versions)
 
 No other module builds a path under the root: each asks a :class:`StoreLayout`. Scratch names
 carry their owner (host and pid) so that housekeeping can tell a live owner from a dead one
@@ -88,6 +89,14 @@ class StoreLayout:
         if param_id is None:
             return self.index / stage / "latest.json"
         return self.index / stage / f"p-{xxhash.xxh3_64_hexdigest(param_id.encode())}.json"
+
+    def stage_index_path(self, stage: str) -> Path:
+        """The latest key and manifest of ``stage`` per param id (stage names are identifiers)."""
+        return self.index / f"{stage}.json"
+
+    def stage_index_lock(self, stage: str) -> Path:
+        """Taken (``flock``) while a process merges its notes into :meth:`stage_index_path`."""
+        return self.index / f".{stage}.lock"
 
     def lock_path(self, key: str) -> Path:
         return self.locks / f"{key}.lock"

@@ -199,7 +199,16 @@ class KeyLock:
         """Take the lock; ``False`` only when ``blocking=False`` and someone else holds it."""
         if self.held:
             raise RuntimeError(f"KeyLock {self.path} is already held by this instance")
+        try:
+            return self._acquire(blocking)
+        except FileNotFoundError:
+            if self.path.parent.is_dir():
+                raise
+        # The first lock of this store (or `locks/` was removed): make the folder, once.
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self._acquire(blocking)
+
+    def _acquire(self, blocking: bool) -> bool:
         if self.mode == "flock":
             return self._acquire_flock(blocking)
         return self._acquire_soft(blocking)

@@ -98,16 +98,27 @@ class _Beacon:
 
 def _beacon(layout: StoreLayout) -> None:
     key = os.fspath(layout.root)
+    if key in _beacons:  # the common case, without the lock
+        return
     with _beacons_lock:
         if key not in _beacons:
+            layout.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
             _beacons[key] = _Beacon(layout)
 
 
 def make_scratch(layout: StoreLayout, what: str) -> Path:
-    """A new, empty, owner-only scratch directory of this process under ``tmp/``."""
-    layout.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """A new, empty, owner-only scratch directory of this process under ``tmp/``.
+
+    One ``mkdir`` per call once this process has its owner record in the store: ``tmp/`` is
+    made again only if it vanished.
+    """
     _beacon(layout)
-    return Path(tempfile.mkdtemp(prefix=layout.scratch_prefix(what), dir=layout.tmp))
+    prefix = layout.scratch_prefix(what)
+    try:
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=layout.tmp))
+    except FileNotFoundError:
+        layout.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=layout.tmp))
 
 
 def _read_record(path: Path) -> tuple[dict[str, Any] | None, float | None]:

@@ -144,17 +144,24 @@ def _kill_during_submission(
     return f"(signal {sig.name} after {delay:.2f} s, seed {seed})\n{output}"
 
 
-#: One job per instance (twelve submissions to interrupt), or the sweep as one job array.
-MODES = {"jobs": ("-o", "physpipe_job_arrays=false"), "array": ()}
+#: One job per instance (twelve submissions to interrupt), the sweep as one job array, or as
+#: one array of three tasks packing four instances each (4 x 5:00 fit in 20:00).
+MODES = {
+    "jobs": ("-o", "physpipe_job_arrays=false"),
+    "array": (),
+    "packed": ("-o", "physpipe_pack_walltime=20:00"),
+}
+#: Jobs (array tasks) per mode for the twelve instances.
+TASKS = {"jobs": 12, "array": 12, "packed": 3}
 
 
 def _mode(dialect: str, mode: str) -> tuple[str, ...]:
-    if mode == "array" and dialect != "slurm":
+    if mode != "jobs" and dialect != "slurm":
         pytest.skip("job arrays go to Slurm only; PBS gets one job per instance")
     return MODES[mode]
 
 
-@pytest.mark.parametrize("mode", ["jobs", "array"])
+@pytest.mark.parametrize("mode", ["jobs", "array", "packed"])
 @pytest.mark.parametrize("attempt", range(2))
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupt_during_submission_leaves_no_job_in_the_queue(
@@ -168,7 +175,7 @@ def test_an_interrupt_during_submission_leaves_no_job_in_the_queue(
     mode: str,
 ) -> None:
     extra = _mode(dialect, mode)
-    if mode == "array" and attempt:
+    if mode != "jobs" and attempt:
         pytest.skip("one attempt is enough for the single sbatch of an array")
     monkeypatch.setenv("SLEEP", "120")
     _slow_submit(pytester, monkeypatch, "sbatch" if dialect == "slurm" else "qsub")
@@ -182,7 +189,7 @@ def test_an_interrupt_during_submission_leaves_no_job_in_the_queue(
     assert left == {}, output
 
 
-@pytest.mark.parametrize("mode", ["jobs", "array"])
+@pytest.mark.parametrize("mode", ["jobs", "array", "packed"])
 @pytest.mark.parametrize("attempt", range(2))
 def test_a_rerun_after_kill_9_during_submission_adopts_instead_of_duplicating(
     pytester: pytest.Pytester,
@@ -202,10 +209,10 @@ def test_a_rerun_after_kill_9_during_submission_adopts_instead_of_duplicating(
     output = _kill_during_submission(pytester, jobs, dialect, signal.SIGKILL, seed, *extra)
     rerun = run(pytester, dialect, *extra)
     rerun.assert_outcomes(passed=12)
-    # One job (or array task) per instance over both runs: the rerun adopted what the killed
-    # run had submitted.
+    # One job (or array task) per instance, or per pack, over both runs: the rerun adopted
+    # what the killed run had submitted.
     every = queued(pytester.path, states="all", after=before)
-    assert len(every) == 12, f"{every}\n{output}\n--- rerun:\n{rerun.stdout}"
+    assert len(every) == TASKS[mode], f"{every}\n{output}\n--- rerun:\n{rerun.stdout}"
 
 
 # -- 3. --physpipe-rebuild recomputes on the cluster ----------------------------------------------

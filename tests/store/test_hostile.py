@@ -23,7 +23,8 @@ from pytest_physpipe.errors import CorruptEntryError, SecretError, StoreError
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store.cli import main as physpipe
 from pytest_physpipe.store.codecs import PickleCodec, TreeCodec
-from pytest_physpipe.store.entries import Store, _hash_file
+from pytest_physpipe.store.entries import Store
+from pytest_physpipe.store.fileio import hash_file
 from pytest_physpipe.store.hosts import hostname, pid_alive
 from pytest_physpipe.store.locks import KeyLock
 from pytest_physpipe.store.signing import load_secret
@@ -475,7 +476,7 @@ def test_verify_reports_bad_and_foreign_signatures(
     payload.write_bytes(pickle.dumps({3, 4}))
     meta_path = store.entry_dir(tampered) / "meta.json"
     meta = json.loads(meta_path.read_text())
-    meta["files"]["value.pkl"] = {"size": payload.stat().st_size, "xxh3": _hash_file(payload)}
+    meta["files"]["value.pkl"] = {"size": payload.stat().st_size, "xxh3": hash_file(payload)}
     meta_path.write_text(json.dumps(meta))
     assert physpipe(["--dir", str(store.root), "verify", "-q"]) == 1
     out = capsys.readouterr().out

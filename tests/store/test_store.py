@@ -226,7 +226,7 @@ def test_large_payload_is_sample_checked_on_hit_and_fully_on_request(tmp_path: P
     path = _payload(store, key)
     size = path.stat().st_size
     last = size - 4096
-    # Between the first two sampled blocks (see store._sample_hash): a hit cannot see this byte.
+    # Between the first two sampled blocks (see fileio.sample_hash): a hit cannot see this byte.
     unsampled = last // 15 + 4096 + 100
     assert unsampled + 1 < 2 * last // 15
     flip(path, unsampled)
