@@ -22,13 +22,16 @@ start-up is not in them. Rows:
 Medians over the repeats; the ratio column is ndarrays_regression / physics_snapshot (above 1:
 physics_snapshot is faster or smaller).
 
-Then three more tables, each from fresh pytest processes:
+Then four more tables, each from fresh pytest processes:
 
 * a Python list of 10^6 floats, compared within tolerance (physics_snapshot treats it as an
   array), against ndarrays_regression given ``np.asarray(list)``; golden sizes;
 * a pandas DataFrame of 10^6 rows and three float columns, against dataframe_regression;
 * the peak RSS of a ``--snapshot-update`` session writing eight 10^7-element float64 arrays
-  (76 MiB each), one per test, and of one that finds them all within tolerance.
+  (76 MiB each), one per test, and of one that finds them all within tolerance;
+* ``--snapshot-update`` of one module with 500 new goldens (a parametrized test asserting a
+  small dict with an 8-element array): the whole process, the time spent in the assertions
+  (their sum), and a session that compares the same goldens, for scale.
 
 ``--check`` exits non-zero when a target is missed: the list compares in under 1 s with a golden
 under 10 MB, the DataFrame compares in under 2 s, and the peak RSS of both update sessions stays
@@ -141,10 +144,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="runs per row (median)")
     parser.add_argument("--quick", action="store_true", help="10^6 elements, 3 repeats")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument(
+        "--only",
+        choices=("array", "list", "memory", "many"),
+        help="run one table: the big array, the list and DataFrame, memory, 500 new goldens",
+    )
     args = parser.parse_args()
     n, repeats = (1_000_000, 3) if args.quick else (args.n, args.repeats)
-    big_array_table(n, repeats)
-    missed = list_and_frame_tables(1 if args.quick else 3) + memory_table()
+    missed: list[str] = []
+    if args.only in (None, "array"):
+        big_array_table(n, repeats)
+    if args.only in (None, "list"):
+        missed += list_and_frame_tables(1 if args.quick else 3)
+    if args.only in (None, "memory"):
+        missed += memory_table()
+    if args.only in (None, "many"):
+        missed += many_goldens_table(1 if args.quick else 3)
     if args.check and missed:
         sys.exit("targets missed:\n  " + "\n  ".join(missed))
 
@@ -351,6 +366,80 @@ def memory_table() -> list[str]:
         for label, value in (("writing", write), ("update", again))
         if value > limit
     ]
+
+
+MANY = textwrap.dedent(
+    """
+    import json
+    import os
+    import time
+
+    import numpy as np
+    import pytest
+
+    OUT = os.environ["BENCH_OUT"]
+
+
+    @pytest.mark.parametrize("i", range(int(os.environ["BENCH_N"])))
+    def test_many(physics_snapshot, i):
+        value = {"energy": -0.5 * i, "state": np.linspace(0.0, 1.0, 8) * i, "steps": i}
+        start = time.perf_counter()
+        ok = value == physics_snapshot
+        with open(OUT, "a") as handle:
+            handle.write(json.dumps({"seconds": time.perf_counter() - start}) + "\\n")
+        assert ok
+    """
+)
+
+
+def _many_session(root: Path, n: int, *args: str) -> tuple[float, float]:
+    """(whole process, sum of the assertions) in seconds, for one pytest process."""
+    out = root / "timings.jsonl"
+    out.unlink(missing_ok=True)
+    env = {**os.environ, "BENCH_N": str(n), "BENCH_OUT": str(out)}
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", *LEAN, *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"the benchmark session failed:\n{proc.stdout}\n{proc.stderr}")
+    asserts = sum(json.loads(line)["seconds"] for line in out.read_text().splitlines())
+    return wall, asserts
+
+
+def many_goldens_table(repeats: int, n: int = 500) -> list[str]:
+    """--snapshot-update of a module with ``n`` new goldens; returns the targets missed."""
+    writes, compares = [], []
+    with tempfile.TemporaryDirectory(prefix="bench-snapshot-many-") as tmp:
+        root = Path(tmp)
+        (root / "test_bench_many.py").write_text(MANY)
+        for _ in range(repeats):
+            shutil.rmtree(root / "__snapshots__", ignore_errors=True)
+            writes.append(_many_session(root, n, "--snapshot-update"))
+            compares.append(_many_session(root, n))
+    write_wall = statistics.median(w for w, _ in writes)
+    write_asserts = statistics.median(a for _, a in writes)
+    compare_wall = statistics.median(w for w, _ in compares)
+    compare_asserts = statistics.median(a for _, a in compares)
+    print(f"\n--snapshot-update of one module with {n} new goldens (median of {repeats})")
+    print(f"{'':<40}{'whole process':>16}{'in assertions':>16}")
+    for label, wall, asserts in (
+        (f"write {n} new goldens", write_wall, write_asserts),
+        ("compare them (no writes)", compare_wall, compare_asserts),
+    ):
+        print(f"{label:<40}{wall:>14.2f} s{asserts:>14.2f} s")
+    # One golden file rewritten once per new golden grows as n^2; written once, the writes
+    # cost about what the comparisons do.
+    limit = 3 * compare_asserts + 0.5
+    if write_asserts > limit:
+        return [f"{n} new goldens: {write_asserts:.2f} s in assertions > {limit:.2f} s"]
+    return []
 
 
 if __name__ == "__main__":

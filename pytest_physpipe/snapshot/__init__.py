@@ -14,8 +14,10 @@ What this subsystem promises:
 
 Modules, in the order data flows through them: :mod:`.encoding` (values to JSON nodes and
 back), :mod:`.document` (the readable file), :mod:`.merge` (keeping in-tolerance leaves on
-update), :mod:`.files` (golden files and sidecars on disk), :mod:`.provenance` (what produced a
-golden), :mod:`.extension` (the syrupy extension), :mod:`.assertion` (the fixture).
+update), :mod:`.files` (golden files and sidecars on disk), :mod:`.writes` (each golden file
+written once per module), :mod:`.provenance` (what produced a golden), :mod:`.extension` (the
+syrupy extension), :mod:`.assertion` (the fixture), :mod:`.guard` (goldens never lost by
+accident).
 Importing this package imports none of them: pytest loads the plugin on every run.
 """
 

@@ -15,7 +15,7 @@ How the pieces meet syrupy's write decision (docs/snapshots.md has the long form
 
 from __future__ import annotations
 
-import math
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +30,7 @@ from syrupy.data import (
 )
 from syrupy.extensions.base import AbstractSyrupyExtension
 
-from pytest_physpipe.snapshot.document import emit, parse_document, render_document
+from pytest_physpipe.snapshot.document import emit, render_document
 from pytest_physpipe.snapshot.encoding import (
     INLINE_MAX_ELEMENTS,
     Decoder,
@@ -48,6 +48,7 @@ from pytest_physpipe.snapshot.files import (
 from pytest_physpipe.snapshot.guard import GUARD, guard_for, module_key_of_golden
 from pytest_physpipe.snapshot.merge import ArrayMerge, merge_values, sidecars_in
 from pytest_physpipe.snapshot.provenance import explain_changes, platform_info
+from pytest_physpipe.snapshot.writes import PENDING, write_entries
 from pytest_physpipe.tolerance import Comparison, ToleranceRules, compare
 
 if TYPE_CHECKING:
@@ -278,11 +279,8 @@ class PhysicsSnapshotExtension(AbstractSyrupyExtension):
     def read_snapshot_data_from_location(
         self, *, snapshot_location: str, snapshot_name: str, session_id: str
     ) -> SerializedData | None:
-        doc = load_document(snapshot_location)
-        if doc is None:
-            return None
-        entry = doc["snapshots"].get(snapshot_name)
-        if entry is None:
+        entry = _current_entry(snapshot_location, snapshot_name)
+        if not isinstance(entry, dict):
             return None
         return Golden.build(entry, sidecar_dir(snapshot_location))
 
@@ -293,31 +291,24 @@ class PhysicsSnapshotExtension(AbstractSyrupyExtension):
         snapshot_collection: SnapshotCollection,
         name_order: dict[str, int] | None = None,
     ) -> None:
+        # In a pytest session the entries wait in PENDING and each golden file is written once
+        # per module (see .writes); the sidecars are written now, so no array is held.
         location = snapshot_collection.location
-        with golden_lock(location):
-            path = Path(location)
-            old_bytes = path.read_bytes() if path.exists() else None
-            old = parse_document(old_bytes.decode("utf-8"), location) if old_bytes else None
-            entries: dict[str, object] = dict(old["snapshots"]) if old else {}
-            array_dir = sidecar_dir(location)
-            for snapshot in snapshot_collection:
-                data = snapshot.data
-                if isinstance(data, Received):
-                    entries[snapshot.name] = _entry_to_write(
-                        data, entries.get(snapshot.name), array_dir
-                    )
-                    data.release()
-                elif isinstance(data, Golden):
-                    entries[snapshot.name] = dict(data.entry)
-            order = name_order or {}
-            ordered = {
-                name: entries[name]
-                for name in sorted(entries, key=lambda n: (order.get(n, math.inf), n))
-            }
-            new_bytes = render_document(ordered)
-            if new_bytes != old_bytes:
-                write_atomic(path, lambda handle: handle.write(new_bytes))
-            collect_garbage(array_dir, {s for e in ordered.values() for s in sidecars_in(e)})
+        array_dir = sidecar_dir(location)
+        entries: dict[str, object] = {}
+        for snapshot in snapshot_collection:
+            data = snapshot.data
+            if isinstance(data, Received):
+                old = _current_entry(location, str(snapshot.name))
+                entries[str(snapshot.name)] = _entry_to_write(data, old, array_dir)
+                data.release()
+            elif isinstance(data, Golden):
+                entries[str(snapshot.name)] = dict(data.entry)
+        if PENDING.active:
+            for name, entry in entries.items():
+                PENDING.put(location, name, entry, name_order)
+        else:
+            write_entries(location, entries, name_order, PENDING.started_ns)
 
     def delete_snapshots(self, *, snapshot_location: str, snapshot_names: set[str]) -> None:
         with golden_lock(snapshot_location):
@@ -332,7 +323,20 @@ class PhysicsSnapshotExtension(AbstractSyrupyExtension):
                 write_atomic(path, lambda handle: handle.write(data))
             else:
                 path.unlink(missing_ok=True)
-            collect_garbage(array_dir, {s for e in entries.values() for s in sidecars_in(e)})
+            collect_garbage(
+                array_dir,
+                {s for e in entries.values() for s in sidecars_in(e)},
+                keep_since_ns=PENDING.started_ns,
+            )
+
+
+def _current_entry(location: str, name: str) -> object | None:
+    """The golden entry as this session sees it: pending to be written, or on disk."""
+    pending = PENDING.get(location, name)
+    if pending is not None:
+        return pending
+    doc = load_document(location)
+    return None if doc is None else doc["snapshots"].get(name)
 
 
 def _entry_to_write(received: Received, old_entry: object, array_dir: Path) -> dict[str, object]:
@@ -368,4 +372,8 @@ def _entry_to_write(received: Received, old_entry: object, array_dir: Path) -> d
         if rewrite_sidecars or not target.exists():
             array = sidecars[name]
             write_atomic(target, lambda handle, a=array: np.save(handle, a, allow_pickle=False))
+        else:
+            # Referred to by an entry that may still be pending: mark it as of this session,
+            # so that no flush collects it meanwhile (files.collect_garbage).
+            os.utime(target)
     return entry

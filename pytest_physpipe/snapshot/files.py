@@ -9,7 +9,8 @@ Guarantees: every file is written beside its final path and renamed into place (
 sees half a file); writers of one golden file, xdist workers included, hold one lock per file,
 kept out of the source tree; a sidecar is read only if its name is a sidecar name, its dtype and
 shape are what the golden says and its content matches the checksum in its name; sidecars no
-entry refers to are removed when their golden file is rewritten.
+entry refers to are removed when their golden file is rewritten, except those written since the
+session started (an entry not yet written may refer to them: :mod:`.writes`).
 
 Sidecar names start with a dot on purpose: syrupy's unused-snapshot cleanup (of *any*
 extension sharing ``__snapshots__``, amber included) deletes files it does not own under
@@ -94,13 +95,25 @@ def golden_lock(location: str) -> Any:
     return FileLock(str(lock_dir / f"{name}.lock"), timeout=300)
 
 
-def collect_garbage(array_dir: Path, referenced: set[str]) -> None:
-    """Remove the sidecars in ``array_dir`` not in ``referenced`` (and the folder if empty)."""
+def collect_garbage(
+    array_dir: Path, referenced: set[str], *, keep_since_ns: int | None = None
+) -> None:
+    """Remove the sidecars in ``array_dir`` not in ``referenced`` (and the folder if empty).
+
+    Sidecars modified at or after ``keep_since_ns`` (the session's start) are kept: an entry
+    of this session, in this or another xdist worker, may refer to one before it is written.
+    """
     if not array_dir.is_dir():
         return
     for path in array_dir.iterdir():
-        if _SIDECAR.match(path.name) and path.name not in referenced:
-            path.unlink(missing_ok=True)
+        if not _SIDECAR.match(path.name) or path.name in referenced:
+            continue
+        try:
+            if keep_since_ns is not None and path.stat().st_mtime_ns >= keep_since_ns:
+                continue
+        except FileNotFoundError:
+            continue
+        path.unlink(missing_ok=True)
     if not any(array_dir.iterdir()):
         array_dir.rmdir()
 

@@ -23,7 +23,11 @@ worker, and syrupy's controller takes the union of the workers' views, which is 
 The guard also adds ``physics`` to syrupy's ignored file extensions, so that another extension
 sharing ``__snapshots__`` never mistakes a golden file for an unknown file and deletes it whole.
 
-This module imports only pytest: it is loaded on every run.
+It also tells :data:`~pytest_physpipe.snapshot.writes.PENDING` when the session starts, when a
+test module is done and when the session ends, so that each golden file is written once per
+module rather than once per new golden.
+
+This module imports only pytest and :mod:`.writes`: it is loaded on every run.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from pytest_physpipe.snapshot.writes import PENDING
 
 __all__ = ["GUARD", "GoldenGuard", "install_golden_guard"]
 
@@ -55,6 +61,8 @@ class GoldenGuard:
     def __init__(self, config: pytest.Config, *, plan: bool) -> None:
         self.plan = plan
         self.finishing = False
+        #: Whether this run's golden writes wait in PENDING (between sessionstart and finish).
+        self.deferring = False
         self._tests: dict[ModuleKey, set[str]] = {}
         self._completed: set[tuple[ModuleKey, str]] = set()
         self._by_nodeid: dict[str, tuple[ModuleKey, str]] = {}
@@ -72,6 +80,20 @@ class GoldenGuard:
     def pytest_itemcollected(self, item: pytest.Item) -> None:
         if isinstance(item, pytest.Function):
             self._unnamed.append(item)
+
+    def pytest_sessionstart(self) -> None:
+        if not self.plan:
+            PENDING.start()  # golden files are written once per module (.writes)
+            self.deferring = True
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> object:
+        try:
+            return (yield)
+        finally:
+            # Leaving a test module: its golden file is complete for this session.
+            if PENDING and (nextitem is None or nextitem.path != item.path):
+                PENDING.flush()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call" and report.passed:
@@ -105,12 +127,17 @@ class GoldenGuard:
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self) -> object:
         # syrupy builds its report (and deletes unused goldens) in its own sessionfinish,
-        # which runs inside this wrapper.
+        # which runs inside this wrapper: the pending goldens are on disk before it reads them.
+        if self.deferring:
+            PENDING.finish()
         self.finishing = True
         try:
             return (yield)
         finally:
             self.finishing = False
+            if self.deferring:
+                self.deferring = False
+                PENDING.end()
 
     # -- the rule ------------------------------------------------------------------------------
 
