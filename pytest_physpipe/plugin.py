@@ -68,9 +68,14 @@ def pytest_configure(config: pytest.Config) -> None:
     if not settings.plan_only:
         # `kill`, a CI timeout or Slurm's end of allocation acts like Ctrl-C: scratch removed,
         # locks released, the jobs a run submitted cancelled (xdist workers too, each its own).
-        from pytest_physpipe.cluster.interrupts import RunGuard, sigterm_as_interrupt
+        from pytest_physpipe.cluster.interrupts import (
+            QuickInterrupt,
+            RunGuard,
+            sigterm_as_interrupt,
+        )
 
         config.add_cleanup(sigterm_as_interrupt())
+        config.pluginmanager.register(QuickInterrupt(config), "physpipe-quick-interrupt")
         if workerinput is None and settings.backend != "local":
             # -x / --maxfail under xdist: the controller cancels every worker's jobs.
             guard = RunGuard(config, str(run.run_id), settings.backend, settings.store_dir)
