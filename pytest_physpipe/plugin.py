@@ -123,13 +123,14 @@ def _plain_error(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
-    from pytest_physpipe.errors import PhyspipeError
-
     excinfo = call.excinfo
-    if report.failed and excinfo is not None and isinstance(excinfo.value, PhyspipeError):
-        # Raised by the plugin on the stage's behalf (the message names stage and remedy);
-        # the stage's own exceptions keep their full traceback.
-        report.longrepr = _plain_error(excinfo)
+    if report.failed and excinfo is not None:
+        from pytest_physpipe.errors import PhyspipeError
+
+        if isinstance(excinfo.value, PhyspipeError):
+            # Raised by the plugin on the stage's behalf (the message names stage and remedy);
+            # the stage's own exceptions keep their full traceback.
+            report.longrepr = _plain_error(excinfo)
     return report
 
 
