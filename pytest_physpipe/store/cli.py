@@ -11,6 +11,7 @@ matching, an ambiguous prefix, an entry in use), 2 for a usage error or when the
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -33,6 +34,7 @@ from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store.entries import Store
 from pytest_physpipe.store.filesystem import LOCK_MODES
 from pytest_physpipe.store.layout import StoreLayout, tree_size
+from pytest_physpipe.store.listing import Summary, summaries, summary_of_meta
 from pytest_physpipe.store.locks import KeyLock, try_lock
 from pytest_physpipe.store.scratch import real_dir
 from pytest_physpipe.store.signing import load_secret
@@ -73,36 +75,56 @@ def _size_arg(text: str) -> int:
 # -- reading the store ---------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Row:
-    """One entry as the commands see it; ``problem`` is set when its meta.json is unreadable."""
+    """One entry as the commands see it; ``problem`` is set when its meta.json is unreadable.
+
+    A row of the whole-store listing comes from the index (``summary``, no ``meta``); a row
+    of named entries reads their ``meta.json`` (``meta`` and ``record``).
+    """
 
     key: str
-    path: Path
+    path: Path | str
     size: int
     last_used: float
     meta: dict[str, Any] | None
     record: StageRecord | None
     problem: str | None = None
+    summary: Summary | None = None
 
     @property
     def label(self) -> str:
-        return self.record.label if self.record is not None else "?"
+        return (self.summary or self.record).label if not self.damaged else "?"  # type: ignore[union-attr]
 
     @property
     def name(self) -> str | None:
-        return self.record.name if self.record is not None else None
+        return (self.summary or self.record).name if not self.damaged else None  # type: ignore[union-attr]
+
+    @property
+    def status(self) -> str:
+        return (self.summary or self.record).status if not self.damaged else "corrupt"  # type: ignore[union-attr]
+
+    @property
+    def codec(self) -> str | None:
+        return self.summary.codec if self.summary else (self.meta or {}).get("codec")
+
+    @property
+    def created_at(self) -> str | None:
+        return None if self.damaged else (self.summary or self.record).created_at  # type: ignore[union-attr]
+
+    @property
+    def damaged(self) -> bool:
+        return self.summary is None and self.record is None
 
     def as_json(self) -> dict[str, Any]:
-        meta = self.meta or {}
         return {
             "key": self.key,
             "stage": self.name,
             "label": self.label,
-            "status": self.record.status if self.record is not None else "corrupt",
-            "codec": meta.get("codec"),
+            "status": self.status,
+            "codec": self.codec,
             "size": self.size,
-            "created_at": self.record.created_at if self.record is not None else None,
+            "created_at": self.created_at,
             "last_used": _iso(self.last_used),
             "path": str(self.path),
             "problem": self.problem,
@@ -134,8 +156,41 @@ def _row(store: Store, key: str) -> _Row | None:
 
 
 def _rows(store: Store, keys: Iterable[str] | None = None) -> list[_Row]:
-    rows = (_row(store, key) for key in (store.keys() if keys is None else keys))
+    """Rows of the named entries (their ``meta.json`` read), or of every entry (the index)."""
+    if keys is None:
+        return _listed_rows(store)
+    rows = (_row(store, key) for key in keys)
     return [row for row in rows if row is not None]
+
+
+def _listed_rows(store: Store) -> list[_Row]:
+    """Every entry, from the listing index; ``meta.json`` is read only for entries it cannot
+    vouch for (see ``store/listing.py``). One ``stat`` per entry: when it was last used."""
+
+    def describe(key: str, inode: int) -> Summary | None:
+        try:
+            meta = store.read_meta(key)
+        except CorruptEntryError:
+            return None
+        if meta is None:
+            return None
+        return summary_of_meta(key, inode, meta, tree_size(store.entry_dir(key)))
+
+    found, damaged = summaries(store.layout, describe)
+    rows: list[_Row] = []
+    entries, stat = os.fspath(store.layout.entries), os.stat
+    for key, summary in found.items():
+        base = f"{entries}/{key[:2]}/{key}"
+        try:
+            last_used = stat(f"{base}/meta.json").st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # removed since it was listed
+        rows.append(_Row(key, base, summary.size, last_used, None, None, None, summary))
+    for key in damaged:
+        row = _row(store, key)
+        if row is not None:
+            rows.append(row)
+    return rows
 
 
 def _resolve(store: Store, patterns: Sequence[str]) -> list[str]:
@@ -199,22 +254,30 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
 
 
+_size = functools.lru_cache(maxsize=4096)(human_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _minute(minute: int) -> str:
+    return datetime.fromtimestamp(minute * 60).strftime("%Y-%m-%d %H:%M")
+
+
 def _short_time(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
+    return _minute(int(timestamp // 60))  # a listing of 100,000 rows shares its minutes
 
 
+@functools.lru_cache(maxsize=4096)
 def _short_created(text: str) -> str:
     try:
         return datetime.fromisoformat(text).astimezone().strftime("%Y-%m-%d %H:%M")
-    except ValueError:
-        return text or "?"
+    except (TypeError, ValueError):
+        return str(text or "?")
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    for line in (headers, *rows):
-        out.write("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
-        out.write("\n")
+    pattern = "  ".join(f"{{:<{w}}}" for w in widths)
+    out.write("".join(pattern.format(*line).rstrip() + "\n" for line in (headers, *rows)))
 
 
 class _Progress:
@@ -259,21 +322,12 @@ def _cmd_ls(args: argparse.Namespace, store: Store, out: TextIO) -> int:
         return 0
     table = []
     for row in rows:
-        if row.record is None:
-            status = "corrupt"
-        else:
-            status = f"{row.record.status}/{(row.meta or {}).get('codec', '?')}"
-        created = _short_created(row.record.created_at) if row.record is not None else "?"
-        table.append(
-            [
-                row.key[:12],
-                row.label,
-                status,
-                human_size(row.size),
-                created,
-                _short_time(row.last_used),
-            ]
-        )
+        seen = row.summary or row.record
+        status = "corrupt" if seen is None else f"{seen.status}/{row.codec or '?'}"
+        created = "?" if seen is None else _short_created(seen.created_at)
+        label = "?" if seen is None else seen.label
+        size = _size(row.size)
+        table.append([row.key[:12], label, status, size, created, _short_time(row.last_used)])
     _table(["KEY", "STAGE", "STATUS/CODEC", "SIZE", "CREATED", "LAST USED"], table, out)
     total = sum(row.size for row in rows)
     out.write(f"{len(rows)} entries, {human_size(total)} in {store.root}\n")

@@ -55,6 +55,7 @@ from pytest_physpipe.store.fileio import (
 )
 from pytest_physpipe.store.filesystem import resolve_lock_mode
 from pytest_physpipe.store.layout import CREATED_DIRS, LAYOUT_NAMES, StoreLayout, tree_size
+from pytest_physpipe.store.listing import Summary, journal
 from pytest_physpipe.store.locks import KeyLock
 from pytest_physpipe.store.pending import LATEST, pending, read_note, read_stage_index
 from pytest_physpipe.store.scratch import cleanup, make_scratch, real_dir
@@ -466,11 +467,21 @@ class Store:
                 "record": {**record.model_dump(mode="json"), "codec": chosen.name},
                 **(extra_meta or {}),
             }
-            write_new(f"{staging}/meta.json", json.dumps(meta, allow_nan=True).encode())
+            data = json.dumps(meta, allow_nan=True).encode()
+            write_new(f"{staging}/meta.json", data)
+            size = len(data) + sum(info["size"] for info in files.values())
+            if artifact_map:
+                size += tree_size(staging / "artifacts")
             durable = self.fsync == "entry"
             if durable:
                 fsync_tree(staging)
-            self._place(final, staging, replace=replace)
+            inode = os.lstat(staging).st_ino  # a rename keeps it: the listing's check
+            if self._place(final, staging, replace=replace):
+                summary = Summary(
+                    key, inode, record.name, record.param_id, record.status, chosen.name,
+                    size, record.created_at,
+                )  # fmt: skip
+                journal(self.layout, summary)
             if durable:
                 fsync_dir(final.parent)
             elif self.fsync == "session":
@@ -483,11 +494,12 @@ class Store:
         self._note_latest(key, record)
         return final
 
-    def _place(self, final: Path, staging: Path, *, replace: bool) -> None:
-        """Rename ``staging`` to ``final`` (making its shard on first use), settling a race."""
+    def _place(self, final: Path, staging: Path, *, replace: bool) -> bool:
+        """Rename ``staging`` to ``final`` (making its shard on first use), settling a race:
+        whether ``staging`` is the entry now."""
         if replace and final.exists():
             self._swap(final, staging)
-            return
+            return True
         for attempt in (1, 2):
             try:
                 os.rename(staging, final)
@@ -500,12 +512,14 @@ class Store:
                     raise
                 break
             else:
-                return
+                return True
         if (final / "meta.json").is_file():
             # Lost a race with another committer of the same key: theirs is as good.
             shutil.rmtree(staging, ignore_errors=True)
-        else:  # a damaged entry without meta.json: nobody can use it, replace it
-            self._swap(final, staging)
+            return False
+        # A damaged entry without meta.json: nobody can use it, replace it.
+        self._swap(final, staging)
+        return True
 
     def _checksums(self, staging: Path) -> dict[str, dict[str, Any]]:
         """Size and xxh3 (plus a sample above ``verify_max``) of every payload file."""

@@ -359,3 +359,44 @@ def test_cli_on_a_store_written_by_pytest(pytester: pytest.Pytester) -> None:
     assert main(["--dir", str(store), "verify", "-q"]) == 0
     assert main(["--dir", str(store), "rm", "cgrid"]) == 0
     assert not list((store / "entries").rglob("meta.json"))
+
+
+def _ls_json(capsys: pytest.CaptureFixture[str], store: Store) -> dict[str, dict[str, object]]:
+    status, out, _ = run(capsys, "--dir", str(store.root), "ls", "--json")
+    assert status == 0
+    return {row["key"]: row for row in json.loads(out)}
+
+
+def test_ls_index_is_an_aid_never_a_source(
+    store: Store, populated: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The listing index folds the commit journals into a snapshot; whatever it says, ls shows
+    the entries as they are: a replaced entry's new record, no removed entry, and a listing
+    as before when the index is lost or garbage."""
+    before = _ls_json(capsys, store)
+    assert set(before) == set(populated.values())
+    index = store.root / "index"
+    assert (index / "entries.json").is_file()
+    # Replace one entry behind the index's back (a rebuild by an older version: no journal).
+    key = populated["report"]
+    record = StageRecord(key=key, name="renamed", created_at="2025-01-01T00:00:00+00:00")
+    staging = store.root / "tmp" / "by-hand"
+    shutil.copytree(store.entry_dir(key), staging)
+    meta = json.loads((staging / "meta.json").read_text())
+    meta["record"] = record.model_dump(mode="json")
+    (staging / "meta.json").write_text(json.dumps(meta))
+    shutil.rmtree(store.entry_dir(key))
+    os.rename(staging, store.entry_dir(key))
+    # Remove another one without the store knowing.
+    shutil.rmtree(store.entry_dir(populated["grid"]))
+    after = _ls_json(capsys, store)
+    assert set(after) == set(populated.values()) - {populated["grid"]}
+    assert after[key]["label"] == "renamed"
+    assert after[key]["created_at"] == "2025-01-01T00:00:00+00:00"
+    # A garbage or missing index lists the same.
+    (index / "entries.json").write_text("{not json")
+    for journal in (index / "entries").glob("*.jsonl"):
+        journal.write_text('["half a line\n')
+    assert _ls_json(capsys, store) == after
+    shutil.rmtree(index)
+    assert _ls_json(capsys, store) == after
