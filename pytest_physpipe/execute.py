@@ -21,6 +21,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -137,9 +138,15 @@ class StageRunner:
         self.rebuild = rebuild
         self.full_verify = full_verify
         self.worker = worker
-        self.versions = {**base_versions(), **(extra_versions or {})}
+        self._extra_versions = dict(extra_versions or {})
         self._live: dict[str, Served] = {}
         self._lock = threading.Lock()
+
+    @cached_property
+    def versions(self) -> dict[str, str]:
+        """The versions every computed record carries (looked up on the first compute: a
+        cached rerun never needs them)."""
+        return {**base_versions(), **self._extra_versions}
 
     # -- the protocol ---------------------------------------------------------------------------
 

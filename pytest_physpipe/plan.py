@@ -114,7 +114,8 @@ class Planner:
         self.salt = salt
         self.rootdir = rootdir
         self._instances: dict[str, StageInstance] = {}
-        self._by_declaration: dict[bytes, StageInstance] = {}
+        self._by_declaration: dict[tuple[Any, ...], StageInstance] = {}
+        self._templates: dict[int, tuple[StageSpec, keys.KeyTemplate]] = {}
         self._item_instances: dict[str, dict[str, StageInstance]] = {}
         self._by_request: dict[tuple[str, int, tuple[str, ...]], tuple[object, StageInstance]] = {}
         self._enumerated: dict[str, list[tuple[StageInstance, dict[Coord, Any]]]] = {}
@@ -295,7 +296,8 @@ class Planner:
                 "UTF-8 text, lists, tuples, dicts, paths, enums, pydantic models); store "
                 "anything else in a stage and pass it downstream instead."
             ) from None
-        declaration = keys.canonical([spec.name, id(spec), identity, upstream])
+        encoded = keys.canonical(identity)
+        declaration = (spec.name, id(spec), encoded, tuple(sorted(upstream.items())))
         instance = self._by_declaration.get(declaration)
         if instance is not None:
             return instance
@@ -309,18 +311,7 @@ class Planner:
         # The qualified name without the module, like the stage's: moving a stage and its
         # config class to another file keeps the key (docs/decisions.md).
         config_class = None if spec.config_class is None else spec.config_class.__qualname__
-        key = keys.stage_key(
-            name=spec.name,
-            qualname=spec.qualname,
-            code=spec.code,
-            version=spec.version,
-            config_class=config_class,
-            config=identity,
-            inputs=inputs,
-            upstream=upstream,
-            packages=self.packages,
-            salt=self.salt,
-        )
+        key = self._template(spec).key(encoded, inputs, upstream)
         manifest = {
             "stage": spec.name,
             "qualname": spec.qualname,
@@ -329,7 +320,7 @@ class Planner:
             "version": spec.version,
             "config_class": config_class,
             "config": config_data,
-            "config_key": keys.xxh3(keys.canonical(identity)),
+            "config_key": keys.xxh3(encoded),
             "inputs": inputs,
             "upstream": dict(upstream),
             "packages": dict(self.packages),
@@ -349,6 +340,24 @@ class Planner:
         self._by_declaration[declaration] = instance
         self._instances.setdefault(key, instance)
         return instance
+
+    def _template(self, spec: StageSpec) -> keys.KeyTemplate:
+        """The key's parts fixed for ``spec`` in this run, encoded once."""
+        known = self._templates.get(id(spec))
+        if known is not None and known[0] is spec:
+            return known[1]
+        config_class = None if spec.config_class is None else spec.config_class.__qualname__
+        template = keys.KeyTemplate(
+            name=spec.name,
+            qualname=spec.qualname,
+            code=spec.code,
+            version=spec.version,
+            config_class=config_class,
+            packages=self.packages,
+            salt=self.salt,
+        )
+        self._templates[id(spec)] = (spec, template)
+        return template
 
     def _label_id(
         self,
@@ -579,27 +588,63 @@ def _json_or_missing(raw: str) -> Any:
         return MISSING
 
 
-_PARAM_TABLES: dict[int, tuple[StageSpec, dict[bytes, int], dict[int, int]]] = {}
+_PARAM_TABLES: dict[int, tuple[StageSpec, _ParamTable]] = {}
 
 
 def _param_index(spec: StageSpec, config: StageConfig | None) -> int | None:
     """Which entry of ``params=`` ``config`` is (``None``: none of them)."""
     if spec.params is None or config is None:
         return None
-    # One dict per spec: comparing against every param would be quadratic in sweep size.
+    # One table per spec: comparing against every param would be quadratic in sweep size.
     cached = _PARAM_TABLES.get(id(spec))
     if cached is None or cached[0] is not spec:
-        table: dict[bytes, int] = {}
-        by_id: dict[int, int] = {}
-        for position, param in enumerate(spec.params):
-            by_id[id(param)] = table.setdefault(keys.canonical(keys.config_json(param)), position)
-        cached = _PARAM_TABLES[id(spec)] = (spec, table, by_id)
-    # pytest hands a fixture the params= entry itself: found by identity, without encoding it
-    # again. spec.params keeps every entry alive, so no other live object has one's id.
-    found = cached[2].get(id(config))
-    if found is not None:
-        return found
-    return cached[1].get(keys.canonical(keys.config_json(config)))
+        cached = _PARAM_TABLES[id(spec)] = (spec, _ParamTable(spec.params))
+    return cached[1].index(config)
+
+
+class _ParamTable:
+    """The first ``params=`` entry equal to a config (configs are equal when their
+    provenance is: :meth:`StageConfig.__eq__`).
+
+    Found by identity first (pytest hands a fixture the entry itself, and ``params`` keeps
+    every entry alive, so no other live object has one's id), then by hash; configs with an
+    unhashable field (a list) are compared by their encoding.
+    """
+
+    def __init__(self, params: tuple[StageConfig, ...]) -> None:
+        self._params = params
+        self._by_value: dict[StageConfig, int] | None = {}
+        self._by_encoding: dict[bytes, int] | None = None
+        self._by_id: dict[int, int] = {}
+        try:
+            for position, param in enumerate(params):
+                self._by_id[id(param)] = self._by_value.setdefault(param, position)
+        except TypeError:
+            self._by_value = None
+            encodings = self._encodings()
+            self._by_id = {id(param): encodings[_encoded(param)] for param in params}
+
+    def _encodings(self) -> dict[bytes, int]:
+        if self._by_encoding is None:
+            self._by_encoding = {}
+            for position, param in enumerate(self._params):
+                self._by_encoding.setdefault(_encoded(param), position)
+        return self._by_encoding
+
+    def index(self, config: StageConfig) -> int | None:
+        found = self._by_id.get(id(config))
+        if found is not None:
+            return found
+        if self._by_value is not None:
+            try:
+                return self._by_value.get(config)
+            except TypeError:
+                pass
+        return self._encodings().get(_encoded(config))
+
+
+def _encoded(config: StageConfig) -> bytes:
+    return keys.canonical(keys.config_identity(config))
 
 
 def _param_id(

@@ -68,9 +68,14 @@ def pytest_configure(config: pytest.Config) -> None:
     if not settings.plan_only:
         # `kill`, a CI timeout or Slurm's end of allocation acts like Ctrl-C: scratch removed,
         # locks released, the jobs a run submitted cancelled (xdist workers too, each its own).
-        from pytest_physpipe.cluster.interrupts import RunGuard, sigterm_as_interrupt
+        from pytest_physpipe.cluster.interrupts import (
+            QuickInterrupt,
+            RunGuard,
+            sigterm_as_interrupt,
+        )
 
         config.add_cleanup(sigterm_as_interrupt())
+        config.pluginmanager.register(QuickInterrupt(config), "physpipe-quick-interrupt")
         if workerinput is None and settings.backend != "local":
             # -x / --maxfail under xdist: the controller cancels every worker's jobs.
             guard = RunGuard(config, str(run.run_id), settings.backend, settings.store_dir)
@@ -118,13 +123,14 @@ def _plain_error(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
-    from pytest_physpipe.errors import PhyspipeError
-
     excinfo = call.excinfo
-    if report.failed and excinfo is not None and isinstance(excinfo.value, PhyspipeError):
-        # Raised by the plugin on the stage's behalf (the message names stage and remedy);
-        # the stage's own exceptions keep their full traceback.
-        report.longrepr = _plain_error(excinfo)
+    if report.failed and excinfo is not None:
+        from pytest_physpipe.errors import PhyspipeError
+
+        if isinstance(excinfo.value, PhyspipeError):
+            # Raised by the plugin on the stage's behalf (the message names stage and remedy);
+            # the stage's own exceptions keep their full traceback.
+            report.longrepr = _plain_error(excinfo)
     return report
 
 

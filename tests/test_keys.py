@@ -80,6 +80,15 @@ def test_changing_any_field_changes_the_key(
     assert keys.stage_key(**changed) != keys.stage_key(**decl)
 
 
+@FAST
+@given(declarations)
+def test_key_template_gives_stage_key_byte_for_byte(decl: dict[str, Any]) -> None:
+    fixed = {k: v for k, v in decl.items() if k not in ("config", "inputs", "upstream")}
+    template = keys.KeyTemplate(**fixed)
+    composed = template.key(keys.canonical(decl["config"]), decl["inputs"], decl["upstream"])
+    assert composed == keys.stage_key(**decl)
+
+
 def test_version_1_and_string_1_are_different_keys() -> None:
     base: dict[str, Any] = {
         "name": "s", "qualname": "s", "code": "0" * 32, "version": 1, "config_class": None,

@@ -466,11 +466,11 @@ class Campaign:
             result = read_job_result(self.store.root, instance.key)
             if result is not None and result.status == "failed" and result.signal is None:
                 raise self._failure(instance, job_id, "FAILED", result.traceback or result.error)
+            self._raise_if_stopping(instance)  # -x under xdist: stop waiting at once
             # A job ended by a signal (cancelled, walltime): the scheduler's state says which.
             now = time.monotonic()
             if now >= next_status:
                 next_status = now + STATUS_INTERVAL_S
-                self._raise_if_stopping(instance)
                 try:
                     info = self._status(job_id)
                 except BackendError:

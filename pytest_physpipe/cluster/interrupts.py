@@ -7,6 +7,8 @@
 - :class:`RunGuard` (an xdist controller): as soon as ``-x``/``--maxfail`` is reached, it marks
   the run as stopping in the store (workers then submit nothing more and stop waiting) and
   cancels every job tagged with the run; again at the end, for late submissions.
+- :class:`QuickInterrupt` (every process): after Ctrl-C, pytest and the xdist workers do not
+  spend seconds rendering what nobody sees, so the run ends in a moment.
 - :func:`terminal_say`: campaign lines reach the terminal, from xdist workers too.
 """
 
@@ -19,6 +21,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from pytest_physpipe.errors import BackendError
 
 if TYPE_CHECKING:
@@ -26,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CancelOnInterrupt",
+    "QuickInterrupt",
     "RunGuard",
     "sigterm_as_interrupt",
     "stop_reason",
@@ -61,6 +66,36 @@ class CancelOnInterrupt:
         stopped = session.shouldfail or session.shouldstop
         if exitstatus == 2 or stopped:  # pytest.ExitCode.INTERRUPTED, or -x / --maxfail
             self.campaign.cancel(why=str(stopped) if stopped else "interrupted")
+
+
+class QuickInterrupt:
+    """Ctrl-C ends a run in a moment, under xdist too.
+
+    pytest renders the interrupt's whole traceback as soon as it happens, with the source of
+    every frame (the few dozen frames of pytest, pluggy, xdist and execnet between the main
+    loop and a waiting test), to print only its last line at the end unless ``--full-trace``
+    is given. That costs seconds of CPU in every process: in each xdist worker, for a terminal
+    nobody sees, while the controller waits for its workers (xdist gives them 10 s), and the
+    user with it. Without ``--full-trace`` the traceback is kept from its last visible frame,
+    the one pytest prints: the output is the same. A worker also skips its terminal summary
+    (plugins render it for nobody; hypothesis imports itself for it). Jobs are cancelled all
+    the same (:class:`CancelOnInterrupt`, and the controller's :class:`RunGuard`).
+    """
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        if getattr(self.config, "workerinput", None) is not None:
+            self.config.option.no_summary = True
+        if self.config.option.fulltrace:
+            return
+        entries = excinfo.traceback
+        for index in range(len(entries) - 1, -1, -1):
+            if not entries[index].ishidden(excinfo):  # the frame pytest prints
+                excinfo.traceback = entries[index:]
+                return
 
 
 class RunGuard:

@@ -63,10 +63,12 @@ class GoldenGuard:
         self.finishing = False
         #: Whether this run's golden writes wait in PENDING (between sessionstart and finish).
         self.deferring = False
-        #: The snapshot names of every collected test, deselected ones included, per module.
-        self.tests: dict[ModuleKey, set[str]] = {}
-        self.completed: set[tuple[ModuleKey, str]] = set()
+        self._tests: dict[ModuleKey, set[str]] = {}
+        self._completed: set[tuple[ModuleKey, str]] = set()
         self._by_nodeid: dict[str, tuple[ModuleKey, str]] = {}
+        # Named on first need (most runs never ask): collected tests, and the passed node ids.
+        self._unnamed: list[pytest.Function] = []
+        self._passed: list[str] = []
         ignored = list(getattr(config.option, "ignore_file_extensions", None) or [])
         #: The user asked syrupy to ignore golden files altogether (--snapshot-ignore-file-...).
         self.user_ignores_goldens = GOLDEN_EXTENSION in ignored
@@ -76,14 +78,8 @@ class GoldenGuard:
     # -- hooks ---------------------------------------------------------------------------------
 
     def pytest_itemcollected(self, item: pytest.Item) -> None:
-        if not isinstance(item, pytest.Function):
-            return
-        from syrupy.location import PyTestLocation
-
-        key: ModuleKey = (str(item.path.parent), item.path.stem)
-        name = PyTestLocation(item).snapshot_name
-        self.tests.setdefault(key, set()).add(name)
-        self._by_nodeid[item.nodeid] = (key, name)
+        if isinstance(item, pytest.Function):
+            self._unnamed.append(item)
 
     def pytest_sessionstart(self) -> None:
         if not self.plan:
@@ -100,8 +96,33 @@ class GoldenGuard:
                 PENDING.flush()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when == "call" and report.passed and report.nodeid in self._by_nodeid:
-            self.completed.add(self._by_nodeid[report.nodeid])
+        if report.when == "call" and report.passed:
+            self._passed.append(report.nodeid)
+
+    @property
+    def tests(self) -> dict[ModuleKey, set[str]]:
+        """The snapshot names of every collected test, deselected ones included, per module."""
+        if self._unnamed:
+            from syrupy.location import PyTestLocation
+
+            for item in self._unnamed:
+                key: ModuleKey = (str(item.path.parent), item.path.stem)
+                name = PyTestLocation(item).snapshot_name
+                self._tests.setdefault(key, set()).add(name)
+                self._by_nodeid[item.nodeid] = (key, name)
+            self._unnamed.clear()
+        return self._tests
+
+    @property
+    def completed(self) -> set[tuple[ModuleKey, str]]:
+        """The (module, snapshot name) of every test whose call phase passed."""
+        if self._passed:
+            self.tests  # noqa: B018 - names the collected tests first
+            for nodeid in self._passed:
+                if nodeid in self._by_nodeid:
+                    self._completed.add(self._by_nodeid[nodeid])
+            self._passed.clear()
+        return self._completed
 
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self) -> object:
