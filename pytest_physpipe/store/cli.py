@@ -11,7 +11,6 @@ matching, an ambiguous prefix, an entry in use), 2 for a usage error or when the
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import re
@@ -19,7 +18,6 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,6 +29,12 @@ from pytest_physpipe.errors import (
 )
 from pytest_physpipe.keys import KEY_PATTERN
 from pytest_physpipe.records import StageRecord
+from pytest_physpipe.store.clitable import (
+    LsLine,
+    gc_paused,
+    iso_time,
+    ls_table,
+)
 from pytest_physpipe.store.entries import Store
 from pytest_physpipe.store.filesystem import LOCK_MODES
 from pytest_physpipe.store.layout import StoreLayout, tree_size
@@ -125,7 +129,7 @@ class _Row:
             "codec": self.codec,
             "size": self.size,
             "created_at": self.created_at,
-            "last_used": _iso(self.last_used),
+            "last_used": iso_time(self.last_used),
             "path": str(self.path),
             "problem": self.problem,
             "meta": self.meta,
@@ -165,7 +169,25 @@ def _rows(store: Store, keys: Iterable[str] | None = None) -> list[_Row]:
 
 def _listed_rows(store: Store) -> list[_Row]:
     """Every entry, from the listing index; ``meta.json`` is read only for entries it cannot
-    vouch for (see ``store/listing.py``). One ``stat`` per entry: when it was last used."""
+    vouch for (see ``store/listing.py``)."""
+    found, damaged = _listing(store)
+    entries = os.fspath(store.layout.entries)
+    rows = [
+        _Row(key, f"{entries}/{key[:2]}/{key}", summary.size, last_used, None, None, None, summary)
+        for key, (summary, last_used) in found.items()
+    ]
+    for key in damaged:
+        row = _row(store, key)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def _listing(store: Store) -> tuple[dict[str, tuple[Summary, float]], list[str]]:
+    """Summaries and last use of every entry, and the keys of damaged ones.
+
+    The cyclic garbage collector is paused meanwhile: a listing builds a few objects per
+    entry and no cycles, and at 100,000 entries its passes over them cost a tenth of it."""
 
     def describe(key: str, inode: int) -> Summary | None:
         try:
@@ -176,21 +198,7 @@ def _listed_rows(store: Store) -> list[_Row]:
             return None
         return summary_of_meta(key, inode, meta, tree_size(store.entry_dir(key)))
 
-    found, damaged = summaries(store.layout, describe)
-    rows: list[_Row] = []
-    entries, stat = os.fspath(store.layout.entries), os.stat
-    for key, summary in found.items():
-        base = f"{entries}/{key[:2]}/{key}"
-        try:
-            last_used = stat(f"{base}/meta.json").st_mtime
-        except (FileNotFoundError, NotADirectoryError):
-            continue  # removed since it was listed
-        rows.append(_Row(key, base, summary.size, last_used, None, None, None, summary))
-    for key in damaged:
-        row = _row(store, key)
-        if row is not None:
-            rows.append(row)
-    return rows
+    return summaries(store.layout, describe)
 
 
 def _resolve(store: Store, patterns: Sequence[str]) -> list[str]:
@@ -250,37 +258,6 @@ def _open_store(args: argparse.Namespace) -> Store:
 # -- output helpers ------------------------------------------------------------------------------
 
 
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
-
-
-_size = functools.lru_cache(maxsize=4096)(human_size)
-
-
-@functools.lru_cache(maxsize=4096)
-def _minute(minute: int) -> str:
-    return datetime.fromtimestamp(minute * 60).strftime("%Y-%m-%d %H:%M")
-
-
-def _short_time(timestamp: float) -> str:
-    return _minute(int(timestamp // 60))  # a listing of 100,000 rows shares its minutes
-
-
-@functools.lru_cache(maxsize=4096)
-def _short_created(text: str) -> str:
-    try:
-        return datetime.fromisoformat(text).astimezone().strftime("%Y-%m-%d %H:%M")
-    except (TypeError, ValueError):
-        return str(text or "?")
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
-    columns = zip(headers, *rows, strict=True) if rows else ([h] for h in headers)
-    widths = [max(map(len, column)) for column in columns]
-    pattern = "  ".join(f"{{:<{w}}}" for w in widths)
-    out.write("".join(pattern.format(*line).rstrip() + "\n" for line in (headers, *rows)))
-
-
 class _Progress:
     """Progress on stderr: a rewritten line on a terminal, a line every few seconds otherwise."""
 
@@ -312,27 +289,46 @@ class _Progress:
 
 
 def _cmd_ls(args: argparse.Namespace, store: Store, out: TextIO) -> int:
-    rows = _rows(store, _resolve(store, args.patterns) if args.patterns else None)
-    rows.sort(key=lambda r: (r.label, r.last_used))
-    if args.json:
-        json.dump([row.as_json() | {"meta": None} for row in rows], out, indent=1)
-        out.write("\n")
-        return 0
-    if not rows:
+    with gc_paused():  # 100,000 rows, no cycles: see clitable
+        if args.json:
+            rows = _rows(store, _resolve(store, args.patterns) if args.patterns else None)
+            rows.sort(key=lambda r: (r.label, r.last_used))
+            json.dump([row.as_json() | {"meta": None} for row in rows], out, indent=1)
+            out.write("\n")
+            return 0
+        if args.patterns:
+            lines = [_ls_line(row) for row in _rows(store, _resolve(store, args.patterns))]
+        else:
+            lines = _ls_all(store)
+    if not lines:
         out.write(f"no entries in {store.root}\n")
         return 0
-    table = []
-    for row in rows:
-        seen = row.summary or row.record
-        status = "corrupt" if seen is None else f"{seen.status}/{row.codec or '?'}"
-        created = "?" if seen is None else _short_created(seen.created_at)
-        label = "?" if seen is None else seen.label
-        size = _size(row.size)
-        table.append([row.key[:12], label, status, size, created, _short_time(row.last_used)])
-    _table(["KEY", "STAGE", "STATUS/CODEC", "SIZE", "CREATED", "LAST USED"], table, out)
-    total = sum(row.size for row in rows)
-    out.write(f"{len(rows)} entries, {human_size(total)} in {store.root}\n")
+    ls_table(lines, out)
+    total = sum(line[4] for line in lines)
+    out.write(f"{len(lines)} entries, {human_size(total)} in {store.root}\n")
     return 0
+
+
+def _ls_all(store: Store) -> list[LsLine]:
+    """The ``ls`` lines of every entry, straight from the listing (no row objects)."""
+    found, damaged = _listing(store)
+    lines: list[LsLine] = [
+        (f"{s[2]}[{s[3]}]" if s[3] else s[2], used, s[0], f"{s[4]}/{s[5] or '?'}", s[6], s[7])
+        for s, used in found.values()
+    ]
+    for key in damaged:
+        row = _row(store, key)
+        if row is not None:
+            lines.append(_ls_line(row))
+    return lines
+
+
+def _ls_line(row: _Row) -> LsLine:
+    seen = row.summary or row.record
+    if seen is None:
+        return ("?", row.last_used, row.key, "corrupt", row.size, "?")
+    status = f"{seen.status}/{row.codec or '?'}"
+    return (seen.label, row.last_used, row.key, status, row.size, seen.created_at)
 
 
 def _cmd_show(args: argparse.Namespace, store: Store, out: TextIO) -> int:
@@ -362,7 +358,7 @@ def _show_one(row: _Row, out: TextIO) -> None:
             ("codec", meta.get("codec", "?")),
             ("size", f"{human_size(row.size)} ({row.size} bytes)"),
             ("created", record.created_at),
-            ("last used", _iso(row.last_used)),
+            ("last used", iso_time(row.last_used)),
             ("host", record.host),
             ("duration", f"{record.duration_s:.3f} s"),
             ("run", meta.get("run_id", "?")),

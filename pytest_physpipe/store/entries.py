@@ -475,7 +475,8 @@ class Store:
             durable = self.fsync == "entry"
             if durable:
                 fsync_tree(staging)
-            inode = os.lstat(staging).st_ino  # a rename keeps it: the listing's check
+            # The listing's check: a rename of the directory keeps the inode of its meta.json.
+            inode = os.stat(f"{staging}/meta.json").st_ino
             if self._place(final, staging, replace=replace):
                 summary = Summary(
                     key, inode, record.name, record.param_id, record.status, chosen.name,

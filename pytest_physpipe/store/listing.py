@@ -1,16 +1,17 @@
 """A summary of every entry for ``physpipe ls`` and ``prune``: a listing aid, never a source.
 
 Reading 100,000 ``meta.json`` files is what made ``physpipe ls`` slow, so each commit also
-appends one line (key, the entry directory's inode, stage, param id, status, codec, size,
-created) to a journal of its process, ``index/entries/<host>.<pid>.<rand>.jsonl``; a listing
-folds the journals into ``index/entries.json`` (the snapshot) and removes the journals of
-processes that are gone. What the listing guarantees:
+appends one line (key, the inode of the entry's ``meta.json``, stage, param id, status, codec,
+size, created) to a journal of its process, ``index/entries/<host>.<pid>.<rand>.jsonl``; a
+listing folds the journals into ``index/entries.json`` (the snapshot) and removes the journals
+of processes that are gone. What the listing guarantees:
 
-- It lists exactly the entries in ``entries/`` (one ``scandir`` per shard): a summary of an
-  entry that is gone is dropped, never shown.
-- A summary is used only when its inode is the inode of the entry directory now: an entry
-  replaced since (a rebuild, a repair) or written by an older version has none, so its
-  ``meta.json`` is read, as before the index existed, and the snapshot is healed with it.
+- It lists exactly the entries in ``entries/`` (one ``listdir`` per shard, one ``stat`` of
+  each ``meta.json``): a summary of an entry that is gone is dropped, never shown.
+- A summary is used only when its inode is the inode of the entry's ``meta.json`` now (the
+  ``stat`` that also gives its last use): an entry replaced since (a rebuild, a repair) or
+  written by an older version has none, so its ``meta.json`` is read, as before the index
+  existed, and the snapshot is healed with it.
 - Nothing ever loads a value through it: hits and ``verify`` read the entries themselves. An
   index that is lost, stale or corrupt costs time (one ``meta.json`` read per entry), not
   correctness.
@@ -34,7 +35,10 @@ from pytest_physpipe.store.layout import StoreLayout
 
 __all__ = ["Summary", "close_journal", "journal", "present", "summaries", "summary_of_meta"]
 
-_FORMAT = 1
+#: Format 2: rows carry the inode of the entry's ``meta.json`` (format 1: its directory's), so
+#: that one ``stat`` gives a listing both the check and the last use.
+_FORMAT = 2
+_JOURNAL_HEADER = b'{"format": 2}'
 
 
 class Summary(NamedTuple):
@@ -129,35 +133,51 @@ def _open_journal(layout: StoreLayout) -> int:
     name = f"{this_host().name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.jsonl"
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL
     try:
-        return os.open(folder / name, flags, 0o600)
+        fd = os.open(folder / name, flags, 0o600)
     except FileNotFoundError:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return os.open(folder / name, flags, 0o600)
+        fd = os.open(folder / name, flags, 0o600)
+    os.write(fd, _JOURNAL_HEADER + b"\n")
+    return fd
 
 
 # -- reading --------------------------------------------------------------------------------------
 
 
-def present(layout: StoreLayout) -> dict[str, int]:
-    """Every entry in ``entries/`` and the inode of its directory (no ``stat``: ``scandir``)."""
-    found: dict[str, int] = {}
+def present(layout: StoreLayout) -> tuple[dict[str, tuple[int, float]], list[str]]:
+    """Every entry in ``entries/``: the inode and mtime (its last use) of its ``meta.json``,
+    from one ``stat`` each; and the keys of those without one (damaged, or removed since)."""
+    found: dict[str, tuple[int, float]] = {}
+    missing: list[str] = []
     try:
         shards = sorted(
-            (item.name, item.path)
-            for item in os.scandir(layout.entries)
-            if item.is_dir(follow_symlinks=False)
+            item.name for item in os.scandir(layout.entries) if item.is_dir(follow_symlinks=False)
         )
     except (FileNotFoundError, NotADirectoryError):
-        return found
-    for _name, path in shards:
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(path) as items:
-            for item in items:
-                if KEY_PATTERN.match(item.name):
-                    found[item.name] = item.inode()
-    return found
+        return found, missing
+    match, stat = KEY_PATTERN.match, os.stat
+    for shard in shards:
+        try:
+            fd = os.open(layout.entries / shard, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # removed since, or a symlink
+        try:
+            for name in os.listdir(fd):
+                if match(name):
+                    try:
+                        info = stat(f"{name}/meta.json", dir_fd=fd)
+                    except (FileNotFoundError, NotADirectoryError):
+                        missing.append(name)  # damaged, or removed since it was listed
+                        continue
+                    found[name] = (info.st_ino, info.st_mtime)
+        finally:
+            os.close(fd)
+    return found, missing
 
 
-def _read_rows(path: str, *, lines: bool) -> list[Any]:
+def _rows(path: str, *, lines: bool) -> list[Any]:
+    """The rows of the snapshot (``lines=False``) or of a journal. A journal without this
+    format's first line (an older version's) gives none: its entries are read afresh."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -169,9 +189,12 @@ def _read_rows(path: str, *, lines: bool) -> list[Any]:
         except (ValueError, RecursionError):
             return []
         ok = isinstance(doc, dict) and doc.get("format") == _FORMAT
-        return doc.get("rows", []) if ok and isinstance(doc.get("rows"), list) else []
+        return doc["rows"] if ok and isinstance(doc.get("rows"), list) else []
+    parts = data.splitlines()
+    if not parts or parts[0] != _JOURNAL_HEADER:
+        return []
     rows = []
-    for line in data.splitlines():
+    for line in parts[1:]:
         with contextlib.suppress(ValueError, RecursionError):
             rows.append(json.loads(line))  # a torn last line (a killed writer) is skipped
     return rows
@@ -179,48 +202,54 @@ def _read_rows(path: str, *, lines: bool) -> list[Any]:
 
 def summaries(
     layout: StoreLayout, describe: Callable[[str, int], Summary | None]
-) -> tuple[dict[str, Summary], list[str]]:
-    """Summaries of the entries present, and the keys that have none (damaged entries).
+) -> tuple[dict[str, tuple[Summary, float]], list[str]]:
+    """Summaries of the entries present with their last use, and the keys that have none
+    (damaged entries).
 
-    ``describe(key)`` reads an entry's ``meta.json`` for one the index cannot vouch for and
-    returns its summary (``None`` when it is damaged). The snapshot is rewritten when the
+    ``describe(key, inode)`` reads an entry's ``meta.json`` for one the index cannot vouch for
+    and returns its summary (``None`` when it is damaged). The snapshot is rewritten when the
     index had journals to fold in or was stale; a read-only store is listed all the same.
     """
-    entries = present(layout)
+    entries, damaged = present(layout)
     snapshot = os.fspath(layout.index / "entries.json")
     journals_dir = layout.index / "entries"
     try:
         journals = sorted(p.path for p in os.scandir(journals_dir) if p.name.endswith(".jsonl"))
     except OSError:
         journals = []
-    rows = _read_rows(snapshot, lines=False)
+    rows = _rows(snapshot, lines=False)
+    stored = len(rows)
     for path in journals:  # after the snapshot: a journal line is newer
-        rows += _read_rows(path, lines=True)
-    known: dict[tuple[str, int], Summary] = {}
-    for row in rows:
-        summary = _summary(row)
-        if summary is not None:
-            known[(summary.key, summary.inode)] = summary
-    found: dict[str, Summary] = {}
-    damaged: list[str] = []
+        rows += _rows(path, lines=True)
+    known = {
+        row[0]: row for row in rows if type(row) is list and len(row) == 8 and type(row[0]) is str
+    }
+    found: dict[str, tuple[Summary, float]] = {}
     healed = 0
-    for key, inode in entries.items():
-        summary = known.get((key, inode))
+    get, make = known.get, tuple.__new__
+    for key, (inode, last_used) in entries.items():
+        row = get(key)
+        # Trusted only for the version of the entry it was written for (the same inode).
+        if row is not None and row[1] == inode and type(row[6]) is int:
+            found[key] = (make(Summary, row), last_used)
+            continue
+        summary = describe(key, inode)
+        healed += 1
         if summary is None:
-            summary = describe(key, inode)
-            healed += 1
-            if summary is None:
-                damaged.append(key)
-                continue
-        found[key] = summary
-    stale = len(known) > len(found) - healed  # summaries of entries gone or replaced
+            damaged.append(key)
+        else:
+            found[key] = (summary, last_used)
+    stale = stored != len(found) - healed  # rows of entries gone or replaced
     if journals or healed or stale:
         _rewrite(layout, snapshot, found, journals)
     return found, damaged
 
 
 def _rewrite(
-    layout: StoreLayout, snapshot: str, found: dict[str, Summary], journals: list[str]
+    layout: StoreLayout,
+    snapshot: str,
+    found: dict[str, tuple[Summary, float]],
+    journals: list[str],
 ) -> None:
     """Write the snapshot, then remove the folded journals of processes that are gone."""
     try:
@@ -230,7 +259,7 @@ def _rewrite(
         return  # a read-only store: listed, not healed
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        rows = list(found.values())  # tuples: JSON arrays
+        rows = [summary for summary, _used in found.values()]  # tuples: JSON arrays
         text = json.dumps({"format": _FORMAT, "rows": rows}, allow_nan=True)
         write_text_atomic(layout.index / "entries.json", text)
         here = this_host().name

@@ -400,3 +400,10 @@ def test_ls_index_is_an_aid_never_a_source(
     assert _ls_json(capsys, store) == after
     shutil.rmtree(index)
     assert _ls_json(capsys, store) == after
+    # A journal of an older version (no format line: its inodes are of other files) is not
+    # trusted, even where its numbers happen to fit.
+    inode = (store.entry_dir(key) / "meta.json").stat().st_ino
+    row = [key, inode, "bogus", None, "computed", "json", 1, "2020-01-01T00:00:00+00:00"]
+    (index / "entries").mkdir()
+    (index / "entries" / "old.1.x.jsonl").write_text(f"{json.dumps(row)}\n" * 2)
+    assert _ls_json(capsys, store) == after
