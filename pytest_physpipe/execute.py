@@ -267,12 +267,21 @@ class StageRunner:
         )
 
     @contextmanager
-    def _workdir(self, instance: StageInstance) -> Iterator[Path]:
-        path = self.store.scratch(f"work-{instance.key[:12]}")
+    def _workdir(self, instance: StageInstance) -> Iterator[Callable[[], Path]]:
+        """A maker of the instance's scratch directory, made only if the stage asks for it
+        (``ctx.workdir``, ``ctx.artifact``) and removed at the end."""
+        made: list[Path] = []
+
+        def make() -> Path:
+            if not made:
+                made.append(self.store.scratch(f"work-{instance.key[:12]}"))
+            return made[0]
+
         try:
-            yield path
+            yield make
         finally:
-            shutil.rmtree(path, ignore_errors=True)
+            if made:
+                shutil.rmtree(made[0], ignore_errors=True)
 
     def _slots(self, instance: StageInstance) -> AbstractContextManager[Grant]:
         if self.pool is None:
@@ -281,7 +290,7 @@ class StageRunner:
         return self.pool.hold(instance.spec.resources, stage=instance.label)
 
     def _compute(
-        self, instance: StageInstance, upstream: dict[str, Any], workdir: Path
+        self, instance: StageInstance, upstream: dict[str, Any], workdir: Callable[[], Path]
     ) -> tuple[Any, StageRecord, dict[str, Path]]:
         """Run the stage in ``workdir``: its value, its record and the artifacts it kept there."""
         record = self._base_record(instance)

@@ -22,6 +22,7 @@ from pytest_physpipe.cluster.backends import (
     JobInfo,
     JobRequest,
     JobState,
+    PbsBackend,
     batch_backend,
 )
 from pytest_physpipe.errors import BackendError
@@ -226,3 +227,32 @@ def test_many_jobs_in_one_status_call(backend: Backend, tmp_path: Path) -> None:
     assert all(info.state is JobState.COMPLETED for info in states.values())
     assert time.monotonic() - started < 5.5  # one at a time would take 6 s or more
     assert sorted(p.name for p in tmp_path.glob("fan*.txt")) == [f"fan{i}.txt" for i in range(6)]
+
+
+def test_torque_array_through_slurms_wrapper(slurm_cluster: None, tmp_path: Path) -> None:
+    """What is real about PBS arrays here: Slurm's wrapper takes the ``qsub -t`` line the PBS
+    backend builds, and each task sees its index as PBS_ARRAY_INDEX (PBS Pro's name, set by
+    Slurm's spank_pbs), which the worker reads (as it reads Torque's PBS_ARRAYID). What is not:
+    its ``qstat`` reports one state per array (that of the task holding the array's id), so
+    the campaign sends no arrays through it (``max_array_size`` is 0)."""
+    if shutil.which("qsub") is None:
+        pytest.skip("no qsub (Slurm's Torque wrapper, package slurm-wlm-torque): run .ci/slurm-up")
+    detected = batch_backend("pbs", timeout_s=30)
+    assert detected.max_array_size() == 0  # type: ignore[attr-defined]
+    backend = PbsBackend(timeout_s=30, flavor="torque")
+    request = _job(
+        tmp_path,
+        "array",
+        'echo "$PBS_ARRAY_INDEX" > "task-$PBS_ARRAY_INDEX.txt"',
+        array_size=3,
+    )
+    job_id = backend.submit(request=request)
+    try:
+        deadline = time.monotonic() + 30
+        while len(list(tmp_path.glob("task-*.txt"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        found = {p.name: p.read_text().split() for p in tmp_path.glob("task-*.txt")}
+        assert found == {f"task-{i}.txt": [str(i)] for i in range(3)}
+        assert _slurm_field(job_id, "ArrayTaskId") in ("0-2", "0", "1", "2")
+    finally:
+        backend.cancel(job_ids=[job_id])

@@ -33,6 +33,8 @@ from pytest_physpipe.cluster.backends import (
 )
 from pytest_physpipe.cluster.backends.base import mem_mib, run_command
 from pytest_physpipe.cluster.backends.pbs import (
+    array_of,
+    depend_clause,
     format_pbs_walltime,
     map_pbs_state,
     parse_qstat_json,
@@ -855,3 +857,65 @@ def test_check_names_the_missing_command(tmp_path: Path, monkeypatch: pytest.Mon
         SlurmBackend().check()
     with pytest.raises(BackendError, match="qsub not found on PATH: load the PBS/Torque module"):
         PbsBackend().check()
+
+
+# --- PBS job arrays: command lines, checked against a recording qsub -----------------------------
+
+
+def test_qsub_array_command_lines(tmp_path: Path) -> None:
+    array = _request(tmp_path, array_size=4, depends_on=("77[].pbs01",), dependency="aftercorr")
+    pro = qsub_argv(array, script=tmp_path / "s.sh", flavor="pbspro")
+    assert pro[pro.index("-J") + 1] == "0-3"
+    assert pro[pro.index("-o") + 1] == str(tmp_path / "logs" / "task-^array_index^.log")
+    # No per-task dependency on PBS: the whole upstream array.
+    assert pro[pro.index("-W") + 1] == "depend=afterok:77[].pbs01"
+    torque = qsub_argv(array, script=tmp_path / "s.sh", flavor="torque")
+    assert torque[torque.index("-t") + 1] == "0-3"
+    assert torque[torque.index("-W") + 1] == "depend=afterokarray:77[].pbs01"
+    assert "-J" not in torque
+    # A one-task array is a plain job (PBS Pro wants two subjobs at least).
+    single = qsub_argv(_request(tmp_path, array_size=1), script=tmp_path / "s.sh", flavor="pbspro")
+    assert "-J" not in single
+    assert "-t" not in single
+
+
+def test_a_subjob_dependency_waits_for_its_array() -> None:
+    assert array_of("123[4].pbs01") == "123[].pbs01"
+    assert array_of("123[].pbs01") == "123[].pbs01"
+    assert array_of("123.pbs01") == "123.pbs01"
+    ids = ("5.s", "123[4].s", "123[7].s", "9[0]")
+    assert depend_clause(ids, flavor="pbspro") == "depend=afterok:5.s:123[].s:9[]"
+    assert depend_clause(ids, flavor="torque") == "depend=afterok:5.s,afterokarray:123[].s:9[]"
+    assert depend_clause(("2409",), flavor="torque") == "depend=afterok:2409"  # Slurm's wrapper
+
+
+@pytest.mark.parametrize(
+    ("version", "qmgr", "largest"),
+    [
+        ("pbs_version = 2022.1.3", "    max_array_size = 500", 500),
+        ("pbs_version = 2022.1.3", None, 1000),
+        ("Version: 6.1.3", "    max_job_array_size = 64", 64),
+        ("Unknown option: version", "    max_array_size = 500", 0),  # Slurm's wrapper
+    ],
+)
+def test_pbs_arrays_follow_the_server(
+    fake_bin: Path, tmp_path: Path, version: str, qmgr: str | None, largest: int
+) -> None:
+    calls = tmp_path / "qsub.calls"
+    scripts = {
+        "qstat": f"echo '{version}'\n",
+        "qsub": f'echo "$*" >> {calls}\necho "310[].pbs01"\n',
+    }
+    if qmgr is not None:
+        scripts["qmgr"] = f"echo 'Server pbs01'\necho '{qmgr}'\n"
+    _fake_commands(fake_bin, scripts)
+    backend = PbsBackend()
+    assert backend.max_array_size() == largest
+    if not largest:
+        return
+    job_id = backend.submit(request=_request(tmp_path, array_size=3))
+    assert job_id == "310[].pbs01"
+    assert backend.task_id(job_id, 2) == "310[2].pbs01"
+    assert backend.task_id("311.pbs01", 0) == "311.pbs01"
+    (line,) = calls.read_text().splitlines()
+    assert (" -J 0-2 " if backend.flavor == "pbspro" else " -t 0-2 ") in f" {line} "

@@ -157,7 +157,7 @@ TASKS = {"jobs": 12, "array": 12, "packed": 3}
 
 def _mode(dialect: str, mode: str) -> tuple[str, ...]:
     if mode != "jobs" and dialect != "slurm":
-        pytest.skip("job arrays go to Slurm only; PBS gets one job per instance")
+        pytest.skip("no job arrays through Slurm's Torque wrapper (its qstat cannot follow tasks)")
     return MODES[mode]
 
 

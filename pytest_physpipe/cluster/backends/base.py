@@ -93,8 +93,9 @@ class JobRequest:
     env: Mapping[str, str] = field(default_factory=dict)
     default_args: tuple[str, ...] = ()
     #: 0: one job. N > 0: a job array of N tasks, indices ``0 .. N-1`` (the job finds its
-    #: index in ``SLURM_ARRAY_TASK_ID``); each task logs to ``task-<index>.log`` beside
-    #: ``log_path``, and the backend returns the array's id (task ``i`` is ``<id>_<i>``).
+    #: index in ``SLURM_ARRAY_TASK_ID``, ``PBS_ARRAY_INDEX`` or ``PBS_ARRAYID``); each task
+    #: logs to ``task-<index>.log`` beside ``log_path``, and the backend returns the array's
+    #: id (task ``i`` is ``<id>_<i>`` on Slurm, the backend's ``task_id`` elsewhere).
     array_size: int = 0
     #: How ``depends_on`` is meant: ``afterok`` (each listed job, or whole array, succeeded)
     #: or ``aftercorr`` (task ``i`` waits for task ``i`` of the listed array).
@@ -155,7 +156,8 @@ class Backend(Protocol):
         ...
 
     # Optional: ``max_array_size() -> int``, the largest job array the scheduler takes (0 or
-    # 1: submit one job per instance); backends without it get one job per instance.
+    # 1: submit one job per instance); backends without it get one job per instance. With
+    # it, ``task_id(array_id, index) -> str`` where a task is not ``<array>_<index>``.
     #
     # Optional (the built-in backends have it; a plugin backend without it loses only the
     # recovery of jobs whose submission was interrupted):

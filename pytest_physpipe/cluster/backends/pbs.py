@@ -12,6 +12,12 @@ One backend serves three implementations of the PBS commands:
   cancelled job reads as ``COMPLETED`` with ``exit_code=None``. Callers must rely on the
   job's own result record, not on this state.
 
+Job arrays: ``qsub -J 0-N`` (PBS Pro) or ``-t 0-N`` (Torque); subjob ``i`` of ``123[].server``
+is ``123[i].server``. PBS has no per-task dependency (Slurm's ``aftercorr``) and no dependency
+on one subjob, so a dependent waits for the whole upstream array (``afterok``, Torque's
+``afterokarray``). Slurm's wrapper takes ``-t`` too, but its ``qstat`` reports one state per
+array, so no array goes through it (:meth:`PbsBackend.max_array_size` is 0 there).
+
 The status dialect (JSON or text) is found by trying JSON first and remembered per backend.
 Parsers are pure module-level functions, unit-tested on captured output.
 """
@@ -38,6 +44,8 @@ from pytest_physpipe.errors import BackendError
 
 __all__ = [
     "PbsBackend",
+    "array_of",
+    "depend_clause",
     "format_pbs_walltime",
     "map_pbs_state",
     "parse_qstat_json",
@@ -74,6 +82,11 @@ _ALREADY_GONE = re.compile(
 # other indented lines continue the previous value (long Variable_List, comment).
 _ATTRIBUTE = re.compile(r"^\s+([A-Za-z_][\w.]*) = ?(.*)$")
 _JOB_HEADER = re.compile(r"^Job Id:\s*(\S+)")
+# A subjob of a job array, PBS Pro and Torque alike: "123[4].server" (the array: "123[].server").
+_SUBJOB = re.compile(r"^(\d+)\[\d+\](.*)$")
+#: The largest array a PBS server takes where ``qmgr`` does not say (PBS Pro's default is
+#: 10000; Torque's ``max_job_array_size`` is unset by default).
+DEFAULT_MAX_ARRAY = 1000
 
 
 def map_pbs_state(job_state: str, *, exit_status: int | None, comment: str = "") -> JobState:
@@ -249,7 +262,7 @@ def qsub_argv(request: JobRequest, *, script: Path, flavor: Flavor) -> list[str]
         "-N",
         _job_name(request.name),
         "-o",
-        str(request.log_path),
+        _output(request, flavor),
         "-j",
         "oe",
         # The job sees the submitting environment (same Python, same PATH), as on Slurm.
@@ -265,13 +278,47 @@ def qsub_argv(request: JobRequest, *, script: Path, flavor: Flavor) -> list[str]
             argv += ["-q", queue]
         if cluster.account:
             argv += ["-A", cluster.account]
+    if request.array_size > 1:  # PBS Pro: -J; Torque (and Slurm's wrapper): -t
+        argv += ["-J" if flavor == "pbspro" else "-t", f"0-{request.array_size - 1}"]
     if request.depends_on:
-        argv += ["-W", "depend=afterok:" + ":".join(request.depends_on)]
+        argv += ["-W", depend_clause(request.depends_on, flavor=flavor)]
     argv += request.default_args
     if cluster is not None:
         argv += cluster.extra_args
     argv.append(str(script))
     return argv
+
+
+def _output(request: JobRequest, flavor: Flavor) -> str:
+    """Where the job's output goes: its log; for an array, one file per task beside it (each
+    task's worker then logs to its own key's ``job.log`` anyway)."""
+    if request.array_size <= 1:
+        return str(request.log_path)
+    folder = request.log_path.parent
+    # PBS Pro substitutes ^array_index^; Slurm's wrapper hands %a to sbatch; Torque appends
+    # "-<index>" to the name it is given.
+    index = "^array_index^" if flavor == "pbspro" else "%a"
+    return str(folder / f"task-{index}.log")
+
+
+def array_of(job_id: str) -> str:
+    """The array a PBS subjob belongs to (``123[4].server`` -> ``123[].server``); any other
+    id unchanged. PBS has no dependency on one subjob: a dependent waits for its array."""
+    match = _SUBJOB.match(job_id)
+    return f"{match.group(1)}[]{match.group(2)}" if match else job_id
+
+
+def depend_clause(job_ids: Sequence[str], *, flavor: Flavor) -> str:
+    """``depend=...`` for ``qsub -W``: ``afterok`` on plain jobs, and on whole arrays (PBS Pro;
+    Torque spells it ``afterokarray``). PBS has no per-task dependency (Slurm's ``aftercorr``):
+    a dependent of an array task waits for the whole array."""
+    plain: list[str] = []
+    arrays: list[str] = []
+    for job_id in dict.fromkeys(array_of(i) for i in job_ids):
+        (arrays if "[]" in job_id and flavor == "torque" else plain).append(job_id)
+    clauses = [f"afterok:{':'.join(plain)}"] if plain else []
+    clauses += [f"afterokarray:{':'.join(arrays)}"] if arrays else []
+    return "depend=" + ",".join(clauses)
 
 
 def _short_id(job_id: str) -> str:
@@ -292,6 +339,9 @@ class PbsBackend:
     ) -> None:
         self.timeout_s = timeout_s
         self._flavor: Flavor | None = flavor
+        #: Slurm's Torque wrapper (found with the flavour): no job arrays through it.
+        self._wrapper = False
+        self._max_array: int | None = None
         # Which `qstat -f` works, learnt on the first status() call.
         self._status_dialect: Literal["json", "text"] | None = (
             None if flavor is None else ("json" if flavor == "pbspro" else "text")
@@ -312,8 +362,38 @@ class PbsBackend:
             result = run_command(
                 ["qstat", "--version"], timeout_s=self.timeout_s, check=False, hint=_HINT
             )
-            self._flavor = "pbspro" if "pbs_version" in result.stdout + result.stderr else "torque"
+            said = result.stdout + result.stderr
+            self._flavor = "pbspro" if "pbs_version" in said else "torque"
+            # Torque prints its version; Slurm's wrapper knows no --version.
+            self._wrapper = "unknown option" in said.lower()
         return self._flavor
+
+    def max_array_size(self) -> int:
+        """The largest job array to submit: the server's ``max_array_size`` (PBS Pro) or
+        ``max_job_array_size`` (Torque) where ``qmgr`` reports it, else ``DEFAULT_MAX_ARRAY``;
+        0 (one job per instance) under Slurm's Torque wrapper, whose ``qstat`` reports one
+        state for a whole array (that of its last task), so its tasks could not be followed.
+        """
+        if self._max_array is None:
+            self._max_array = self._probe_max_array()
+        return self._max_array
+
+    def _probe_max_array(self) -> int:
+        self.flavor  # noqa: B018 (detects the flavour, and the wrapper, once)
+        if self._wrapper:
+            return 0
+        if shutil.which("qmgr") is None:
+            return DEFAULT_MAX_ARRAY
+        result = run_command(
+            ["qmgr", "-c", "list server"], timeout_s=self.timeout_s, check=False, hint=_HINT
+        )
+        match = re.search(r"\bmax_(?:job_)?array_size\s*=\s*(\d+)", result.stdout)
+        return int(match.group(1)) if match else DEFAULT_MAX_ARRAY
+
+    def task_id(self, array_id: str, index: int) -> str:
+        """Subjob ``index`` of array ``array_id`` (``123[].server`` -> ``123[4].server``); a
+        one-task array goes out as a plain job and keeps its own id."""
+        return array_id.replace("[]", f"[{index}]", 1) if "[]" in array_id else array_id
 
     def submit(self, *, request: JobRequest) -> str:
         script = write_script(request)
