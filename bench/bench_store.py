@@ -6,9 +6,10 @@
     python bench/bench_store.py --skip cd    # parts to skip
 
 (a) The store's part of a miss, per small entry (a dict), for each fsync policy: take the key's
-    lock, make the stage's scratch directory, commit, reload, release, remove the scratch:
-    what ``StageRunner`` asks of the store for one computed instance. ``session`` (the default)
-    includes its share of the one ``flush`` (index notes and ``syncfs``) at the end.
+    lock, commit, reload, release: what ``StageRunner`` asks of the store for one computed
+    instance of a stage that does not use ``ctx.workdir`` (made only on first use).
+    ``session`` (the default) includes its share of the one ``flush`` (index notes and
+    ``syncfs``) at the end.
 (b) ``Store.load`` of a small dict and of a 64 MiB float64 array (memory-mapped, verified by
     size and sampled checksum), and whether loading the array copied it.
 (c) ``physpipe ls`` over a store of N entries (built through ``Store.commit`` in a loop, with
@@ -87,8 +88,6 @@ def median_time(func: Callable[[], object], repeats: int) -> float:
 
 def miss_cost(store: Store, count: int, salt: str) -> float:
     """Seconds per small entry of the store's part of a miss (see (a)); flush included."""
-    import shutil
-
     keys = [_key(i, salt) for i in range(count)]
     records = [_record(k, i) for i, k in enumerate(keys)]
     started = time.perf_counter()
@@ -96,13 +95,10 @@ def miss_cost(store: Store, count: int, salt: str) -> float:
         lock = store.lock(key)
         lock.acquire()
         try:
-            work = store.scratch(f"work-{key[:12]}")
-            try:
-                store.commit(key, value=SMALL, record=record, run_id="bench")
-                loaded = store.load(key)
-                assert loaded is not None
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
+            # (No scratch directory: the runner makes one only for a stage that asks for it.)
+            store.commit(key, value=SMALL, record=record, run_id="bench")
+            loaded = store.load(key)
+            assert loaded is not None
         finally:
             lock.release()
     getattr(store, "flush", lambda: None)()

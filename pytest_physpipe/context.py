@@ -13,7 +13,7 @@ from pytest_physpipe.models import StageConfig
 
 if TYPE_CHECKING:
     import subprocess
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     import numpy as np
 
@@ -63,7 +63,7 @@ class StageContext:
         name: str,
         key: str,
         config: StageConfig | None,
-        workdir: Path,
+        workdir: Path | Callable[[], Path],
         resources: Grant,
         mpi: int = 0,
         stage: str | None = None,
@@ -75,11 +75,18 @@ class StageContext:
         self.key = key
         self.seed = seed_from_key(key)
         self.config = config
-        self.workdir = workdir
+        self._workdir = workdir
         self.resources = resources
         self.log = InstanceLog(logging.getLogger(f"physpipe.{stage or name}"), name)
         self.metrics: dict[str, float] = {}
         self.artifacts: dict[str, Path] = {}
+
+    @property
+    def workdir(self) -> Path:
+        """This instance's scratch directory, made on first use (most stages never ask)."""
+        if not isinstance(self._workdir, Path):
+            self._workdir = self._workdir()
+        return self._workdir
 
     @cached_property
     def rng(self) -> np.random.Generator:

@@ -240,14 +240,14 @@ class StageRunner:
             return self._live.setdefault(instance.key, served)
 
     def _hit_record(self, loaded: Loaded, instance: StageInstance) -> StageRecord:
-        return loaded.record.model_copy(
-            update={
-                "status": "hit",
-                "param_id": instance.param_id,
-                "worker": self.worker,
-                "codec": loaded.meta.get("codec"),
-            }
-        )
+        # Store.load validates a new record from meta.json on every call, so this one is ours
+        # to fill in (tests/test_hit_records.py holds the store to that): no copy on a hit.
+        record = loaded.record
+        record.status = "hit"
+        record.param_id = instance.param_id
+        record.worker = self.worker
+        record.codec = loaded.meta.get("codec")
+        return record
 
     def _base_record(self, instance: StageInstance) -> StageRecord:
         return record_for(
@@ -267,12 +267,21 @@ class StageRunner:
         )
 
     @contextmanager
-    def _workdir(self, instance: StageInstance) -> Iterator[Path]:
-        path = self.store.scratch(f"work-{instance.key[:12]}")
+    def _workdir(self, instance: StageInstance) -> Iterator[Callable[[], Path]]:
+        """A maker of the instance's scratch directory, made only if the stage asks for it
+        (``ctx.workdir``, ``ctx.artifact``) and removed at the end."""
+        made: list[Path] = []
+
+        def make() -> Path:
+            if not made:
+                made.append(self.store.scratch(f"work-{instance.key[:12]}"))
+            return made[0]
+
         try:
-            yield path
+            yield make
         finally:
-            shutil.rmtree(path, ignore_errors=True)
+            if made:
+                shutil.rmtree(made[0], ignore_errors=True)
 
     def _slots(self, instance: StageInstance) -> AbstractContextManager[Grant]:
         if self.pool is None:
@@ -281,7 +290,7 @@ class StageRunner:
         return self.pool.hold(instance.spec.resources, stage=instance.label)
 
     def _compute(
-        self, instance: StageInstance, upstream: dict[str, Any], workdir: Path
+        self, instance: StageInstance, upstream: dict[str, Any], workdir: Callable[[], Path]
     ) -> tuple[Any, StageRecord, dict[str, Path]]:
         """Run the stage in ``workdir``: its value, its record and the artifacts it kept there."""
         record = self._base_record(instance)

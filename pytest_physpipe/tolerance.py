@@ -29,7 +29,7 @@ import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from pytest_physpipe.elementwise import (
     same_dtype,
     unequal_elements,
 )
-from pytest_physpipe.valuetypes import Frame, Masked, as_frame, as_masked, numeric_sequence
+from pytest_physpipe.valuetypes import KIND_NAMES, Frame, numeric_sequence, view
 
 __all__ = [
     "Comparison",
@@ -351,108 +351,6 @@ def _show(value: object) -> str:
 
 # -- the walk -------------------------------------------------------------------------------
 
-Kind = Literal[
-    "mapping",
-    "sequence",
-    "array",
-    "frame",
-    "masked",
-    "bool",
-    "int",
-    "float",
-    "complex",
-    "str",
-    "bytes",
-    "none",
-]
-
-_KIND_NAMES: dict[str, str] = {
-    "mapping": "a mapping",
-    "sequence": "a list/tuple",
-    "array": "an array",
-    "frame": "a pandas table",
-    "masked": "a masked array",
-    "bool": "a bool",
-    "int": "an integer",
-    "float": "a float",
-    "complex": "a complex number",
-    "str": "a string",
-    "bytes": "bytes",
-    "none": "None",
-}
-
-
-def view(value: object) -> tuple[Kind, Any]:
-    """Classify a value for comparison and return it in canonical form.
-
-    Mappings, pydantic models and dataclass instances become ``("mapping", dict)``; lists and
-    tuples ``("sequence", list)``, except long ones of numbers, which become arrays; numpy
-    scalars and 0-d arrays the matching Python scalar, except those no Python scalar holds
-    exactly (long double, datetimes, structured), which become 0-d arrays; pandas tables
-    ``("frame", Frame)``, masked arrays ``("masked", Masked)``, ``np.matrix`` an ndarray
-    (:mod:`pytest_physpipe.valuetypes`).
-    Anything else raises ``TypeError``.
-    """
-    if value is None:
-        return "none", None
-    if isinstance(value, (bool, np.bool_)):
-        return "bool", bool(value)
-    if isinstance(value, (int, np.integer)):
-        return "int", int(value)
-    if isinstance(value, np.ndarray):
-        masked = as_masked(value)
-        if masked is not None:
-            return "masked", masked
-        if type(value) is not np.ndarray:  # np.matrix and other subclasses: the plain array
-            value = np.asarray(value)
-        if value.ndim == 0 and not value.dtype.hasobject:
-            # numpy hands out 0-d arrays and scalars interchangeably (``a.sum()`` vs
-            # ``np.asarray(x)``); both mean one number, so both compare as one.
-            return view(value[()])
-        return "array", value
-    if isinstance(value, np.generic):
-        if isinstance(value, np.floating) and value.dtype.itemsize <= 8:
-            return "float", float(value)
-        if isinstance(value, np.complexfloating) and value.dtype.itemsize <= 16:
-            return "complex", complex(value)
-        if isinstance(value, np.str_):
-            return "str", str(value)
-        if isinstance(value, np.bytes_):
-            return "bytes", bytes(value)
-        return "array", np.asarray(value)
-    if isinstance(value, float):
-        return "float", value
-    if isinstance(value, complex):
-        return "complex", value
-    if isinstance(value, str):
-        return "str", value
-    if isinstance(value, (bytes, bytearray)):
-        return "bytes", bytes(value)
-    if isinstance(value, Mapping):
-        return "mapping", dict(value)
-    if isinstance(value, (list, tuple)):
-        array = numeric_sequence(value)
-        if array is not None:
-            return "array", array
-        return "sequence", list(value)
-    if isinstance(value, (Frame, Masked)):
-        return ("frame" if isinstance(value, Frame) else "masked"), value
-    frame = as_frame(value)
-    if frame is not None:
-        return "frame", frame
-    fields = getattr(type(value), "model_fields", None)  # a pydantic v2 model
-    if isinstance(fields, Mapping) and hasattr(value, "model_dump"):
-        # getattr, not model_dump(): model_dump would turn nested models into dicts but
-        # would also copy arrays held with arbitrary_types_allowed; we want them as they are.
-        return "mapping", {name: getattr(value, name) for name in fields}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return "mapping", {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    raise TypeError(
-        f"cannot compare a {type(value).__module__}.{type(value).__qualname__}: use numbers, "
-        "strings, None, numpy arrays (masked and structured too), pandas DataFrames/Series, or "
-        "dicts/lists/tuples/pydantic models/dataclasses of them"
-    )
-
 
 def _sort_key(key: object) -> tuple[str, str]:
     return type(key).__name__, repr(key)
@@ -489,6 +387,9 @@ class _Walk:
             a_kind, a = view(actual)
         except TypeError as exc:
             raise TypeError(f"at {_display_path(path)}: {exc}") from None
+        if {e_kind, a_kind} == {"sequence", "array"}:
+            self.list_and_array(e, a, e_kind == "sequence", path, tol)
+            return
         if e_kind != a_kind:
             self.differences.append(
                 Difference(
@@ -523,6 +424,36 @@ class _Walk:
             self.passed += 1
         else:
             self.mismatches.append(Mismatch(path, e, a))
+
+    def list_and_array(
+        self, e: Any, a: Any, golden_is_list: bool, path: str, tol: Tolerance
+    ) -> None:
+        """A list against an array: the same value when the list holds those numbers.
+
+        A list of floats (ints) is a float64 (int64) array whatever its length; any other list
+        is compared item by item with the array's elements, so an int among floats is a type
+        difference at its index, as between two lists.
+        """
+        items, array = (e, a) if golden_is_list else (a, e)
+        e_kind, a_kind = ("sequence", "array") if golden_is_list else ("array", "sequence")
+        as_array = numeric_sequence(items, 0)
+        if as_array is not None:
+            if golden_is_list:
+                self.compare_arrays(as_array, a, path, tol)
+            else:
+                self.compare_arrays(e, as_array, path, tol)
+            return
+        if array.ndim == 0 or array.dtype.names is not None or len(items) != len(array):
+            self.differences.append(
+                Difference(
+                    path,
+                    f"type differs: golden is {_describe_value(e_kind, e)}, "
+                    f"result is {_describe_value(a_kind, a)}",
+                )
+            )
+            return
+        for index, (e_item, a_item) in enumerate(zip(e, a, strict=True)):
+            self.walk(e_item, a_item, index_path(path, index), tol)
 
     def walk_mapping(
         self, e: dict[object, object], a: dict[object, object], path: str, tol: Tolerance
@@ -624,8 +555,8 @@ def _describe_value(kind: str, value: object) -> str:
         assert isinstance(value, np.ndarray)
         return f"an array ({value.dtype}, shape {value.shape})"
     if kind in ("mapping", "sequence"):
-        return _KIND_NAMES[kind]
-    return f"{_KIND_NAMES[kind]} ({_show(value)})"
+        return KIND_NAMES[kind]
+    return f"{KIND_NAMES[kind]} ({_show(value)})"
 
 
 def _array_mismatch(path: str, diff: ArrayDiff | None, tol: Tolerance | None) -> Mismatch | None:

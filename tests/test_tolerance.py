@@ -196,8 +196,13 @@ def test_kinds_must_match() -> None:
     result = compare({"n": 1.0}, {"n": 1})
     (d,) = result.differences
     assert d.describe() == "n: type differs: golden is a float (1.0), result is an integer (1)"
-    (d,) = compare([1.0], np.array([1.0])).differences
-    assert "golden is a list/tuple, result is an array (float64, shape (1,))" in d.message
+    # A list of floats and a float64 array holding them are one value; other lists are
+    # compared item by item with the array's elements.
+    assert compare([1.0], np.array([1.0])).ok
+    (d,) = compare(["a"], np.array([1.0])).differences
+    assert d.describe() == "[0]: type differs: golden is a string ('a'), result is a float (1.0)"
+    (d,) = compare([1.0], np.array(1.0)).differences
+    assert "golden is a list/tuple, result is a float (1.0)" in d.message
 
 
 def test_numpy_scalars_compare_as_python_scalars() -> None:

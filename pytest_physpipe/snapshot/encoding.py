@@ -21,8 +21,8 @@ from typing import Any, TypeAlias
 import numpy as np
 
 from pytest_physpipe.errors import PhyspipeError
-from pytest_physpipe.tolerance import child_path, index_path, view
-from pytest_physpipe.valuetypes import Frame
+from pytest_physpipe.tolerance import child_path, index_path
+from pytest_physpipe.valuetypes import Frame, view
 
 __all__ = [
     "INLINE_MAX_ELEMENTS",

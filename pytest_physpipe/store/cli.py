@@ -275,7 +275,8 @@ def _short_created(text: str) -> str:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    columns = zip(headers, *rows, strict=True) if rows else ([h] for h in headers)
+    widths = [max(map(len, column)) for column in columns]
     pattern = "  ".join(f"{{:<{w}}}" for w in widths)
     out.write("".join(pattern.format(*line).rstrip() + "\n" for line in (headers, *rows)))
 

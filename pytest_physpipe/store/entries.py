@@ -55,7 +55,7 @@ from pytest_physpipe.store.fileio import (
 )
 from pytest_physpipe.store.filesystem import resolve_lock_mode
 from pytest_physpipe.store.layout import CREATED_DIRS, LAYOUT_NAMES, StoreLayout, tree_size
-from pytest_physpipe.store.listing import Summary, journal
+from pytest_physpipe.store.listing import Summary, close_journal, journal
 from pytest_physpipe.store.locks import KeyLock
 from pytest_physpipe.store.pending import LATEST, pending, read_note, read_stage_index
 from pytest_physpipe.store.scratch import cleanup, make_scratch, real_dir
@@ -557,6 +557,7 @@ class Store:
         entry it committed durable (one ``syncfs``). Called at the end of a session and at
         exit; safe to call again. Bookkeeping: never raises."""
         pending(self.root).flush(self.layout)
+        close_journal(self.layout)  # no descriptor kept open past a session
 
     def latest(self, stage: str, param_id: str | None) -> tuple[str, dict[str, Any]] | None:
         """The key and manifest last committed for ``stage`` and ``param_id`` (``None``: any

@@ -32,7 +32,7 @@ from pytest_physpipe.store.atomic import write_text_atomic
 from pytest_physpipe.store.hosts import pid_alive, this_host
 from pytest_physpipe.store.layout import StoreLayout
 
-__all__ = ["Summary", "journal", "present", "summaries", "summary_of_meta"]
+__all__ = ["Summary", "close_journal", "journal", "present", "summaries", "summary_of_meta"]
 
 _FORMAT = 1
 
@@ -112,6 +112,16 @@ def journal(layout: StoreLayout, summary: Summary) -> None:
             os.write(found.fd, line)
         except OSError:
             found.fd = None  # a full disk: the listing reads meta.json for this entry
+
+
+def close_journal(layout: StoreLayout) -> None:
+    """Close this process's journal of the store (at the end of a session); a later commit
+    opens a new one."""
+    with _journals_lock:
+        found = _journals.pop(os.fspath(layout.root), None)
+        if found is not None and found.fd is not None and found.pid == os.getpid():
+            with contextlib.suppress(OSError):
+                os.close(found.fd)
 
 
 def _open_journal(layout: StoreLayout) -> int:

@@ -340,15 +340,16 @@ import os, time
 from pathlib import Path
 import numpy as np
 from physlog import log
-from pytest_physpipe import stage
+from pytest_physpipe import StageContext, stage
 
 HERE = Path(__file__).parent
 
 
 @stage(codec="{codec}")
-def victim():
+def victim(ctx: StageContext):
     log("victim")
     if os.environ.get("CRASH") == "compute":
+        (ctx.workdir / "partial.dat").write_text("half")  # scratch that a killed run leaves
         (HERE / "ready").write_text(str(os.getpid()))
         time.sleep(120)
     return np.arange(1000.0)
