@@ -240,14 +240,14 @@ class StageRunner:
             return self._live.setdefault(instance.key, served)
 
     def _hit_record(self, loaded: Loaded, instance: StageInstance) -> StageRecord:
-        return loaded.record.model_copy(
-            update={
-                "status": "hit",
-                "param_id": instance.param_id,
-                "worker": self.worker,
-                "codec": loaded.meta.get("codec"),
-            }
-        )
+        # Store.load validates a new record from meta.json on every call, so this one is ours
+        # to fill in (tests/test_hit_records.py holds the store to that): no copy on a hit.
+        record = loaded.record
+        record.status = "hit"
+        record.param_id = instance.param_id
+        record.worker = self.worker
+        record.codec = loaded.meta.get("codec")
+        return record
 
     def _base_record(self, instance: StageInstance) -> StageRecord:
         return record_for(

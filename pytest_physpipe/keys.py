@@ -125,7 +125,14 @@ def config_encodings(config: StageConfig | None) -> tuple[dict[str, Any], dict[s
     if config is None:
         return {}, {}
     python, data = _dumps(config)
+    if all(v is None or type(v) in _SCALARS for v in python.values()):
+        # Only numbers, strings, booleans and None: both encodings are the JSON dump itself.
+        return data, data
     return _sort_sets(python, data), _identity(python, data)
+
+
+#: Values JSON holds exactly, which both encodings leave as they are.
+_SCALARS = (bool, int, float, str)
 
 
 def _identity(python: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
@@ -215,9 +222,7 @@ def input_file_hashes(config: StageConfig | None, *, base: Path | None = None) -
     if config is None:
         return {}
     hashes: dict[str, str] = {}
-    for field_name, info in type(config).model_fields.items():
-        if not is_input_file(info.metadata):
-            continue
+    for field_name in _input_fields(type(config)):
         path = Path(getattr(config, field_name))
         if base is not None and not path.is_absolute():
             path = base / path
@@ -225,6 +230,19 @@ def input_file_hashes(config: StageConfig | None, *, base: Path | None = None) -
             raise FileNotFoundError(f"InputFile field {field_name!r}: no file at {path}")
         hashes[field_name] = _file_hash(path)
     return hashes
+
+
+_INPUT_FIELDS: dict[type[StageConfig], tuple[str, ...]] = {}
+
+
+def _input_fields(cls: type[StageConfig]) -> tuple[str, ...]:
+    """The ``InputFile`` fields of a config class (looked up once per class)."""
+    found = _INPUT_FIELDS.get(cls)
+    if found is None:
+        found = _INPUT_FIELDS[cls] = tuple(
+            name for name, info in cls.model_fields.items() if is_input_file(info.metadata)
+        )
+    return found
 
 
 def package_versions(names: list[str] | tuple[str, ...]) -> dict[str, str]:
@@ -298,10 +316,21 @@ class KeyTemplate:
             "packages": dict(packages),
             "salt": salt,
         }
-        encoded = {name: canonical(value) for name, value in fixed.items()}
-        encoded.update(dict.fromkeys(_VARYING, b""))
-        # Members in sorted order: the fixed ones encoded, the varying ones filled in by key().
-        self._members = [(name, canonical(name) + b":" + encoded[name]) for name in sorted(encoded)]
+        encoded = {member: canonical(value) for member, value in fixed.items()}
+        # The document in sorted order, cut where a varying member's value goes: the fixed
+        # text between them is encoded once here.
+        self._order: list[str] = []
+        self._texts: list[bytes] = []
+        text = b"{"
+        for member in sorted([*encoded, *_VARYING]):
+            text += (b"," if text != b"{" else b"") + canonical(member) + b":"
+            if member in _VARYING:
+                self._texts.append(text)
+                self._order.append(member)
+                text = b""
+            else:
+                text += encoded[member]
+        self._texts.append(text + b"}")
 
     def key(self, config: bytes, inputs: Mapping[str, str], upstream: Mapping[str, str]) -> str:
         """The key for one instance; ``config`` is ``canonical(config_identity(...))``."""
@@ -310,15 +339,16 @@ class KeyTemplate:
             "inputs": canonical(dict(inputs)) if inputs else b"{}",
             "upstream": canonical(dict(upstream)) if upstream else b"{}",
         }
-        body = b",".join(
-            _VARYING[name] + varying[name] if name in varying else member
-            for name, member in self._members
-        )
-        return xxhash.xxh3_128_hexdigest(b"{" + body + b"}")
+        texts = self._texts
+        parts = [texts[0]]
+        for index, name in enumerate(self._order, start=1):
+            parts.append(varying[name])
+            parts.append(texts[index])
+        return xxhash.xxh3_128_hexdigest(b"".join(parts))
 
 
-#: The members of a key's document that vary between a stage's instances, as they start.
-_VARYING = {name: canonical(name) + b":" for name in ("config", "inputs", "upstream")}
+#: The members of a key's document that vary between a stage's instances.
+_VARYING = ("config", "inputs", "upstream")
 
 
 def xxh3(data: bytes) -> str:

@@ -186,7 +186,8 @@ class PhyspipeSession:
         """After deselection: check budgets, look up statuses, skip under cached-only."""
         if self._plan_failed:
             return []  # pytest calls this even when mark_items raised; let its error show
-        needed = {instance.key: instance for instance in self.planner.instances(items)}
+        instances = self.planner.instances(items)
+        needed = {instance.key: instance for instance in instances}
         local = self.settings.backend == "local"
         self._check_budget(needed.values())
         self._check_codecs(needed.values())
@@ -205,7 +206,6 @@ class PhyspipeSession:
                             f"{self.store.root}"
                         )
                     )
-        instances = self.planner.instances(items)
         if not local and not (
             self.settings.plan_only or self.settings.cached_only or self.settings.no_cache
         ):

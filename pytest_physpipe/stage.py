@@ -144,6 +144,9 @@ class StageRegistry:
         self._shadowed: dict[str, list[StageSpec]] = {}
         self._origins: dict[int, tuple[StageSpec, ModuleType | None]] = {}
         self._is_plugin: Callable[[object], bool] = lambda module: False
+        # Modules this view found registered as plugins (kept, so their ids stay theirs):
+        # pluggy's check walks every plugin, and the plan asks once per fixture name per test.
+        self._plugin_modules: dict[int, ModuleType] = {}
 
     def add(self, spec: StageSpec) -> None:
         module = sys.modules.get(spec.func.__module__)
@@ -171,6 +174,7 @@ class StageRegistry:
         """
         view = copy.copy(self)
         view._is_plugin = is_plugin
+        view._plugin_modules = {}
         return view
 
     def is_live(self, spec: StageSpec) -> bool:
@@ -178,7 +182,12 @@ class StageRegistry:
         module = origin[1] if origin is not None else None
         if module is None:
             return True  # declared outside any imported module (exec'd code): cannot tell
-        return sys.modules.get(spec.func.__module__) is module or self._is_plugin(module)
+        if sys.modules.get(spec.func.__module__) is module or id(module) in self._plugin_modules:
+            return True
+        if self._is_plugin(module):  # a conftest: registered for the whole run
+            self._plugin_modules[id(module)] = module
+            return True
+        return False
 
     def get(self, name: str) -> StageSpec | None:
         spec = self._specs.get(name)

@@ -85,7 +85,7 @@ def end_state(
     walltime, packed = task_walltime(store.root, instance)
     limit = f"its walltime limit of {walltime}"
     if packed > 1:
-        limit = f"the walltime limit of its task, {walltime} for {packed} packed instances"
+        limit = f"the walltime limit of its task ({packed} instances packed), {walltime}"
     if result is not None and result.signal and info.state is JobState.COMPLETED:
         # Torque's wrapper over Slurm reports a cancelled or timed-out job as completed.
         name = signal.Signals(result.signal).name
@@ -100,7 +100,7 @@ def end_state(
         return "COMPLETED without committing a result"
     if info.state is JobState.TIMEOUT:
         if result is None and packed > 1:
-            return f"TIMEOUT (its task reached {limit} before this instance started)"
+            return f"TIMEOUT (its task reached {limit}, before this instance started)"
         return f"TIMEOUT (past {limit})"
     if result is None and packed > 1 and info.state is JobState.CANCELLED:
         return "CANCELLED (its task was cancelled before this instance started)"

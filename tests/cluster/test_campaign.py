@@ -214,6 +214,20 @@ def test_sleeper(sleeper):
 """
 
 
+PACKED_SLEEPERS = """
+
+@stage(slow=True, resources=Resources(cpu=1, mem="100M", walltime="0:30"),
+       params=sweep(Point, n=[1, 2]))
+def packed(config: Point):
+    time.sleep(float(os.environ["SLEEP"]))
+    return config.n
+
+
+def test_packed(packed):
+    pass
+"""
+
+
 def test_a_cancelled_job_fails_its_tests_with_that_state(
     pytester: pytest.Pytester,
     calls: CallLog,
@@ -252,18 +266,28 @@ def test_a_job_past_its_walltime_fails_its_tests_with_timeout(
     slurm_cluster: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Slurm rounds limits up to whole minutes and checks them every ~30 s: 60-100 s.
+    # Slurm rounds limits up to whole minutes and checks them every ~30 s: 60-100 s. In the
+    # same run, two 30 s instances packed into one task of 1:00: the first is killed, the
+    # second never starts; each message names the limit that ended it.
     monkeypatch.setenv("WALLTIME", "1:00")
     monkeypatch.setenv("SLEEP", "300")
-    project(pytester, SLEEPER)
+    project(pytester, SLEEPER + PACKED_SLEEPERS)
     result = run(pytester, "slurm")
-    result.assert_outcomes(errors=1)
-    job_id = jobs.submitted()["sleeper"]["job_id"]
+    result.assert_outcomes(errors=3)
+    submitted = jobs.submitted()
+    job_id = submitted["sleeper"]["job_id"]
+    task = submitted["packed[n=1]"]["job_id"]
+    assert submitted["packed[n=2]"]["job_id"] == task
+    limit = "the walltime limit of its task (2 instances packed), 0:01:00"
     result.stdout.fnmatch_lines(
         [
             f"*slurm job {job_id} ended TIMEOUT (past its walltime limit of 1:00); nothing was "
-            "committed."
+            "committed.",
         ]
+    )
+    result.stdout.fnmatch_lines([f"*slurm job {task} ended TIMEOUT (past {limit});*"])
+    result.stdout.fnmatch_lines(
+        [f"*slurm job {task} ended TIMEOUT (its task reached {limit}, before this instance*"]
     )
 
 
