@@ -22,14 +22,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from pytest_physpipe.errors import LockTimeoutError, ResourceError
 from pytest_physpipe.models import Resources
@@ -350,14 +351,16 @@ def pinned(grant: Grant) -> Iterator[None]:
     already loaded with threadpoolctl. Everything is restored on exit; variables that were
     unset are unset again. A CUDA context created before entering keeps the devices it saw.
     """
-    from threadpoolctl import threadpool_limits
-
     wanted = dict.fromkeys(THREAD_ENV_VARS, str(grant.cpus))
     wanted["CUDA_VISIBLE_DEVICES"] = ",".join(grant.gpu_ids)
     saved = {name: os.environ.get(name) for name in wanted}
     try:
         os.environ.update(wanted)
-        with threadpool_limits(limits=grant.cpus):
+        controller = _pools()
+        if controller.lib_controllers:
+            with controller.limit(limits=grant.cpus):
+                yield
+        else:
             yield
     finally:
         for name, value in saved.items():
@@ -365,3 +368,72 @@ def pinned(grant: Grant) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+class _Pools:
+    """The thread pools threadpoolctl finds, found again only when a shared library was loaded
+    or unloaded since (its search walks every loaded library through a Python callback: about
+    a millisecond, on every computed instance if done each time)."""
+
+    def __init__(self) -> None:
+        self.controller: Any = None
+        self.seen: tuple[int, int] | None = None
+
+
+_pools_found = _Pools()
+
+
+def _pools() -> Any:
+    from threadpoolctl import ThreadpoolController
+
+    seen = _loaded_libraries()
+    if _pools_found.controller is None or seen is None or seen != _pools_found.seen:
+        _pools_found.controller = ThreadpoolController()
+        _pools_found.seen = seen
+    return _pools_found.controller
+
+
+def _loaded_libraries() -> tuple[int, int] | None:
+    """How many times a shared library was loaded and unloaded in this process (glibc's
+    ``dl_iterate_phdr`` counters), or ``None`` where they cannot be read: then the pools are
+    searched every time."""
+    count = _library_counter()
+    return None if count is None else count()
+
+
+@functools.cache
+def _library_counter() -> Callable[[], tuple[int, int] | None] | None:
+    import ctypes  # here: only a computed instance needs it
+
+    class PhdrInfo(ctypes.Structure):
+        # The head of glibc's struct dl_phdr_info, up to its load and unload counters.
+        _fields_ = (
+            ("addr", ctypes.c_void_p),
+            ("name", ctypes.c_char_p),
+            ("phdr", ctypes.c_void_p),
+            ("phnum", ctypes.c_uint16),
+            ("adds", ctypes.c_ulonglong),
+            ("subs", ctypes.c_ulonglong),
+        )
+
+    try:
+        iterate = ctypes.CDLL(None).dl_iterate_phdr
+    except (OSError, AttributeError):
+        return None
+    found: list[tuple[int, int]] = []
+
+    def first(info: Any, size: int, _data: Any) -> int:
+        if size >= ctypes.sizeof(PhdrInfo):
+            found.append((info.contents.adds, info.contents.subs))
+        return 1  # stop after the first object: the counters are the process's
+
+    callback = ctypes.CFUNCTYPE(
+        ctypes.c_int, ctypes.POINTER(PhdrInfo), ctypes.c_size_t, ctypes.c_void_p
+    )(first)
+
+    def count() -> tuple[int, int] | None:
+        found.clear()
+        iterate(callback, None)
+        return found[0] if found else None
+
+    return count

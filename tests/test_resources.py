@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -252,6 +255,36 @@ def test_pinned_limits_blas_thread_pool() -> None:
     with pinned(Grant(cpus=1, cpu_ids=(0,), gpu_ids=())):
         assert blas_threads() == [1] * len(before)
     assert blas_threads() == before
+
+
+def test_pinned_finds_a_blas_loaded_after_an_earlier_grant() -> None:
+    """The thread pools are searched once and again only when a library was loaded since: a
+    BLAS that a stage imports after an earlier instance ran is capped on the next one."""
+    pytest.importorskip("numpy")
+    code = """
+import json
+from threadpoolctl import threadpool_info
+from pytest_physpipe.resources import Grant, pinned
+one = Grant(cpus=1, cpu_ids=(0,), gpu_ids=())
+with pinned(one):
+    pass
+import numpy
+blas = lambda: [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+before = blas()
+with pinned(one):
+    inside = blas()
+with pinned(one):
+    again = blas()
+print(json.dumps([before, inside, again, blas()]))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    before, inside, again, after = json.loads(result.stdout)
+    if not before:
+        pytest.skip("numpy loaded no BLAS library that threadpoolctl knows")
+    assert inside == again == [1] * len(before)
+    assert after == before
 
 
 # ---------------------------------------------------------------------------------------------
