@@ -181,6 +181,11 @@ class SlotPool:
     def __init__(self, root: Path, budget: Budget) -> None:
         self.root = Path(root)
         self.budget = budget
+        names = [f"cpu-{i}.slot" for i in range(budget.cpus)]
+        names += [f"gpu-{i}.slot" for i in range(len(budget.gpu_ids))]
+        names += ["alloc.lock", "priority.lock"]
+        #: Slot name -> its file (paths built once: a hold happens per computed instance).
+        self._files = {name.rpartition(".")[0]: os.path.join(self.root, name) for name in names}
 
     def check(self, resources: Resources, *, stage: str) -> None:
         """Raise :class:`ResourceError` if ``resources`` can never fit in the budget."""
@@ -237,15 +242,14 @@ class SlotPool:
     def _open(self) -> dict[str, int]:
         """One fresh descriptor per slot file (flock locks belong to an open file, so
         descriptors of their own make two holds in one process exclude each other too)."""
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        names = [f"cpu-{i}" for i in range(self.budget.cpus)]
-        names += [f"gpu-{i}" for i in range(len(self.budget.gpu_ids))]
-        names += ["alloc", "priority"]
         fds: dict[str, int] = {}
         try:
-            for name in names:
-                suffix = ".lock" if name in ("alloc", "priority") else ".slot"
-                fds[name] = os.open(self.root / f"{name}{suffix}", os.O_RDWR | os.O_CREAT, 0o600)
+            for name, path in self._files.items():
+                try:
+                    fds[name] = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+                except FileNotFoundError:  # the first hold of the run makes the directory
+                    self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    fds[name] = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except BaseException:
             for fd in fds.values():
                 os.close(fd)
