@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import marshal
-import pickle
 import sys
 from typing import Any
 
@@ -67,6 +66,8 @@ def _isolate(value: Any, numpy: Any, memo: dict[int, Any]) -> Any:
     try:
         return copy.deepcopy(value, memo)
     except Exception:
+        import pickle  # the rare fallback: plain values never get here
+
         return pickle.loads(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 import warnings
@@ -79,6 +80,24 @@ def test_loading_the_plugin_leaves_what_a_cached_rerun_does_without() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_hit_on_a_plain_value_does_without_pickle() -> None:
+    # The session's modules, the codec registry and a consumer's copy of a plain value: what a
+    # cached rerun of json entries runs. Pickle comes with the first pickled value only.
+    code = (
+        "import sys, pytest_physpipe.plugin, pytest_physpipe.session\n"
+        "from pytest_physpipe.isolation import isolate\n"
+        "from pytest_physpipe.store.codecs import CodecRegistry\n"
+        "codec = CodecRegistry().choose({'a': [1.0]}, 'auto', stage='s')\n"
+        "isolate({'a': [1.0, 'b'], 'c': (1, 2)})\n"
+        "print(codec.name, 'pickle' in sys.modules)\n"
+    )
+    env = {**os.environ, "PHYSPIPE_SECRET": "k" * 32}  # never the user's secret file
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert done.stdout.split() == ["json", "False"]
 
 
 def test_tolerance_module() -> None:

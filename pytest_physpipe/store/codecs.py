@@ -22,7 +22,6 @@ import io
 import json
 import mmap
 import os
-import pickle
 import re
 import sys
 from collections.abc import Mapping
@@ -513,6 +512,8 @@ class PickleCodec:
         return True
 
     def encode(self, value: object, dest: Path) -> dict[str, Any]:
+        import pickle  # only pickled values pay for it: not a hit on a json or npy entry
+
         try:
             data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
@@ -524,6 +525,8 @@ class PickleCodec:
     def decode(self, src: Path, meta: Mapping[str, Any], *, mmap_min: int) -> object:
         data = (src / "value.pkl").read_bytes()
         self.signer.check(data, meta, what="pickle")
+        import pickle
+
         return pickle.loads(data)
 
     def check_signature(self, src: Path, meta: Mapping[str, Any]) -> None:
