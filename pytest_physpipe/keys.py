@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -247,6 +246,8 @@ def _input_fields(cls: type[StageConfig]) -> tuple[str, ...]:
 
 def package_versions(names: list[str] | tuple[str, ...]) -> dict[str, str]:
     """Installed versions of the packages in ini ``physpipe_track_packages``."""
+    from importlib import metadata  # only a computed record asks
+
     versions: dict[str, str] = {}
     for name in names:
         try:

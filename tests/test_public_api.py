@@ -50,6 +50,37 @@ def test_importing_the_package_does_not_import_the_machinery() -> None:
     assert done.stdout.strip() == "[]"
 
 
+def test_loading_the_plugin_leaves_what_a_cached_rerun_does_without() -> None:
+    # What pytest loads at startup: the plugin's own import path, before any hook runs. The
+    # machinery a hit needs (session, store) comes at configure/collection; the cluster, the
+    # goldens, xdist scheduling, pickle and the scientific libraries only when a run uses them.
+    unwanted = (
+        "numpy",
+        "syrupy",
+        "pickle",
+        "threadpoolctl",
+        "pytest_physpipe.cluster",
+        "pytest_physpipe.snapshot",
+        "pytest_physpipe.scheduling",
+        "pytest_physpipe.session",
+        "pytest_physpipe.execute",
+        "pytest_physpipe.plan",
+        "pytest_physpipe.run",
+        "pytest_physpipe.report",
+        "pytest_physpipe.store.entries",
+        "pytest_physpipe.store.codecs",
+        "pytest_physpipe.store.scientific",
+        "pytest_physpipe.workflow",
+    )
+    code = (
+        "import sys, pytest_physpipe.plugin\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {{'numpy', 'syrupy'}}"
+        f" or any(m == u or m.startswith(u + '.') for u in {unwanted!r})))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_tolerance_module() -> None:
     from pytest_physpipe.tolerance import Tolerance, ToleranceRules, compare
 
