@@ -193,6 +193,10 @@ def _rows(path: str, *, lines: bool) -> list[Any]:
     parts = data.splitlines()
     if not parts or parts[0] != _JOURNAL_HEADER:
         return []
+    with contextlib.suppress(ValueError, RecursionError):
+        # One parse for the whole journal (a live session's may hold 100,000 lines).
+        whole: list[Any] = json.loads(b"[" + b",".join(parts[1:]) + b"]")
+        return whole
     rows = []
     for line in parts[1:]:
         with contextlib.suppress(ValueError, RecursionError):
@@ -208,7 +212,8 @@ def summaries(
 
     ``describe(key, inode)`` reads an entry's ``meta.json`` for one the index cannot vouch for
     and returns its summary (``None`` when it is damaged). The snapshot is rewritten when the
-    index had journals to fold in or was stale; a read-only store is listed all the same.
+    listing healed it, found it stale, or folded in the journals of finished processes; a
+    read-only store is listed all the same.
     """
     entries, damaged = present(layout)
     snapshot = os.fspath(layout.index / "entries.json")
@@ -217,21 +222,27 @@ def summaries(
         journals = sorted(p.path for p in os.scandir(journals_dir) if p.name.endswith(".jsonl"))
     except OSError:
         journals = []
-    rows = _rows(snapshot, lines=False)
-    stored = len(rows)
+
+    def valid(rows: list[Any]) -> dict[str, Any]:
+        return {
+            row[0]: row
+            for row in rows
+            if type(row) is list and len(row) == 8 and type(row[0]) is str
+        }
+
+    stored = valid(_rows(snapshot, lines=False))
+    known = dict(stored)
     for path in journals:  # after the snapshot: a journal line is newer
-        rows += _rows(path, lines=True)
-    known = {
-        row[0]: row for row in rows if type(row) is list and len(row) == 8 and type(row[0]) is str
-    }
+        known.update(valid(_rows(path, lines=True)))
     found: dict[str, tuple[Summary, float]] = {}
-    healed = 0
-    get, make = known.get, tuple.__new__
+    healed = from_snapshot = 0
+    get, snapshot_row, make = known.get, stored.get, tuple.__new__
     for key, (inode, last_used) in entries.items():
         row = get(key)
         # Trusted only for the version of the entry it was written for (the same inode).
         if row is not None and row[1] == inode and type(row[6]) is int:
             found[key] = (make(Summary, row), last_used)
+            from_snapshot += row is snapshot_row(key)
             continue
         summary = describe(key, inode)
         healed += 1
@@ -239,10 +250,21 @@ def summaries(
             damaged.append(key)
         else:
             found[key] = (summary, last_used)
-    stale = stored != len(found) - healed  # rows of entries gone or replaced
-    if journals or healed or stale:
-        _rewrite(layout, snapshot, found, journals)
+    # Rewritten when it heals, drops rows of entries gone or replaced, or folds in the journals
+    # of finished processes (removed then); a live session's journal is read, not folded, so
+    # that listing beside a running session does not rewrite the snapshot every time.
+    stale = from_snapshot != len(stored) or (found and not stored)  # or none yet
+    finished = [path for path in journals if _finished(path)]
+    if healed or stale or finished:
+        _rewrite(layout, snapshot, found, finished)
     return found, damaged
+
+
+def _finished(path: str) -> bool:
+    """Whether the journal at ``path`` is of a process of this host that is gone."""
+    stem = os.path.basename(path).removesuffix(".jsonl")
+    host, _, pid = stem.rpartition(".")[0].rpartition(".")
+    return host == this_host().name and pid.isdigit() and not pid_alive(int(pid))
 
 
 def _rewrite(
@@ -251,7 +273,7 @@ def _rewrite(
     found: dict[str, tuple[Summary, float]],
     journals: list[str],
 ) -> None:
-    """Write the snapshot, then remove the folded journals of processes that are gone."""
+    """Write the snapshot, then remove the ``journals`` (of processes that are gone) it folds."""
     try:
         layout.index.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(layout.index / ".entries.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -262,13 +284,9 @@ def _rewrite(
         rows = [summary for summary, _used in found.values()]  # tuples: JSON arrays
         text = json.dumps({"format": _FORMAT, "rows": rows}, allow_nan=True)
         write_text_atomic(layout.index / "entries.json", text)
-        here = this_host().name
         for path in journals:
-            stem = os.path.basename(path).removesuffix(".jsonl")
-            host, _, pid = stem.rpartition(".")[0].rpartition(".")
-            if host == here and pid.isdigit() and not pid_alive(int(pid)):
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
     except OSError:
         pass
     finally:
