@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchutil import timed_pytest
+from benchutil import Row, check_exit, print_table, timed_pytest
 
 from pytest_physpipe import StageConfig, stage
 
@@ -58,9 +58,6 @@ PLAN_TARGETS = {10000: 1.0}
 REPO = Path(__file__).resolve().parent.parent
 #: (b)'s StageRunner.lookup targets, seconds.
 SMALL_HIT_S, BIG_HIT_S = 0.05e-3, 0.3e-3
-
-#: One row of the table: measurement, our figure, target or note, met (None: no target).
-Row = tuple[str, str, str, "bool | None"]
 
 
 # The two stages of (b), declared as a user would.
@@ -492,16 +489,8 @@ def main() -> int:
     if args.rows_json:
         print(json.dumps(rows))
         return 0
-    verdict = {None: "", True: "ok", False: "MISSED"}
-    table = [(a, b, c, verdict[met]) for a, b, c, met in rows]
-    titles = ("measurement", "median", "target / note", "")
-    widths = [max(len(r[i]) for r in [titles, *table]) for i in range(4)]
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} cpus")
-    for line in header:
-        print(line)
-    for row in [titles, tuple("-" * w for w in widths), *table]:
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        print("  ".join(cells).rstrip())
+    print_table(rows, header)
     if scale:
         print()
         print("| instances | cold | cached | bare | plan |")
@@ -509,11 +498,7 @@ def main() -> int:
         for size, times in scale.items():
             figures = " | ".join(f"{times[k]:.2f} s" for k in ("cold", "cached", "bare", "plan"))
             print(f"| {size:,} | {figures} |")
-    missed = [row[0] for row in rows if row[3] is False]
-    if args.check and missed:
-        print(f"--check: {len(missed)} target(s) missed: {'; '.join(missed)}", file=sys.stderr)
-        return 1
-    return 0
+    return check_exit(rows, args.check)
 
 
 if __name__ == "__main__":

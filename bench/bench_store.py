@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchutil import Row, check_exit, print_table
 
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store.entries import Store
@@ -47,8 +48,6 @@ PRUNE_RATIO = 3.0
 POLICIES = ("entry", "session", "none")
 DEFAULT_POLICY = "session"
 
-#: One row of the table: measurement, our figure, target or note, met (None: no target).
-Row = tuple[str, str, str, "bool | None"]
 
 SMALL = {"energy": 0.123456789, "steps": 1000, "converged": True, "label": "heat"}
 
@@ -264,19 +263,9 @@ def main() -> int:
             rows += part_b(tmp, repeats)
         if "c" not in args.skip or "d" not in args.skip:
             rows += part_cd(tmp, entries, repeats, args.skip)
-    verdict = {None: "", True: "ok", False: "MISSED"}
-    table = [(a, b, c, verdict[met]) for a, b, c, met in rows]
-    header = ("measurement", "median", "target / note", "")
-    widths = [max(len(r[i]) for r in [header, *table]) for i in range(4)]
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} cpus")
-    for row in [header, tuple("-" * w for w in widths), *table]:
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        print("  ".join(cells).rstrip())
-    missed = [row[0] for row in rows if row[3] is False]
-    if args.check and missed:
-        print(f"--check: {len(missed)} target(s) missed: {'; '.join(missed)}", file=sys.stderr)
-        return 1
-    return 0
+    print_table(rows)
+    return check_exit(rows, args.check)
 
 
 if __name__ == "__main__":

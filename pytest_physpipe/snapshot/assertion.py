@@ -155,12 +155,19 @@ class PhysicsSnapshot(SnapshotAssertion):
         )
 
 
-def _ini_bound(config: pytest.Config, name: str, fallback: float) -> float:
+def _ini_raw(config: pytest.Config, name: str) -> Any:
+    """The ini value as written, or ``None`` when unset (or not registered: the plugin
+    providing it is not loaded)."""
     try:
         raw = config.getini(name)
-    except ValueError:  # not registered: the plugin providing the ini is not loaded
-        return fallback
-    if raw in (None, "", []):
+    except ValueError:
+        return None
+    return None if raw in (None, "", []) else raw
+
+
+def _ini_bound(config: pytest.Config, name: str, fallback: float) -> float:
+    raw = _ini_raw(config, name)
+    if raw is None:
         return fallback
     try:
         return Tolerance(rtol=float(raw)).rtol
@@ -171,11 +178,8 @@ def _ini_bound(config: pytest.Config, name: str, fallback: float) -> float:
 
 
 def _ini_count(config: pytest.Config, name: str, fallback: int) -> int:
-    try:
-        raw = config.getini(name)
-    except ValueError:  # not registered: the plugin providing the ini is not loaded
-        return fallback
-    if raw in (None, "", []):
+    raw = _ini_raw(config, name)
+    if raw is None:
         return fallback
     try:
         count = int(str(raw))
