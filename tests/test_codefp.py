@@ -199,11 +199,15 @@ def _digest(folder: Path, files: dict[str, str]) -> tuple[str, dict[str, str]]:
         sys.modules.pop(name, None)
     linecache.clearcache()
     sys.path.insert(0, str(folder))
+    # No bytecode cache: an edit made within the second of the last import that keeps the
+    # file's size (2 -> 3) would otherwise load the stale .pyc (its check is mtime + size).
+    writes_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     try:
         module = importlib.import_module("stages")
         found = code_of(module.heat)
         return found.digest, found.parts
     finally:
+        sys.dont_write_bytecode = writes_bytecode
         sys.path.remove(str(folder))
         for name in names:
             sys.modules.pop(name, None)
