@@ -644,9 +644,6 @@ class Store:
                 key=key, path=base, record=record, size=tree_size(base), last_used=last_used
             )
 
-    def size_bytes(self) -> int:
-        return tree_size(self.layout.entries)
-
 
 def _cause(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
