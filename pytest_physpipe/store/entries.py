@@ -638,9 +638,6 @@ class Store:
                 key=key, path=base, record=record, size=tree_size(base), last_used=last_used
             )
 
-    def size_bytes(self) -> int:
-        return tree_size(self.layout.entries)
-
 
 def _read_stat(path: str) -> tuple[bytes, os.stat_result] | None:
     """The file at ``path`` and its stat (``None`` if there is none), from one descriptor."""
