@@ -445,11 +445,10 @@ class PhyspipeSession:
 
     # -- results --------------------------------------------------------------------------------
 
-    def merge(self, records: list[dict[str, Any]]) -> None:
+    def merge(self, records: Iterable[StageRecord]) -> None:
         """Fold a worker's records into this (controller's) view; a failure or compute wins."""
         rank = {"failed": 4, "computed": 3, "loaded-from-job": 3, "hit": 2, "skipped": 1}
-        for data in records:
-            record = StageRecord.model_validate(data)
+        for record in records:
             old = self.records.get(record.key)
             if old is None or rank[record.status] > rank[old.status]:
                 self.records[record.key] = record
