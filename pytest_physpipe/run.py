@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -71,8 +70,6 @@ class PhyspipeRun:
         self.instances: list[StageInstance] = []
         #: The xdist hooks, where xdist is active (see :mod:`pytest_physpipe.scheduling.hooks`).
         self.xdist: XdistHooks | None = None
-        #: The store's size, walked in the background while the tests run (see the summary).
-        self._store_size: StoreSize | None = None
         self._session: PhyspipeSession | None = None
 
     # -- the session ----------------------------------------------------------------------------
@@ -151,8 +148,6 @@ class PhyspipeRun:
             self.xdist.collected(session)
         if physpipe is not None and self.settings.plan_only:
             self._print_plan(physpipe)
-        elif physpipe is not None and not self.settings.no_cache and self.worker is None:
-            self._store_size = StoreSize(physpipe.store.size_bytes)
 
     def _print_plan(self, physpipe: PhyspipeSession) -> None:
         from pytest_physpipe.report import format_plan
@@ -216,12 +211,11 @@ class PhyspipeRun:
 
         size = None
         if not self.settings.no_cache:
-            # Walked while the tests ran; walked again if this run added entries meanwhile.
-            changed = any(
-                r.status in ("computed", "loaded-from-job") for r in physpipe.records.values()
-            )
-            walked = None if self._store_size is None or changed else self._store_size.result()
-            size = walked if walked is not None else physpipe.store.size_bytes()
+            # From the listing index: a stat per shard when the store did not change.
+            from pytest_physpipe.store.listing import store_size
+
+            with contextlib.suppress(OSError):
+                size = store_size(physpipe.store.layout)
         terminalreporter.section("physpipe", sep="-")
         for line in format_summary(physpipe.records, size, verbose=config.option.verbose > 0):
             terminalreporter.write_line(line)
@@ -245,26 +239,6 @@ class PhyspipeRun:
 
             with contextlib.suppress(OSError):
                 cleanup(layout, local_only=True)
-
-
-class StoreSize:
-    """``size()`` run in a daemon thread: walking a store of thousands of entries costs as
-    much as running their tests, and the summary needs the figure only at the end."""
-
-    def __init__(self, size: Callable[[], int]) -> None:
-        self._size = size
-        self._value: int | None = None
-        self._thread = threading.Thread(target=self._walk, name="physpipe-store-size", daemon=True)
-        self._thread.start()
-
-    def _walk(self) -> None:
-        with contextlib.suppress(OSError):
-            self._value = self._size()
-
-    def result(self) -> int | None:
-        """The size, once the walk is done (``None`` if it failed)."""
-        self._thread.join()
-        return self._value
 
 
 @contextmanager

@@ -13,6 +13,9 @@
     jobs/<key>/                      batch job spec, outcome and log
     index/<stage>.json               the latest key and key manifest of a stage, per param id
     index/<stage>/<param>.json       the same, one file per param (written by older versions)
+    index/entries.json               the listing index (store/listing.py); index/.entries.lock
+    index/entries/*.jsonl            its journals, one per committing process
+    index/entry-sizes.json           each shard's bytes (the terminal summary's store size)
 
 No other module builds a path under the root: each asks a :class:`StoreLayout`. Scratch names
 carry their owner (host and pid) so that housekeeping can tell a live owner from a dead one
@@ -73,6 +76,11 @@ class StoreLayout:
         self.jobs = self.root / "jobs"
         self.owners = self.root / "owners"
         self.index = self.root / "index"
+        #: The listing index (see ``store/listing.py``): snapshot, journals, lock, shard sizes.
+        self.listing = self.index / "entries.json"
+        self.listing_journals = self.index / "entries"
+        self.listing_lock = self.index / ".entries.lock"
+        self.entry_sizes = self.index / "entry-sizes.json"
         self.cachedir_tag = self.root / "CACHEDIR.TAG"
         self.gitignore = self.root / ".gitignore"
         self._entries = os.fspath(self.entries)

@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -31,9 +32,17 @@ from typing import Any, NamedTuple
 from pytest_physpipe.keys import KEY_PATTERN
 from pytest_physpipe.store.atomic import write_text_atomic
 from pytest_physpipe.store.hosts import pid_alive, this_host
-from pytest_physpipe.store.layout import StoreLayout
+from pytest_physpipe.store.layout import StoreLayout, tree_size
 
-__all__ = ["Summary", "close_journal", "journal", "present", "summaries", "summary_of_meta"]
+__all__ = [
+    "Summary",
+    "close_journal",
+    "journal",
+    "present",
+    "store_size",
+    "summaries",
+    "summary_of_meta",
+]
 
 #: Format 2: rows carry the inode of the entry's ``meta.json`` (format 1: its directory's), so
 #: that one ``stat`` gives a listing both the check and the last use.
@@ -129,7 +138,7 @@ def close_journal(layout: StoreLayout) -> None:
 
 
 def _open_journal(layout: StoreLayout) -> int:
-    folder = layout.index / "entries"
+    folder = layout.listing_journals
     name = f"{this_host().name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.jsonl"
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL
     try:
@@ -204,6 +213,29 @@ def _rows(path: str, *, lines: bool) -> list[Any]:
     return rows
 
 
+def _journal_paths(layout: StoreLayout) -> list[str]:
+    try:
+        found = os.scandir(layout.listing_journals)
+    except OSError:
+        return []
+    with found:
+        return sorted(p.path for p in found if p.name.endswith(".jsonl"))
+
+
+def _valid(rows: list[Any]) -> dict[str, Any]:
+    return {
+        row[0]: row for row in rows if type(row) is list and len(row) == 8 and type(row[0]) is str
+    }
+
+
+def _known(stored: dict[str, Any], journals: list[str]) -> dict[str, Any]:
+    """The rows of the snapshot (``stored``) updated by those of the journals (newer)."""
+    known = dict(stored)
+    for path in journals:
+        known.update(_valid(_rows(path, lines=True)))
+    return known
+
+
 def summaries(
     layout: StoreLayout, describe: Callable[[str, int], Summary | None]
 ) -> tuple[dict[str, tuple[Summary, float]], list[str]]:
@@ -216,24 +248,10 @@ def summaries(
     read-only store is listed all the same.
     """
     entries, damaged = present(layout)
-    snapshot = os.fspath(layout.index / "entries.json")
-    journals_dir = layout.index / "entries"
-    try:
-        journals = sorted(p.path for p in os.scandir(journals_dir) if p.name.endswith(".jsonl"))
-    except OSError:
-        journals = []
-
-    def valid(rows: list[Any]) -> dict[str, Any]:
-        return {
-            row[0]: row
-            for row in rows
-            if type(row) is list and len(row) == 8 and type(row[0]) is str
-        }
-
-    stored = valid(_rows(snapshot, lines=False))
-    known = dict(stored)
-    for path in journals:  # after the snapshot: a journal line is newer
-        known.update(valid(_rows(path, lines=True)))
+    snapshot = os.fspath(layout.listing)
+    journals = _journal_paths(layout)
+    stored = _valid(_rows(snapshot, lines=False))
+    known = _known(stored, journals)
     found: dict[str, tuple[Summary, float]] = {}
     healed = from_snapshot = 0
     get, snapshot_row, make = known.get, stored.get, tuple.__new__
@@ -276,14 +294,14 @@ def _rewrite(
     """Write the snapshot, then remove the ``journals`` (of processes that are gone) it folds."""
     try:
         layout.index.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(layout.index / ".entries.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(layout.listing_lock, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError:
         return  # a read-only store: listed, not healed
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         rows = [summary for summary, _used in found.values()]  # tuples: JSON arrays
         text = json.dumps({"format": _FORMAT, "rows": rows}, allow_nan=True)
-        write_text_atomic(layout.index / "entries.json", text)
+        write_text_atomic(layout.listing, text)
         for path in journals:
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -291,3 +309,108 @@ def _rewrite(
         pass
     finally:
         os.close(fd)
+
+
+# -- the store's size -----------------------------------------------------------------------------
+
+#: A shard whose directory changed less than this long ago may change again within the same
+#: mtime (timestamps are coarse: a kernel tick, a second on some filesystems), so its count is
+#: not recorded.
+_RACY_NS = 2_000_000_000
+_SIZES_FORMAT = 1
+
+
+def store_size(layout: StoreLayout) -> int:
+    """The bytes of every entry: the total ``physpipe ls`` prints (see the module docstring).
+
+    Each shard's recorded bytes are used while its directory keeps the mtime they were counted
+    at; the others are listed again (one ``stat`` per entry, the index's size for an entry it
+    vouches for, a walk of any other) and recorded. Bookkeeping: an unwritable store is counted
+    all the same."""
+    path = layout.entry_sizes
+    recorded = _read_sizes(path)
+    try:
+        listing = os.scandir(layout.entries)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    now = time.time_ns()
+    current: dict[str, tuple[int, int]] = {}  # shard: (mtime_ns, bytes)
+    changed: dict[str, int] = {}  # shard: mtime_ns before it is listed
+    with listing:
+        for item in listing:
+            if not item.is_dir(follow_symlinks=False):
+                continue
+            try:
+                mtime = item.stat(follow_symlinks=False).st_mtime_ns
+            except FileNotFoundError:
+                continue
+            known = recorded.get(item.name)
+            if known is not None and known[0] == mtime:
+                current[item.name] = known
+            else:
+                changed[item.name] = mtime
+    if changed:
+        counted = _count_shards(layout, list(changed))
+        for shard, mtime in changed.items():
+            # -1: counted now, listed again next time (see _RACY_NS).
+            current[shard] = (mtime if now - mtime > _RACY_NS else -1, counted[shard])
+    if changed or current.keys() != recorded.keys():
+        rows = {shard: list(value) for shard, value in sorted(current.items())}
+        with contextlib.suppress(OSError):  # a read-only store: counted, not recorded
+            write_text_atomic(path, json.dumps({"format": _SIZES_FORMAT, "shards": rows}))
+    return sum(value[1] for value in current.values())
+
+
+def _read_sizes(path: os.PathLike[str]) -> dict[str, tuple[int, int]]:
+    """The recorded ``(mtime_ns, bytes)`` of each shard (none from a missing or garbage file)."""
+    try:
+        with open(path, "rb") as handle:
+            doc = json.loads(handle.read())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    if not isinstance(doc, dict) or doc.get("format") != _SIZES_FORMAT:
+        return {}
+    shards = doc.get("shards")
+    if not isinstance(shards, dict):
+        return {}
+    return {
+        shard: (value[0], value[1])
+        for shard, value in shards.items()
+        if type(value) is list
+        and len(value) == 2
+        and type(value[0]) is int
+        and type(value[1]) is int
+        and value[0] >= 0
+    }
+
+
+def _count_shards(layout: StoreLayout, shards: list[str]) -> dict[str, int]:
+    """The bytes of the entries in ``shards``: the index's size of an entry it vouches for
+    (same ``meta.json`` inode), a walk of any other (damaged, or not in the index)."""
+    known = _known(_valid(_rows(os.fspath(layout.listing), lines=False)), _journal_paths(layout))
+    match, stat, get = KEY_PATTERN.match, os.stat, known.get
+    counted = dict.fromkeys(shards, 0)
+    for shard in shards:
+        folder = os.fspath(layout.entries / shard)
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # removed since, or a symlink
+        total = 0
+        try:
+            for name in os.listdir(fd):
+                if not match(name):
+                    continue
+                try:
+                    inode = stat(f"{name}/meta.json", dir_fd=fd).st_ino
+                except (FileNotFoundError, NotADirectoryError):
+                    inode = -1  # damaged: ls shows it with its files' size
+                row = get(name)
+                if row is not None and row[1] == inode and type(row[6]) is int:
+                    total += row[6]
+                else:
+                    total += tree_size(f"{folder}/{name}")
+        finally:
+            os.close(fd)
+        counted[shard] = total
+    return counted
