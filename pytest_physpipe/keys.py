@@ -50,11 +50,17 @@ KEY_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}
 
 
+#: ``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+#: allow_nan=True)``, with the encoder made once instead of once per call (it keeps no state
+#: between calls).
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True
+)
+
+
 def canonical(obj: Any) -> bytes:
     """One byte string per value: sorted keys, no whitespace, floats as shortest repr."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True
-    ).encode()
+    return _CANONICAL.encode(obj).encode()
 
 
 class UnencodableField(ValueError):
@@ -332,20 +338,25 @@ class KeyTemplate:
             else:
                 text += encoded[member]
         self._texts.append(text + b"}")
+        # The varying members sort among themselves as listed in _VARYING: key() relies on it.
+        assert self._order == list(_VARYING)
 
     def key(self, config: bytes, inputs: Mapping[str, str], upstream: Mapping[str, str]) -> str:
         """The key for one instance; ``config`` is ``canonical(config_identity(...))``."""
-        varying = {
-            "config": config,
-            "inputs": canonical(dict(inputs)) if inputs else b"{}",
-            "upstream": canonical(dict(upstream)) if upstream else b"{}",
-        }
         texts = self._texts
-        parts = [texts[0]]
-        for index, name in enumerate(self._order, start=1):
-            parts.append(varying[name])
-            parts.append(texts[index])
-        return xxhash.xxh3_128_hexdigest(b"".join(parts))
+        return xxhash.xxh3_128_hexdigest(
+            b"".join(
+                (
+                    texts[0],
+                    config,
+                    texts[1],
+                    canonical(dict(inputs)) if inputs else b"{}",
+                    texts[2],
+                    canonical(dict(upstream)) if upstream else b"{}",
+                    texts[3],
+                )
+            )
+        )
 
 
 #: The members of a key's document that vary between a stage's instances.

@@ -25,15 +25,14 @@ from pytest_physpipe import keys
 from pytest_physpipe.errors import ConfigError, GraphError
 from pytest_physpipe.fanin import Coord, Gather, Gathered, coord_names, group_by, name_coords
 from pytest_physpipe.models import StageConfig
-from pytest_physpipe.stage import StageRegistry, StageSpec, default_ids, validate_config
+from pytest_physpipe.params import UNKNOWN_INDEX as _UNKNOWN
+from pytest_physpipe.params import format_value, index_of, own_id, swept_fields
+from pytest_physpipe.stage import StageRegistry, StageSpec, validate_config
 
 __all__ = ["MISSING", "GatherGroup", "GatherRef", "Planner", "StageInstance"]
 
 #: "No param given" (``None`` is a legitimate param value).
 MISSING: Any = object()
-
-#: "Not known yet" for a params= index (``None`` means: none of the params).
-_UNKNOWN: Any = object()
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,6 +93,43 @@ class GatherGroup:
         return self.ident
 
 
+class _Fixed:
+    """What every instance of one stage shares within a run (see :meth:`Planner._fixed`).
+
+    The manifest entries here are one object per stage, shared by its instances' manifests
+    (which nothing edits): a sweep of ten thousand instances builds them once.
+    """
+
+    __slots__ = ("head", "spec", "tail", "template")
+
+    def __init__(self, spec: StageSpec, packages: Mapping[str, str], salt: str) -> None:
+        self.spec = spec
+        # The qualified name without the module, like the stage's: moving a stage and its
+        # config class to another file keeps the key (docs/decisions.md).
+        config_class = None if spec.config_class is None else spec.config_class.__qualname__
+        self.template = keys.KeyTemplate(
+            name=spec.name,
+            qualname=spec.qualname,
+            code=spec.code,
+            version=spec.version,
+            config_class=config_class,
+            packages=packages,
+            salt=salt,
+        )
+        self.head: dict[str, Any] = {
+            "stage": spec.name,
+            "qualname": spec.qualname,
+            "code": spec.code,
+            "code_parts": dict(spec.code_info.parts),
+            "version": spec.version,
+            "config_class": config_class,
+        }
+        self.tail: dict[str, Any] = {
+            "packages": dict(packages),
+            "salt": keys.xxh3(salt.encode()),
+        }
+
+
 class Planner:
     """Resolves configs and keys. One per run; memoizes instances by their declaration."""
 
@@ -115,12 +151,14 @@ class Planner:
         self.rootdir = rootdir
         self._instances: dict[str, StageInstance] = {}
         self._by_declaration: dict[tuple[Any, ...], StageInstance] = {}
-        self._templates: dict[int, tuple[StageSpec, keys.KeyTemplate]] = {}
+        self._templates: dict[int, _Fixed] = {}
         self._item_instances: dict[str, dict[str, StageInstance]] = {}
         self._by_request: dict[tuple[str, int, tuple[str, ...]], tuple[object, StageInstance]] = {}
         self._enumerated: dict[str, list[tuple[StageInstance, dict[Coord, Any]]]] = {}
         self._groups: dict[tuple[str, str], list[GatherGroup]] = {}
         self._enumerating: list[str] = []
+        self._stage_names: dict[tuple[str, ...], list[str]] = {}
+        self._reached_marks: dict[str, tuple[StageInstance, bool, tuple[pytest.Mark, ...]]] = {}
 
     # -- validation -----------------------------------------------------------------------------
 
@@ -145,7 +183,7 @@ class Planner:
                     f"(stages: {known}). Check the spelling: NAME.FIELD=VALUE."
                 )
             for field_name in fields:
-                swept = _swept_fields(spec)
+                swept = swept_fields(spec)
                 if field_name in swept:
                     raise ConfigError(
                         f"--physpipe-set {stage_name}.{field_name}: stage {stage_name!r} sweeps "
@@ -242,7 +280,7 @@ class Planner:
         marks: tuple[pytest.Mark, ...] = ()
         index: int | None = None
         if config_param is not MISSING and spec.params is not None:
-            index = _param_index(spec, spec.coerce_config(config_param, origin="params"))
+            index = index_of(spec, spec.coerce_config(config_param, origin="params"))
             if index is not None and spec.marks is not None:
                 marks = spec.marks[index]
         config = self.resolve_config(spec, config_param)
@@ -297,7 +335,12 @@ class Planner:
                 "anything else in a stage and pass it downstream instead."
             ) from None
         encoded = keys.canonical(identity)
-        declaration = (spec.name, id(spec), encoded, tuple(sorted(upstream.items())))
+        declaration = (
+            spec.name,
+            id(spec),
+            encoded,
+            tuple(sorted(upstream.items())) if upstream else (),
+        )
         instance = self._by_declaration.get(declaration)
         if instance is not None:
             return instance
@@ -308,56 +351,38 @@ class Planner:
                 f"stage {spec.name!r}: {exc}. Fix the path in its config (relative paths are "
                 f"read from the rootdir {self.rootdir})."
             ) from None
-        # The qualified name without the module, like the stage's: moving a stage and its
-        # config class to another file keeps the key (docs/decisions.md).
-        config_class = None if spec.config_class is None else spec.config_class.__qualname__
-        key = self._template(spec).key(encoded, inputs, upstream)
+        fixed = self._fixed(spec)
         manifest = {
-            "stage": spec.name,
-            "qualname": spec.qualname,
-            "code": spec.code,
-            "code_parts": dict(spec.code_info.parts),
-            "version": spec.version,
-            "config_class": config_class,
+            **fixed.head,
             "config": config_data,
             "config_key": keys.xxh3(encoded),
             "inputs": inputs,
             "upstream": dict(upstream),
-            "packages": dict(self.packages),
-            "salt": keys.xxh3(self.salt.encode()),
+            **fixed.tail,
         }
         instance = StageInstance(
             spec=spec,
             config=config,
             upstream=upstream,
-            key=key,
+            key=fixed.template.key(encoded, inputs, upstream),
             param_id=self._label_id(spec, config, upstream, ident, param_index),
             config_json=config_data,
             manifest=manifest,
             marks=marks,
-            gathered=dict(gathered or {}),
+            gathered=dict(gathered) if gathered else {},
         )
         self._by_declaration[declaration] = instance
-        self._instances.setdefault(key, instance)
+        self._instances.setdefault(instance.key, instance)
         return instance
 
-    def _template(self, spec: StageSpec) -> keys.KeyTemplate:
-        """The key's parts fixed for ``spec`` in this run, encoded once."""
+    def _fixed(self, spec: StageSpec) -> _Fixed:
+        """What ``spec``'s instances share in this run: the key's fixed parts, encoded once,
+        and the manifest entries that do not vary between instances."""
         known = self._templates.get(id(spec))
-        if known is not None and known[0] is spec:
-            return known[1]
-        config_class = None if spec.config_class is None else spec.config_class.__qualname__
-        template = keys.KeyTemplate(
-            name=spec.name,
-            qualname=spec.qualname,
-            code=spec.code,
-            version=spec.version,
-            config_class=config_class,
-            packages=self.packages,
-            salt=self.salt,
-        )
-        self._templates[id(spec)] = (spec, template)
-        return template
+        if known is not None and known.spec is spec:
+            return known
+        fixed = self._templates[id(spec)] = _Fixed(spec, self.packages, self.salt)
+        return fixed
 
     def _label_id(
         self,
@@ -368,12 +393,16 @@ class Planner:
         param_index: Any = _UNKNOWN,
     ) -> str | None:
         # Like pytest's test ids: a downstream instance reads as the params it was fanned by.
+        if not upstream:
+            own = ident or own_id(spec, config, param_index)
+            if not own or "-" not in own:
+                return own or None
         parts: list[str] = []
         for key in upstream.values():
             above = self._instances.get(key)
             if above is not None and above.param_id:
                 parts.extend(p for p in above.param_id.split("-") if p not in parts)
-        own = ident or _param_id(spec, config, param_index)
+        own = ident or own_id(spec, config, param_index)
         if own:
             parts.extend(p for p in own.split("-") if p not in parts)
         return "-".join(parts) or None
@@ -385,15 +414,43 @@ class Planner:
 
     def for_item(self, item: pytest.Item) -> dict[str, StageInstance]:
         """The stage instances a test needs, by stage name (memoized by node id)."""
-        cached = self._item_instances.get(item.nodeid)
+        nodeid = item.nodeid
+        cached = self._item_instances.get(nodeid)
         if cached is not None:
             return cached
-        names = [n for n in getattr(item, "fixturenames", ()) if n in self.registry]
         callspec = getattr(item, "callspec", None)
         params: Mapping[str, Any] = callspec.params if callspec is not None else {}
-        resolved = self.resolve(names, params)
-        self._item_instances[item.nodeid] = resolved
+        resolved = self.resolve(self.stage_names(item), params)
+        self._item_instances[nodeid] = resolved
         return resolved
+
+    def stage_names(self, item: pytest.Item) -> list[str]:
+        """The stages among a test's fixtures, in its fixture order.
+
+        Memoized by the names themselves: the tests of one function share their fixture
+        names, so the registry is asked once per test function, not once per test.
+        """
+        fixturenames = tuple(getattr(item, "fixturenames", ()))
+        names = self._stage_names.get(fixturenames)
+        if names is None:
+            names = [n for n in fixturenames if n in self.registry]
+            self._stage_names[fixturenames] = names
+        return names
+
+    def reached_marks(self, instance: StageInstance) -> tuple[bool, tuple[pytest.Mark, ...]]:
+        """Whether a stage declared ``slow=True`` is among ``instance`` and every instance it
+        needs (upstream and gathered), and the marks those instances carry, upstream first,
+        each once. Memoized per instance: tests sharing an instance share the answer."""
+        known = self._reached_marks.get(instance.key)
+        if known is not None and known[0] is instance:
+            return known[1], known[2]
+        slow = False
+        marks: list[pytest.Mark] = []
+        for reached in self.upstream_first([instance]):
+            slow = slow or reached.spec.slow
+            marks.extend(m for m in reached.marks if m not in marks)
+        self._reached_marks[instance.key] = (instance, slow, tuple(marks))
+        return slow, tuple(marks)
 
     def resolve(self, names: Iterable[str], params: Mapping[str, Any]) -> dict[str, StageInstance]:
         """The instances of ``names`` and of everything upstream of them, by stage name.
@@ -403,19 +460,23 @@ class Planner:
         config. Tests (:meth:`for_item`) and :class:`pytest_physpipe.Workflow` resolve here.
         """
         resolved: dict[str, StageInstance] = {}
-
-        def visit(name: str) -> StageInstance:
-            if name in resolved:
-                return resolved[name]
-            spec = self.registry.get(name)
-            assert spec is not None  # names come from the registry; validate() checked upstream
-            upstream = {p: visit(p).key for p in spec.upstream}
-            resolved[name] = instance = self.for_request(spec, params.get(name, MISSING), upstream)
-            return instance
-
         for name in names:
-            visit(name)
+            self._resolve_into(name, params, resolved)
         return resolved
+
+    def _resolve_into(
+        self, name: str, params: Mapping[str, Any], resolved: dict[str, StageInstance]
+    ) -> StageInstance:
+        # A method, not a nested closure: a recursive closure is a function <-> cell cycle
+        # that only the cyclic garbage collector frees, one per test.
+        instance = resolved.get(name)
+        if instance is not None:
+            return instance
+        spec = self.registry.get(name)
+        assert spec is not None  # names come from the registry; validate() checked upstream
+        upstream = {p: self._resolve_into(p, params, resolved).key for p in spec.upstream}
+        resolved[name] = instance = self.for_request(spec, params.get(name, MISSING), upstream)
+        return instance
 
     # -- fan-in ---------------------------------------------------------------------------------
 
@@ -468,18 +529,16 @@ class Planner:
     def _closure(self, name: str) -> list[StageSpec]:
         """``name`` and the stages upstream of it (not through gathers), ``name`` first."""
         order: list[StageSpec] = []
-
-        def visit(current: str) -> None:
+        pending = [name]
+        while pending:  # depth first, each stage before its upstream ones, as declared
+            current = pending.pop()
             spec = self.registry.get(current)
             if spec is None:
                 raise GraphError(f"gather(): there is no stage named {current!r}")
             if spec in order:
-                return
+                continue
             order.append(spec)
-            for upstream in spec.upstream:
-                visit(upstream)
-
-        visit(name)
+            pending.extend(reversed(spec.upstream))
         return order
 
     def groups(self, spec: StageSpec, param: str) -> list[GatherGroup]:
@@ -511,7 +570,7 @@ class Planner:
                 GatherRef(instance.key, c) for (instance, _), c in zip(members, coords, strict=True)
             )
             raw_fixed = {c: v for c, v in members[0][1].items() if names.get(c) in fixed}
-            ident = "-".join(f"{k}={_format(v)}" for k, v in fixed.items()) or "all"
+            ident = "-".join(f"{k}={format_value(v)}" for k, v in fixed.items()) or "all"
             groups.append(GatherGroup(param=param, ident=ident, coords=raw_fixed, refs=refs))
         self._groups[(spec.name, param)] = groups
         return groups
@@ -564,21 +623,26 @@ class Planner:
         """``instances`` and every instance they need (upstream and gathered), each once,
         upstream first. The one upstream-first walk of the package."""
         ordered: dict[str, StageInstance] = {}
-
-        def visit(instance: StageInstance) -> None:
-            if instance.key in ordered:
-                return
-            needed = [*instance.upstream.values()]
-            needed += [ref.key for refs in instance.gathered.values() for ref in refs]
-            for key in needed:
-                above = self._instances.get(key)
-                if above is not None:
-                    visit(above)
-            ordered[instance.key] = instance
-
         for instance in instances:
-            visit(instance)
+            self._add_upstream_first(instance, ordered)
         return list(ordered.values())
+
+    def _add_upstream_first(
+        self, instance: StageInstance, ordered: dict[str, StageInstance]
+    ) -> None:
+        if instance.key in ordered:
+            return
+        known = self._instances
+        for key in instance.upstream.values():
+            above = known.get(key)
+            if above is not None:
+                self._add_upstream_first(above, ordered)
+        for refs in instance.gathered.values():
+            for ref in refs:
+                above = known.get(ref.key)
+                if above is not None:
+                    self._add_upstream_first(above, ordered)
+        ordered[instance.key] = instance
 
 
 def _json_or_missing(raw: str) -> Any:
@@ -586,96 +650,3 @@ def _json_or_missing(raw: str) -> Any:
         return json.loads(raw)
     except ValueError:
         return MISSING
-
-
-_PARAM_TABLES: dict[int, tuple[StageSpec, _ParamTable]] = {}
-
-
-def _param_index(spec: StageSpec, config: StageConfig | None) -> int | None:
-    """Which entry of ``params=`` ``config`` is (``None``: none of them)."""
-    if spec.params is None or config is None:
-        return None
-    # One table per spec: comparing against every param would be quadratic in sweep size.
-    cached = _PARAM_TABLES.get(id(spec))
-    if cached is None or cached[0] is not spec:
-        cached = _PARAM_TABLES[id(spec)] = (spec, _ParamTable(spec.params))
-    return cached[1].index(config)
-
-
-class _ParamTable:
-    """The first ``params=`` entry equal to a config (configs are equal when their
-    provenance is: :meth:`StageConfig.__eq__`).
-
-    Found by identity first (pytest hands a fixture the entry itself, and ``params`` keeps
-    every entry alive, so no other live object has one's id), then by hash; configs with an
-    unhashable field (a list) are compared by their encoding.
-    """
-
-    def __init__(self, params: tuple[StageConfig, ...]) -> None:
-        self._params = params
-        self._by_value: dict[StageConfig, int] | None = {}
-        self._by_encoding: dict[bytes, int] | None = None
-        self._by_id: dict[int, int] = {}
-        try:
-            for position, param in enumerate(params):
-                self._by_id[id(param)] = self._by_value.setdefault(param, position)
-        except TypeError:
-            self._by_value = None
-            encodings = self._encodings()
-            self._by_id = {id(param): encodings[_encoded(param)] for param in params}
-
-    def _encodings(self) -> dict[bytes, int]:
-        if self._by_encoding is None:
-            self._by_encoding = {}
-            for position, param in enumerate(self._params):
-                self._by_encoding.setdefault(_encoded(param), position)
-        return self._by_encoding
-
-    def index(self, config: StageConfig) -> int | None:
-        found = self._by_id.get(id(config))
-        if found is not None:
-            return found
-        if self._by_value is not None:
-            try:
-                return self._by_value.get(config)
-            except TypeError:
-                pass
-        return self._encodings().get(_encoded(config))
-
-
-def _encoded(config: StageConfig) -> bytes:
-    return keys.canonical(keys.config_identity(config))
-
-
-def _param_id(
-    spec: StageSpec, config: StageConfig | None, param_index: Any = _UNKNOWN
-) -> str | None:
-    if config is None:
-        return None
-    index = _param_index(spec, config) if param_index is _UNKNOWN else param_index
-    if index is not None and spec.ids is not None:
-        return spec.ids[index]
-    if config == spec.default_config:
-        return None
-    return default_ids([config], spec.default_config)[0]
-
-
-def _format(value: Any) -> str:
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-def _swept_fields(spec: StageSpec) -> dict[str, list[str]]:
-    """The config fields whose value differs across ``params=``, with their values."""
-    if spec.params is None or len(spec.params) < 2:
-        return {}
-    dumps = [p.model_dump() for p in spec.params]
-    swept: dict[str, list[str]] = {}
-    for name in dumps[0]:
-        values: list[str] = []
-        for dump in dumps:
-            text = _format(dump.get(name))
-            if text not in values:
-                values.append(text)
-        if len(values) > 1:
-            swept[name] = values
-    return swept

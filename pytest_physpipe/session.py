@@ -106,13 +106,15 @@ class PhyspipeSession:
         self.statuses: dict[str, str] = {}
         self.reasons: dict[str, str] = {}  # key -> why it is missing, from the plan
         self._plan_failed = False
+        self._param_keywords: dict[str, tuple[str, ...]] = {}
 
     # -- collection -----------------------------------------------------------------------------
 
     def mark_items(self, items: list[pytest.Item]) -> None:
         """Plan every collected test and mark those needing a slow stage (before ``-m``)."""
-        stages = self.planner.registry
-        used = {n for item in items for n in getattr(item, "fixturenames", ()) if n in stages}
+        used: set[str] = set()
+        for item in items:
+            used.update(self.planner.stage_names(item))
         try:
             self.planner.validate(sorted(used))
             self._check_rebuild_names()
@@ -126,23 +128,36 @@ class PhyspipeSession:
         """Give a test the marks of every instance it needs (upstream and gathered too) and
         ``-k`` keywords for its sweep coordinates."""
         needed = self.planner.for_item(item)
-        reached = [r for inst in needed.values() for r in self.planner.reachable(inst)]
+        slow = False
         marks: list[pytest.Mark] = []
-        if any(r.spec.slow for r in reached):
-            marks.append(pytest.mark.slow.mark)
-        for instance in reached:
-            marks.extend(m for m in instance.marks if m not in marks)
-        present = list(item.iter_markers())
-        for mark in marks:
-            # pytest already put the marks of the test's own fixture params on it.
-            if mark not in present and not (
-                mark.name == "slow" and item.get_closest_marker("slow")
-            ):
-                item.add_marker(getattr(pytest.mark, mark.name)(*mark.args, **mark.kwargs))
-        # `-k "level=3"` is no valid expression; `-k "level:3"` is (docs/decisions.md).
         for instance in needed.values():
-            for part in _id_parts(instance.param_id):
-                item.extra_keyword_matches.add(part.replace("=", ":", 1))
+            reached_slow, reached_marks = self.planner.reached_marks(instance)
+            slow = slow or reached_slow
+            marks.extend(m for m in reached_marks if m not in marks)
+        if slow:
+            slow_mark = pytest.mark.slow.mark
+            marks = [slow_mark, *(m for m in marks if m != slow_mark)]
+        if marks:  # most tests need no mark: their markers are not even looked at
+            present = list(item.iter_markers())
+            for mark in marks:
+                # pytest already put the marks of the test's own fixture params on it.
+                if mark not in present and not (
+                    mark.name == "slow" and item.get_closest_marker("slow")
+                ):
+                    item.add_marker(getattr(pytest.mark, mark.name)(*mark.args, **mark.kwargs))
+        # `-k "level=3"` is no valid expression; `-k "level:3"` is (docs/decisions.md).
+        keywords = item.extra_keyword_matches
+        for instance in needed.values():
+            if instance.param_id:
+                keywords.update(self._keywords(instance.param_id))
+
+    def _keywords(self, param_id: str) -> tuple[str, ...]:
+        """The ``-k`` keywords of an instance's id (one per sweep coordinate), memoized."""
+        found = self._param_keywords.get(param_id)
+        if found is None:
+            found = tuple(part.replace("=", ":", 1) for part in _id_parts(param_id))
+            self._param_keywords[param_id] = found
+        return found
 
     def parametrize(self, metafunc: pytest.Metafunc) -> None:
         """Fan out the stages that gather ``over=`` some fields: one instance per gather."""
@@ -186,20 +201,20 @@ class PhyspipeSession:
         """After deselection: check budgets, look up statuses, skip under cached-only."""
         if self._plan_failed:
             return []  # pytest calls this even when mark_items raised; let its error show
-        instances = self.planner.instances(items)
-        needed = {instance.key: instance for instance in instances}
+        instances = self.planner.instances(items)  # each key once, upstream first
         local = self.settings.backend == "local"
-        self._check_budget(needed.values())
-        self._check_codecs(needed.values())
+        self._check_budget(instances)
+        self._check_codecs(instances)
         if not local and not self.settings.plan_only:
             self._backend_factory()  # an unknown backend is an error even with no slow stage
-        for instance in needed.values():
-            self.status(instance)
-        if self.settings.cached_only:
+        missing = False
+        for instance in instances:
+            missing = self.status(instance) == "missing" or missing
+        if self.settings.cached_only and missing:
             for item in items:
-                missing = [f for f in self.planner.instances([item]) if self.status(f) == "missing"]
-                if missing:
-                    names = ", ".join(f"{f.label} ({f.key[:12]})" for f in missing)
+                absent = [f for f in self.planner.instances([item]) if self.status(f) == "missing"]
+                if absent:
+                    names = ", ".join(f"{f.label} ({f.key[:12]})" for f in absent)
                     item.add_marker(
                         pytest.mark.skip(
                             reason=f"--physpipe-cached-only: stage {names} is not in the store "
@@ -247,19 +262,25 @@ class PhyspipeSession:
         Slow instances going to a cluster are exempt: their budget is the scheduler's business.
         """
         local = self.settings.backend == "local"
+        checked: set[int] = set()  # resources are declared per stage: one check each
         for instance in instances:
-            if instance.slow and not local:
+            if id(instance.spec) in checked or (instance.slow and not local):
                 continue
             self.pool.check(instance.spec.resources, stage=instance.label)
+            checked.add(id(instance.spec))
 
     def _check_codecs(self, instances: Iterable[StageInstance]) -> None:
         """A ``codec=`` no registered codec answers to is an error before anything computes."""
         known = self.codecs.names()
+        checked: set[int] = set()
         for instance in instances:
-            codec = instance.spec.codec
-            if instance.spec.cache and codec != "auto" and codec not in known:
+            spec = instance.spec
+            if id(spec) in checked:
+                continue
+            checked.add(id(spec))
+            if spec.cache and spec.codec != "auto" and spec.codec not in known:
                 raise pytest.UsageError(
-                    f"stage {instance.name!r}: codec={codec!r} is not a registered codec "
+                    f"stage {instance.name!r}: codec={spec.codec!r} is not a registered codec "
                     f"(registered: {', '.join(known)}). Use one of them or 'auto', or register "
                     "yours through the pytest_physpipe_register_codecs hook."
                 )

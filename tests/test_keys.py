@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import linecache
 import os
 import subprocess
@@ -87,6 +88,19 @@ def test_key_template_gives_stage_key_byte_for_byte(decl: dict[str, Any]) -> Non
     template = keys.KeyTemplate(**fixed)
     composed = template.key(keys.canonical(decl["config"]), decl["inputs"], decl["upstream"])
     assert composed == keys.stage_key(**decl)
+
+
+@FAST
+@given(json_data)
+def test_canonical_is_the_sorted_compact_json_dump(value: Any) -> None:
+    expected = json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True
+    ).encode()
+    assert keys.canonical(value) == expected
+    assert (
+        keys.canonical({"b": value, "a": [value]})
+        == b'{"a":[' + expected + b'],"b":' + expected + b"}"
+    )
 
 
 def test_version_1_and_string_1_are_different_keys() -> None:

@@ -57,6 +57,7 @@ from pytest_physpipe.store.filesystem import resolve_lock_mode
 from pytest_physpipe.store.layout import CREATED_DIRS, LAYOUT_NAMES, StoreLayout, tree_size
 from pytest_physpipe.store.listing import Summary, close_journal, journal
 from pytest_physpipe.store.locks import KeyLock
+from pytest_physpipe.store.meta import parse_json, parse_meta
 from pytest_physpipe.store.pending import LATEST, pending, read_note, read_stage_index
 from pytest_physpipe.store.scratch import cleanup, make_scratch, real_dir
 
@@ -244,15 +245,10 @@ class Store:
         self, key: str, base: str | None = None
     ) -> tuple[dict[str, Any], os.stat_result] | None:
         """``meta.json`` and its stat; the inode identifies this version of the entry."""
-        try:
-            fd = os.open(f"{base or self._entry_path(key)}/meta.json", os.O_RDONLY)
-        except (FileNotFoundError, NotADirectoryError):
+        found = _read_stat(f"{base or self._entry_path(key)}/meta.json")
+        if found is None:
             return None
-        try:
-            info = os.fstat(fd)
-            data = read_all(fd, info.st_size)
-        finally:
-            os.close(fd)
+        data, info = found
         try:
             meta = json.loads(data)
         except (ValueError, RecursionError):  # nested deeper than the parser's stack
@@ -304,11 +300,12 @@ class Store:
         meta: dict[str, Any] | None = None
         inode, touched = -1, 0.0
         try:
-            found = self._read_meta(key, base)
+            found = _read_stat(f"{base}/meta.json")
             if found is None:
                 return None
-            meta, info = found
+            data, info = found
             inode, touched = info.st_ino, info.st_mtime
+            meta, record = parse_meta(data, key)
             codec = self.codecs.get(str(meta["codec"]))
             value = self._decode_one_file(base, meta, codec, full_verify)
             if value is _GENERIC:
@@ -316,7 +313,6 @@ class Store:
                 value = codec.decode(Path(base), meta.get("codec_meta", {}), mmap_min=self.mmap_min)
                 if not self._unchanged(key, inode):
                     return None  # replaced while we decoded: what we read may be the new files
-            record = StageRecord.model_validate(meta["record"])
         except (FileNotFoundError, NotADirectoryError) as exc:
             if meta is not None and self._unchanged(key, inode):
                 # The entry is still the one we started on, so a file is missing from it.
@@ -334,10 +330,8 @@ class Store:
             # unusable: the caller warns once, naming the cause, and recomputes it.
             raise CorruptEntryError(f"entry {key}: cannot be loaded ({_cause(exc)})") from None
         artifacts = meta.get("artifacts")
-        if artifacts:
-            record = record.model_copy(
-                update={"artifacts": {n: f"{base}/{rel}" for n, rel in artifacts.items()}}
-            )
+        if artifacts:  # the record is this load's own: no copy
+            record.artifacts = {n: f"{base}/{rel}" for n, rel in artifacts.items()}
         if time.time() - touched > _TOUCH_EVERY_S:
             # `physpipe prune` removes the least recently used first; an hour is precise
             # enough for that, and spares a metadata write on nearly every hit.
@@ -389,7 +383,7 @@ class Store:
         if actual != wanted:
             raise CorruptEntryError(f"entry {meta['key']}: checksum mismatch in {name}")
         if name == "value.json":
-            return json.loads(data)
+            return parse_json(data)
         path = f"{base}/{name}"
         return (
             map_array(data, path) if isinstance(data, mmap.mmap) else array_from_bytes(data, path)
@@ -643,6 +637,19 @@ class Store:
             yield Entry(
                 key=key, path=base, record=record, size=tree_size(base), last_used=last_used
             )
+
+
+def _read_stat(path: str) -> tuple[bytes, os.stat_result] | None:
+    """The file at ``path`` and its stat (``None`` if there is none), from one descriptor."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        info = os.fstat(fd)
+        return read_all(fd, info.st_size), info
+    finally:
+        os.close(fd)
 
 
 def _cause(exc: BaseException) -> str:
