@@ -16,8 +16,11 @@ import pytest
 
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store import cli as cli_module
+from pytest_physpipe.store import listing
 from pytest_physpipe.store.cli import main, parse_duration
 from pytest_physpipe.store.entries import Store
+from pytest_physpipe.store.layout import StoreLayout
+from pytest_physpipe.store.listing import Summary
 
 
 def add_entry(
@@ -430,8 +433,13 @@ def test_ls_reads_an_older_snapshot_and_rewrites_it(
     rows = [list(row) for row in zip(*(doc[name] for name in names), strict=True)]
     snapshot.write_text(json.dumps({"format": 2, "rows": rows}))
     read: list[str] = []
-    real = cli_module.describe_entry
-    monkeypatch.setattr(cli_module, "describe_entry", lambda *a: read.append(a[1]) or real(*a))
+    real = listing.describe_entry
+
+    def describe(layout: StoreLayout, key: str, inode: int) -> Summary | None:
+        read.append(key)
+        return real(layout, key, inode)
+
+    monkeypatch.setattr(cli_module, "describe_entry", describe)
     assert _ls_json(capsys, store) == before
     assert read == []  # every entry vouched for by the older snapshot
     assert json.loads(snapshot.read_text())["format"] == 3
