@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -284,7 +285,7 @@ def _cmd_ls(args: argparse.Namespace, store: _Target, out: TextIO) -> int:
         out.write(f"no entries in {store.root}\n")
         return 0
     ls_table(lines, out)
-    total = sum(line[4] for line in lines)
+    total = sum(map(itemgetter(4), lines))
     out.write(f"{len(lines)} entries, {human_size(total)} in {store.root}\n")
     return 0
 

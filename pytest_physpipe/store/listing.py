@@ -3,8 +3,9 @@
 Reading 100,000 ``meta.json`` files is what made ``physpipe ls`` slow, so each commit also
 appends one line (key, the inode of the entry's ``meta.json``, stage, param id, status, codec,
 size, created) to a journal of its process, ``index/entries/<host>.<pid>.<rand>.jsonl``; a
-listing folds the journals into ``index/entries.json`` (the snapshot) and removes the journals
-of processes that are gone. What the listing guarantees:
+listing folds the journals into ``index/entries.json`` (the snapshot, stored by column) and
+removes those that are closed (``*.closed.jsonl``: their session ended) or of processes that
+are gone. What the listing guarantees:
 
 - It lists exactly the entries in ``entries/`` (one ``listdir`` per shard, one ``stat`` of
   each ``meta.json``): a summary of an entry that is gone is dropped, never shown.
@@ -24,13 +25,13 @@ import fcntl
 import functools
 import json
 import os
+import re
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from pytest_physpipe.keys import KEY_PATTERN
 from pytest_physpipe.store.atomic import write_text_atomic
 from pytest_physpipe.store.hosts import pid_alive, this_host
 from pytest_physpipe.store.layout import StoreLayout, tree_size
@@ -49,9 +50,13 @@ __all__ = [
 #: that one ``stat`` gives a listing both the check and the last use. Journals keep it.
 _FORMAT = 2
 _JOURNAL_HEADER = b'{"format": 2}'
+_CLOSED = ".closed.jsonl"
 #: Format 3 (the snapshot): the same fields, stored by column, which parses in half the time
 #: of 100,000 small arrays. A format-2 snapshot is read all the same.
 _SNAPSHOT_FORMAT = 3
+#: The names of a shard that are keys, found in the shard's whole listing joined by NULs (which
+#: no file name holds) by one search instead of a match per name.
+_KEYS_IN = re.compile(r"(?<![^\0])[0-9a-f]{32}(?![^\0])").findall
 _COLUMNS = ("keys", "inodes", "names", "params", "statuses", "codecs", "sizes", "created")
 
 
@@ -131,6 +136,7 @@ class _Journal:
     def __init__(self) -> None:
         self.fd: int | None = None
         self.pid = -1
+        self.path = ""
 
 
 _journals: dict[str, _Journal] = {}
@@ -144,7 +150,8 @@ def journal(layout: StoreLayout, summary: Summary) -> None:
         found = _journals.setdefault(os.fspath(layout.root), _Journal())
         try:
             if found.fd is None or found.pid != os.getpid():
-                found.fd, found.pid = _open_journal(layout), os.getpid()
+                found.fd, found.path = _open_journal(layout)
+                found.pid = os.getpid()
             os.write(found.fd, line)
         except OSError:
             found.fd = None  # a full disk: the listing reads meta.json for this entry
@@ -152,15 +159,17 @@ def journal(layout: StoreLayout, summary: Summary) -> None:
 
 def close_journal(layout: StoreLayout) -> None:
     """Close this process's journal of the store (at the end of a session); a later commit
-    opens a new one."""
+    opens a new one. The journal is renamed ``*.closed.jsonl``: nothing appends to it any more,
+    so the next listing folds it even while this process lives on (a notebook, a script)."""
     with _journals_lock:
         found = _journals.pop(os.fspath(layout.root), None)
         if found is not None and found.fd is not None and found.pid == os.getpid():
             with contextlib.suppress(OSError):
                 os.close(found.fd)
+                os.rename(found.path, found.path.removesuffix(".jsonl") + _CLOSED)
 
 
-def _open_journal(layout: StoreLayout) -> int:
+def _open_journal(layout: StoreLayout) -> tuple[int, str]:
     folder = layout.listing_journals
     name = f"{this_host().name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.jsonl"
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL
@@ -170,7 +179,7 @@ def _open_journal(layout: StoreLayout) -> int:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(folder / name, flags, 0o600)
     os.write(fd, _JOURNAL_HEADER + b"\n")
-    return fd
+    return fd, os.fspath(folder / name)
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -248,13 +257,16 @@ def _journal_paths(layout: StoreLayout) -> list[str]:
 
 
 def _valid(rows: list[Any]) -> dict[str, Summary]:
-    """The rows that are summaries, by key (garbage is skipped)."""
-    found = {}
-    for row in rows:
-        summary = _summary(row)
-        if summary is not None:
-            found[summary.key] = summary
-    return found
+    """The rows that are summaries, by key (garbage is skipped; see :func:`_summary`)."""
+    return {
+        row[0]: _as_summary(row)
+        for row in rows
+        if type(row) is list
+        and len(row) == 8
+        and type(row[0]) is str
+        and type(row[1]) is int
+        and type(row[6]) is int
+    }
 
 
 def _known(stored: dict[str, Summary], journals: list[str]) -> tuple[dict[str, Summary], set[str]]:
@@ -287,7 +299,7 @@ def summaries(
     found: dict[str, tuple[Summary, float]] = {}
     damaged: list[str] = []
     unknown: list[tuple[str, int, float]] = []
-    get, match, stat = known.get, KEY_PATTERN.match, os.stat
+    get, stat = known.get, os.stat
     # Every entry in entries/: one listdir per shard and one stat of each meta.json, which
     # gives both the inode its summary must carry and its last use. One pass, no helper
     # calls: at 100,000 entries each step per entry costs a tenth of a second.
@@ -297,9 +309,7 @@ def summaries(
         except OSError:
             continue  # removed since, or a symlink
         try:
-            for key in os.listdir(fd):
-                if not match(key):
-                    continue
+            for key in _KEYS_IN("\0".join(os.listdir(fd))):
                 try:
                     info = stat(f"{key}/meta.json", dir_fd=fd)
                 except (FileNotFoundError, NotADirectoryError):
@@ -313,8 +323,13 @@ def summaries(
                     unknown.append((key, info.st_ino, info.st_mtime))
         finally:
             os.close(fd)
-    # How many summaries came from the snapshot's own rows (not from a journal's newer row).
-    from_snapshot = len(found) - sum(1 for key in newer if key in found)
+    # How many of the snapshot's rows the listing confirmed (a live journal repeating a row,
+    # or adding one, does not make the snapshot stale).
+    confirmed = len(found)
+    for key in newer:
+        if key in found:
+            row = stored.get(key)
+            confirmed -= row is None or row[1] != found[key][0][1]
     for key, inode, last_used in unknown:
         summary = describe(key, inode)
         if summary is None:
@@ -326,7 +341,7 @@ def summaries(
     # of finished processes (removed then); a live session's journal is read, not folded, so
     # that listing beside a running session does not rewrite the snapshot every time.
     # ... or there is none yet, or it is an older version's.
-    stale = from_snapshot != len(stored) or (found and not current)
+    stale = confirmed != len(stored) or (found and not current)
     finished = [path for path in journals if _finished(path)]
     if healed or stale or finished:
         _rewrite(layout, snapshot, found, finished)
@@ -334,7 +349,9 @@ def summaries(
 
 
 def _finished(path: str) -> bool:
-    """Whether the journal at ``path`` is of a process of this host that is gone."""
+    """Whether the journal at ``path`` is closed, or of a process of this host that is gone."""
+    if path.endswith(_CLOSED):
+        return True
     stem = os.path.basename(path).removesuffix(".jsonl")
     host, _, pid = stem.rpartition(".")[0].rpartition(".")
     return host == this_host().name and pid.isdigit() and not pid_alive(int(pid))
@@ -446,7 +463,7 @@ def _count_shards(layout: StoreLayout, shards: list[str]) -> dict[str, int]:
     """The bytes of the entries in ``shards``: the index's size of an entry it vouches for
     (same ``meta.json`` inode), a walk of any other (damaged, or not in the index)."""
     known, _ = _known(_snapshot(os.fspath(layout.listing))[0], _journal_paths(layout))
-    match, stat, get = KEY_PATTERN.match, os.stat, known.get
+    stat, get = os.stat, known.get
     counted = dict.fromkeys(shards, 0)
     for shard in shards:
         folder = os.fspath(layout.entries / shard)
@@ -456,9 +473,7 @@ def _count_shards(layout: StoreLayout, shards: list[str]) -> dict[str, int]:
             continue  # removed since, or a symlink
         total = 0
         try:
-            for name in os.listdir(fd):
-                if not match(name):
-                    continue
+            for name in _KEYS_IN("\0".join(os.listdir(fd))):
                 try:
                     inode = stat(f"{name}/meta.json", dir_fd=fd).st_ino
                 except (FileNotFoundError, NotADirectoryError):

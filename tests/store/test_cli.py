@@ -447,3 +447,27 @@ def test_ls_reads_an_older_snapshot_and_rewrites_it(
     snapshot.write_text(json.dumps(doc))
     assert _ls_json(capsys, store) == before
     assert sorted(read) == sorted(populated.values())
+
+
+def test_ls_folds_a_closed_journal_and_leaves_a_live_one(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A journal closed at the end of a session is folded by the next listing although its
+    process lives on; one still open is read at every listing, without rewriting the
+    snapshot each time."""
+    journals = store.root / "index" / "entries"
+    first = add_entry(store, "grid", {"a": 1})
+    store.flush()  # the session's end: the journal is closed
+    assert [p.name.endswith(".closed.jsonl") for p in journals.iterdir()] == [True]
+    assert set(_ls_json(capsys, store)) == {first}
+    assert list(journals.iterdir()) == []  # folded into the snapshot
+    second = add_entry(store, "heat", {"b": 2})  # a live session's journal, left open
+    snapshot = store.root / "index" / "entries.json"
+    snapshot.unlink()  # lost: rewritten by the next listing, with the live journal's row
+    assert set(_ls_json(capsys, store)) == {first, second}
+    written = snapshot.stat().st_ino
+    assert sorted(json.loads(snapshot.read_text())["keys"]) == sorted([first, second])
+    assert set(_ls_json(capsys, store)) == {first, second}
+    assert snapshot.stat().st_ino == written  # not rewritten by the second listing
+    assert len(list(journals.iterdir())) == 1
+    store.flush()
