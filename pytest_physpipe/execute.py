@@ -60,6 +60,10 @@ __all__ = [
 ]
 
 
+#: The record fields :meth:`StageRunner._hit_record` fills in for this run.
+_HIT_FIELDS = ("status", "param_id", "worker", "codec")
+
+
 class RunnerHooks(Protocol):
     """Calls out of the runner; the plugin forwards them to the pluggy hooks in hookspecs.py."""
 
@@ -161,7 +165,11 @@ class StageRunner:
             return None  # maybe replaced mid-load; step 2 decides under the lock
         if loaded is None:
             return None
-        if self.wants_rebuild(instance) and loaded.meta.get("run_id") != self.run_id:
+        if (
+            self.rebuild
+            and self.wants_rebuild(instance)
+            and loaded.meta.get("run_id") != self.run_id
+        ):
             return None
         return Served(loaded.value, self._hit_record(loaded, instance))
 
@@ -242,11 +250,13 @@ class StageRunner:
     def _hit_record(self, loaded: Loaded, instance: StageInstance) -> StageRecord:
         # Store.load validates a new record from meta.json on every call, so this one is ours
         # to fill in (tests/test_hit_records.py holds the store to that): no copy on a hit.
+        # The four fields in one update: what pydantic's __setattr__ does for a model without
+        # validate_assignment, less its four round trips through Python frames.
         record = loaded.record
-        record.status = "hit"
-        record.param_id = instance.param_id
-        record.worker = self.worker
-        record.codec = loaded.meta.get("codec")
+        record.__dict__.update(
+            status="hit", param_id=instance.param_id, worker=self.worker, codec=loaded.meta["codec"]
+        )
+        record.__pydantic_fields_set__.update(_HIT_FIELDS)
         return record
 
     def _base_record(self, instance: StageInstance) -> StageRecord:

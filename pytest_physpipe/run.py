@@ -105,8 +105,10 @@ class PhyspipeRun:
         """A stage fixture's value (the stage fixtures call this through ``RUN``)."""
         __tracebackhide__ = True
         session = self.session
-        with usage_errors():
+        try:  # usage_errors(), without a context manager per fixture request
             instance = session.instance_for(spec, request)
+        except PhyspipeError as exc:
+            raise pytest.UsageError(str(exc)) from None
         return session.serve(instance, upstream)
 
     # -- hooks ----------------------------------------------------------------------------------

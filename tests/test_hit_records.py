@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pytest_physpipe import stage
@@ -34,3 +35,25 @@ def test_each_hit_gets_its_own_record(tmp_path: Path) -> None:
     loaded = store.load(instance.key)
     assert loaded is not None
     assert loaded.record.status == "computed"
+
+
+def test_a_hit_record_is_filled_in_as_assignments_would(tmp_path: Path) -> None:
+    spec = registry.get("hit_records_energy")
+    assert spec is not None
+    instance = Planner(registry=registry).instance(spec, None, {})
+    store = Store(tmp_path / "store")
+    StageRunner(store=store, run_id="first").provide(instance, {})
+    # A record as earlier versions stored it: no codec, no worker.
+    meta_path = store.entry_dir(instance.key) / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["record"]["codec"], meta["record"]["worker"]
+    meta_path.write_text(json.dumps(meta))
+
+    hit = StageRunner(store=store, run_id="second", worker="gw1").lookup(instance)
+    loaded = store.load(instance.key)
+    assert hit is not None
+    assert loaded is not None
+    assigned = loaded.record
+    assigned.status, assigned.param_id, assigned.worker, assigned.codec = "hit", None, "gw1", "json"
+    assert hit.record == assigned
+    assert hit.record.model_fields_set == assigned.model_fields_set

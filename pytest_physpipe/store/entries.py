@@ -57,7 +57,7 @@ from pytest_physpipe.store.filesystem import resolve_lock_mode
 from pytest_physpipe.store.layout import CREATED_DIRS, LAYOUT_NAMES, StoreLayout, tree_size
 from pytest_physpipe.store.listing import Summary, close_journal, journal
 from pytest_physpipe.store.locks import KeyLock
-from pytest_physpipe.store.meta import parse_meta
+from pytest_physpipe.store.meta import parse_json, parse_meta
 from pytest_physpipe.store.pending import LATEST, pending, read_note, read_stage_index
 from pytest_physpipe.store.scratch import cleanup, make_scratch, real_dir
 
@@ -383,7 +383,7 @@ class Store:
         if actual != wanted:
             raise CorruptEntryError(f"entry {meta['key']}: checksum mismatch in {name}")
         if name == "value.json":
-            return json.loads(data)
+            return parse_json(data)
         path = f"{base}/{name}"
         return (
             map_array(data, path) if isinstance(data, mmap.mmap) else array_from_bytes(data, path)

@@ -1,4 +1,5 @@
-"""Reading an entry's ``meta.json`` on a hit: bytes to checked fields and a record, in one pass.
+"""The JSON a hit reads: ``meta.json`` to checked fields and a record in one pass, and
+``value.json``, both by pydantic-core's parser.
 
 pydantic-core's JSON parser reads ``meta.json`` straight into a typed shape: the payload sums
 (``files``: each a size and an xxh3 digest) and the :class:`~pytest_physpipe.records.StageRecord`
@@ -10,6 +11,9 @@ The standard library's ``json`` reads a few things that parser refuses (a lone s
 escaped in a string, nesting deeper than its limit). Whatever the one-pass read refuses is
 read the way earlier versions did (``json.loads``, then the record validated), so every entry
 that loaded before loads the same now, with the same errors: nothing valid turns corrupt.
+
+``value.json`` goes through the same parser (:func:`parse_json`, the same fallback): between
+two tests every cache is cold, and a second JSON parser per hit is code the CPU fetches anew.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ import json
 from typing import Any, cast
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic_core import from_json
 from typing_extensions import NotRequired, TypedDict
 
 from pytest_physpipe.errors import CorruptEntryError
 from pytest_physpipe.records import StageRecord
 
-__all__ = ["parse_meta"]
+__all__ = ["parse_json", "parse_meta"]
 
 
 class _FileSum(TypedDict):
@@ -85,3 +90,11 @@ def _parse_stepwise(data: bytes, key: str) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("key") != key:
         raise CorruptEntryError(f"entry {key}: meta.json belongs to another key")
     return meta
+
+
+def parse_json(data: bytes) -> Any:
+    """``json.loads(data)``: the same value, from pydantic-core's parser where it reads it."""
+    try:
+        return from_json(data)
+    except ValueError:  # a lone surrogate, nesting past its limit, or not JSON at all
+        return json.loads(data)

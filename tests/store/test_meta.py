@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from pytest_physpipe.errors import CorruptEntryError
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store import meta as meta_module
 from pytest_physpipe.store.entries import Store
-from pytest_physpipe.store.meta import parse_meta
+from pytest_physpipe.store.meta import parse_json, parse_meta
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -41,11 +40,11 @@ def _stepwise(data: bytes) -> tuple[dict[str, Any], StageRecord]:
 
 
 def _same(a: object, b: object) -> bool:
-    """Equal, NaN equal to NaN, and of the same types all the way down."""
+    """The same values of the same types all the way down (floats to the bit, NaN and -0.0)."""
     if type(a) is not type(b):
         return False
     if isinstance(a, float) and isinstance(b, float):
-        return a == b or (math.isnan(a) and math.isnan(b))
+        return repr(a) == repr(b)
     if isinstance(a, dict) and isinstance(b, dict):
         return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
@@ -101,6 +100,33 @@ def test_one_pass_reads_what_stepwise_reads(
     assert _same(got_record.model_dump(), want_record.model_dump())
     if "\\ud" not in data.decode():  # nothing the one-pass parser refuses: it read it
         meta_module._reader().validate_json(data)
+
+
+@FAST
+@given(
+    st.recursive(
+        leaves | st.integers() | st.integers(-(10**300), 10**300) | st.floats(width=32),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner),
+        max_leaves=30,
+    )
+)
+def test_a_value_reads_as_json_loads_reads_it(value: object) -> None:
+    data = json.dumps(value, allow_nan=True).encode()  # what the json codec writes
+    assert _same(parse_json(data), json.loads(data))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['["\\ud800"]', "[" * 300 + "]" * 300, '{"a": 1, "a": [-0.0, 5e-324, 1e308]}'],
+    ids=["lone-surrogate", "nested-300", "repeated-key"],
+)
+def test_what_pydantic_core_refuses_or_reads_otherwise_reads_as_json_loads(text: str) -> None:
+    assert _same(parse_json(text.encode()), json.loads(text))
+
+
+def test_a_value_that_is_not_json_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        parse_json(b'{"a": ')
 
 
 @pytest.mark.parametrize(
