@@ -3,28 +3,35 @@
 Public API only; see the README and docs/ for how to use it. The extension contracts that
 plugins implement (:class:`Codec`, :class:`CodecRegistry`, :class:`Backend`,
 :class:`JobRequest`, :class:`JobInfo`, :class:`JobState`) and :class:`Workflow` (stages outside
-pytest) are exported here too, imported on first use so that loading the plugin stays cheap.
+pytest) are exported here too.
+
+Every name is imported on first use (``from pytest_physpipe import stage`` as much as
+``pytest_physpipe.stage``): importing the package itself imports nothing, so the ``physpipe``
+command, which lives in a submodule, pays for neither pytest nor pydantic. ``stage`` is both
+the decorator and the submodule that defines it; the package's attribute is always the
+decorator, as it was when this module imported it eagerly (see ``_Package``).
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
-
-from pytest_physpipe.context import StageContext
-from pytest_physpipe.errors import (
-    CorruptEntryWarning,
-    PhyspipeError,
-    PhyspipeWarning,
-    StoreWriteWarning,
-)
-from pytest_physpipe.fanin import Gathered, gather
-from pytest_physpipe.models import ClusterOptions, InputFile, Resources, Retry, StageConfig
-from pytest_physpipe.records import StageRecord
-from pytest_physpipe.stage import stage, sweep
 
 if TYPE_CHECKING:
     from pytest_physpipe.cluster.backends.base import Backend, JobInfo, JobRequest, JobState
+    from pytest_physpipe.context import StageContext
+    from pytest_physpipe.errors import (
+        CorruptEntryWarning,
+        PhyspipeError,
+        PhyspipeWarning,
+        StoreWriteWarning,
+    )
+    from pytest_physpipe.fanin import Gathered, gather
+    from pytest_physpipe.models import ClusterOptions, InputFile, Resources, Retry, StageConfig
+    from pytest_physpipe.records import StageRecord
+    from pytest_physpipe.stage import stage, sweep
     from pytest_physpipe.store.codecs import Codec, CodecRegistry
     from pytest_physpipe.workflow import Workflow
 
@@ -53,8 +60,8 @@ __all__ = [
     "sweep",
 ]
 
-# Extension contracts by name -> the module that defines them (imported on first access).
-_LAZY = {
+# Each public name -> the module that defines it (imported on first access).
+_WHERE = {
     "Backend": "pytest_physpipe.cluster.backends.base",
     "JobInfo": "pytest_physpipe.cluster.backends.base",
     "JobRequest": "pytest_physpipe.cluster.backends.base",
@@ -62,13 +69,46 @@ _LAZY = {
     "Codec": "pytest_physpipe.store.codecs",
     "CodecRegistry": "pytest_physpipe.store.codecs",
     "Workflow": "pytest_physpipe.workflow",
+    "StageContext": "pytest_physpipe.context",
+    "CorruptEntryWarning": "pytest_physpipe.errors",
+    "PhyspipeError": "pytest_physpipe.errors",
+    "PhyspipeWarning": "pytest_physpipe.errors",
+    "StoreWriteWarning": "pytest_physpipe.errors",
+    "Gathered": "pytest_physpipe.fanin",
+    "gather": "pytest_physpipe.fanin",
+    "ClusterOptions": "pytest_physpipe.models",
+    "InputFile": "pytest_physpipe.models",
+    "Resources": "pytest_physpipe.models",
+    "Retry": "pytest_physpipe.models",
+    "StageConfig": "pytest_physpipe.models",
+    "StageRecord": "pytest_physpipe.records",
+    "stage": "pytest_physpipe.stage",
+    "sweep": "pytest_physpipe.stage",
 }
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
+    module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'pytest_physpipe' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """The package's module type: importing the submodule ``stage`` binds the package's
+    ``stage`` to the submodule (the import system does so once the submodule has run), and
+    here it binds the decorator instead, the public name."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "stage" and isinstance(value, types.ModuleType):
+            value = value.stage
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,45 @@ def test_the_plugin_entry_point_is_registered() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         importlib.import_module("pytest_physpipe.plugin")
+
+
+def test_the_package_imports_its_names_on_first_use() -> None:
+    # `import pytest_physpipe` alone (as `python -m pytest_physpipe` does) imports neither
+    # pytest nor pydantic; each name comes on first use, and `stage` stays the decorator
+    # whichever way the submodule of that name was imported first.
+    code = (
+        "import sys, pytest_physpipe\n"
+        "print(sorted(m for m in ('pytest', 'pydantic') if m in sys.modules))\n"
+        "import pytest_physpipe.stage\n"
+        "from pytest_physpipe import stage, sweep\n"
+        "print(stage.__module__, stage.__name__, callable(sweep))\n"
+        "names = set(dir(pytest_physpipe))\n"
+        "print(pytest_physpipe.stage is stage, set(pytest_physpipe.__all__) <= names)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[:3] == [
+        "[]",
+        "pytest_physpipe.stage stage True",
+        "True True",
+    ]
+
+
+def test_physpipe_ls_imports_neither_pytest_nor_pydantic(tmp_path: Path) -> None:
+    from pytest_physpipe.records import StageRecord
+    from pytest_physpipe.store.entries import Store
+
+    store = Store(tmp_path / "store")
+    store.ensure()
+    key = "a" * 32
+    store.commit(key, value={"x": 1}, record=StageRecord(key=key, name="grid"), run_id="r")
+    store.flush()
+    code = (
+        "import sys\n"
+        "from pytest_physpipe.store.cli import main\n"
+        f"status = main(['--dir', {str(store.root)!r}, 'ls'])\n"
+        "heavy = ('pytest', 'pydantic', 'numpy', 'pytest_physpipe.store.entries')\n"
+        "print(status, sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "grid" in done.stdout
+    assert done.stdout.splitlines()[-1] == "0 []"

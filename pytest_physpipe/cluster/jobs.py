@@ -30,7 +30,6 @@ from pytest_physpipe.errors import BackendError
 
 __all__ = [
     "StoredJob",
-    "add_jobs_command",
     "cancel_run",
     "failure_message",
     "find_tagged",
@@ -305,15 +304,3 @@ def cmd_jobs(args: argparse.Namespace, store: Any, out: TextIO) -> int:
         out.write("\n")
     out.write(f"{len(live)} job(s) in flight; `physpipe jobs --cancel RUN` cancels one run's\n")
     return 0
-
-
-def add_jobs_command(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``physpipe jobs`` to the ``physpipe`` command's subparsers."""
-    jobs = sub.add_parser(
-        "jobs", parents=[common], help="list the store's batch jobs in flight, or cancel a run's"
-    )
-    jobs.add_argument(
-        "--cancel", metavar="RUN", help="cancel every pending or running job of this run id"
-    )
-    jobs.add_argument("--json", action="store_true", help="machine-readable output")
-    jobs.set_defaults(run=cmd_jobs)

@@ -3,6 +3,8 @@
 The store is the one ``--dir PATH`` names, else ``$PHYSPIPE_DIR``, else ``./.physpipe`` (the
 default of a pytest run started in this directory). Nothing here imports pytest or decodes a
 value: the commands read ``meta.json`` files and checksums only, so they are safe on any store.
+Each command imports what it uses: a whole-store ``ls`` reads the listing index only, and
+imports neither pydantic nor the store's codecs (``_Target`` opens the store on first need).
 
 Exit status: 0 when all went well, 1 when something was found wrong (a corrupt entry, nothing
 matching, an ambiguous prefix, an entry in use), 2 for a usage error or when there is no store.
@@ -18,8 +20,9 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pytest_physpipe.errors import (
     CorruptEntryError,
@@ -28,21 +31,23 @@ from pytest_physpipe.errors import (
     StoreError,
 )
 from pytest_physpipe.keys import KEY_PATTERN
-from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store.clitable import (
     LsLine,
+    Progress,
+    age_text,
     gc_paused,
     iso_time,
     ls_table,
 )
-from pytest_physpipe.store.entries import Store
 from pytest_physpipe.store.filesystem import LOCK_MODES
 from pytest_physpipe.store.layout import StoreLayout, tree_size
-from pytest_physpipe.store.listing import Summary, summaries, summary_of_meta
-from pytest_physpipe.store.locks import KeyLock, try_lock
-from pytest_physpipe.store.scratch import real_dir
-from pytest_physpipe.store.signing import load_secret
+from pytest_physpipe.store.listing import Summary, describe_entry, summaries
 from pytest_physpipe.units import human_size, parse_size
+
+if TYPE_CHECKING:
+    from pytest_physpipe.records import StageRecord
+    from pytest_physpipe.store.entries import Store
+    from pytest_physpipe.store.locks import KeyLock
 
 __all__ = ["main", "parse_duration"]
 
@@ -136,8 +141,25 @@ class _Row:
         }
 
 
+class _Target:
+    """The store a command works on: its layout at once, the :class:`Store` on first need."""
+
+    def __init__(self, root: Path, lock_mode: str) -> None:
+        self.root = root
+        self.layout = StoreLayout(root)
+        self._lock_mode = lock_mode
+
+    @cached_property
+    def store(self) -> Store:
+        from pytest_physpipe.store.entries import Store
+
+        return Store(self.root, lock_mode=self._lock_mode)
+
+
 def _row(store: Store, key: str) -> _Row | None:
     """The entry ``key`` or ``None`` if it vanished; a damaged meta.json gives a problem row."""
+    from pytest_physpipe.records import StageRecord
+
     path = store.entry_dir(key)
     try:
         last_used = (path / "meta.json").stat().st_mtime
@@ -159,51 +181,39 @@ def _row(store: Store, key: str) -> _Row | None:
     return _Row(key, path, tree_size(path), last_used, meta, record)
 
 
-def _rows(store: Store, keys: Iterable[str] | None = None) -> list[_Row]:
+def _rows(target: _Target, keys: Iterable[str] | None = None) -> list[_Row]:
     """Rows of the named entries (their ``meta.json`` read), or of every entry (the index)."""
     if keys is None:
-        return _listed_rows(store)
-    rows = (_row(store, key) for key in keys)
+        return _listed_rows(target)
+    rows = (_row(target.store, key) for key in keys)
     return [row for row in rows if row is not None]
 
 
-def _listed_rows(store: Store) -> list[_Row]:
+def _listed_rows(target: _Target) -> list[_Row]:
     """Every entry, from the listing index; ``meta.json`` is read only for entries it cannot
     vouch for (see ``store/listing.py``)."""
-    found, damaged = _listing(store)
-    entries = os.fspath(store.layout.entries)
+    found, damaged = _listing(target.layout)
+    entries = os.fspath(target.layout.entries)
     rows = [
         _Row(key, f"{entries}/{key[:2]}/{key}", summary.size, last_used, None, None, None, summary)
         for key, (summary, last_used) in found.items()
     ]
     for key in damaged:
-        row = _row(store, key)
+        row = _row(target.store, key)
         if row is not None:
             rows.append(row)
     return rows
 
 
-def _listing(store: Store) -> tuple[dict[str, tuple[Summary, float]], list[str]]:
-    """Summaries and last use of every entry, and the keys of damaged ones.
-
-    The cyclic garbage collector is paused meanwhile: a listing builds a few objects per
-    entry and no cycles, and at 100,000 entries its passes over them cost a tenth of it."""
-
-    def describe(key: str, inode: int) -> Summary | None:
-        try:
-            meta = store.read_meta(key)
-        except CorruptEntryError:
-            return None
-        if meta is None:
-            return None
-        return summary_of_meta(key, inode, meta, tree_size(store.entry_dir(key)))
-
-    return summaries(store.layout, describe)
+def _listing(layout: StoreLayout) -> tuple[dict[str, tuple[Summary, float]], list[str]]:
+    """Summaries and last use of every entry, and the keys of damaged ones."""
+    return summaries(layout, lambda key, inode: describe_entry(layout, key, inode))
 
 
-def _resolve(store: Store, patterns: Sequence[str]) -> list[str]:
+def _resolve(target: _Target, patterns: Sequence[str]) -> list[str]:
     """Keys named by full keys, key prefixes (unambiguous) or stage names, in order."""
-    rows = _rows(store)
+    root = target.root
+    rows = _rows(target)
     keys: list[str] = []
     for pattern in patterns:
         by_name = [row.key for row in rows if row.name == pattern]
@@ -214,7 +224,7 @@ def _resolve(store: Store, patterns: Sequence[str]) -> list[str]:
         else:
             if len(pattern) < _PREFIX_MIN or not re.fullmatch(r"[0-9a-f]+", pattern):
                 raise CliError(
-                    f"no stage is named {pattern!r} in the store at {store.root}, and it is "
+                    f"no stage is named {pattern!r} in the store at {root}, and it is "
                     f"not a key prefix (at least {_PREFIX_MIN} lowercase hex digits). "
                     "`physpipe ls` lists the entries.",
                     status=1,
@@ -229,7 +239,7 @@ def _resolve(store: Store, patterns: Sequence[str]) -> list[str]:
                 )
         if not found:
             raise CliError(
-                f"no entry matches {pattern!r} in the store at {store.root}. "
+                f"no entry matches {pattern!r} in the store at {root}. "
                 "`physpipe ls` lists the entries.",
                 status=1,
             )
@@ -237,7 +247,7 @@ def _resolve(store: Store, patterns: Sequence[str]) -> list[str]:
     return keys
 
 
-def _open_store(args: argparse.Namespace) -> Store:
+def _open_store(args: argparse.Namespace) -> _Target:
     if args.dir is not None:
         root, origin = Path(args.dir), "--dir"
     elif os.environ.get("PHYSPIPE_DIR"):
@@ -252,43 +262,13 @@ def _open_store(args: argparse.Namespace) -> Store:
             "PHYSPIPE_DIR environment variable (the store of a pytest run is its "
             "--physpipe-dir, else <rootdir>/.physpipe)."
         )
-    return Store(root, lock_mode=args.lock)
-
-
-# -- output helpers ------------------------------------------------------------------------------
-
-
-class _Progress:
-    """Progress on stderr: a rewritten line on a terminal, a line every few seconds otherwise."""
-
-    def __init__(self, what: str, total: int, *, quiet: bool) -> None:
-        self.what = what
-        self.total = total
-        self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self.started = self.last = time.monotonic()
-
-    def step(self, done: int, nbytes: int) -> None:
-        if self.quiet:
-            return
-        now = time.monotonic()
-        if not self.tty and now - self.last < 5.0:
-            return
-        self.last = now
-        text = f"{self.what}: {done}/{self.total} entries, {human_size(nbytes)}"
-        sys.stderr.write(f"\r{text}\033[K" if self.tty else text + "\n")
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.tty and not self.quiet:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
+    return _Target(root, args.lock)
 
 
 # -- commands ------------------------------------------------------------------------------------
 
 
-def _cmd_ls(args: argparse.Namespace, store: Store, out: TextIO) -> int:
+def _cmd_ls(args: argparse.Namespace, store: _Target, out: TextIO) -> int:
     with gc_paused():  # 100,000 rows, no cycles: see clitable
         if args.json:
             rows = _rows(store, _resolve(store, args.patterns) if args.patterns else None)
@@ -309,15 +289,15 @@ def _cmd_ls(args: argparse.Namespace, store: Store, out: TextIO) -> int:
     return 0
 
 
-def _ls_all(store: Store) -> list[LsLine]:
+def _ls_all(target: _Target) -> list[LsLine]:
     """The ``ls`` lines of every entry, straight from the listing (no row objects)."""
-    found, damaged = _listing(store)
+    found, damaged = _listing(target.layout)
     lines: list[LsLine] = [
         (f"{s[2]}[{s[3]}]" if s[3] else s[2], used, s[0], f"{s[4]}/{s[5] or '?'}", s[6], s[7])
         for s, used in found.values()
     ]
     for key in damaged:
-        row = _row(store, key)
+        row = _row(target.store, key)
         if row is not None:
             lines.append(_ls_line(row))
     return lines
@@ -331,7 +311,7 @@ def _ls_line(row: _Row) -> LsLine:
     return (seen.label, row.last_used, row.key, status, row.size, seen.created_at)
 
 
-def _cmd_show(args: argparse.Namespace, store: Store, out: TextIO) -> int:
+def _cmd_show(args: argparse.Namespace, store: _Target, out: TextIO) -> int:
     rows = _rows(store, _resolve(store, [args.target]))
     if args.json:
         payload = [row.as_json() for row in rows]
@@ -446,9 +426,12 @@ def _code_parts(manifest: dict[str, Any]) -> dict[str, Any]:
     return {str(name): str(digest)[:16] for name, digest in parts.items()}
 
 
-def _cmd_verify(args: argparse.Namespace, store: Store, out: TextIO) -> int:
-    keys = _resolve(store, args.keys) if args.keys else list(store.keys())
-    progress = _Progress("verify", len(keys), quiet=args.quiet)
+def _cmd_verify(args: argparse.Namespace, target: _Target, out: TextIO) -> int:
+    from pytest_physpipe.store.signing import load_secret
+
+    store = target.store
+    keys = _resolve(target, args.keys) if args.keys else list(store.keys())
+    progress = Progress("verify", len(keys), quiet=args.quiet)
     bad = foreign = checked = nbytes = 0
     signatures = True
     try:
@@ -485,6 +468,8 @@ def _cmd_verify(args: argparse.Namespace, store: Store, out: TextIO) -> int:
 
 
 def _label_of(meta: dict[str, Any]) -> str:
+    from pytest_physpipe.records import StageRecord
+
     try:
         return StageRecord.model_validate(meta["record"]).label
     except (KeyError, TypeError, ValueError):
@@ -493,6 +478,8 @@ def _label_of(meta: dict[str, Any]) -> str:
 
 def _lock_of(store: Store, key: str) -> KeyLock | None:
     """The key's lock, taken without waiting, or ``None`` when someone holds it."""
+    from pytest_physpipe.store.locks import try_lock
+
     return try_lock(store.layout.lock_path(key), store.lock_mode, describe=key)
 
 
@@ -510,9 +497,10 @@ def _remove_locked(store: Store, key: str, out: TextIO, *, dry_run: bool) -> boo
     return True
 
 
-def _cmd_rm(args: argparse.Namespace, store: Store, out: TextIO) -> int:
-    keys = _resolve(store, args.targets)
-    rows = {row.key: row for row in _rows(store, keys)}
+def _cmd_rm(args: argparse.Namespace, target: _Target, out: TextIO) -> int:
+    store = target.store
+    keys = _resolve(target, args.targets)
+    rows = {row.key: row for row in _rows(target, keys)}
     status = 0
     freed = 0
     for key in keys:
@@ -530,15 +518,16 @@ def _cmd_rm(args: argparse.Namespace, store: Store, out: TextIO) -> int:
     return status
 
 
-def _cmd_prune(args: argparse.Namespace, store: Store, out: TextIO) -> int:
-    rows = sorted(_rows(store), key=lambda r: r.last_used)  # least recently used first
+def _cmd_prune(args: argparse.Namespace, target: _Target, out: TextIO) -> int:
+    store = target.store
+    rows = sorted(_rows(target), key=lambda r: r.last_used)  # least recently used first
     now = time.time()
     total = sum(row.size for row in rows)
     victims: list[tuple[_Row, str]] = []
     remaining = total
     for row in rows:
         if args.older_than is not None and now - row.last_used > args.older_than:
-            reason = "unused for " + _age(now - row.last_used)
+            reason = "unused for " + age_text(now - row.last_used)
         elif args.max_size is not None and remaining > args.max_size:
             reason = f"store over {human_size(args.max_size)}"
         else:
@@ -546,7 +535,7 @@ def _cmd_prune(args: argparse.Namespace, store: Store, out: TextIO) -> int:
         victims.append((row, reason))
         remaining -= row.size
     verb = "would remove" if args.dry_run else "removed"
-    progress = _Progress("prune", len(victims), quiet=args.quiet)
+    progress = Progress("prune", len(victims), quiet=args.quiet)
     freed = skipped = 0
     for done, (row, reason) in enumerate(victims, 1):
         if not _remove_locked(store, row.key, out, dry_run=args.dry_run):
@@ -576,6 +565,9 @@ def _cmd_prune(args: argparse.Namespace, store: Store, out: TextIO) -> int:
 
 def _tidy_locks(store: Store) -> None:
     """Delete lock files of keys without an entry, each while holding it (see KeyLock)."""
+    from pytest_physpipe.store.locks import try_lock
+    from pytest_physpipe.store.scratch import real_dir
+
     folder = store.layout.locks
     if not real_dir(folder):
         return  # missing, or a symlink: never act through it
@@ -586,11 +578,6 @@ def _tidy_locks(store: Store) -> None:
         lock = try_lock(path, store.lock_mode, describe=key)
         if lock is not None:
             lock.release(remove=True)
-
-
-def _age(seconds: float) -> str:
-    days = seconds / 86400
-    return f"{days:.1f} days" if days >= 1 else f"{seconds / 3600:.1f} hours"
 
 
 # -- entry point ---------------------------------------------------------------------------------
@@ -666,10 +653,21 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("-n", "--dry-run", action="store_true", help="only say what would go")
     rm.set_defaults(run=_cmd_rm)
 
-    from pytest_physpipe.cluster.jobs import add_jobs_command  # `physpipe jobs` lives there
-
-    add_jobs_command(sub, common)
+    jobs = sub.add_parser(
+        "jobs", parents=[common], help="list the store's batch jobs in flight, or cancel a run's"
+    )
+    jobs.add_argument(
+        "--cancel", metavar="RUN", help="cancel every pending or running job of this run id"
+    )
+    jobs.add_argument("--json", action="store_true", help="machine-readable output")
+    jobs.set_defaults(run=_cmd_jobs)
     return parser
+
+
+def _cmd_jobs(args: argparse.Namespace, target: _Target, out: TextIO) -> int:
+    from pytest_physpipe.cluster.jobs import cmd_jobs  # the cluster's: imported for `jobs` only
+
+    return cmd_jobs(args, target, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -677,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     out = sys.stdout
-    run: Callable[[argparse.Namespace, Store, TextIO], int] = args.run
+    run: Callable[[argparse.Namespace, _Target, TextIO], int] = args.run
     try:
         store = _open_store(args)
         return run(args, store, out)

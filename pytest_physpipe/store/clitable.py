@@ -1,12 +1,14 @@
-"""Text of the ``physpipe`` command's tables: times, sizes, and the whole-store ``ls`` table,
-which must format 100,000 rows in a fraction of a second (a handful of distinct values per
-column formatted once, one f-string per row)."""
+"""Text of the ``physpipe`` command: times, sizes, progress lines, and the whole-store ``ls``
+table, which must format 100,000 rows in a fraction of a second (a handful of distinct values
+per column formatted once, one f-string per row)."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import gc
+import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from operator import itemgetter
@@ -17,6 +19,8 @@ from pytest_physpipe.units import human_size
 __all__ = [
     "LS_HEADERS",
     "LsLine",
+    "Progress",
+    "age_text",
     "gc_paused",
     "iso_time",
     "ls_table",
@@ -102,3 +106,35 @@ def _padded(header: str, values: Iterable[Any], show: Callable[[Any], str]) -> d
     padded = {value: text.ljust(width) for value, text in shown.items()}
     padded[None] = header.ljust(width)
     return padded
+
+
+class Progress:
+    """Progress on stderr: a rewritten line on a terminal, a line every few seconds otherwise."""
+
+    def __init__(self, what: str, total: int, *, quiet: bool) -> None:
+        self.what = what
+        self.total = total
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.started = self.last = time.monotonic()
+
+    def step(self, done: int, nbytes: int) -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        if not self.tty and now - self.last < 5.0:
+            return
+        self.last = now
+        text = f"{self.what}: {done}/{self.total} entries, {human_size(nbytes)}"
+        sys.stderr.write(f"\r{text}\033[K" if self.tty else text + "\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty and not self.quiet:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def age_text(seconds: float) -> str:
+    days = seconds / 86400
+    return f"{days:.1f} days" if days >= 1 else f"{seconds / 3600:.1f} hours"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import threading
@@ -37,17 +38,21 @@ from pytest_physpipe.store.layout import StoreLayout, tree_size
 __all__ = [
     "Summary",
     "close_journal",
+    "describe_entry",
     "journal",
-    "present",
     "store_size",
     "summaries",
     "summary_of_meta",
 ]
 
 #: Format 2: rows carry the inode of the entry's ``meta.json`` (format 1: its directory's), so
-#: that one ``stat`` gives a listing both the check and the last use.
+#: that one ``stat`` gives a listing both the check and the last use. Journals keep it.
 _FORMAT = 2
 _JOURNAL_HEADER = b'{"format": 2}'
+#: Format 3 (the snapshot): the same fields, stored by column, which parses in half the time
+#: of 100,000 small arrays. A format-2 snapshot is read all the same.
+_SNAPSHOT_FORMAT = 3
+_COLUMNS = ("keys", "inodes", "names", "params", "statuses", "codecs", "sizes", "created")
 
 
 class Summary(NamedTuple):
@@ -65,6 +70,10 @@ class Summary(NamedTuple):
     @property
     def label(self) -> str:
         return f"{self.name}[{self.param_id}]" if self.param_id else self.name
+
+
+#: A valid row as a summary, without the checks (C calls only: 100,000 of them at once).
+_as_summary = functools.partial(tuple.__new__, Summary)
 
 
 def _summary(row: Any) -> Summary | None:
@@ -99,6 +108,20 @@ def summary_of_meta(key: str, inode: int, meta: dict[str, Any], size: int) -> Su
             record.get("created_at", ""),
         ]
     )
+
+
+def describe_entry(layout: StoreLayout, key: str, inode: int) -> Summary | None:
+    """The summary of an entry the index cannot vouch for, from its ``meta.json`` (``None``
+    when that is missing, unreadable or not this key's: a damaged entry)."""
+    base = layout.entry_path(key)
+    try:
+        with open(f"{base}/meta.json", "rb") as handle:
+            meta = json.loads(handle.read())
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(meta, dict) or meta.get("key") != key:
+        return None
+    return summary_of_meta(key, inode, meta, tree_size(base))
 
 
 # -- writing: one journal per process -------------------------------------------------------------
@@ -153,52 +176,54 @@ def _open_journal(layout: StoreLayout) -> int:
 # -- reading --------------------------------------------------------------------------------------
 
 
-def present(layout: StoreLayout) -> tuple[dict[str, tuple[int, float]], list[str]]:
-    """Every entry in ``entries/``: the inode and mtime (its last use) of its ``meta.json``,
-    from one ``stat`` each; and the keys of those without one (damaged, or removed since)."""
-    found: dict[str, tuple[int, float]] = {}
-    missing: list[str] = []
+def _shards(layout: StoreLayout) -> list[str]:
+    """The shard folders in ``entries/`` (none when it is missing)."""
     try:
-        shards = sorted(
-            item.name for item in os.scandir(layout.entries) if item.is_dir(follow_symlinks=False)
-        )
+        with os.scandir(layout.entries) as found:
+            return sorted(item.name for item in found if item.is_dir(follow_symlinks=False))
     except (FileNotFoundError, NotADirectoryError):
-        return found, missing
-    match, stat = KEY_PATTERN.match, os.stat
-    for shard in shards:
-        try:
-            fd = os.open(layout.entries / shard, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        except OSError:
-            continue  # removed since, or a symlink
-        try:
-            for name in os.listdir(fd):
-                if match(name):
-                    try:
-                        info = stat(f"{name}/meta.json", dir_fd=fd)
-                    except (FileNotFoundError, NotADirectoryError):
-                        missing.append(name)  # damaged, or removed since it was listed
-                        continue
-                    found[name] = (info.st_ino, info.st_mtime)
-        finally:
-            os.close(fd)
-    return found, missing
+        return []
 
 
-def _rows(path: str, *, lines: bool) -> list[Any]:
-    """The rows of the snapshot (``lines=False``) or of a journal. A journal without this
-    format's first line (an older version's) gives none: its entries are read afresh."""
+def _snapshot(path: str) -> tuple[dict[str, Summary], bool]:
+    """The snapshot's summaries by key (none from a missing, garbage or unknown one), and
+    whether it is in this version's format (else the listing rewrites it)."""
+    try:
+        with open(path, "rb") as handle:
+            doc = json.loads(handle.read())
+    except (OSError, ValueError, RecursionError):
+        return {}, False
+    if isinstance(doc, dict) and doc.get("format") == _FORMAT:  # by rows: an older version's
+        rows = doc.get("rows")
+        return (_valid(rows) if isinstance(rows, list) else {}), False
+    return _columns(doc), True
+
+
+def _columns(doc: Any) -> dict[str, Summary]:
+    if not isinstance(doc, dict) or doc.get("format") != _SNAPSHOT_FORMAT:
+        return {}
+    columns: list[Any] = [doc.get(name) for name in _COLUMNS]
+    if not all(type(column) is list for column in columns):
+        return {}
+    keys, inodes, sizes = columns[0], columns[1], columns[6]
+    if (
+        any(len(column) != len(keys) for column in columns)
+        or not set(map(type, keys)) <= {str}
+        or not set(map(type, inodes)) <= {int}
+        or not set(map(type, sizes)) <= {int}
+    ):
+        return {}
+    return dict(zip(keys, map(_as_summary, zip(*columns, strict=True)), strict=True))
+
+
+def _journal(path: str) -> list[Any]:
+    """The rows of a journal. One without this format's first line (an older version's) gives
+    none: its entries are read afresh."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError:
         return []
-    if not lines:
-        try:
-            doc = json.loads(data)
-        except (ValueError, RecursionError):
-            return []
-        ok = isinstance(doc, dict) and doc.get("format") == _FORMAT
-        return doc["rows"] if ok and isinstance(doc.get("rows"), list) else []
     parts = data.splitlines()
     if not parts or parts[0] != _JOURNAL_HEADER:
         return []
@@ -222,18 +247,26 @@ def _journal_paths(layout: StoreLayout) -> list[str]:
         return sorted(p.path for p in found if p.name.endswith(".jsonl"))
 
 
-def _valid(rows: list[Any]) -> dict[str, Any]:
-    return {
-        row[0]: row for row in rows if type(row) is list and len(row) == 8 and type(row[0]) is str
-    }
+def _valid(rows: list[Any]) -> dict[str, Summary]:
+    """The rows that are summaries, by key (garbage is skipped)."""
+    found = {}
+    for row in rows:
+        summary = _summary(row)
+        if summary is not None:
+            found[summary.key] = summary
+    return found
 
 
-def _known(stored: dict[str, Any], journals: list[str]) -> dict[str, Any]:
-    """The rows of the snapshot (``stored``) updated by those of the journals (newer)."""
+def _known(stored: dict[str, Summary], journals: list[str]) -> tuple[dict[str, Summary], set[str]]:
+    """The snapshot's summaries (``stored``) updated by those of the journals (newer), and the
+    keys the journals updated."""
     known = dict(stored)
+    newer: set[str] = set()
     for path in journals:
-        known.update(_valid(_rows(path, lines=True)))
-    return known
+        rows = _valid(_journal(path))
+        known.update(rows)
+        newer.update(rows)
+    return known, newer
 
 
 def summaries(
@@ -247,31 +280,53 @@ def summaries(
     listing healed it, found it stale, or folded in the journals of finished processes; a
     read-only store is listed all the same.
     """
-    entries, damaged = present(layout)
     snapshot = os.fspath(layout.listing)
     journals = _journal_paths(layout)
-    stored = _valid(_rows(snapshot, lines=False))
-    known = _known(stored, journals)
+    stored, current = _snapshot(snapshot)
+    known, newer = _known(stored, journals)
     found: dict[str, tuple[Summary, float]] = {}
-    healed = from_snapshot = 0
-    get, snapshot_row, make = known.get, stored.get, tuple.__new__
-    for key, (inode, last_used) in entries.items():
-        row = get(key)
-        # Trusted only for the version of the entry it was written for (the same inode).
-        if row is not None and row[1] == inode and type(row[6]) is int:
-            found[key] = (make(Summary, row), last_used)
-            from_snapshot += row is snapshot_row(key)
-            continue
+    damaged: list[str] = []
+    unknown: list[tuple[str, int, float]] = []
+    get, match, stat = known.get, KEY_PATTERN.match, os.stat
+    # Every entry in entries/: one listdir per shard and one stat of each meta.json, which
+    # gives both the inode its summary must carry and its last use. One pass, no helper
+    # calls: at 100,000 entries each step per entry costs a tenth of a second.
+    for shard in _shards(layout):
+        try:
+            fd = os.open(layout.entries / shard, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # removed since, or a symlink
+        try:
+            for key in os.listdir(fd):
+                if not match(key):
+                    continue
+                try:
+                    info = stat(f"{key}/meta.json", dir_fd=fd)
+                except (FileNotFoundError, NotADirectoryError):
+                    damaged.append(key)  # damaged, or removed since it was listed
+                    continue
+                summary = get(key)
+                # Trusted only for the version of the entry it was written for (same inode).
+                if summary is not None and summary[1] == info.st_ino:
+                    found[key] = (summary, info.st_mtime)
+                else:
+                    unknown.append((key, info.st_ino, info.st_mtime))
+        finally:
+            os.close(fd)
+    # How many summaries came from the snapshot's own rows (not from a journal's newer row).
+    from_snapshot = len(found) - sum(1 for key in newer if key in found)
+    for key, inode, last_used in unknown:
         summary = describe(key, inode)
-        healed += 1
         if summary is None:
             damaged.append(key)
         else:
             found[key] = (summary, last_used)
+    healed = len(unknown)
     # Rewritten when it heals, drops rows of entries gone or replaced, or folds in the journals
     # of finished processes (removed then); a live session's journal is read, not folded, so
     # that listing beside a running session does not rewrite the snapshot every time.
-    stale = from_snapshot != len(stored) or (found and not stored)  # or none yet
+    # ... or there is none yet, or it is an older version's.
+    stale = from_snapshot != len(stored) or (found and not current)
     finished = [path for path in journals if _finished(path)]
     if healed or stale or finished:
         _rewrite(layout, snapshot, found, finished)
@@ -299,8 +354,11 @@ def _rewrite(
         return  # a read-only store: listed, not healed
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        rows = [summary for summary, _used in found.values()]  # tuples: JSON arrays
-        text = json.dumps({"format": _FORMAT, "rows": rows}, allow_nan=True)
+        columns = list(zip(*(summary for summary, _used in found.values()), strict=True))
+        doc: dict[str, Any] = {"format": _SNAPSHOT_FORMAT}
+        for name, column in zip(_COLUMNS, columns or [()] * len(_COLUMNS), strict=True):
+            doc[name] = column  # tuples: JSON arrays
+        text = json.dumps(doc, allow_nan=True)
         write_text_atomic(layout.listing, text)
         for path in journals:
             with contextlib.suppress(OSError):
@@ -387,7 +445,7 @@ def _read_sizes(path: os.PathLike[str]) -> dict[str, tuple[int, int]]:
 def _count_shards(layout: StoreLayout, shards: list[str]) -> dict[str, int]:
     """The bytes of the entries in ``shards``: the index's size of an entry it vouches for
     (same ``meta.json`` inode), a walk of any other (damaged, or not in the index)."""
-    known = _known(_valid(_rows(os.fspath(layout.listing), lines=False)), _journal_paths(layout))
+    known, _ = _known(_snapshot(os.fspath(layout.listing))[0], _journal_paths(layout))
     match, stat, get = KEY_PATTERN.match, os.stat, known.get
     counted = dict.fromkeys(shards, 0)
     for shard in shards:
@@ -405,9 +463,9 @@ def _count_shards(layout: StoreLayout, shards: list[str]) -> dict[str, int]:
                     inode = stat(f"{name}/meta.json", dir_fd=fd).st_ino
                 except (FileNotFoundError, NotADirectoryError):
                     inode = -1  # damaged: ls shows it with its files' size
-                row = get(name)
-                if row is not None and row[1] == inode and type(row[6]) is int:
-                    total += row[6]
+                summary = get(name)
+                if summary is not None and summary[1] == inode:
+                    total += summary[6]
                 else:
                     total += tree_size(f"{folder}/{name}")
         finally:

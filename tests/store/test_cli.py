@@ -15,8 +15,12 @@ import numpy as np
 import pytest
 
 from pytest_physpipe.records import StageRecord
+from pytest_physpipe.store import cli as cli_module
+from pytest_physpipe.store import listing
 from pytest_physpipe.store.cli import main, parse_duration
 from pytest_physpipe.store.entries import Store
+from pytest_physpipe.store.layout import StoreLayout
+from pytest_physpipe.store.listing import Summary
 
 
 def add_entry(
@@ -407,3 +411,39 @@ def test_ls_index_is_an_aid_never_a_source(
     (index / "entries").mkdir()
     (index / "entries" / "old.1.x.jsonl").write_text(f"{json.dumps(row)}\n" * 2)
     assert _ls_json(capsys, store) == after
+
+
+def test_ls_reads_an_older_snapshot_and_rewrites_it(
+    store: Store,
+    populated: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The snapshot is stored by column; one by rows (an older version's) is trusted as it
+    is and rewritten, and a column of the wrong length makes it garbage (entries read)."""
+    before = _ls_json(capsys, store)
+    store.flush()
+    for journal in (store.root / "index" / "entries").glob("*.jsonl"):
+        journal.unlink()  # this live process's: only the snapshot vouches for the entries now
+    snapshot = store.root / "index" / "entries.json"
+    doc = json.loads(snapshot.read_text())
+    assert doc["format"] == 3
+    assert sorted(doc["keys"]) == sorted(populated.values())
+    names = ("keys", "inodes", "names", "params", "statuses", "codecs", "sizes", "created")
+    rows = [list(row) for row in zip(*(doc[name] for name in names), strict=True)]
+    snapshot.write_text(json.dumps({"format": 2, "rows": rows}))
+    read: list[str] = []
+    real = listing.describe_entry
+
+    def describe(layout: StoreLayout, key: str, inode: int) -> Summary | None:
+        read.append(key)
+        return real(layout, key, inode)
+
+    monkeypatch.setattr(cli_module, "describe_entry", describe)
+    assert _ls_json(capsys, store) == before
+    assert read == []  # every entry vouched for by the older snapshot
+    assert json.loads(snapshot.read_text())["format"] == 3
+    doc["sizes"] = doc["sizes"][1:]
+    snapshot.write_text(json.dumps(doc))
+    assert _ls_json(capsys, store) == before
+    assert sorted(read) == sorted(populated.values())
