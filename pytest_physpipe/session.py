@@ -549,6 +549,8 @@ def _id_parts(param_id: str | None) -> list[str]:
     """``n=64-length=1.0`` -> ``["n=64", "length=1.0"]`` (a value may hold a ``-``)."""
     if not param_id:
         return []
+    if "-" not in param_id:
+        return [param_id] if "=" in param_id else []
     return [p for p in re.split(r"-(?=[A-Za-z_][\w.]*=)", param_id) if "=" in p]
 
 
