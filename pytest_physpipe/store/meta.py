@@ -70,7 +70,7 @@ def parse_meta(data: bytes, key: str) -> tuple[dict[str, Any], StageRecord]:
     what reading it field by field raises, for the caller to report.
     """
     try:
-        meta = cast("dict[str, Any]", _reader().validate_json(data))
+        meta = cast("dict[str, Any]", _reader().validator.validate_json(data))
     except ValidationError:
         meta = _parse_stepwise(data, key)
     if meta["key"] != key:
