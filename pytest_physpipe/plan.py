@@ -153,7 +153,8 @@ class Planner:
         self._by_declaration: dict[tuple[Any, ...], StageInstance] = {}
         self._templates: dict[int, _Fixed] = {}
         self._item_instances: dict[str, dict[str, StageInstance]] = {}
-        self._by_request: dict[tuple[str, int, tuple[str, ...]], tuple[object, StageInstance]] = {}
+        self._by_request: dict[tuple[str, int, tuple[str, ...]], StageInstance] = {}
+        self._requested: list[object] = []
         self._enumerated: dict[str, list[tuple[StageInstance, dict[Coord, Any]]]] = {}
         self._groups: dict[tuple[str, str], list[GatherGroup]] = {}
         self._enumerating: list[str] = []
@@ -444,6 +445,8 @@ class Planner:
         known = self._reached_marks.get(instance.key)
         if known is not None and known[0] is instance:
             return known[1], known[2]
+        if not instance.upstream and not instance.gathered and not instance.marks:
+            return instance.spec.slow, ()  # needs nothing else: nothing to remember
         slow = False
         marks: list[pytest.Mark] = []
         for reached in self.upstream_first([instance]):
@@ -606,11 +609,12 @@ class Planner:
         """
         token = (spec.name, id(param), tuple(upstream.values()))
         known = self._by_request.get(token)
-        if known is not None and known[0] is param and known[1].spec is spec:
-            return known[1]
+        if known is not None and known.spec is spec:
+            return known
         instance = self.resolve_one(spec, param, upstream)
-        # The param is kept with its instance, so its id is not reused while it is memoized.
-        self._by_request[token] = (param, instance)
+        # The planner keeps every param it memoized, so no other object takes its id.
+        self._requested.append(param)
+        self._by_request[token] = instance
         return instance
 
     def instances(self, items: Iterable[pytest.Item]) -> list[StageInstance]:

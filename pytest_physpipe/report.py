@@ -45,16 +45,23 @@ def format_plan(
     and ``runs_on`` replaces the "where" of slow instances (the backend cannot submit).
     """
     instances = list(instances)
-    labels = {instance.key: instance.label for instance in instances}
+    labels = {instance.key: instance.label for instance in instances} if after else {}
     header: tuple[str, ...] = ("stage", "key", "status", "resources", "runs on")
     rows: list[tuple[str, ...]] = [header + (("after",) if after else ()) + ("why",)]
+    described: dict[int, str] = {}  # per Resources: one plan lists a sweep's many times
+    notes = notes or {}
+    reasons = reasons or {}
     for instance in instances:
         res = instance.spec.resources
-        resources = f"cpu={res.cpu} gpu={res.gpu} mem={res.mem} time={res.walltime}"
+        resources = described.get(id(res))
+        if resources is None:
+            resources = f"cpu={res.cpu} gpu={res.gpu} mem={res.mem} time={res.walltime}"
+            described[id(res)] = resources
         status = statuses.get(instance.key, "missing")
-        note = (notes or {}).get(instance.key)
-        place = where(instance, backend) + (" (slow)" if instance.slow else "")
-        if runs_on is not None and instance.slow and backend != "local":
+        note = notes.get(instance.key)
+        slow = instance.slow
+        place = (backend if slow and backend != "local" else "local") + (" (slow)" if slow else "")
+        if runs_on is not None and slow and backend != "local":
             place = runs_on
         row: tuple[str, ...] = (
             instance.label,
@@ -66,7 +73,7 @@ def format_plan(
         if after:
             upstream = [labels.get(k, k[:12]) for k in instance.upstream.values()]
             row += (", ".join(upstream) or "-",)
-        row += ((reasons or {}).get(instance.key, "") if status == "missing" else "",)
+        row += (reasons.get(instance.key, "") if status == "missing" else "",)
         rows.append(row)
     if not any(row[-1] for row in rows[1:]):
         rows = [row[:-1] for row in rows]

@@ -226,6 +226,9 @@ class PhyspipeRun:
         if self._session is not None:
             self._session.close()
             self._session = None
+        # The plan goes with the session: pytest's last garbage collections (five full ones,
+        # after this hook) then need not walk ten thousand instances.
+        self.instances = []
         if self.worker is None and self.run_id is not None and not self.settings.no_cache:
             # The run's slot files and scheduling manifests. The process that decided the run
             # id (a plain run, or the xdist controller, whose workers are gone by now) removes

@@ -9,6 +9,7 @@ is cached, missing or due for a rebuild is decided once per key (:meth:`status`)
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -254,6 +255,8 @@ class PhyspipeSession:
         """Why ``instance`` is missing, against the latest entry of its stage and params."""
         if self.settings.no_cache:
             return "--physpipe-no-cache"
+        if not os.path.isdir(self.store.root):
+            return "new"  # no store yet: nothing to compare with (one stat, not a search)
         return why_missing(instance, self.store)
 
     def _check_budget(self, instances: Iterable[StageInstance]) -> None:
@@ -549,6 +552,8 @@ def _id_parts(param_id: str | None) -> list[str]:
     """``n=64-length=1.0`` -> ``["n=64", "length=1.0"]`` (a value may hold a ``-``)."""
     if not param_id:
         return []
+    if "-" not in param_id:
+        return [param_id] if "=" in param_id else []
     return [p for p in re.split(r"-(?=[A-Za-z_][\w.]*=)", param_id) if "=" in p]
 
 

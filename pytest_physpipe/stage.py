@@ -305,6 +305,9 @@ def default_ids(configs: Sequence[StageConfig], base: StageConfig | None) -> tup
         varying = [f for f in fields if any(d.get(f) != base_dump.get(f) for d in dumps)]
     if not varying:
         return tuple("default" if len(configs) == 1 else f"config{i}" for i in range(len(configs)))
+    if len(varying) == 1:  # a sweep of one field: no join per config
+        only = varying[0]
+        return tuple(f"{only}={_format_id_value(d[only])}" for d in dumps)
     return tuple("-".join(f"{f}={_format_id_value(d[f])}" for f in varying) for d in dumps)
 
 
@@ -530,15 +533,19 @@ def _make_fixture(spec: StageSpec) -> Any:
     stage_fixture.__qualname__ = spec.func.__qualname__
     stage_fixture.__module__ = spec.func.__module__
     stage_fixture.__doc__ = spec.func.__doc__
-    params = None
+    params: list[object] | None = None
+    ids: list[str] | None = None
     if spec.params is not None and spec.ids is not None and spec.marks is not None:
         # pytest puts the marks of a fixture's params on every test that uses the fixture,
         # directly or through other fixtures: `-m`, skip and xfail then work as in pytest.
+        # Only a marked entry needs pytest.param; the ids go as ids= (a sweep of ten thousand
+        # configs builds no ten thousand ParameterSets).
         params = [
-            pytest.param(config, marks=marks, id=ident)
+            pytest.param(config, marks=marks, id=ident) if marks else config
             for config, marks, ident in zip(spec.params, spec.marks, spec.ids, strict=True)
         ]
-    return pytest.fixture(scope="session", name=spec.name, params=params)(stage_fixture)
+        ids = list(spec.ids)
+    return pytest.fixture(scope="session", name=spec.name, params=params, ids=ids)(stage_fixture)
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
