@@ -91,9 +91,10 @@ def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'pytest_physpipe' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    # Not cached in the package's namespace: the defining module is the one source, so a
+    # module unloaded and imported again (pytester's in-process runs do) is never shadowed
+    # by a stale class here. A second access costs one sys.modules lookup.
+    return getattr(importlib.import_module(module), name)
 
 
 def __dir__() -> list[str]:

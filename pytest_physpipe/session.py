@@ -9,6 +9,7 @@ is cached, missing or due for a rebuild is decided once per key (:meth:`status`)
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -254,6 +255,8 @@ class PhyspipeSession:
         """Why ``instance`` is missing, against the latest entry of its stage and params."""
         if self.settings.no_cache:
             return "--physpipe-no-cache"
+        if not os.path.isdir(self.store.root):
+            return "new"  # no store yet: nothing to compare with (one stat, not a search)
         return why_missing(instance, self.store)
 
     def _check_budget(self, instances: Iterable[StageInstance]) -> None:

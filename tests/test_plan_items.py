@@ -186,3 +186,32 @@ def test_stage_names_are_looked_up_once_per_fixture_list(
     asked.clear()
     assert planner.for_item(again) == planner.for_item(other)  # type: ignore[arg-type]
     assert asked == []
+
+
+def test_plan_on_an_empty_store_says_new_without_searching_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_physpipe import session
+
+    def searched(*args: object) -> str:
+        raise AssertionError("the plan searched a store that does not exist")
+
+    monkeypatch.setattr(session, "why_missing", searched)
+    pytester.makeconftest(
+        """
+        from pytest_physpipe import StageConfig, stage
+
+        class EmptyConfig(StageConfig):
+            n: int = 0
+
+        @stage(params=[EmptyConfig(n=n) for n in range(3)])
+        def empty_point(config: EmptyConfig) -> int:
+            return config.n
+        """
+    )
+    pytester.makepyfile("def test_point(empty_point):\n    assert empty_point >= 0\n")
+    result = pytester.runpytest_inprocess("--physpipe-plan")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["3 stage instance(s): 0 cached, 3 missing"])
+    rows = [line.split() for line in result.outlines if line.startswith("empty_point[")]
+    assert [row[-1] for row in rows] == ["new", "new", "new"]

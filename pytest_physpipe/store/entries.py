@@ -57,7 +57,7 @@ from pytest_physpipe.store.filesystem import resolve_lock_mode
 from pytest_physpipe.store.layout import CREATED_DIRS, LAYOUT_NAMES, StoreLayout, tree_size
 from pytest_physpipe.store.listing import Summary, close_journal, journal
 from pytest_physpipe.store.locks import KeyLock
-from pytest_physpipe.store.meta import inline_bytes, inline_copy, parse_json, parse_meta
+from pytest_physpipe.store.meta import parse_json, parse_meta
 from pytest_physpipe.store.pending import LATEST, pending, read_note, read_stage_index
 from pytest_physpipe.store.scratch import cleanup, make_scratch, real_dir
 
@@ -279,7 +279,6 @@ class Store:
                 actual, expected = sample_hash(path, size), info["sample"]
             if actual != expected:
                 raise CorruptEntryError(f"entry {key}: checksum mismatch in {rel}")
-            inline_bytes(meta, rel)  # and its copy in meta.json, if it has one
 
     def check_signature(self, key: str, meta: dict[str, Any]) -> None:
         """Check the signature of a signed entry without decoding it (``physpipe verify``).
@@ -361,9 +360,6 @@ class Store:
         if not isinstance(files, dict) or len(files) != 1 or name not in files:
             return _GENERIC
         expected = files[name]
-        copy = inline_bytes(meta, name)  # the copy in meta.json, checked: no file to read
-        if copy is not None and not full:
-            return parse_json(copy)
         fd = os.open(f"{base}/{name}", os.O_RDONLY)
         try:
             size = os.fstat(fd).st_size
@@ -465,9 +461,6 @@ class Store:
                 "record": {**record.model_dump(mode="json"), "codec": chosen.name},
                 **(extra_meta or {}),
             }
-            inline = inline_copy(staging, chosen.name, files)
-            if inline:  # a small value.json, copied: a hit reads meta.json alone
-                meta["inline"] = inline
             data = json.dumps(meta, allow_nan=True).encode()
             write_new(f"{staging}/meta.json", data)
             size = len(data) + sum(info["size"] for info in files.values())

@@ -14,21 +14,14 @@ that loaded before loads the same now, with the same errors: nothing valid turns
 
 ``value.json`` goes through the same parser (:func:`parse_json`, the same fallback): between
 two tests every cache is cold, and a second JSON parser per hit is code the CPU fetches anew.
-
-A small ``value.json`` (up to :data:`INLINE_MAX` bytes) is also copied into ``meta.json``
-(``inline``), so a hit reads one file. The copy is checked against the sums of
-``value.json`` (:func:`inline_bytes`), and ``value.json`` is still written: a version that
-knows nothing of the copy reads the entry as before.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
 from typing import Any, cast
 
-import xxhash
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import from_json
 from typing_extensions import NotRequired, TypedDict
@@ -36,11 +29,7 @@ from typing_extensions import NotRequired, TypedDict
 from pytest_physpipe.errors import CorruptEntryError
 from pytest_physpipe.records import StageRecord
 
-__all__ = ["INLINE_MAX", "inline_bytes", "inline_copy", "parse_json", "parse_meta"]
-
-#: The largest ``value.json`` copied into ``meta.json``: a page, below which a file of its own
-#: costs a hit an open, a stat, a read and a close for less than a disk block of data.
-INLINE_MAX = 4096
+__all__ = ["parse_json", "parse_meta"]
 
 
 class _FileSum(TypedDict):
@@ -64,7 +53,6 @@ class _Meta(TypedDict):
     codec_meta: NotRequired[dict[str, Any]]
     artifacts: NotRequired[dict[str, str]]
     run_id: NotRequired[str]
-    inline: NotRequired[dict[str, str]]
     record: StageRecord
 
 
@@ -110,32 +98,3 @@ def parse_json(data: bytes) -> Any:
         return from_json(data)
     except ValueError:  # a lone surrogate, nesting past its limit, or not JSON at all
         return json.loads(data)
-
-
-def inline_copy(staging: Path, codec: str, files: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """What a new ``json`` entry's ``meta.json`` carries as ``inline``: its ``value.json``
-    when that is small (the json codec writes ASCII, so the text is the bytes)."""
-    info = files.get("value.json")
-    if codec != "json" or len(files) != 1 or info is None or info["size"] > INLINE_MAX:
-        return {}
-    data = (staging / "value.json").read_bytes()
-    try:
-        return {"value.json": data.decode("ascii")}
-    except UnicodeDecodeError:  # not what the json codec writes: no copy, the file serves
-        return {}
-
-
-def inline_bytes(meta: dict[str, Any], name: str) -> bytes | None:
-    """The checked bytes of the copy of payload file ``name`` in ``meta.json``, ``None`` if it
-    has none. :class:`CorruptEntryError` when the copy is not the committed file."""
-    inline = meta.get("inline")
-    if not inline:
-        return None
-    text = inline.get(name) if isinstance(inline, dict) else None
-    if text is None:
-        return None
-    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else None
-    info = meta["files"][name]
-    if data is None or len(data) != info["size"] or xxhash.xxh3_128_hexdigest(data) != info["xxh3"]:
-        raise CorruptEntryError(f"entry {meta['key']}: the copy of {name} in meta.json is damaged")
-    return data

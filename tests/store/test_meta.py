@@ -15,9 +15,8 @@ from hypothesis import strategies as st
 from pytest_physpipe.errors import CorruptEntryError
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store import meta as meta_module
-from pytest_physpipe.store.codecs import JsonCodec
 from pytest_physpipe.store.entries import Store
-from pytest_physpipe.store.meta import INLINE_MAX, parse_json, parse_meta
+from pytest_physpipe.store.meta import parse_json, parse_meta
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -209,62 +208,3 @@ def test_mistyped_sums_are_corrupt_not_served(tmp_path: Path, files: dict[str, A
     (base / "meta.json").write_text(json.dumps({**meta, "files": files}))
     with pytest.raises(CorruptEntryError):
         store.load(key)
-
-
-# -- a small value.json copied into meta.json ---------------------------------------------------
-
-
-def _committed(store: Store, value: object) -> tuple[str, Path]:
-    store.ensure()
-    key = uuid.uuid4().hex
-    record = StageRecord(key=key, name="s")
-    return key, store.commit(key, value=value, record=record, run_id="run")
-
-
-def test_a_small_value_is_copied_into_meta_and_still_written(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
-    key, base = _committed(store, {"energy": 0.5, "label": "é"})
-    meta = json.loads((base / "meta.json").read_text())
-    text = (base / "value.json").read_text()
-    assert meta["inline"] == {"value.json": text}
-    # What a version that knows nothing of the copy does: the file, checked by its sums.
-    store.verify(key, meta, full=True)
-    assert JsonCodec().decode(base, {}, mmap_min=0) == {"energy": 0.5, "label": "é"}
-
-
-def test_a_hit_of_a_small_value_reads_meta_json_alone(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
-    key, base = _committed(store, [1.0, 2.0])
-    (base / "value.json").unlink()
-    loaded = store.load(key)
-    assert loaded is not None
-    assert loaded.value == [1.0, 2.0]
-    # A full check (under the lock after a miss, --physpipe-verify, physpipe verify) reads
-    # the file as well, so a damaged value.json is still found and the entry rebuilt.
-    with pytest.raises(CorruptEntryError, match=r"value\.json is missing"):
-        store.load(key, full_verify=True)
-
-
-@pytest.mark.parametrize("copy", ["[1.0, 3.0]", "[1.0, 2.0] ", 7, "[1.0, 2.0\ud800]"], ids=repr)
-def test_a_damaged_copy_is_corrupt_never_served(tmp_path: Path, copy: object) -> None:
-    store = Store(tmp_path / "store")
-    key, base = _committed(store, [1.0, 2.0])
-    meta = json.loads((base / "meta.json").read_text())
-    meta["inline"]["value.json"] = copy
-    (base / "meta.json").write_text(json.dumps(meta))
-    for full in (False, True):
-        with pytest.raises(CorruptEntryError):
-            store.load(key, full_verify=full)
-    with pytest.raises(CorruptEntryError):
-        store.verify(key, store.read_meta(key) or {})
-
-
-def test_a_large_value_is_not_copied(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
-    value = ["x" * 100] * (INLINE_MAX // 100)
-    key, base = _committed(store, value)
-    assert (base / "value.json").stat().st_size > INLINE_MAX
-    assert "inline" not in json.loads((base / "meta.json").read_text())
-    loaded = store.load(key)
-    assert loaded is not None
-    assert loaded.value == value
