@@ -57,7 +57,7 @@ from pytest_physpipe.store.filesystem import resolve_lock_mode
 from pytest_physpipe.store.layout import CREATED_DIRS, LAYOUT_NAMES, StoreLayout, tree_size
 from pytest_physpipe.store.listing import Summary, close_journal, journal
 from pytest_physpipe.store.locks import KeyLock
-from pytest_physpipe.store.meta import parse_json, parse_meta
+from pytest_physpipe.store.meta import parse_json, parse_meta, parse_meta_fields
 from pytest_physpipe.store.pending import LATEST, pending, read_note, read_stage_index
 from pytest_physpipe.store.scratch import cleanup, make_scratch, real_dir
 
@@ -238,24 +238,9 @@ class Store:
         return os.path.isfile(f"{self._entry_path(key)}/meta.json")
 
     def read_meta(self, key: str) -> dict[str, Any] | None:
-        found = self._read_meta(key)
-        return None if found is None else found[0]
-
-    def _read_meta(
-        self, key: str, base: str | None = None
-    ) -> tuple[dict[str, Any], os.stat_result] | None:
-        """``meta.json`` and its stat; the inode identifies this version of the entry."""
-        found = _read_stat(f"{base or self._entry_path(key)}/meta.json")
-        if found is None:
-            return None
-        data, info = found
-        try:
-            meta = json.loads(data)
-        except (ValueError, RecursionError):  # nested deeper than the parser's stack
-            raise CorruptEntryError(f"entry {key}: meta.json is not valid JSON") from None
-        if not isinstance(meta, dict) or meta.get("key") != key:
-            raise CorruptEntryError(f"entry {key}: meta.json belongs to another key")
-        return meta, info
+        """The entry's ``meta.json`` as plain data (``None`` if there is none)."""
+        found = _read_stat(f"{self._entry_path(key)}/meta.json")
+        return None if found is None else parse_meta_fields(found[0], key)
 
     def verify(self, key: str, meta: dict[str, Any], *, full: bool = False) -> None:
         """Check every payload file's size and checksum (sampled above ``verify_max``)."""

@@ -29,7 +29,7 @@ from typing_extensions import NotRequired, TypedDict
 from pytest_physpipe.errors import CorruptEntryError
 from pytest_physpipe.records import StageRecord
 
-__all__ = ["parse_json", "parse_meta"]
+__all__ = ["parse_json", "parse_meta", "parse_meta_fields"]
 
 
 class _FileSum(TypedDict):
@@ -72,7 +72,7 @@ def parse_meta(data: bytes, key: str) -> tuple[dict[str, Any], StageRecord]:
     try:
         meta = cast("dict[str, Any]", _reader().validator.validate_json(data))
     except ValidationError:
-        meta = _parse_stepwise(data, key)
+        meta = parse_meta_fields(data, key)
     if meta["key"] != key:
         raise CorruptEntryError(f"entry {key}: meta.json belongs to another key")
     record = meta.pop("record")
@@ -81,8 +81,10 @@ def parse_meta(data: bytes, key: str) -> tuple[dict[str, Any], StageRecord]:
     return meta, record
 
 
-def _parse_stepwise(data: bytes, key: str) -> dict[str, Any]:
-    """What earlier versions did: ``json.loads``, then checks one field at a time."""
+def parse_meta_fields(data: bytes, key: str) -> dict[str, Any]:
+    """``meta.json`` as plain data, the record included, checked only to be this key's (what
+    earlier versions did on a hit; ``physpipe`` commands read it so): :class:`CorruptEntryError`
+    when it is not JSON or belongs to another key."""
     try:
         meta = json.loads(data)
     except (ValueError, RecursionError):  # nested deeper than the parser's stack
