@@ -391,13 +391,7 @@ class _Walk:
             self.list_and_array(e, a, e_kind == "sequence", path, tol)
             return
         if e_kind != a_kind:
-            self.differences.append(
-                Difference(
-                    path,
-                    f"type differs: golden is {_describe_value(e_kind, e)}, "
-                    f"result is {_describe_value(a_kind, a)}",
-                )
-            )
+            self.type_differs(e_kind, e, a_kind, a, path)
             return
         if e_kind == "mapping":
             self.walk_mapping(e, a, path, tol)
@@ -425,6 +419,15 @@ class _Walk:
         else:
             self.mismatches.append(Mismatch(path, e, a))
 
+    def type_differs(self, e_kind: str, e: Any, a_kind: str, a: Any, path: str) -> None:
+        self.differences.append(
+            Difference(
+                path,
+                f"type differs: golden is {_describe_value(e_kind, e)}, "
+                f"result is {_describe_value(a_kind, a)}",
+            )
+        )
+
     def list_and_array(
         self, e: Any, a: Any, golden_is_list: bool, path: str, tol: Tolerance
     ) -> None:
@@ -444,13 +447,7 @@ class _Walk:
                 self.compare_arrays(e, as_array, path, tol)
             return
         if array.ndim == 0 or array.dtype.names is not None or len(items) != len(array):
-            self.differences.append(
-                Difference(
-                    path,
-                    f"type differs: golden is {_describe_value(e_kind, e)}, "
-                    f"result is {_describe_value(a_kind, a)}",
-                )
-            )
+            self.type_differs(e_kind, e, a_kind, a, path)
             return
         for index, (e_item, a_item) in enumerate(zip(e, a, strict=True)):
             self.walk(e_item, a_item, index_path(path, index), tol)
