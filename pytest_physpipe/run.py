@@ -168,7 +168,7 @@ class PhyspipeRun:
             self.instances, physpipe.statuses, self.settings.backend, physpipe.reasons, **extras
         )
         # One write: a plan of ten thousand instances is ten thousand lines.
-        reporter.write("".join(f"{line}\n" for line in lines))
+        reporter.write("\n".join(lines) + "\n")
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> None:
