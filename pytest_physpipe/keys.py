@@ -45,7 +45,7 @@ __all__ = [
 #: Bump when the encoding below changes: every key changes with it.
 KEY_SCHEMA = 1
 #: What a key looks like; the store refuses anything else (no path can escape it).
-KEY_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+KEY_PATTERN = re.compile(r"\A[0-9a-f]{32}\Z")
 
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}
 
