@@ -330,3 +330,20 @@ def test_scratch_dirs_are_new_owned_and_named_for_housekeeping(tmp_path: Path) -
         os.rmdir(name)
     os.rmdir(layout.tmp)  # made again when it vanished
     assert os.path.isdir(scratch_dir(layout, "k"))
+
+
+def test_stage_index_reads_back_what_a_flush_merged(store: Store) -> None:
+    from pytest_physpipe.store.pending import LATEST, read_stage_index
+
+    key, _meta = commit(store, {"v": 1})
+    assert read_stage_index(store.layout, "s") == {}  # nothing merged yet
+    record = StageRecord(key=key, name="s", param_id="p=1", manifest={"config": {"p": 1}})
+    store.commit(uuid.uuid4().hex, value=1, record=record.model_copy(), run_id="r")
+    store.flush()
+    notes = read_stage_index(store.layout, "s")
+    assert set(notes) == {"p=1", LATEST}
+    assert notes["p=1"][1] == {"config": {"p": 1}}
+    path = store.layout.stage_index_path("s")
+    for garbage in (b"", b"[1, 2]", b'{"p": '):
+        path.write_bytes(garbage)
+        assert read_stage_index(store.layout, "s") == {}
