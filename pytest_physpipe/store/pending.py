@@ -125,8 +125,16 @@ def _merge(layout: StoreLayout, stage: str, mine: dict[str, Note]) -> None:
 def read_stage_index(layout: StoreLayout, stage: str) -> dict[str, Note]:
     """A stage's notes by param id (:data:`LATEST`: any param); empty when unreadable."""
     try:
-        with open(layout.stage_index_path(stage), "rb") as handle:
-            data = json.loads(handle.read(_MAX_INDEX_BYTES))
+        fd = os.open(layout.stage_index_path(stage), os.O_RDONLY)
+        try:
+            # Its size, not the limit: a buffered read(limit) allocates the whole limit first.
+            size = min(os.fstat(fd).st_size, _MAX_INDEX_BYTES)
+            chunks = [os.read(fd, size)]
+            while chunks[-1] and (got := sum(map(len, chunks))) < size:
+                chunks.append(os.read(fd, size - got))  # a short read (a network filesystem)
+            data = json.loads(b"".join(chunks))
+        finally:
+            os.close(fd)
     except (OSError, ValueError, RecursionError):
         return {}
     if not isinstance(data, dict):
