@@ -9,6 +9,7 @@ what each gave before.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -456,7 +457,7 @@ def _pytest(path: Path, args: tuple[str, ...], *, secret: str = ALICE, **kw: Any
 
 def _entry_files(path: Path, name: str) -> Path:
     for meta in (path / ".physpipe" / "entries").rglob("meta.json"):
-        if f'"name": "{name}"' in meta.read_text():
+        if json.loads(meta.read_text())["record"]["name"] == name:
             return meta.parent
     raise AssertionError(f"no entry of {name} in {path}")
 
