@@ -76,7 +76,10 @@ def pytest_physpipe_register_codecs(registry: CodecRegistry) -> None:
     """Add codecs for your own types: ``registry.add(codec)``.
 
     A codec has ``name``, ``accepts(value)``, ``encode(value, dest) -> dict`` and
-    ``decode(src, meta, *, mmap_min)`` (see :class:`pytest_physpipe.Codec`).
+    ``decode(src, meta, *, mmap_min)`` (see :class:`pytest_physpipe.Codec`). The store reads
+    the files ``encode`` wrote back to checksum them; a codec that also has
+    ``encode_into(value, writer) -> dict``, writing through ``writer.write(name, data)``,
+    spares that read (see :class:`pytest_physpipe.Codec`).
 
     .. code-block:: python
 

@@ -45,7 +45,7 @@ __all__ = [
 #: Bump when the encoding below changes: every key changes with it.
 KEY_SCHEMA = 1
 #: What a key looks like; the store refuses anything else (no path can escape it).
-KEY_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+KEY_PATTERN = re.compile(r"\A[0-9a-f]{32}\Z")
 
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}
 
@@ -56,11 +56,26 @@ _FILE_HASHES: dict[tuple[str, int, int], str] = {}
 _CANONICAL = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True
 )
+#: The same encoding through the C encoder that ``_CANONICAL.encode`` builds anew on every call
+#: (half its cost for a small config), made once. Without the circular-reference check: that
+#: check keeps the ids of the containers being encoded in a dict shared by every call (and by
+#: threads); a circular value ends in RecursionError instead of ValueError. ``None`` where the C
+#: accelerator is missing.
+_MAKE_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+_C_CANONICAL: Any = (
+    None
+    if _MAKE_ENCODER is None
+    else _MAKE_ENCODER(
+        None, _CANONICAL.default, json.encoder.encode_basestring, None, ":", ",", True, False, True
+    )
+)
 
 
 def canonical(obj: Any) -> bytes:
     """One byte string per value: sorted keys, no whitespace, floats as shortest repr."""
-    return _CANONICAL.encode(obj).encode()
+    if _C_CANONICAL is None:  # pragma: no cover - CPython has the encoder
+        return _CANONICAL.encode(obj).encode()
+    return "".join(_C_CANONICAL(obj, 0)).encode()
 
 
 class UnencodableField(ValueError):
@@ -75,6 +90,11 @@ class UnencodableField(ValueError):
 def _dumps(config: StageConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """``model_dump()`` and ``model_dump(mode="json")``, or :class:`UnencodableField`."""
     try:
+        serializer = _plain_serializer(type(config))
+        if serializer is not None:
+            python: dict[str, Any] = serializer.to_python(config)
+            data: dict[str, Any] = serializer.to_python(config, mode="json")
+            return python, data
         return config.model_dump(), config.model_dump(mode="json")
     except Exception as exc:  # pydantic raises its own error types, and user serializers any
         for name in type(config).model_fields:
@@ -83,6 +103,32 @@ def _dumps(config: StageConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             except Exception as field_exc:
                 raise UnencodableField(name, _first_line(field_exc)) from None
         raise UnencodableField("?", _first_line(exc)) from None
+
+
+#: Per config class, the serializer ``model_dump`` hands its work to, where the class keeps
+#: pydantic's ``model_dump`` (``None``: it overrides it, and keys go through the override).
+_SERIALIZERS: dict[type[Any], Any] = {}
+
+
+def _plain_serializer(cls: type[StageConfig]) -> Any:
+    """``cls.__pydantic_serializer__`` if ``model_dump`` is pydantic's own, else ``None``.
+
+    ``model_dump()`` is that serializer's ``to_python`` with every option at its default,
+    behind a layer of keyword passing that costs twice the dump of a small config; a plan
+    dumps every config of a sweep twice.
+    """
+    try:
+        return _SERIALIZERS[cls]
+    except KeyError:
+        pass
+    from pydantic import BaseModel
+    from pydantic_core import SchemaSerializer
+
+    serializer = cls.__pydantic_serializer__ if cls.model_dump is BaseModel.model_dump else None
+    if not isinstance(serializer, SchemaSerializer):
+        return None  # not built yet (a forward reference): model_dump builds it or says why
+    _SERIALIZERS[cls] = serializer
+    return serializer
 
 
 def _first_line(exc: BaseException) -> str:
@@ -130,14 +176,16 @@ def config_encodings(config: StageConfig | None) -> tuple[dict[str, Any], dict[s
     if config is None:
         return {}, {}
     python, data = _dumps(config)
-    if all(v is None or type(v) in _SCALARS for v in python.values()):
-        # Only numbers, strings, booleans and None: both encodings are the JSON dump itself.
-        return data, data
-    return _sort_sets(python, data), _identity(python, data)
+    for value in python.values():
+        if type(value) not in _PLAIN:
+            return _sort_sets(python, data), _identity(python, data)
+    # Only numbers, strings, booleans and None: both encodings are the JSON dump itself.
+    return data, data
 
 
 #: Values JSON holds exactly, which both encodings leave as they are.
 _SCALARS = (bool, int, float, str)
+_PLAIN = frozenset({*_SCALARS, type(None)})
 
 
 def _identity(python: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:

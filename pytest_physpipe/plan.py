@@ -35,7 +35,7 @@ __all__ = ["MISSING", "GatherGroup", "GatherRef", "Planner", "StageInstance"]
 MISSING: Any = object()
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class StageInstance:
     """One stage with one resolved config and its upstream keys: one store entry."""
 
@@ -54,6 +54,33 @@ class StageInstance:
     #: their digest, so the key covers them).
     gathered: dict[str, tuple[GatherRef, ...]] = field(default_factory=dict)
 
+    def __init__(
+        self,
+        spec: StageSpec,
+        config: StageConfig | None,
+        upstream: dict[str, str],
+        key: str,
+        param_id: str | None,
+        *,
+        config_json: dict[str, Any] | None = None,
+        manifest: dict[str, Any] | None = None,
+        marks: tuple[pytest.Mark, ...] = (),
+        gathered: dict[str, tuple[GatherRef, ...]] | None = None,
+    ) -> None:
+        # The frozen dataclass's own __init__ sets each field through object.__setattr__,
+        # which made building the instances of a large sweep cost more than their keys; the
+        # instance's dict is filled directly instead. Setting a field afterwards still raises.
+        fields = self.__dict__
+        fields["spec"] = spec
+        fields["config"] = config
+        fields["upstream"] = upstream
+        fields["key"] = key
+        fields["param_id"] = param_id
+        fields["config_json"] = {} if config_json is None else config_json
+        fields["manifest"] = {} if manifest is None else manifest
+        fields["marks"] = marks
+        fields["gathered"] = {} if gathered is None else gathered
+
     @property
     def name(self) -> str:
         return self.spec.name
@@ -64,7 +91,9 @@ class StageInstance:
         runs in the pytest process (after the jobs of what it gathers)."""
         if self.gathered:
             return False
-        return self.spec.slow or any(m.name == "slow" for m in self.marks)
+        if self.spec.slow:
+            return True
+        return any(m.name == "slow" for m in self.marks) if self.marks else False
 
     @property
     def label(self) -> str:
@@ -153,6 +182,8 @@ class Planner:
         self._by_declaration: dict[tuple[Any, ...], StageInstance] = {}
         self._templates: dict[int, _Fixed] = {}
         self._item_instances: dict[str, dict[str, StageInstance]] = {}
+        #: The specs :meth:`stage_names` found for the tests' fixture names.
+        self._specs: dict[str, StageSpec] = {}
         self._by_request: dict[tuple[str, int, tuple[str, ...]], StageInstance] = {}
         self._requested: list[object] = []
         self._enumerated: dict[str, list[tuple[StageInstance, dict[Coord, Any]]]] = {}
@@ -416,25 +447,30 @@ class Planner:
     def for_item(self, item: pytest.Item) -> dict[str, StageInstance]:
         """The stage instances a test needs, by stage name (memoized by node id)."""
         nodeid = item.nodeid
-        cached = self._item_instances.get(nodeid)
-        if cached is not None:
-            return cached
-        callspec = getattr(item, "callspec", None)
-        params: Mapping[str, Any] = callspec.params if callspec is not None else {}
-        resolved = self.resolve(self.stage_names(item), params)
-        self._item_instances[nodeid] = resolved
+        resolved = self._item_instances.get(nodeid)
+        if resolved is None:
+            callspec = getattr(item, "callspec", None)
+            params: Mapping[str, Any] = callspec.params if callspec is not None else {}
+            resolved = self.resolve(self.stage_names(item), params)
+            self._item_instances[nodeid] = resolved
         return resolved
 
     def stage_names(self, item: pytest.Item) -> list[str]:
         """The stages among a test's fixtures, in its fixture order.
 
         Memoized by the names themselves: the tests of one function share their fixture
-        names, so the registry is asked once per test function, not once per test.
+        names, so the registry is asked once per test function, not once per test (and the
+        specs it answered are the ones the plan resolves these names to).
         """
         fixturenames = tuple(getattr(item, "fixturenames", ()))
         names = self._stage_names.get(fixturenames)
         if names is None:
-            names = [n for n in fixturenames if n in self.registry]
+            names = []
+            for name in fixturenames:
+                spec = self.registry.get(name)
+                if spec is not None:
+                    names.append(name)
+                    self._specs[name] = spec
             self._stage_names[fixturenames] = names
         return names
 
@@ -475,7 +511,7 @@ class Planner:
         instance = resolved.get(name)
         if instance is not None:
             return instance
-        spec = self.registry.get(name)
+        spec = self._specs.get(name) or self.registry.get(name)
         assert spec is not None  # names come from the registry; validate() checked upstream
         upstream = {p: self._resolve_into(p, params, resolved).key for p in spec.upstream}
         resolved[name] = instance = self.for_request(spec, params.get(name, MISSING), upstream)

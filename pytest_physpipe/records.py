@@ -11,7 +11,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["StageRecord", "Status", "base_versions", "distribution_versions", "now_iso"]
+__all__ = [
+    "StageRecord",
+    "Status",
+    "base_versions",
+    "distribution_versions",
+    "merge_records",
+    "now_iso",
+]
 
 #: ``hit``: served from the store; ``computed``: computed by this run; ``loaded-from-job``:
 #: computed by a batch job this run submitted or waited for; ``failed``: raised;
@@ -54,6 +61,19 @@ class StageRecord(BaseModel):
     def label(self) -> str:
         """``name[param-id]``, as the test ids read."""
         return f"{self.name}[{self.param_id}]" if self.param_id else self.name
+
+
+#: Which record of an instance an xdist controller keeps when two workers both used it.
+_RANK = {"failed": 4, "computed": 3, "loaded-from-job": 3, "hit": 2, "skipped": 1}
+
+
+def merge_records(into: dict[str, StageRecord], records: Iterable[StageRecord]) -> None:
+    """Fold a worker's records into the controller's view: a failure or a compute wins over
+    a hit (another worker may have computed what this one then served)."""
+    for record in records:
+        old = into.get(record.key)
+        if old is None or _RANK[record.status] > _RANK[old.status]:
+            into[record.key] = record
 
 
 def now_iso() -> str:

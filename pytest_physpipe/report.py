@@ -45,52 +45,62 @@ def format_plan(
     and ``runs_on`` replaces the "where" of slow instances (the backend cannot submit).
     """
     instances = list(instances)
-    labels = {instance.key: instance.label for instance in instances} if after else {}
-    header: tuple[str, ...] = ("stage", "key", "status", "resources", "runs on")
-    rows: list[tuple[str, ...]] = [header + (("after",) if after else ()) + ("why",)]
-    described: dict[int, str] = {}  # per Resources: one plan lists a sweep's many times
     notes = notes or {}
     reasons = reasons or {}
+    # Built a column at a time and formatted a line at a time: a plan of ten thousand
+    # instances is ten thousand lines, so nothing here runs once per cell.
+    keys = [instance.key for instance in instances]
+    status_of = [statuses.get(key, "missing") for key in keys]
+    counts = Counter(status_of)
+    labels = [instance.label for instance in instances]
+    shown = [key[:16] for key in keys]
+    status_cells = status_of
+    if notes:
+        status_cells = [
+            f"{status} ({notes[key]})" if notes.get(key) else status
+            for key, status in zip(keys, status_of, strict=True)
+        ]
+    described: dict[int, str] = {}  # per Resources: one plan lists a sweep's many times
     for instance in instances:
         res = instance.spec.resources
-        resources = described.get(id(res))
-        if resources is None:
-            resources = f"cpu={res.cpu} gpu={res.gpu} mem={res.mem} time={res.walltime}"
-            described[id(res)] = resources
-        status = statuses.get(instance.key, "missing")
-        note = notes.get(instance.key)
-        slow = instance.slow
-        place = (backend if slow and backend != "local" else "local") + (" (slow)" if slow else "")
-        if runs_on is not None and slow and backend != "local":
-            place = runs_on
-        row: tuple[str, ...] = (
-            instance.label,
-            instance.key[:16],
-            f"{status} ({note})" if note else status,
-            resources,
-            place,
-        )
-        if after:
-            upstream = [labels.get(k, k[:12]) for k in instance.upstream.values()]
-            row += (", ".join(upstream) or "-",)
-        row += (reasons.get(instance.key, "") if status == "missing" else "",)
-        rows.append(row)
-    if not any(row[-1] for row in rows[1:]):
-        rows = [row[:-1] for row in rows]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
+        if id(res) not in described:
+            described[id(res)] = f"cpu={res.cpu} gpu={res.gpu} mem={res.mem} time={res.walltime}"
+    resources = [described[id(instance.spec.resources)] for instance in instances]
+    places = {False: "local", True: "local (slow)"}
+    if backend != "local":
+        places[True] = runs_on if runs_on is not None else f"{backend} (slow)"
+    where_cells = [places[instance.slow] for instance in instances]
+    whys = [""] * len(keys)
+    if counts["missing"]:
+        whys = [
+            reasons.get(key, "") if status == "missing" else ""
+            for key, status in zip(keys, status_of, strict=True)
+        ]
+    columns = [
+        ["stage", *labels],
+        ["key", *shown],
+        ["status", *status_cells],
+        ["resources", *resources],
+        ["runs on", *where_cells],
     ]
-    counts = Counter(r[2].split(" (", 1)[0] for r in rows[1:])  # "missing (in flight: ...)"
+    if after:
+        by_key = {instance.key: instance.label for instance in instances}
+        column = ["after"]
+        for instance in instances:
+            upstream = [by_key.get(k, k[:12]) for k in instance.upstream.values()]
+            column.append(", ".join(upstream) or "-")
+        columns.append(column)
+    if any(whys):
+        columns.append(["why", *whys])
+    widths = [max(map(len, column)) for column in columns]
+    line = "  ".join(f"{{:<{width}}}" for width in widths)
+    lines = [line.format(*row).rstrip() for row in zip(*columns, strict=True)]
     missing, rebuild = counts["missing"], counts["rebuild"]
-    line = (
-        f"{len(rows) - 1} stage instance(s): {len(rows) - 1 - missing - rebuild} cached, "
-        f"{missing} missing"
-    )
+    total = len(instances)
+    summary = f"{total} stage instance(s): {total - missing - rebuild} cached, {missing} missing"
     if rebuild:
-        line += f", {rebuild} to rebuild"
-    lines.append(line)
+        summary += f", {rebuild} to rebuild"
+    lines.append(summary)
     return lines
 
 

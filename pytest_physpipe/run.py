@@ -28,6 +28,7 @@ from pytest_physpipe.stage import registry
 if TYPE_CHECKING:
     from pytest_physpipe.options import Settings
     from pytest_physpipe.plan import StageInstance
+    from pytest_physpipe.records import StageRecord
     from pytest_physpipe.resources import Budget
     from pytest_physpipe.scheduling.hooks import XdistHooks
     from pytest_physpipe.session import PhyspipeSession
@@ -71,6 +72,9 @@ class PhyspipeRun:
         #: The xdist hooks, where xdist is active (see :mod:`pytest_physpipe.scheduling.hooks`).
         self.xdist: XdistHooks | None = None
         self._session: PhyspipeSession | None = None
+        #: The records an xdist controller gathers from its workers: the controller runs no
+        #: stage, so it never creates a session (nor imports the machinery one needs).
+        self._gathered: dict[str, StageRecord] = {}
 
     # -- the session ----------------------------------------------------------------------------
 
@@ -94,6 +98,11 @@ class PhyspipeRun:
     def existing_session(self) -> PhyspipeSession | None:
         """The session if something already created it (``None`` never creates one)."""
         return self._session
+
+    @property
+    def records(self) -> dict[str, StageRecord]:
+        """This process's stage records: its session's, or what its workers sent."""
+        return self._session.records if self._session is not None else self._gathered
 
     @staticmethod
     def stages_declared() -> bool:
@@ -168,7 +177,7 @@ class PhyspipeRun:
             self.instances, physpipe.statuses, self.settings.backend, physpipe.reasons, **extras
         )
         # One write: a plan of ten thousand instances is ten thousand lines.
-        reporter.write("".join(f"{line}\n" for line in lines))
+        reporter.write("\n".join(lines) + "\n")
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> None:
@@ -183,16 +192,18 @@ class PhyspipeRun:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         physpipe = self._session
-        if physpipe is None or self.worker is not None:
+        if self.worker is not None or (physpipe is None and not self._gathered):
             return  # workers hand their records to the controller (see scheduling/hooks.py)
         from pytest_physpipe.report import write_graph, write_report
 
-        settings = self.settings
+        settings, records = self.settings, self.records
+        run_id = physpipe.run_id if physpipe is not None else str(self.run_id)
+        statuses = physpipe.statuses if physpipe is not None else {}
         try:
             if settings.report is not None:
-                write_report(settings.report, physpipe.run_id, physpipe.records)
+                write_report(settings.report, run_id, records)
             if settings.graph is not None:
-                write_graph(settings.graph, self.instances, physpipe.records, physpipe.statuses)
+                write_graph(settings.graph, self.instances, records, statuses)
         except OSError as exc:
             # Checked before the run, so only a change since (disk full, folder gone) gets here.
             reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -206,20 +217,21 @@ class PhyspipeRun:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
-        physpipe = self._session
-        if physpipe is None or not physpipe.records or self.settings.plan_only:
+        records = self.records
+        if not records or self.settings.plan_only:
             return
         from pytest_physpipe.report import format_summary
 
         size = None
         if not self.settings.no_cache:
             # From the listing index: a stat per shard when the store did not change.
+            from pytest_physpipe.store.layout import StoreLayout
             from pytest_physpipe.store.listing import store_size
 
             with contextlib.suppress(OSError):
-                size = store_size(physpipe.store.layout)
+                size = store_size(StoreLayout(self.settings.store_dir))
         terminalreporter.section("physpipe", sep="-")
-        for line in format_summary(physpipe.records, size, verbose=config.option.verbose > 0):
+        for line in format_summary(records, size, verbose=config.option.verbose > 0):
             terminalreporter.write_line(line)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:

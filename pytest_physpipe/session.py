@@ -450,14 +450,6 @@ class PhyspipeSession:
 
     # -- results --------------------------------------------------------------------------------
 
-    def merge(self, records: Iterable[StageRecord]) -> None:
-        """Fold a worker's records into this (controller's) view; a failure or compute wins."""
-        rank = {"failed": 4, "computed": 3, "loaded-from-job": 3, "hit": 2, "skipped": 1}
-        for record in records:
-            old = self.records.get(record.key)
-            if old is None or rank[record.status] > rank[old.status]:
-                self.records[record.key] = record
-
     def _computed_because(self, instance: StageInstance) -> str:
         reason = self.reasons.get(instance.key)
         if reason is not None:

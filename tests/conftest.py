@@ -15,6 +15,15 @@ import pytest
 from physpipe_testing import PHYSLOG, REPO, CallLog, Spawn
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Under `-n auto --dist loadgroup` (the README's test command) the tests that use the one
+    # Slurm test cluster run one after another on a single worker, while the others share the
+    # remaining workers: they mostly wait for Slurm, so they overlap well with the rest.
+    for item in items:
+        if item.get_closest_marker("cluster") is not None:
+            item.add_marker(pytest.mark.xdist_group("slurm-cluster"))
+
+
 @pytest.fixture
 def calls(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> CallLog:
     """Set up a pytester project for stage tests and return its :class:`CallLog`.

@@ -525,3 +525,26 @@ def test_unencodable_field_is_named(value: Any, reason: str) -> None:
     with pytest.raises(keys.UnencodableField, match=reason) as info:
         keys.config_identity(Holder(blob=value))
     assert info.value.field == "blob"
+
+
+@FAST
+@given(json_data)
+def test_configs_are_encoded_from_what_model_dump_gives(value: Any) -> None:
+    # The plan dumps through the model's serializer directly; the result is model_dump's.
+    config = AnyConfig(value=value)
+    assert keys.config_json(config) == config.model_dump(mode="json")
+    assert keys.config_encodings(config)[0] == config.model_dump(mode="json")
+
+
+def test_a_config_class_overriding_model_dump_is_keyed_through_it() -> None:
+    class Plain(StageConfig):
+        n: int = 1
+
+    class Scaled(StageConfig):
+        n: int = 1
+
+        def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+            return {**super().model_dump(**kwargs), "scaled": self.n * 10}
+
+    assert keys.config_encodings(Plain(n=2)) == ({"n": 2}, {"n": 2})
+    assert keys.config_encodings(Scaled(n=2)) == ({"n": 2, "scaled": 20},) * 2

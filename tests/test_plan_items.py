@@ -162,14 +162,14 @@ def test_stage_names_are_looked_up_once_per_fixture_list(
     planner: Planner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     asked: list[object] = []
-    contains = type(registry).__contains__
+    get = type(registry).get
 
-    def counting(self: Any, name: object) -> bool:
+    def counting(self: Any, name: str) -> Any:
         asked.append(name)
-        return contains(self, name)
+        return get(self, name)
 
-    monkeypatch.setattr(type(registry), "__contains__", counting)
     grid = registry.get("pi_grid")
+    monkeypatch.setattr(type(registry), "get", counting)
     assert grid is not None
     assert grid.params is not None
     names = ["request", "pi_solve", "tmp_path", "pi_grid"]

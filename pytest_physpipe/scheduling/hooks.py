@@ -107,7 +107,9 @@ class XdistHooks:
     def pytest_testnodedown(self, node: Any, error: object | None) -> None:
         sent = getattr(node, "workeroutput", {}).get("physpipe_records")
         if sent:
-            self.run.session.merge(_records_adapter().validate_json(sent))
+            from pytest_physpipe.records import merge_records
+
+            merge_records(self.run.records, _records_adapter().validate_json(sent))
 
     # -- worker -------------------------------------------------------------------------------
 
@@ -150,8 +152,8 @@ class XdistHooks:
                 records = list(physpipe.records.values())
                 workeroutput["physpipe_records"] = _records_adapter().dump_json(records).decode()
             return
-        if physpipe is not None and not physpipe.settings.no_cache:
-            _record_costs(physpipe)
+        if not self.run.settings.no_cache:
+            _record_costs(self.run.records, self.run.settings.store_dir)
 
 
 @functools.cache
@@ -191,15 +193,12 @@ def _manifest(physpipe: PhyspipeSession, items: list[pytest.Item]) -> Manifest:
     return Manifest(tests=tests, stages=stages)
 
 
-def _record_costs(physpipe: PhyspipeSession) -> None:
-    computed = [
-        (r.label, r.name, r.duration_s) for r in physpipe.records.values() if r.status == "computed"
-    ]
+def _record_costs(records: dict[str, StageRecord], store_dir: Path) -> None:
+    computed = [(r.label, r.name, r.duration_s) for r in records.values() if r.status == "computed"]
     if not computed:
         return  # a cached rerun learns nothing new (and imports no policy)
     from pytest_physpipe.scheduling.policy import StageCosts
 
-    store_dir = physpipe.settings.store_dir
     if not store_dir.is_dir():
         return
     costs = StageCosts.load(store_dir)

@@ -24,7 +24,7 @@ import mmap
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, runtime_checkable
 
@@ -39,6 +39,7 @@ from pytest_physpipe.errors import (
     UnstorableValueError,
     UnverifiableEntryError,
 )
+from pytest_physpipe.store.fileio import EntryWriter, json_bytes
 from pytest_physpipe.store.signing import Signer, load_secret
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "TreeCodec",
     "load_secret",
     "readonly",
+    "summing_encoder",
     "type_name",
 ]
 
@@ -64,7 +66,16 @@ class Codec(Protocol):
 
     ``encode`` writes files into the empty directory ``dest`` and returns JSON-safe metadata
     that is stored in ``meta.json`` and handed back to ``decode``. Checksums of the files are
-    the store's business, not the codec's.
+    the store's business, not the codec's: after ``encode`` the store reads every file back to
+    sum it.
+
+    Optional: ``encode_into(value, writer) -> dict`` does what ``encode`` does through an
+    :class:`~pytest_physpipe.store.fileio.EntryWriter` (``writer.write(name, data)``,
+    ``writer.open(name)`` for a file written in pieces, ``writer.folder_writer(name)`` for a
+    sub-folder), which sums each file from the bytes written, so the store does not read them
+    back. The store calls it instead of ``encode`` when the class defining it is the class
+    defining ``encode`` or a subclass of it (a subclass that overrides only ``encode`` keeps
+    its ``encode``). The built-in codecs have it; a codec without it is read back as always.
     """
 
     name: str
@@ -101,8 +112,8 @@ def readonly(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return array
 
 
-def _save_array(array: np.ndarray[Any, Any], path: Path) -> None:
-    with path.open("wb") as handle:
+def _save_array(array: np.ndarray[Any, Any], writer: EntryWriter, name: str) -> None:
+    with writer.open(name) as handle:
         _numpy().save(handle, array, allow_pickle=False)
 
 
@@ -238,13 +249,20 @@ _PRIMITIVES = (str, bool, int, float)
 
 
 def _is_json_safe(value: object) -> bool:
-    if value is None or type(value) in _PRIMITIVES:
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if not isinstance(key, str):
+                return False
+            if item is not None and type(item) not in _PRIMITIVES and not _is_json_safe(item):
+                return False
         return True
-    if type(value) is list:
-        return all(_is_json_safe(v) for v in value)
-    if type(value) is dict:
-        return all(isinstance(k, str) and _is_json_safe(v) for k, v in value.items())
-    return False
+    if kind is list:
+        for item in value:  # type: ignore[attr-defined]
+            if item is not None and type(item) not in _PRIMITIVES and not _is_json_safe(item):
+                return False
+        return True
+    return value is None or kind in _PRIMITIVES
 
 
 class NpyCodec:
@@ -256,9 +274,12 @@ class NpyCodec:
         return _is_plain_array(value)
 
     def encode(self, value: object, dest: Path) -> dict[str, Any]:
+        return self.encode_into(value, EntryWriter(dest))
+
+    def encode_into(self, value: object, writer: EntryWriter) -> dict[str, Any]:
         if not _is_plain_array(value):
             raise CodecError(f"the npy codec stores numpy arrays, not {type(value).__name__}")
-        _save_array(value, dest / "value.npy")
+        _save_array(value, writer, "value.npy")
         return {}
 
     def decode(self, src: Path, meta: Mapping[str, Any], *, mmap_min: int) -> object:
@@ -274,12 +295,15 @@ class JsonCodec:
         return _is_json_safe(value)
 
     def encode(self, value: object, dest: Path) -> dict[str, Any]:
+        return self.encode_into(value, EntryWriter(dest))
+
+    def encode_into(self, value: object, writer: EntryWriter) -> dict[str, Any]:
         if not _is_json_safe(value):
             raise CodecError(
                 f"the json codec stores dicts with str keys, lists, str, int, float, bool and "
                 f"None, not {type(value).__name__}"
             )
-        (dest / "value.json").write_text(json.dumps(value, allow_nan=True))
+        writer.write("value.json", json_bytes(value))
         return {}
 
     def decode(self, src: Path, meta: Mapping[str, Any], *, mmap_min: int) -> object:
@@ -391,6 +415,9 @@ class TreeCodec:
         return True
 
     def encode(self, value: object, dest: Path) -> dict[str, Any]:
+        return self.encode_into(value, EntryWriter(dest))
+
+    def encode_into(self, value: object, writer: EntryWriter) -> dict[str, Any]:
         arrays: list[Any] = []  # numpy arrays and _Leaf values, numbered together
         try:
             skeleton = self._skeleton(value, arrays, "")
@@ -398,12 +425,18 @@ class TreeCodec:
             raise CodecError(f"the tree codec cannot store {exc}") from None
         for index, array in enumerate(arrays):
             if isinstance(array, _Leaf):
-                (dest / array.node["dir"]).mkdir()
-                array.node["meta"] = array.codec.encode(array.value, dest / array.node["dir"])
+                folder = array.node["dir"]
+                into = summing_encoder(array.codec)
+                if into is not None:
+                    array.node["meta"] = into(array.value, writer.folder_writer(folder))
+                else:  # a codec that writes its files itself: the store reads them back
+                    os.mkdir(writer.file_path(folder))
+                    array.node["meta"] = array.codec.encode(array.value, writer.path / folder)
+                    writer.unsummed.append(writer.prefix + folder)
             else:
-                _save_array(array, dest / f"a{index}.npy")
+                _save_array(array, writer, f"a{index}.npy")
         data = json.dumps(skeleton, allow_nan=True).encode()
-        (dest / "tree.json").write_bytes(data)
+        writer.write("tree.json", data)
         # Only a skeleton naming classes needs a key: plain trees stay loadable by anyone.
         return self.signer.sign(data) if _names_classes(skeleton) else {}
 
@@ -512,6 +545,9 @@ class PickleCodec:
         return True
 
     def encode(self, value: object, dest: Path) -> dict[str, Any]:
+        return self.encode_into(value, EntryWriter(dest))
+
+    def encode_into(self, value: object, writer: EntryWriter) -> dict[str, Any]:
         import pickle  # only pickled values pay for it: not a hit on a json or npy entry
 
         try:
@@ -519,7 +555,7 @@ class PickleCodec:
         except Exception as exc:
             raise CodecError(f"pickling failed: {type(exc).__name__}: {exc}") from None
         signature = self.signer.sign(data)  # SecretError: no usable key, nothing written
-        (dest / "value.pkl").write_bytes(data)
+        writer.write("value.pkl", data)
         return signature
 
     def decode(self, src: Path, meta: Mapping[str, Any], *, mmap_min: int) -> object:
@@ -602,6 +638,24 @@ class CodecRegistry:
             if candidate is not None and candidate.accepts(value):
                 return candidate
         raise UnstorableValueError(f"stage {stage!r}: no codec accepts {type_name(value)}")
+
+
+_SUMMING: dict[type, bool] = {}
+
+
+def summing_encoder(codec: object) -> Callable[[object, EntryWriter], dict[str, Any]] | None:
+    """``codec.encode_into`` when the store calls it instead of ``codec.encode`` (see
+    :class:`Codec`), else ``None``: the codec writes its files itself and they are read back."""
+    cls = type(codec)
+    usable = _SUMMING.get(cls)
+    if usable is None:
+        into = next((c for c in cls.__mro__ if "encode_into" in c.__dict__), None)
+        plain = next((c for c in cls.__mro__ if "encode" in c.__dict__), None)
+        usable = _SUMMING[cls] = into is not None and (plain is None or issubclass(into, plain))
+    if not usable or "encode" in getattr(codec, "__dict__", ()):
+        return None
+    method: Callable[[object, EntryWriter], dict[str, Any]] = codec.encode_into  # type: ignore[attr-defined]
+    return method
 
 
 def type_name(value: object) -> str:

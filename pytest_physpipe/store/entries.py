@@ -12,7 +12,6 @@ caller retries under the lock.
 from __future__ import annotations
 
 import contextlib
-import json
 import mmap
 import os
 import shutil
@@ -37,17 +36,21 @@ from pytest_physpipe.keys import KEY_PATTERN
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store.atomic import in_flight_target, write_text_atomic
 from pytest_physpipe.store.codecs import (
+    Codec,
     CodecRegistry,
     JsonCodec,
     NpyCodec,
     array_from_bytes,
     map_array,
+    summing_encoder,
     type_name,
 )
 from pytest_physpipe.store.fileio import (
+    EntryWriter,
     fsync_dir,
     fsync_tree,
     hash_file,
+    json_bytes,
     read_all,
     sample_fd,
     sample_hash,
@@ -59,7 +62,7 @@ from pytest_physpipe.store.listing import Summary, close_journal, journal
 from pytest_physpipe.store.locks import KeyLock
 from pytest_physpipe.store.meta import parse_json, parse_meta, parse_meta_fields
 from pytest_physpipe.store.pending import LATEST, pending, read_note, read_stage_index
-from pytest_physpipe.store.scratch import cleanup, make_scratch, real_dir
+from pytest_physpipe.store.scratch import cleanup, make_scratch, real_dir, scratch_dir
 
 __all__ = ["Entry", "Loaded", "Store"]
 
@@ -224,9 +227,9 @@ class Store:
 
     def lock(self, key: str, *, describe: str = "") -> KeyLock:
         """The per-key lock (a context manager). Only misses take it."""
-        self.entry_dir(key)  # validates the key
+        self._entry_path(key)  # validates the key
         return KeyLock(
-            self.layout.lock_path(key),
+            self.layout.lock_file(key),
             mode=self.lock_mode,
             timeout=self.lock_timeout,
             describe=describe or key,
@@ -427,31 +430,19 @@ class Store:
         when no codec takes the value or the codec refuses it). With ``replace``, an existing
         entry is swapped out.
         """
-        final = self.entry_dir(key)
+        final = self._entry_path(key)
         label = stage or key[:12]
         chosen = self.codecs.choose(value, codec, stage=label)
-        staging = make_scratch(self.layout, key)
+        staging = scratch_dir(self.layout, key)  # plain strings: pathlib costs a small commit
         try:
-            try:
-                codec_meta = chosen.encode(value, staging)
-            except CodecError as exc:
-                if isinstance(exc, UnstorableValueError):
-                    raise
-                raise UnstorableValueError(
-                    f"stage {label!r} returned a {type_name(value)}, which codec "
-                    f"{chosen.name!r} cannot store ({exc}). "
-                    "Pass codec= naming a codec that stores it (plugins add codecs through "
-                    "pytest_physpipe_register_codecs), or cache=False to keep the value in "
-                    "memory only. Nothing was written to the store."
-                ) from None
+            codec_meta, files = self._encode(chosen, value, staging, label)
             artifact_map: dict[str, str] = {}
             if artifacts:
-                (staging / "artifacts").mkdir()
+                os.mkdir(f"{staging}/artifacts")
                 for name, source in artifacts.items():
                     rel = f"artifacts/{name}"
-                    shutil.move(source, staging / rel)
+                    shutil.move(source, f"{staging}/{rel}")
                     artifact_map[name] = rel
-            files = self._checksums(staging)
             meta = {
                 "format": ENTRY_FORMAT,
                 "key": key,
@@ -460,19 +451,20 @@ class Store:
                 "files": files,
                 "artifacts": artifact_map,
                 "run_id": run_id,
-                "record": {**record.model_dump(mode="json"), "codec": chosen.name},
+                # The record's fields as they are (validated when it was made), serialized
+                # as ``record.model_dump(mode="json")`` would give them, in one pass.
+                "record": {**record.__dict__, "codec": chosen.name},
                 **(extra_meta or {}),
             }
-            data = json.dumps(meta, allow_nan=True).encode()
-            write_new(f"{staging}/meta.json", data)
+            data = json_bytes(meta)
+            # The listing's check: a rename of the directory keeps the inode of its meta.json.
+            inode = write_new(f"{staging}/meta.json", data)
             size = len(data) + sum(info["size"] for info in files.values())
             if artifact_map:
-                size += tree_size(staging / "artifacts")
+                size += tree_size(f"{staging}/artifacts")
             durable = self.fsync == "entry"
             if durable:
                 fsync_tree(staging)
-            # The listing's check: a rename of the directory keeps the inode of its meta.json.
-            inode = os.stat(f"{staging}/meta.json").st_ino
             if self._place(final, staging, replace=replace):
                 summary = Summary(
                     key, inode, record.name, record.param_id, record.status, chosen.name,
@@ -480,7 +472,7 @@ class Store:
                 )  # fmt: skip
                 journal(self.layout, summary)
             if durable:
-                fsync_dir(final.parent)
+                fsync_dir(os.path.dirname(final))
             elif self.fsync == "session":
                 later = pending(self.root)
                 later.unsynced = True
@@ -489,12 +481,49 @@ class Store:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         self._note_latest(key, record)
-        return final
+        return Path(final)
 
-    def _place(self, final: Path, staging: Path, *, replace: bool) -> bool:
+    def _encode(
+        self, codec: Codec, value: object, staging: str, label: str
+    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """Write ``value``'s files into ``staging``: the codec's metadata and every payload
+        file's size and xxh3 (plus a sample above ``verify_max``), sorted by name.
+
+        A codec with ``encode_into`` (the built-in ones) writes through an
+        :class:`EntryWriter`, which sums the bytes as they are written; the files of any other
+        codec are read back to be summed."""
+        into = summing_encoder(codec)
+        writer = EntryWriter(staging)
+        try:
+            if into is None:
+                codec_meta = codec.encode(value, Path(staging))
+                writer.unsummed.append("")
+            else:
+                codec_meta = into(value, writer)
+        except CodecError as exc:
+            if isinstance(exc, UnstorableValueError):
+                raise
+            raise UnstorableValueError(
+                f"stage {label!r} returned a {type_name(value)}, which codec "
+                f"{codec.name!r} cannot store ({exc}). "
+                "Pass codec= naming a codec that stores it (plugins add codecs through "
+                "pytest_physpipe_register_codecs), or cache=False to keep the value in "
+                "memory only. Nothing was written to the store."
+            ) from None
+        files: dict[str, dict[str, Any]] = {}
+        for rel, (size, digest) in writer.sums.items():
+            info: dict[str, Any] = {"size": size, "xxh3": digest}
+            if size > self.verify_max:
+                info["sample"] = sample_hash(f"{staging}/{rel}", size)
+            files[rel] = info
+        for folder in writer.unsummed:
+            files.update(self._checksums(staging, folder))
+        return codec_meta, dict(sorted(files.items()))
+
+    def _place(self, final: str, staging: str, *, replace: bool) -> bool:
         """Rename ``staging`` to ``final`` (making its shard on first use), settling a race:
         whether ``staging`` is the entry now."""
-        if replace and final.exists():
+        if replace and os.path.exists(final):
             self._swap(final, staging)
             return True
         for attempt in (1, 2):
@@ -503,14 +532,14 @@ class Store:
             except FileNotFoundError:
                 if attempt == 2:
                     raise
-                final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # a new shard
+                os.makedirs(os.path.dirname(final), mode=0o700, exist_ok=True)  # a new shard
             except OSError:
-                if not final.exists():
+                if not os.path.exists(final):
                     raise
                 break
             else:
                 return True
-        if (final / "meta.json").is_file():
+        if os.path.isfile(f"{final}/meta.json"):
             # Lost a race with another committer of the same key: theirs is as good.
             shutil.rmtree(staging, ignore_errors=True)
             return False
@@ -518,10 +547,12 @@ class Store:
         self._swap(final, staging)
         return True
 
-    def _checksums(self, staging: Path) -> dict[str, dict[str, Any]]:
-        """Size and xxh3 (plus a sample above ``verify_max``) of every payload file."""
+    def _checksums(self, staging: str, under: str = "") -> dict[str, dict[str, Any]]:
+        """Size and xxh3 (plus a sample above ``verify_max``) of every payload file in the
+        folder ``under`` of ``staging``, read back from the disk."""
         files: dict[str, dict[str, Any]] = {}
-        stack = [("", os.fspath(staging))]
+        top = f"{under}/" if under else ""
+        stack = [(top, f"{staging}/{under}" if under else staging)]
         while stack:
             rel, folder = stack.pop()
             with os.scandir(folder) as found:
@@ -536,7 +567,7 @@ class Store:
                         if size > self.verify_max:
                             info["sample"] = sample_hash(item.path, size)
                         files[name] = info
-        return dict(sorted(files.items()))
+        return files
 
     # -- the index of latest manifests (why an instance recomputes) ---------------------------
 
@@ -571,8 +602,8 @@ class Store:
             found = read_note(self.layout.index_path(stage, param_id))
         return found
 
-    def _swap(self, final: Path, staging: Path) -> None:
-        trash = self.layout.trash_path(final.name, uuid.uuid4().hex[:8])
+    def _swap(self, final: str, staging: str) -> None:
+        trash = self.layout.trash_path(os.path.basename(final), uuid.uuid4().hex[:8])
         os.rename(final, trash)  # readers now miss and wait on the lock we hold
         os.rename(staging, final)
         shutil.rmtree(trash, ignore_errors=True)

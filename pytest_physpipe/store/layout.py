@@ -84,6 +84,9 @@ class StoreLayout:
         self.cachedir_tag = self.root / "CACHEDIR.TAG"
         self.gitignore = self.root / ".gitignore"
         self._entries = os.fspath(self.entries)
+        #: ``tmp/`` and ``locks/`` as plain strings: a commit builds its paths from them.
+        self.tmp_path = os.fspath(self.tmp)
+        self.locks_path = os.fspath(self.locks)
 
     # -- entries and their locks -------------------------------------------------------------
 
@@ -108,6 +111,10 @@ class StoreLayout:
 
     def lock_path(self, key: str) -> Path:
         return self.locks / f"{key}.lock"
+
+    def lock_file(self, key: str) -> str:
+        """:meth:`lock_path` as a plain string (a miss takes it: no path arithmetic)."""
+        return f"{self.locks_path}/{key}.lock"
 
     def submit_lock_path(self, key: str) -> Path:
         return self.locks / f"{key}.submit.lock"

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from pytest_physpipe.store.atomic import write_text_atomic
+from pytest_physpipe.store.fileio import json_bytes
 from pytest_physpipe.store.hosts import pid_alive, this_host
 from pytest_physpipe.store.layout import StoreLayout, tree_size
 
@@ -145,7 +146,7 @@ _journals_lock = threading.Lock()
 
 def journal(layout: StoreLayout, summary: Summary) -> None:
     """Append ``summary`` to this process's journal (bookkeeping: never raises)."""
-    line = (json.dumps(list(summary), allow_nan=True) + "\n").encode()
+    line = json_bytes(summary) + b"\n"
     with _journals_lock:
         found = _journals.setdefault(os.fspath(layout.root), _Journal())
         try:

@@ -107,6 +107,9 @@ def _observe(path: Path) -> _Seen | None:
     return _Seen(st.st_ino, st.st_mtime_ns, st.st_size, info)
 
 
+_string = json.encoder.encode_basestring_ascii
+
+
 def _write_all(fd: int, data: bytes) -> None:
     """Write all of ``data``: a short write (a file size limit) is retried, so it raises."""
     view = memoryview(data)
@@ -154,7 +157,7 @@ class KeyLock:
 
     def __init__(
         self,
-        path: Path,
+        path: str | Path,
         *,
         mode: Literal["flock", "soft"],
         timeout: float | None = None,
@@ -168,7 +171,8 @@ class KeyLock:
             raise ValueError(f"KeyLock mode must be 'flock' or 'soft', not {mode!r}")
         if stale_after <= 0 or heartbeat <= 0:
             raise ValueError("KeyLock stale_after and heartbeat must be positive")
-        self.path = Path(path)
+        self._file = os.fspath(path)  # a plain string: a miss takes the lock, no pathlib
+        self._path: Path | None = None
         self.mode: Literal["flock", "soft"] = mode
         self.timeout = timeout
         self.describe = describe
@@ -184,6 +188,13 @@ class KeyLock:
         self._lost = False
 
     # -- public API -------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        """The lock file."""
+        if self._path is None:
+            self._path = Path(self._file)
+        return self._path
 
     @property
     def held(self) -> bool:
@@ -278,18 +289,18 @@ class KeyLock:
     def _acquire_flock(self, blocking: bool) -> bool:
         started = time.monotonic()
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(self._file, os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 got = self._wait_flock(fd, blocking=blocking, started=started)
                 # A lock on the file we opened only counts if the path still names that
                 # file: a holder may have unlinked it with release(remove=True).
-                same = got and self._still_named(fd)
+                size = self._still_named(fd) if got else -1
             except BaseException:
                 os.close(fd)
                 raise
-            if same:
+            if size >= 0:
                 self._fd = fd
-                self._write_flock_info(fd)
+                self._write_flock_info(fd, size)
                 return True
             os.close(fd)
             if not got:
@@ -316,23 +327,26 @@ class KeyLock:
                 poll = _FLOCK_POLL_MAX_S
             time.sleep(poll)
 
-    def _still_named(self, fd: int) -> bool:
+    def _still_named(self, fd: int) -> int:
+        """The size of the file open at ``fd`` if the path still names it, else -1."""
+        held = os.fstat(fd)
         try:
-            return os.path.samestat(os.fstat(fd), os.stat(self.path))
+            named = os.stat(self._file)
         except FileNotFoundError:
-            return False
+            return -1
+        return held.st_size if os.path.samestat(held, named) else -1
 
-    def _write_flock_info(self, fd: int) -> None:
+    def _write_flock_info(self, fd: int, size: int) -> None:
         # Only for error messages (who holds it); waiters never truncate, so this is safe.
-        info = {
-            "host": this_host().name,
-            "pid": os.getpid(),
-            "describe": self.describe,
-            "started": time.time(),
-        }
+        # What json.dumps of that dict gives, without building and walking the dict.
+        info = (
+            f'{{"host": {_string(this_host().name)}, "pid": {os.getpid()}, '
+            f'"describe": {_string(self.describe)}, "started": {time.time()!r}}}'
+        )
         try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(info).encode(), 0)
+            if size:  # a lock file taken before holds its last holder's record
+                os.ftruncate(fd, 0)
+            os.pwrite(fd, info.encode(), 0)
         except OSError as exc:  # a full disk must not turn a held lock into a failure
             _log.debug("physpipe: could not record the holder in %s: %s", self.path, exc)
 

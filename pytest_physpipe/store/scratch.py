@@ -24,7 +24,6 @@ import logging
 import os
 import shutil
 import stat
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from pytest_physpipe.store.atomic import write_text_atomic
 from pytest_physpipe.store.hosts import owner_alive, owner_info, pid_alive, same_host, this_host
 from pytest_physpipe.store.layout import StoreLayout
 
-__all__ = ["HEARTBEAT_S", "STALE_AFTER_S", "cleanup", "make_scratch", "real_dir"]
+__all__ = ["HEARTBEAT_S", "STALE_AFTER_S", "cleanup", "make_scratch", "real_dir", "scratch_dir"]
 
 _log = logging.getLogger(__name__)
 
@@ -107,18 +106,30 @@ def _beacon(layout: StoreLayout) -> None:
 
 
 def make_scratch(layout: StoreLayout, what: str) -> Path:
-    """A new, empty, owner-only scratch directory of this process under ``tmp/``.
+    """A new, empty, owner-only scratch directory of this process under ``tmp/``."""
+    return Path(scratch_dir(layout, what))
+
+
+def scratch_dir(layout: StoreLayout, what: str) -> str:
+    """:func:`make_scratch` as a plain string (a commit builds its entry in one).
 
     One ``mkdir`` per call once this process has its owner record in the store: ``tmp/`` is
-    made again only if it vanished.
+    made again only if it vanished. The random tail makes the name unique (``mkdir`` fails
+    rather than reuse a name, and another is drawn).
     """
     _beacon(layout)
-    prefix = layout.scratch_prefix(what)
-    try:
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=layout.tmp))
-    except FileNotFoundError:
-        layout.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=layout.tmp))
+    prefix = f"{layout.tmp_path}/{layout.scratch_prefix(what)}"
+    for _attempt in range(100):
+        path = prefix + os.urandom(6).hex()
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            layout.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+            continue
+        return path
+    raise FileExistsError(f"no unused scratch name under {layout.tmp}")
 
 
 def _read_record(path: Path) -> tuple[dict[str, Any] | None, float | None]:

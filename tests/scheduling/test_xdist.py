@@ -120,6 +120,39 @@ def test_every_stage_instance_is_computed_once_across_workers(
         again.stdout.fnmatch_lines(["*stage instances: 8 hit, 0 computed, 0 failed*"])
 
 
+# A plugin that notes, on the controller only, which physpipe modules it imported.
+CONTROLLER_PROBE = """
+import sys
+
+def pytest_sessionfinish(session):
+    if not hasattr(session.config, "workerinput"):  # not a worker
+        names = sorted(n for n in sys.modules if n.startswith("pytest_physpipe"))
+        with open("controller-modules.txt", "w") as handle:
+            handle.write("\\n".join(names))
+"""
+
+
+def test_the_controller_merges_records_without_a_session(
+    pytester: pytest.Pytester, calls: CallLog
+) -> None:
+    # The controller runs no stage: it folds its workers' records into the summary, the
+    # report and the cost history without importing the machinery a session needs.
+    pytester.makepyfile(test_dag=DAG, controller_probe=CONTROLLER_PROBE)
+    result = pytester.runpytest_subprocess(
+        "-n", "2", "-p", "controller_probe", "--physpipe-report", "report.json", timeout=120
+    )
+    result.assert_outcomes(passed=DAG_TESTS)
+    result.stdout.fnmatch_lines(["*stage instances: 0 hit, 8 computed, 0 failed*; store *B"])
+    assert json.loads((pytester.path / "report.json").read_text())["summary"]["computed"] == 8
+    durations = json.loads((pytester.path / ".physpipe" / "runs" / "durations.json").read_text())
+    assert durations  # the costs --physpipe-dist schedules by
+    imported = (pytester.path / "controller-modules.txt").read_text().split()
+    assert "pytest_physpipe.records" in imported
+    assert "pytest_physpipe.session" not in imported
+    assert "pytest_physpipe.store.entries" not in imported
+    assert calls.take() == EXPECTED
+
+
 def test_two_concurrent_sessions_share_one_store(pytester: pytest.Pytester, calls: CallLog) -> None:
     pytester.makepyfile(test_dag=DAG)
     # Both sessions wait for a "go" file before their tests start, so they really overlap.

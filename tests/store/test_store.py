@@ -109,6 +109,7 @@ def test_unwritable_store_is_a_clear_error(tmp_path: Path) -> None:
         "0" * 30 + "/x",
         "/" + "0" * 31,
         "0" * 31 + "\n",
+        "0" * 32 + "\n",  # `$` alone would match before a trailing newline
         "g" * 32,
     ],
 )
