@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import cached_property
 from pathlib import Path
@@ -36,6 +36,7 @@ from pytest_physpipe.errors import (
 )
 from pytest_physpipe.isolation import isolate, readonly_copy
 from pytest_physpipe.plan import StageInstance
+from pytest_physpipe.readahead import ReadAhead
 from pytest_physpipe.records import (
     StageRecord,
     Status,
@@ -145,6 +146,7 @@ class StageRunner:
         self._extra_versions = dict(extra_versions or {})
         self._live: dict[str, Served] = {}
         self._lock = threading.Lock()
+        self._ahead: ReadAhead | None = None
 
     @cached_property
     def versions(self) -> dict[str, str]:
@@ -157,14 +159,23 @@ class StageRunner:
     def wants_rebuild(self, instance: StageInstance) -> bool:
         return "all" in self.rebuild or instance.name in self.rebuild
 
+    def read_ahead(self, planned: Iterable[StageInstance]) -> None:
+        """Read the small entries of ``planned`` ahead of their lookups, in this order (the
+        order the run looks them up in): see :mod:`pytest_physpipe.readahead`."""
+        self._ahead = ReadAhead(
+            self.store, ((i.key, i.name) for i in planned), full_verify=self.full_verify
+        )
+
     def lookup(self, instance: StageInstance) -> Served | None:
         """A lock-free hit, or ``None`` (missing, vanished, corrupt, or due for a rebuild)."""
-        try:
-            loaded = self.store.load(instance.key, full_verify=self.full_verify)
-        except CorruptEntryError:
-            return None  # maybe replaced mid-load; step 2 decides under the lock
+        loaded = None if self._ahead is None else self._ahead.take(instance.key)
         if loaded is None:
-            return None
+            try:
+                loaded = self.store.load(instance.key, full_verify=self.full_verify)
+            except CorruptEntryError:
+                return None  # maybe replaced mid-load; step 2 decides under the lock
+            if loaded is None:
+                return None
         if (
             self.rebuild
             and self.wants_rebuild(instance)

@@ -226,6 +226,8 @@ class PhyspipeSession:
             self.settings.plan_only or self.settings.cached_only or self.settings.no_cache
         ):
             self._start_campaign(instances)
+        if not self.settings.plan_only:
+            self.runner.read_ahead(i for i in instances if self.statuses[i.key] == "cached")
         return instances
 
     def status(self, instance: StageInstance) -> str:

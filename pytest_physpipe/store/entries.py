@@ -66,8 +66,9 @@ from pytest_physpipe.store.scratch import cleanup, make_scratch, real_dir, scrat
 
 __all__ = ["Entry", "Loaded", "Store"]
 
-#: What :meth:`Store._decode_one_file` returns for an entry its codec must decode.
-_GENERIC = object()
+#: What :meth:`Store._decode_one_file` returns for an entry its codec must decode, and for
+#: one over the size limit of :meth:`Store.load_small`.
+_GENERIC, _NOT_SMALL = object(), object()
 
 ENTRY_FORMAT = 1
 _TOUCH_EVERY_S = 3600.0
@@ -284,6 +285,17 @@ class Store:
 
         Raises :class:`CorruptEntryError` when the entry exists but fails verification.
         """
+        return self._load(key, full_verify, None)
+
+    def load_small(self, key: str, max_bytes: int, *, full_verify: bool = False) -> Loaded | None:
+        """What :meth:`load` returns for an entry whose payload is one built-in ``json`` or
+        ``npy`` file of at most ``max_bytes`` (read, not mapped), read and checked the same way;
+        ``None`` for any other entry, as for none. Read-ahead loads through this: it never
+        holds a large value, nor runs a codec's own decoder for an entry nobody asked for yet.
+        """
+        return self._load(key, full_verify, min(max_bytes, self.mmap_min - 1))
+
+    def _load(self, key: str, full_verify: bool, limit: int | None) -> Loaded | None:
         base = self._entry_path(key)
         meta: dict[str, Any] | None = None
         inode, touched = -1, 0.0
@@ -295,7 +307,9 @@ class Store:
             inode, touched = info.st_ino, info.st_mtime
             meta, record = parse_meta(data, key)
             codec = self.codecs.get(str(meta["codec"]))
-            value = self._decode_one_file(base, meta, codec, full_verify)
+            value = self._decode_one_file(base, meta, codec, full_verify, limit)
+            if value is _NOT_SMALL:
+                return None
             if value is _GENERIC:
                 self.verify(key, meta, full=full_verify)
                 value = codec.decode(Path(base), meta.get("codec_meta", {}), mmap_min=self.mmap_min)
@@ -328,12 +342,13 @@ class Store:
         return Loaded(value=value, record=record, meta=meta, path=base)
 
     def _decode_one_file(
-        self, base: str, meta: dict[str, Any], codec: object, full: bool
+        self, base: str, meta: dict[str, Any], codec: object, full: bool, limit: int | None
     ) -> object:
         """The value of a built-in ``json`` or ``npy`` entry, read and checked in one pass:
         the bytes that are hashed are the bytes decoded (small files), and a mapped array is
         hashed through the very mapping it is served from. :data:`_GENERIC` for any other
-        entry (its codec decodes it after :meth:`verify`).
+        entry (its codec decodes it after :meth:`verify`); with a ``limit``, :data:`_NOT_SMALL`
+        for any entry but one of these whose file is at most ``limit`` bytes.
 
         Everything comes from one open file, so no re-check of ``meta.json`` is needed: a
         file of a replacing entry fails the sums of the entry whose ``meta.json`` was read.
@@ -344,10 +359,12 @@ class Store:
         elif type(codec) is NpyCodec:
             name = "value.npy"
         else:
-            return _GENERIC
+            return _GENERIC if limit is None else _NOT_SMALL
         if not isinstance(files, dict) or len(files) != 1 or name not in files:
-            return _GENERIC
+            return _GENERIC if limit is None else _NOT_SMALL
         expected = files[name]
+        if limit is not None and not (type(expected) is dict and expected.get("size", 0) <= limit):
+            return _NOT_SMALL
         fd = os.open(f"{base}/{name}", os.O_RDONLY)
         try:
             size = os.fstat(fd).st_size
