@@ -49,6 +49,7 @@ __all__ = [
     "NpyCodec",
     "PickleCodec",
     "TreeCodec",
+    "is_json_safe",
     "load_secret",
     "readonly",
     "summing_encoder",
@@ -248,18 +249,19 @@ def _is_plain_array(value: object) -> TypeGuard[np.ndarray[Any, Any]]:
 _PRIMITIVES = (str, bool, int, float)
 
 
-def _is_json_safe(value: object) -> bool:
+def is_json_safe(value: object) -> bool:
+    """Plain JSON data only: dicts with string keys, lists, str, int, float, bool, None."""
     kind = type(value)
     if kind is dict:
         for key, item in value.items():  # type: ignore[attr-defined]
             if not isinstance(key, str):
                 return False
-            if item is not None and type(item) not in _PRIMITIVES and not _is_json_safe(item):
+            if item is not None and type(item) not in _PRIMITIVES and not is_json_safe(item):
                 return False
         return True
     if kind is list:
         for item in value:  # type: ignore[attr-defined]
-            if item is not None and type(item) not in _PRIMITIVES and not _is_json_safe(item):
+            if item is not None and type(item) not in _PRIMITIVES and not is_json_safe(item):
                 return False
         return True
     return value is None or kind in _PRIMITIVES
@@ -292,13 +294,13 @@ class JsonCodec:
     name = "json"
 
     def accepts(self, value: object) -> bool:
-        return _is_json_safe(value)
+        return is_json_safe(value)
 
     def encode(self, value: object, dest: Path) -> dict[str, Any]:
         return self.encode_into(value, EntryWriter(dest))
 
     def encode_into(self, value: object, writer: EntryWriter) -> dict[str, Any]:
-        if not _is_json_safe(value):
+        if not is_json_safe(value):
             raise CodecError(
                 f"the json codec stores dicts with str keys, lists, str, int, float, bool and "
                 f"None, not {type(value).__name__}"

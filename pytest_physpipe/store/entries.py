@@ -41,6 +41,7 @@ from pytest_physpipe.store.codecs import (
     JsonCodec,
     NpyCodec,
     array_from_bytes,
+    is_json_safe,
     map_array,
     summing_encoder,
     type_name,
@@ -456,7 +457,8 @@ class Store:
                 "record": {**record.__dict__, "codec": chosen.name},
                 **(extra_meta or {}),
             }
-            data = json_bytes(meta)
+            # Codec metadata that is not plain JSON (bytes, a set) raises in `json`, as before.
+            data = json_bytes(meta, plain=not codec_meta or is_json_safe(codec_meta))
             # The listing's check: a rename of the directory keeps the inode of its meta.json.
             inode = write_new(f"{staging}/meta.json", data)
             size = len(data) + sum(info["size"] for info in files.values())
