@@ -2,10 +2,13 @@
 
 Reading 100,000 ``meta.json`` files is what made ``physpipe ls`` slow, so each commit also
 appends one line (key, the inode of the entry's ``meta.json``, stage, param id, status, codec,
-size, created) to a journal of its process, ``index/entries/<host>.<pid>.<rand>.jsonl``; a
-listing folds the journals into ``index/entries.json`` (the snapshot, stored by column) and
-removes those that are closed (``*.closed.jsonl``: their session ended) or of processes that
-are gone. What the listing guarantees:
+size, created) to a journal of its process, ``index/entry-listing/<host>.<pid>.<rand>.jsonl``;
+a listing folds the journals into ``index/entry-listing.json`` (the snapshot, stored by column)
+and removes those that are closed (``*.closed.jsonl``: their session ended) or of processes
+that are gone. Earlier releases kept both under the names of a stage called ``entries``
+(``index/entries.json``, ``index/entries/``): where there is no snapshot yet, theirs seeds it,
+checked like any other, and is removed once the new one is written. What the listing
+guarantees:
 
 - It lists exactly the entries in ``entries/`` (one ``listdir`` per shard, one ``stat`` of
   each ``meta.json``): a summary of an entry that is gone is dropped, never shown.
@@ -195,18 +198,49 @@ def _shards(layout: StoreLayout) -> list[str]:
         return []
 
 
-def _snapshot(path: str) -> tuple[dict[str, Summary], bool]:
-    """The snapshot's summaries by key (none from a missing, garbage or unknown one), and
-    whether it is in this version's format (else the listing rewrites it)."""
-    try:
-        with open(path, "rb") as handle:
-            doc = json.loads(handle.read())
-    except (OSError, ValueError, RecursionError):
-        return {}, False
+def _snapshot(layout: StoreLayout) -> tuple[dict[str, Summary], bool, int]:
+    """The snapshot's summaries by key (none from a missing, garbage or unknown one), whether it
+    is in this version's format (else the listing rewrites it), and the inode of an earlier
+    release's ``index/entries.json`` they come from (``0`` when they do not; see
+    :func:`_migrated`)."""
+    doc, _ = _document(layout.listing)
+    old = 0
+    if doc is _MISSING:
+        doc, old = _document(layout.old_listing)
+        if not isinstance(doc, dict) or doc.get("format") not in (_FORMAT, _SNAPSHOT_FORMAT):
+            return {}, False, 0  # none, or the notes of a stage called ``entries``
     if isinstance(doc, dict) and doc.get("format") == _FORMAT:  # by rows: an older version's
         rows = doc.get("rows")
-        return (_valid(rows) if isinstance(rows, list) else {}), False
-    return _columns(doc), True
+        return (_valid(rows) if isinstance(rows, list) else {}), False, old
+    return _columns(doc), not old, old
+
+
+#: What :func:`_document` returns for a file that does not exist.
+_MISSING = object()
+
+
+def _document(path: os.PathLike[str]) -> tuple[Any, int]:
+    """The JSON document at ``path`` (``None`` when unreadable or garbage, :data:`_MISSING`
+    when there is no file) and its inode."""
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read()), os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return _MISSING, 0
+    except (OSError, ValueError, RecursionError):
+        return None, 0
+
+
+def _migrated(layout: StoreLayout, inode: int) -> None:
+    """Remove an earlier release's listing (``index/entries.json``, its journals folded)
+    once the new one holds its rows: that name is a stage's notes file now. Only the file that
+    was read goes (same inode): notes of a stage called ``entries`` written since are kept.
+    Its lock (``.entries.lock``) stays: a stage called ``entries`` may hold it."""
+    with contextlib.suppress(OSError):
+        if os.stat(layout.old_listing).st_ino == inode:
+            os.unlink(layout.old_listing)
+    with contextlib.suppress(OSError):
+        os.rmdir(layout.old_listing_journals)  # when empty; else it holds more than journals
 
 
 def _columns(doc: Any) -> dict[str, Summary]:
@@ -249,12 +283,17 @@ def _journal(path: str) -> list[Any]:
 
 
 def _journal_paths(layout: StoreLayout) -> list[str]:
-    try:
-        found = os.scandir(layout.listing_journals)
-    except OSError:
-        return []
-    with found:
-        return sorted(p.path for p in found if p.name.endswith(".jsonl"))
+    """The journals, this release's and those an earlier one wrote to ``index/entries/``
+    (folded the same way: its journals have this format)."""
+    paths: list[str] = []
+    for folder in (layout.listing_journals, layout.old_listing_journals):
+        try:
+            found = os.scandir(folder)
+        except OSError:
+            continue
+        with found:
+            paths.extend(p.path for p in found if p.name.endswith(".jsonl"))
+    return sorted(paths)
 
 
 def _valid(rows: list[Any]) -> dict[str, Summary]:
@@ -293,9 +332,8 @@ def summaries(
     listing healed it, found it stale, or folded in the journals of finished processes; a
     read-only store is listed all the same.
     """
-    snapshot = os.fspath(layout.listing)
     journals = _journal_paths(layout)
-    stored, current = _snapshot(snapshot)
+    stored, current, old = _snapshot(layout)
     known, newer = _known(stored, journals)
     found: dict[str, tuple[Summary, float]] = {}
     damaged: list[str] = []
@@ -344,8 +382,8 @@ def summaries(
     # ... or there is none yet, or it is an older version's.
     stale = confirmed != len(stored) or (found and not current)
     finished = [path for path in journals if _finished(path)]
-    if healed or stale or finished:
-        _rewrite(layout, snapshot, found, finished)
+    if healed or stale or finished or old:
+        _rewrite(layout, found, finished, old)
     return found, damaged
 
 
@@ -359,12 +397,10 @@ def _finished(path: str) -> bool:
 
 
 def _rewrite(
-    layout: StoreLayout,
-    snapshot: str,
-    found: dict[str, tuple[Summary, float]],
-    journals: list[str],
+    layout: StoreLayout, found: dict[str, tuple[Summary, float]], journals: list[str], old: int
 ) -> None:
-    """Write the snapshot, then remove the ``journals`` (of processes that are gone) it folds."""
+    """Write the snapshot, then remove the ``journals`` (of processes that are gone) it folds,
+    and the earlier release's snapshot (inode ``old``) it replaces."""
     try:
         layout.index.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(layout.listing_lock, os.O_RDWR | os.O_CREAT, 0o600)
@@ -381,6 +417,8 @@ def _rewrite(
         for path in journals:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        if old:
+            _migrated(layout, old)
     except OSError:
         pass
     finally:
@@ -463,7 +501,7 @@ def _read_sizes(path: os.PathLike[str]) -> dict[str, tuple[int, int]]:
 def _count_shards(layout: StoreLayout, shards: list[str]) -> dict[str, int]:
     """The bytes of the entries in ``shards``: the index's size of an entry it vouches for
     (same ``meta.json`` inode), a walk of any other (damaged, or not in the index)."""
-    known, _ = _known(_snapshot(os.fspath(layout.listing))[0], _journal_paths(layout))
+    known, _ = _known(_snapshot(layout)[0], _journal_paths(layout))
     stat, get = os.stat, known.get
     counted = dict.fromkeys(shards, 0)
     for shard in shards:
