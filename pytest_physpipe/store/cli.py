@@ -305,17 +305,10 @@ def _ls_all(target: _Target) -> LsColumns:
     columns = LsColumns(
         labels, keys, list(map(text.__getitem__, pairs)), sizes, created, found.rows, found.used
     )
-    for damaged in found.damaged:
-        row = _row(target.store, damaged)
+    for key in found.damaged:
+        row = _row(target.store, key)
         if row is not None:
-            label, used, key, state, size, when = _ls_line(row)
-            columns.rows.append(len(labels))
-            columns.used.append(used)
-            labels.append(label)
-            columns.keys.append(key)
-            columns.states.append(state)
-            columns.sizes.append(size)
-            columns.created.append(when)
+            columns.add(_ls_line(row))
     return columns
 
 

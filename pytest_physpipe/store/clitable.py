@@ -97,6 +97,17 @@ class LsColumns(NamedTuple):
         labels, used, keys, states, sizes, created = map(list, zip(*lines, strict=True))
         return cls(labels, keys, states, sizes, created, list(range(len(lines))), used)
 
+    def add(self, line: LsLine) -> None:
+        """Add an entry, in a row of its own."""
+        label, used, key, state, size, when = line
+        self.rows.append(len(self.labels))
+        self.used.append(used)
+        self.labels.append(label)
+        self.keys.append(key)
+        self.states.append(state)
+        self.sizes.append(size)
+        self.created.append(when)
+
 
 #: The cell of a key: its first 12 digits.
 _short_key = itemgetter(slice(12))
