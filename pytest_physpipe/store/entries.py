@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import xxhash
 
@@ -60,10 +60,12 @@ from pytest_physpipe.store.fileio import (
 from pytest_physpipe.store.filesystem import resolve_lock_mode
 from pytest_physpipe.store.layout import CREATED_DIRS, LAYOUT_NAMES, StoreLayout, tree_size
 from pytest_physpipe.store.listing import Summary, close_journal, journal
-from pytest_physpipe.store.locks import KeyLock
 from pytest_physpipe.store.meta import parse_json, parse_meta, parse_meta_fields
 from pytest_physpipe.store.pending import LATEST, pending, read_note, read_stage_index
 from pytest_physpipe.store.scratch import cleanup, make_scratch, real_dir, scratch_dir
+
+if TYPE_CHECKING:
+    from pytest_physpipe.store.locks import KeyLock
 
 __all__ = ["Entry", "Loaded", "Store"]
 
@@ -227,7 +229,9 @@ class Store:
         return self._lock_mode
 
     def lock(self, key: str, *, describe: str = "") -> KeyLock:
-        """The per-key lock (a context manager). Only misses take it."""
+        """The per-key lock (a context manager). Only misses take it (and import it)."""
+        from pytest_physpipe.store.locks import KeyLock
+
         self._entry_path(key)  # validates the key
         return KeyLock(
             self.layout.lock_file(key),
