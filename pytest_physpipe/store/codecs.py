@@ -39,7 +39,7 @@ from pytest_physpipe.errors import (
     UnstorableValueError,
     UnverifiableEntryError,
 )
-from pytest_physpipe.store.fileio import EntryWriter, json_bytes
+from pytest_physpipe.store.fileio import JSON_PRIMITIVES, EntryWriter, is_json_safe, json_bytes
 from pytest_physpipe.store.signing import Signer, load_secret
 
 __all__ = [
@@ -244,29 +244,6 @@ def _is_plain_array(value: object) -> TypeGuard[np.ndarray[Any, Any]]:
     return numpy is not None and isinstance(value, numpy.ndarray) and not value.dtype.hasobject
 
 
-#: Exact types only: subclasses (``numpy.float64``, ``numpy.str_``, ``IntEnum`` members) would
-#: come back as their base type, and a consumer must get what a fresh run gives it.
-_PRIMITIVES = (str, bool, int, float)
-
-
-def is_json_safe(value: object) -> bool:
-    """Plain JSON data only: dicts with string keys, lists, str, int, float, bool, None."""
-    kind = type(value)
-    if kind is dict:
-        for key, item in value.items():  # type: ignore[attr-defined]
-            if not isinstance(key, str):
-                return False
-            if item is not None and type(item) not in _PRIMITIVES and not is_json_safe(item):
-                return False
-        return True
-    if kind is list:
-        for item in value:  # type: ignore[attr-defined]
-            if item is not None and type(item) not in _PRIMITIVES and not is_json_safe(item):
-                return False
-        return True
-    return value is None or kind in _PRIMITIVES
-
-
 class NpyCodec:
     """One numpy array as ``value.npy``."""
 
@@ -351,7 +328,7 @@ class TreeCodec:
         self.signer = signer if signer is not None else Signer()
 
     def _skeleton(self, value: object, arrays: list[Any], path: str) -> Any:
-        if value is None or type(value) in _PRIMITIVES:
+        if value is None or type(value) in JSON_PRIMITIVES:
             return value
         np = _loaded_numpy()
         if np is not None and isinstance(value, np.ndarray):

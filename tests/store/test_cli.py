@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -13,11 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store import cli as cli_module
 from pytest_physpipe.store import listing
 from pytest_physpipe.store.cli import main, parse_duration
+from pytest_physpipe.store.clitable import LsColumns, LsLine, ls_table
 from pytest_physpipe.store.entries import Store
 from pytest_physpipe.store.layout import StoreLayout
 from pytest_physpipe.store.listing import Summary
@@ -471,3 +475,25 @@ def test_ls_folds_a_closed_journal_and_leaves_a_live_one(
     assert snapshot.stat().st_ino == written  # not rewritten by the second listing
     assert len(list(journals.iterdir())) == 1
     store.flush()
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b[n=1]", "b[n=2]", "c"]), st.sampled_from([1.0, 61.0, 2.5])
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_ls_table_orders_by_label_then_last_use(entries: list[tuple[str, float]]) -> None:
+    """The table's rows are sorted by label, then last use, then the listing's order, however
+    the labels and times repeat (runs of one label are sorted apart)."""
+    lines: list[LsLine] = [
+        (label, used, f"{index:012d}" + "0" * 20, "computed/json", 10, "?")
+        for index, (label, used) in enumerate(entries)
+    ]
+    out = io.StringIO()
+    ls_table(LsColumns.of_lines(lines), out)
+    shown = [int(line.split()[0]) for line in out.getvalue().splitlines()[1:]]
+    assert shown == sorted(range(len(entries)), key=lambda i: (*entries[i], i))

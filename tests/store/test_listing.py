@@ -164,3 +164,26 @@ def test_an_earlier_releases_listing_seeds_the_new_one(
     assert physpipe(store.root, "ls") == now
     assert sorted(read) == sorted([*keys, late])  # entries read afresh
     assert json.loads(layout.old_listing.read_text()) == notes
+
+
+def test_ls_shows_a_damaged_entry_beside_the_others_of_its_shard(tmp_path: Path) -> None:
+    """An entry without a ``meta.json`` is listed as corrupt, with its files' size, and the
+    other entries of its shard as before (a shard with one is gone through one by one)."""
+    store = Store(tmp_path / "store")
+    store.ensure()
+    keys = ["ab" + os.urandom(15).hex() for _ in range(3)]
+    for key, name in zip(keys, ("grid", "heat", "report"), strict=True):
+        record = StageRecord(key=key, name=name, created_at="2024-05-01T12:00:00.000+00:00")
+        store.commit(key, value={"name": name}, stage=name, record=record, run_id="run-x")
+    store.flush()
+    before = physpipe(store.root, "ls").splitlines()
+    (store.entry_dir(keys[1]) / "meta.json").unlink()
+    after = physpipe(store.root, "ls").splitlines()
+    assert [line.split()[:3] for line in after[1:-1]] == [
+        [keys[1][:12], "?", "corrupt"],
+        [keys[0][:12], "grid", "computed/json"],
+        [keys[2][:12], "report", "computed/json"],
+    ]
+    assert before[1] in after
+    assert before[3] in after
+    assert after[-1].startswith("3 entries, ")
