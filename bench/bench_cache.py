@@ -10,7 +10,9 @@
     bare pytest running the same tests with a plain parametrized session fixture and the plugin
     disabled (``-p no:physpipe``), and against bare pytest whose params are frozen pydantic
     models (what a physpipe suite's StageConfigs import anyway: the difference is physpipe's
-    own cost); cached and bare under ``-n 2`` (xdist) from 2000 instances on;
+    own cost; with two sizes or more it is split into a cost per run and one per instance, a
+    line through the smallest and the largest); cached and bare under ``-n 2`` (xdist) from
+    2000 instances on;
     ``--physpipe-plan`` against bare ``--collect-only`` (the plan's own cost is the
     difference). Both sides run in one bare virtual environment holding only the runtime
     dependencies (``--venv``; made on first use, then reused) with this checkout first on
@@ -352,6 +354,27 @@ def part_a(
     return rows
 
 
+def own_cost_split(scale: dict[int, dict[str, float]]) -> list[Row]:
+    """Physpipe's own cost (cached minus bare with pydantic configs) at the smallest and the
+    largest size, split into what every run pays once (imports, the session, the summary)
+    and what each instance adds (plan, hit, record): a straight line through the two."""
+    if len(scale) < 2:
+        return []
+    small, large = min(scale), max(scale)
+    own = {n: scale[n]["cached"] - scale[n]["bare+pydantic"] for n in (small, large)}
+    per_instance = (own[large] - own[small]) / (large - small)
+    fixed = own[small] - per_instance * small
+    return [
+        (
+            f"(a) own cost per instance ({small} to {large})",
+            f"{per_instance * 1e3:.3f} ms",
+            "",
+            None,
+        ),
+        (f"(a) own cost per run (at 0 instances, from {small})", f"{fixed:.3f} s", "", None),
+    ]
+
+
 def part_b(tmp: Path, repeats: int) -> list[Row]:
     import joblib
 
@@ -520,6 +543,7 @@ def main() -> int:
             header += describe_venv(python)
             for size in (int(s) for s in args.sizes.split(",")):
                 rows += part_a(tmp, python, repeats, size, scale)
+            rows += own_cost_split(scale)
         if "b" not in args.skip:
             try:
                 import joblib  # noqa: F401

@@ -23,9 +23,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from pytest_physpipe.context import StageContext
 from pytest_physpipe.errors import (
     CorruptEntryError,
     CorruptEntryWarning,
@@ -48,7 +47,10 @@ from pytest_physpipe.records import (
 from pytest_physpipe.resources import Grant, SlotPool, pinned
 from pytest_physpipe.stage import registry
 from pytest_physpipe.store.entries import Loaded, Store
-from pytest_physpipe.store.locks import KeyLock
+
+if TYPE_CHECKING:  # a hit never computes: these load with the first miss
+    from pytest_physpipe.context import StageContext
+    from pytest_physpipe.store.locks import KeyLock
 
 __all__ = [
     "NoHooks",
@@ -316,6 +318,8 @@ class StageRunner:
         """Run the stage in ``workdir``: its value, its record and the artifacts it kept there."""
         record = self._base_record(instance)
         spec = instance.spec
+        from pytest_physpipe.context import StageContext
+
         with self._slots(instance) as grant, pinned(grant):
             ctx = StageContext(
                 name=instance.label,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_physpipe.errors import PhyspipeError
 from pytest_physpipe.options import add_options, parse_settings
 
 if TYPE_CHECKING:
@@ -120,17 +121,20 @@ def _plain_error(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> pytest.TestReport | None:
+    # A plain hookimpl that answers only for a physpipe error and leaves every other report
+    # to pytest: a wrapper would cost every phase of every test a generator round trip.
     excinfo = call.excinfo
-    if report.failed and excinfo is not None:
-        from pytest_physpipe.errors import PhyspipeError
-
-        if isinstance(excinfo.value, PhyspipeError):
-            # Raised by the plugin on the stage's behalf (the message names stage and remedy);
-            # the stage's own exceptions keep their full traceback.
-            report.longrepr = _plain_error(excinfo)
+    if excinfo is None or not isinstance(excinfo.value, PhyspipeError):
+        return None
+    report = pytest.TestReport.from_item_and_call(item, call)
+    if report.failed:
+        # Raised by the plugin on the stage's behalf (the message names stage and remedy);
+        # the stage's own exceptions keep their full traceback.
+        report.longrepr = _plain_error(excinfo)
     return report
 
 

@@ -6,12 +6,14 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pytest_physpipe.plan import StageInstance
-from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store.atomic import write_text_atomic
 from pytest_physpipe.units import human_size, human_time
+
+if TYPE_CHECKING:  # an xdist controller reports without planning anything
+    from pytest_physpipe.plan import StageInstance
+    from pytest_physpipe.records import StageRecord
 
 __all__ = ["format_graph", "format_plan", "format_summary", "write_graph", "write_report"]
 

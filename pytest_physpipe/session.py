@@ -26,7 +26,6 @@ from pytest_physpipe.execute import PluginHooks, Served, StageRunner, record_for
 from pytest_physpipe.isolation import isolate
 from pytest_physpipe.options import Settings
 from pytest_physpipe.plan import MISSING, Planner, StageInstance
-from pytest_physpipe.reasons import why_missing
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.resources import Budget, SlotPool, detect_budget
 from pytest_physpipe.runid import new_run_id
@@ -284,6 +283,8 @@ class PhyspipeSession:
             return "--physpipe-no-cache"
         if not os.path.isdir(self.store.root):
             return "new"  # no store yet: nothing to compare with (one stat, not a search)
+        from pytest_physpipe.reasons import why_missing  # only a miss is explained
+
         return why_missing(instance, self.store)
 
     def _check_budget(self, instances: Iterable[StageInstance]) -> None:
@@ -301,14 +302,14 @@ class PhyspipeSession:
 
     def _check_codecs(self, instances: Iterable[StageInstance]) -> None:
         """A ``codec=`` no registered codec answers to is an error before anything computes."""
-        known = self.codecs.names()
         checked: set[int] = set()
         for instance in instances:
             spec = instance.spec
             if id(spec) in checked:
                 continue
             checked.add(id(spec))
-            if spec.cache and spec.codec != "auto" and spec.codec not in known:
+            if spec.cache and spec.codec != "auto" and spec.codec not in self.codecs:
+                known = self.codecs.names()
                 raise pytest.UsageError(
                     f"stage {instance.name!r}: codec={spec.codec!r} is not a registered codec "
                     f"(registered: {', '.join(known)}). Use one of them or 'auto', or register "

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import pytest
 from pydantic import ValidationError
 
-from pytest_physpipe.codefp import CodeFingerprint, code_of
 from pytest_physpipe.errors import ConfigError, StageError
 from pytest_physpipe.fanin import Gather
 from pytest_physpipe.keys import python_dumps
 from pytest_physpipe.models import ClusterOptions, Resources, Retry, StageConfig
 
 if TYPE_CHECKING:
+    from pytest_physpipe.codefp import CodeFingerprint
     from pytest_physpipe.run import PhyspipeRun
 
 __all__ = ["RUN", "StageSpec", "registry", "stage", "sweep"]
@@ -83,6 +83,10 @@ class StageSpec:
     def code_info(self) -> CodeFingerprint:
         """The code fingerprint with what it covered: the function, the project code it
         reaches, and ``track``."""
+        # Imported here, not at declaration: an xdist controller declares every stage (it
+        # imports the conftests) and fingerprints none.
+        from pytest_physpipe.codefp import code_of
+
         return code_of(self.func, self.track)
 
     @cached_property

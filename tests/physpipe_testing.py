@@ -1,5 +1,6 @@
-"""Helpers the tests import: the call log of pytester projects, and child processes for the
-race tests (the ``calls`` and ``spawn`` fixtures in conftest.py use them)."""
+"""Helpers the tests import: the call log of pytester projects, child processes for the race
+tests (the ``calls`` and ``spawn`` fixtures in conftest.py use them), and the hypothesis
+strategy of plain JSON data the store's property tests share."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hypothesis.strategies import SearchStrategy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,3 +63,29 @@ class CallLog:
         counted = Counter(self.lines())
         self.path.unlink(missing_ok=True)
         return counted
+
+
+def json_leaves() -> SearchStrategy[Any]:
+    """Every kind of JSON scalar, with the edges a codec must keep: integers far beyond 64 bits,
+    NaN and infinities, any text."""
+    from hypothesis import strategies as st
+
+    return (
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**200), max_value=2**200)
+        | st.floats(allow_nan=True, allow_infinity=True)
+        | st.text(max_size=10)
+    )
+
+
+def json_values(max_leaves: int) -> SearchStrategy[Any]:
+    """Plain JSON data of at most ``max_leaves`` leaves (:func:`json_leaves`), nested in lists
+    and in dicts with string keys."""
+    from hypothesis import strategies as st
+
+    return st.recursive(
+        json_leaves(),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner),
+        max_leaves=max_leaves,
+    )

@@ -25,7 +25,10 @@ sharing ``__snapshots__`` never mistakes a golden file for an unknown file and d
 
 It also tells :data:`~pytest_physpipe.snapshot.writes.PENDING` when the session starts, when a
 test module is done and when the session ends, so that each golden file is written once per
-module rather than once per new golden.
+module rather than once per new golden. Only a test that uses syrupy's ``snapshot`` fixture
+(``physics_snapshot`` does) writes goldens, so "a test module is done" is watched
+(:class:`ModuleFlush`, a wrapper around each test) only in a session that runs such a test;
+other sessions pay nothing per test for it.
 
 This module imports only pytest and :mod:`.writes`: it is loaded on every run.
 """
@@ -86,14 +89,14 @@ class GoldenGuard:
             PENDING.start()  # golden files are written once per module (.writes)
             self.deferring = True
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> object:
-        try:
-            return (yield)
-        finally:
-            # Leaving a test module: its golden file is complete for this session.
-            if PENDING and (nextitem is None or nextitem.path != item.path):
-                PENDING.flush()
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # Only a test that uses syrupy's `snapshot` fixture (`physics_snapshot` does) can
+        # write a golden: a session without one is spared a wrapper around every test.
+        pluginmanager = session.config.pluginmanager
+        if not self.deferring or pluginmanager.has_plugin(_FLUSH):
+            return
+        if any("snapshot" in getattr(item, "fixturenames", ()) for item in session.items):
+            pluginmanager.register(ModuleFlush(), _FLUSH)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call" and report.passed:
@@ -160,6 +163,23 @@ class GoldenGuard:
             return False
         owner = self.owner(module, golden)
         return owner is None or (module, owner) in self.completed
+
+
+_FLUSH = "physpipe-golden-flush"
+
+
+class ModuleFlush:
+    """Writes the pending goldens when the run leaves a test module (registered by the guard
+    for a session whose tests can write goldens; the session's end writes the rest)."""
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> object:
+        try:
+            return (yield)
+        finally:
+            # Leaving a test module: its golden file is complete for this session.
+            if PENDING and (nextitem is None or nextitem.path != item.path):
+                PENDING.flush()
 
 
 def install_golden_guard(config: pytest.Config, *, plan: bool) -> GoldenGuard:

@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -33,6 +32,7 @@ from pytest_physpipe.errors import (
 )
 from pytest_physpipe.keys import KEY_PATTERN
 from pytest_physpipe.store.clitable import (
+    LsColumns,
     LsLine,
     Progress,
     age_text,
@@ -42,7 +42,7 @@ from pytest_physpipe.store.clitable import (
 )
 from pytest_physpipe.store.filesystem import LOCK_MODES
 from pytest_physpipe.store.layout import StoreLayout, tree_size
-from pytest_physpipe.store.listing import Summary, describe_entry, summaries
+from pytest_physpipe.store.listing import Summary, describe_entry, listing, summaries
 from pytest_physpipe.units import human_size, parse_size
 
 if TYPE_CHECKING:
@@ -279,29 +279,37 @@ def _cmd_ls(args: argparse.Namespace, store: _Target, out: TextIO) -> int:
             return 0
         if args.patterns:
             lines = [_ls_line(row) for row in _rows(store, _resolve(store, args.patterns))]
+            columns = LsColumns.of_lines(lines) if lines else None
         else:
-            lines = _ls_all(store)
-    if not lines:
-        out.write(f"no entries in {store.root}\n")
-        return 0
-    ls_table(lines, out)
-    total = sum(map(itemgetter(4), lines))
-    out.write(f"{len(lines)} entries, {human_size(total)} in {store.root}\n")
+            columns = _ls_all(store)
+        if columns is None or not columns.rows:
+            out.write(f"no entries in {store.root}\n")
+            return 0
+        ls_table(columns, out)
+        total = sum(map(columns.sizes.__getitem__, columns.rows))
+    out.write(f"{len(columns.rows)} entries, {human_size(total)} in {store.root}\n")
     return 0
 
 
-def _ls_all(target: _Target) -> list[LsLine]:
-    """The ``ls`` lines of every entry, straight from the listing (no row objects)."""
-    found, damaged = _listing(target.layout)
-    lines: list[LsLine] = [
-        (f"{s[2]}[{s[3]}]" if s[3] else s[2], used, s[0], f"{s[4]}/{s[5] or '?'}", s[6], s[7])
-        for s, used in found.values()
+def _ls_all(target: _Target) -> LsColumns:
+    """The ``ls`` cells of every entry, from the listing's columns: no object per entry but
+    its cells, and a status cell built once per distinct status and codec."""
+    layout = target.layout
+    found = listing(layout, lambda key, inode: describe_entry(layout, key, inode))
+    keys, _, names, params, statuses, codecs, sizes, created = found.columns
+    labels = [
+        f"{name}[{param}]" if param else name for name, param in zip(names, params, strict=True)
     ]
-    for key in damaged:
+    pairs = list(zip(statuses, codecs, strict=True))
+    text = {pair: f"{pair[0]}/{pair[1] or '?'}" for pair in set(pairs)}
+    columns = LsColumns(
+        labels, keys, list(map(text.__getitem__, pairs)), sizes, created, found.rows, found.used
+    )
+    for key in found.damaged:
         row = _row(target.store, key)
         if row is not None:
-            lines.append(_ls_line(row))
-    return lines
+            columns.add(_ls_line(row))
+    return columns
 
 
 def _ls_line(row: _Row) -> LsLine:

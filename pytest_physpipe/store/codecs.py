@@ -39,7 +39,7 @@ from pytest_physpipe.errors import (
     UnstorableValueError,
     UnverifiableEntryError,
 )
-from pytest_physpipe.store.fileio import EntryWriter, json_bytes
+from pytest_physpipe.store.fileio import JSON_PRIMITIVES, EntryWriter, is_json_safe, json_bytes
 from pytest_physpipe.store.signing import Signer, load_secret
 
 __all__ = [
@@ -244,29 +244,6 @@ def _is_plain_array(value: object) -> TypeGuard[np.ndarray[Any, Any]]:
     return numpy is not None and isinstance(value, numpy.ndarray) and not value.dtype.hasobject
 
 
-#: Exact types only: subclasses (``numpy.float64``, ``numpy.str_``, ``IntEnum`` members) would
-#: come back as their base type, and a consumer must get what a fresh run gives it.
-_PRIMITIVES = (str, bool, int, float)
-
-
-def is_json_safe(value: object) -> bool:
-    """Plain JSON data only: dicts with string keys, lists, str, int, float, bool, None."""
-    kind = type(value)
-    if kind is dict:
-        for key, item in value.items():  # type: ignore[attr-defined]
-            if not isinstance(key, str):
-                return False
-            if item is not None and type(item) not in _PRIMITIVES and not is_json_safe(item):
-                return False
-        return True
-    if kind is list:
-        for item in value:  # type: ignore[attr-defined]
-            if item is not None and type(item) not in _PRIMITIVES and not is_json_safe(item):
-                return False
-        return True
-    return value is None or kind in _PRIMITIVES
-
-
 class NpyCodec:
     """One numpy array as ``value.npy``."""
 
@@ -351,7 +328,7 @@ class TreeCodec:
         self.signer = signer if signer is not None else Signer()
 
     def _skeleton(self, value: object, arrays: list[Any], path: str) -> Any:
-        if value is None or type(value) in _PRIMITIVES:
+        if value is None or type(value) in JSON_PRIMITIVES:
             return value
         np = _loaded_numpy()
         if np is not None and isinstance(value, np.ndarray):
@@ -578,14 +555,28 @@ class CodecRegistry:
     AUTO_ORDER = ("npy", "json", "tree", "pickle")
 
     def __init__(self) -> None:
-        from pytest_physpipe.store.scientific import scientific_codecs
-
         self._codecs: dict[str, Codec] = {}
         signer = Signer()  # one key per registry, read once
         for codec in (NpyCodec(), JsonCodec(), TreeCodec(self, signer), PickleCodec(signer)):
             self.add(codec)
-        for codec in scientific_codecs():
-            self.add(codec)
+        #: Where the scientific codecs go, once something needs them: after the built-in
+        #: codecs, before any added later (``None``: in place). A hit on a json or npy entry
+        #: never imports their module.
+        self._scientific_at: int | None = len(self._codecs)
+
+    def _all(self) -> dict[str, Codec]:
+        """Every codec, in registration order, the scientific ones in their place."""
+        if self._scientific_at is not None:
+            from pytest_physpipe.store.scientific import scientific_codecs
+
+            at, self._scientific_at = self._scientific_at, None
+            added = list(self._codecs.items())
+            codecs = dict(added[:at])
+            for codec in scientific_codecs():  # one registered under its name since wins
+                codecs[codec.name] = self._codecs.get(codec.name, codec)
+            codecs.update(added[at:])
+            self._codecs = codecs
+        return self._codecs
 
     def add(self, codec: Codec) -> None:
         """Register (or replace) a codec under ``codec.name``."""
@@ -595,21 +586,26 @@ class CodecRegistry:
 
     def leaf_codec(self, value: object) -> Codec | None:
         """The codec that stores ``value`` as a leaf of a tree (scientific or plugin codecs)."""
-        for name, codec in self._codecs.items():
+        for name, codec in self._all().items():
             if name not in _NOT_LEAVES and codec.accepts(value):
                 return codec
         return None
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._codecs or name in self._all()
+
     def names(self) -> list[str]:
-        return list(self._codecs)
+        return list(self._all())
 
     def get(self, name: str) -> Codec:
-        try:
-            return self._codecs[name]
-        except KeyError:
+        codec = self._codecs.get(name)
+        if codec is None:
+            codec = self._all().get(name)
+        if codec is None:
             raise CodecError(
-                f"no codec named {name!r}; registered codecs: {', '.join(self._codecs)}"
-            ) from None
+                f"no codec named {name!r}; registered codecs: {', '.join(self._all())}"
+            )
+        return codec
 
     def choose(self, value: object, requested: str, *, stage: str) -> Codec:
         """The codec for ``value``: the one requested, or the first in AUTO_ORDER accepting it."""
@@ -630,13 +626,14 @@ class CodecRegistry:
                 raise UnstorableValueError(
                     f"stage {stage!r} returned a {type_name(value)}, which its codec "
                     f"{requested!r} cannot store. Return a type that codec takes, pass another "
-                    f"codec= ({', '.join(self._codecs)}, or 'auto'), or cache=False to keep "
+                    f"codec= ({', '.join(self._all())}, or 'auto'), or cache=False to keep "
                     "the value in memory only."
                 )
             return codec
-        extra = [n for n in self._codecs if n not in self.AUTO_ORDER]
+        codecs = self._all()
+        extra = [n for n in codecs if n not in self.AUTO_ORDER]
         for name in (*self.AUTO_ORDER[:-1], *extra, self.AUTO_ORDER[-1]):
-            candidate = self._codecs.get(name)
+            candidate = codecs.get(name)
             if candidate is not None and candidate.accepts(value):
                 return candidate
         raise UnstorableValueError(f"stage {stage!r}: no codec accepts {type_name(value)}")

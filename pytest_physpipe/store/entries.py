@@ -12,7 +12,6 @@ caller retries under the lock.
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
 import shutil
 import stat
@@ -22,9 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import xxhash
+from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_physpipe.errors import (
     CodecError,
@@ -38,11 +35,7 @@ from pytest_physpipe.store.atomic import in_flight_target, write_text_atomic
 from pytest_physpipe.store.codecs import (
     Codec,
     CodecRegistry,
-    JsonCodec,
-    NpyCodec,
-    array_from_bytes,
     is_json_safe,
-    map_array,
     summing_encoder,
     type_name,
 )
@@ -52,24 +45,21 @@ from pytest_physpipe.store.fileio import (
     fsync_tree,
     hash_file,
     json_bytes,
-    read_all,
-    sample_fd,
     sample_hash,
     write_new,
 )
 from pytest_physpipe.store.filesystem import resolve_lock_mode
+from pytest_physpipe.store.hitread import GENERIC, NOT_SMALL, decode_one_file, read_stat
 from pytest_physpipe.store.layout import CREATED_DIRS, LAYOUT_NAMES, StoreLayout, tree_size
 from pytest_physpipe.store.listing import Summary, close_journal, journal
-from pytest_physpipe.store.locks import KeyLock
-from pytest_physpipe.store.meta import parse_json, parse_meta, parse_meta_fields
+from pytest_physpipe.store.meta import parse_meta, parse_meta_fields
 from pytest_physpipe.store.pending import LATEST, pending, read_note, read_stage_index
 from pytest_physpipe.store.scratch import cleanup, make_scratch, real_dir, scratch_dir
 
-__all__ = ["Entry", "Loaded", "Store"]
+if TYPE_CHECKING:
+    from pytest_physpipe.store.locks import KeyLock
 
-#: What :meth:`Store._decode_one_file` returns for an entry its codec must decode, and for
-#: one over the size limit of :meth:`Store.load_small`.
-_GENERIC, _NOT_SMALL = object(), object()
+__all__ = ["Entry", "Loaded", "Store"]
 
 ENTRY_FORMAT = 1
 _TOUCH_EVERY_S = 3600.0
@@ -227,7 +217,9 @@ class Store:
         return self._lock_mode
 
     def lock(self, key: str, *, describe: str = "") -> KeyLock:
-        """The per-key lock (a context manager). Only misses take it."""
+        """The per-key lock (a context manager). Only misses take it (and import it)."""
+        from pytest_physpipe.store.locks import KeyLock
+
         self._entry_path(key)  # validates the key
         return KeyLock(
             self.layout.lock_file(key),
@@ -244,7 +236,7 @@ class Store:
 
     def read_meta(self, key: str) -> dict[str, Any] | None:
         """The entry's ``meta.json`` as plain data (``None`` if there is none)."""
-        found = _read_stat(f"{self._entry_path(key)}/meta.json")
+        found = read_stat(f"{self._entry_path(key)}/meta.json")
         return None if found is None else parse_meta_fields(found[0], key)
 
     def verify(self, key: str, meta: dict[str, Any], *, full: bool = False) -> None:
@@ -301,17 +293,25 @@ class Store:
         meta: dict[str, Any] | None = None
         inode, touched = -1, 0.0
         try:
-            found = _read_stat(f"{base}/meta.json")
+            found = read_stat(f"{base}/meta.json")
             if found is None:
                 return None
             data, info = found
             inode, touched = info.st_ino, info.st_mtime
             meta, record = parse_meta(data, key)
             codec = self.codecs.get(str(meta["codec"]))
-            value = self._decode_one_file(base, meta, codec, full_verify, limit)
-            if value is _NOT_SMALL:
+            value = decode_one_file(
+                base,
+                meta,
+                codec,
+                full=full_verify,
+                limit=limit,
+                verify_max=self.verify_max,
+                mmap_min=self.mmap_min,
+            )
+            if value is NOT_SMALL:
                 return None
-            if value is _GENERIC:
+            if value is GENERIC:
                 self.verify(key, meta, full=full_verify)
                 value = codec.decode(Path(base), meta.get("codec_meta", {}), mmap_min=self.mmap_min)
                 if not self._unchanged(key, inode):
@@ -341,59 +341,6 @@ class Store:
             with contextlib.suppress(OSError):  # a read-only store is fine: bookkeeping only
                 os.utime(f"{base}/meta.json")
         return Loaded(value=value, record=record, meta=meta, path=base)
-
-    def _decode_one_file(
-        self, base: str, meta: dict[str, Any], codec: object, full: bool, limit: int | None
-    ) -> object:
-        """The value of a built-in ``json`` or ``npy`` entry, read and checked in one pass:
-        the bytes that are hashed are the bytes decoded (small files), and a mapped array is
-        hashed through the very mapping it is served from. :data:`_GENERIC` for any other
-        entry (its codec decodes it after :meth:`verify`); with a ``limit``, :data:`_NOT_SMALL`
-        for any entry but one of these whose file is at most ``limit`` bytes.
-
-        Everything comes from one open file, so no re-check of ``meta.json`` is needed: a
-        file of a replacing entry fails the sums of the entry whose ``meta.json`` was read.
-        """
-        files = meta.get("files")
-        if type(codec) is JsonCodec:
-            name = "value.json"
-        elif type(codec) is NpyCodec:
-            name = "value.npy"
-        else:
-            return _GENERIC if limit is None else _NOT_SMALL
-        if not isinstance(files, dict) or len(files) != 1 or name not in files:
-            return _GENERIC if limit is None else _NOT_SMALL
-        expected = files[name]
-        if limit is not None and not (type(expected) is dict and expected.get("size", 0) <= limit):
-            return _NOT_SMALL
-        fd = os.open(f"{base}/{name}", os.O_RDONLY)
-        try:
-            size = os.fstat(fd).st_size
-            if size != expected["size"]:
-                raise CorruptEntryError(
-                    f"entry {meta['key']}: {name} has {size} bytes, "
-                    f"{expected['size']} were committed"
-                )
-            sampled = not full and size > self.verify_max and "sample" in expected
-            if sampled:  # pread: cheaper than faulting the blocks into a mapping
-                actual, wanted = sample_fd(fd, size), expected["sample"]
-            if name == "value.npy" and size >= self.mmap_min:
-                data: Any = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-            else:
-                data = read_all(fd, size)
-        finally:
-            os.close(fd)
-        if not sampled:
-            # A mapped file is hashed through the mapping it is served from: read once.
-            actual, wanted = xxhash.xxh3_128_hexdigest(data), expected["xxh3"]
-        if actual != wanted:
-            raise CorruptEntryError(f"entry {meta['key']}: checksum mismatch in {name}")
-        if name == "value.json":
-            return parse_json(data)
-        path = f"{base}/{name}"
-        return (
-            map_array(data, path) if isinstance(data, mmap.mmap) else array_from_bytes(data, path)
-        )
 
     def _unchanged(self, key: str, inode: int) -> bool:
         """Whether the entry is still the version whose ``meta.json`` had ``inode``.
@@ -672,19 +619,6 @@ class Store:
             yield Entry(
                 key=key, path=base, record=record, size=tree_size(base), last_used=last_used
             )
-
-
-def _read_stat(path: str) -> tuple[bytes, os.stat_result] | None:
-    """The file at ``path`` and its stat (``None`` if there is none), from one descriptor."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    try:
-        info = os.fstat(fd)
-        return read_all(fd, info.st_size), info
-    finally:
-        os.close(fd)
 
 
 def _cause(exc: BaseException) -> str:

@@ -23,12 +23,14 @@ from typing import Any
 import xxhash
 
 __all__ = [
+    "JSON_PRIMITIVES",
     "SAMPLE_BLOCK",
     "SAMPLE_COUNT",
     "EntryWriter",
     "fsync_dir",
     "fsync_tree",
     "hash_file",
+    "is_json_safe",
     "json_bytes",
     "read_all",
     "sample_fd",
@@ -39,6 +41,31 @@ __all__ = [
 
 SAMPLE_BLOCK = 4096
 SAMPLE_COUNT = 16
+
+
+#: Exact types only: subclasses (``numpy.float64``, ``numpy.str_``, ``IntEnum`` members) would
+#: come back as their base type, and a consumer must get what a fresh run gives it.
+JSON_PRIMITIVES = (str, bool, int, float)
+
+
+def is_json_safe(value: object) -> bool:
+    """Plain JSON data only: dicts with string keys, lists, str, int, float, bool, None (the
+    exact types: a subclass, a tuple or a numpy scalar is not), which :func:`json_bytes` may
+    write with ``plain=True`` and ``json`` reads back equal."""
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if not isinstance(key, str):
+                return False
+            if item is not None and type(item) not in JSON_PRIMITIVES and not is_json_safe(item):
+                return False
+        return True
+    if kind is list:
+        for item in value:  # type: ignore[attr-defined]
+            if item is not None and type(item) not in JSON_PRIMITIVES and not is_json_safe(item):
+                return False
+        return True
+    return value is None or kind in JSON_PRIMITIVES
 
 
 @functools.cache

@@ -13,9 +13,15 @@
     jobs/<key>/                      batch job spec, outcome and log
     index/<stage>.json               the latest key and key manifest of a stage, per param id
     index/<stage>/<param>.json       the same, one file per param (written by older versions)
-    index/entries.json               the listing index (store/listing.py); index/.entries.lock
-    index/entries/*.jsonl            its journals, one per committing process
+    index/entry-listing.json         the listing index (store/listing.py); .entry-listing.lock
+    index/entry-listing/*.jsonl      its journals, one per committing process
     index/entry-sizes.json           each shard's bytes (the terminal summary's store size)
+
+The files of the listing and of the store's size hold a ``-`` in their names and no stage name
+(an identifier) does, so they never meet a stage's ``index/<stage>.json``, ``.<stage>.lock``
+or ``<stage>/``. Earlier releases kept the listing in ``index/entries.json``, ``.entries.lock``
+and ``entries/*.jsonl``, the very names of a stage called ``entries``: a listing found there
+seeds the new one once and is then removed (see ``store/listing.py``).
 
 No other module builds a path under the root: each asks a :class:`StoreLayout`. Scratch names
 carry their owner (host and pid) so that housekeeping can tell a live owner from a dead one
@@ -77,9 +83,12 @@ class StoreLayout:
         self.owners = self.root / "owners"
         self.index = self.root / "index"
         #: The listing index (see ``store/listing.py``): snapshot, journals, lock, shard sizes.
-        self.listing = self.index / "entries.json"
-        self.listing_journals = self.index / "entries"
-        self.listing_lock = self.index / ".entries.lock"
+        self.listing = self.index / "entry-listing.json"
+        self.listing_journals = self.index / "entry-listing"
+        self.listing_lock = self.index / ".entry-listing.lock"
+        #: Where earlier releases kept the snapshot and journals of the listing.
+        self.old_listing = self.index / "entries.json"
+        self.old_listing_journals = self.index / "entries"
         self.entry_sizes = self.index / "entry-sizes.json"
         self.cachedir_tag = self.root / "CACHEDIR.TAG"
         self.gitignore = self.root / ".gitignore"

@@ -2,10 +2,13 @@
 
 Reading 100,000 ``meta.json`` files is what made ``physpipe ls`` slow, so each commit also
 appends one line (key, the inode of the entry's ``meta.json``, stage, param id, status, codec,
-size, created) to a journal of its process, ``index/entries/<host>.<pid>.<rand>.jsonl``; a
-listing folds the journals into ``index/entries.json`` (the snapshot, stored by column) and
-removes those that are closed (``*.closed.jsonl``: their session ended) or of processes that
-are gone. What the listing guarantees:
+size, created) to a journal of its process, ``index/entry-listing/<host>.<pid>.<rand>.jsonl``;
+a listing folds the journals into ``index/entry-listing.json`` (the snapshot, stored by column)
+and removes those that are closed (``*.closed.jsonl``: their session ended) or of processes
+that are gone. Earlier releases kept both under the names of a stage called ``entries``
+(``index/entries.json``, ``index/entries/``): where there is no snapshot yet, theirs seeds it,
+checked like any other, and is removed once the new one is written. What the listing
+guarantees:
 
 - It lists exactly the entries in ``entries/`` (one ``listdir`` per shard, one ``stat`` of
   each ``meta.json``): a summary of an entry that is gone is dropped, never shown.
@@ -20,10 +23,13 @@ are gone. What the listing guarantees:
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import fcntl
 import functools
+import itertools
 import json
+import operator
 import os
 import re
 import threading
@@ -38,10 +44,12 @@ from pytest_physpipe.store.hosts import pid_alive, this_host
 from pytest_physpipe.store.layout import StoreLayout, tree_size
 
 __all__ = [
+    "Listing",
     "Summary",
     "close_journal",
     "describe_entry",
     "journal",
+    "listing",
     "store_size",
     "summaries",
     "summary_of_meta",
@@ -185,6 +193,38 @@ def _open_journal(layout: StoreLayout) -> tuple[int, str]:
 
 # -- reading --------------------------------------------------------------------------------------
 
+#: Summaries by column (as :data:`_COLUMNS`), one row per summary.
+Columns = list[list[Any]]
+
+
+class Listing:
+    """Every entry in ``entries/``: the summaries known, by column (``columns``, as
+    :data:`_COLUMNS`: the snapshot's, the journals', those read afresh), the row of each entry
+    present (``rows``, in the order found) and its last use (``used``, in the same order),
+    and the keys of the damaged entries. Nothing is built per entry beyond the two numbers:
+    at 100,000 entries a tuple each costs a tenth of a second."""
+
+    __slots__ = ("columns", "damaged", "rows", "used")
+
+    def __init__(self, columns: Columns, rows: list[int], used: list[float], damaged: list[str]):
+        self.columns = columns
+        self.rows = rows
+        self.used = used
+        self.damaged = damaged
+
+    def column(self, name: str) -> list[Any]:
+        """The column ``name`` (of :data:`_COLUMNS`) of the entries present, as ``rows``."""
+        return list(map(self.columns[_COLUMNS.index(name)].__getitem__, self.rows))
+
+    def present(self) -> Columns:
+        """Every column of the entries present, as ``rows``."""
+        return [list(map(column.__getitem__, self.rows)) for column in self.columns]
+
+    def found(self) -> dict[str, tuple[Summary, float]]:
+        """The summary and last use of each entry present, by key."""
+        summaries = map(_as_summary, zip(*self.present(), strict=True))
+        return {s[0]: (s, used) for s, used in zip(summaries, self.used, strict=True)}
+
 
 def _shards(layout: StoreLayout) -> list[str]:
     """The shard folders in ``entries/`` (none when it is missing)."""
@@ -195,26 +235,64 @@ def _shards(layout: StoreLayout) -> list[str]:
         return []
 
 
-def _snapshot(path: str) -> tuple[dict[str, Summary], bool]:
-    """The snapshot's summaries by key (none from a missing, garbage or unknown one), and
-    whether it is in this version's format (else the listing rewrites it)."""
-    try:
-        with open(path, "rb") as handle:
-            doc = json.loads(handle.read())
-    except (OSError, ValueError, RecursionError):
-        return {}, False
+def _snapshot(layout: StoreLayout) -> tuple[Columns, bool, int]:
+    """The snapshot's summaries (none from a missing, garbage or unknown one), whether it is in
+    this version's format (else the listing rewrites it), and the inode of an earlier release's
+    ``index/entries.json`` they come from (``0`` when they do not; see :func:`_migrated`)."""
+    doc, _ = _document(layout.listing)
+    old = 0
+    if doc is _MISSING:
+        doc, old = _document(layout.old_listing)
+        if not isinstance(doc, dict) or doc.get("format") not in (_FORMAT, _SNAPSHOT_FORMAT):
+            return _no_columns(), False, 0  # none, or the notes of a stage called ``entries``
     if isinstance(doc, dict) and doc.get("format") == _FORMAT:  # by rows: an older version's
         rows = doc.get("rows")
-        return (_valid(rows) if isinstance(rows, list) else {}), False
-    return _columns(doc), True
+        return _by_column(_valid(rows) if isinstance(rows, list) else []), False, old
+    return _columns(doc), not old, old
 
 
-def _columns(doc: Any) -> dict[str, Summary]:
+def _no_columns() -> Columns:
+    return [[] for _ in _COLUMNS]
+
+
+def _by_column(rows: list[Any]) -> Columns:
+    return [list(column) for column in zip(*rows, strict=True)] if rows else _no_columns()
+
+
+#: What :func:`_document` returns for a file that does not exist.
+_MISSING = object()
+
+
+def _document(path: os.PathLike[str]) -> tuple[Any, int]:
+    """The JSON document at ``path`` (``None`` when unreadable or garbage, :data:`_MISSING`
+    when there is no file) and its inode."""
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read()), os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return _MISSING, 0
+    except (OSError, ValueError, RecursionError):
+        return None, 0
+
+
+def _migrated(layout: StoreLayout, inode: int) -> None:
+    """Remove an earlier release's listing (``index/entries.json``, its journals folded)
+    once the new one holds its rows: that name is a stage's notes file now. Only the file that
+    was read goes (same inode): notes of a stage called ``entries`` written since are kept.
+    Its lock (``.entries.lock``) stays: a stage called ``entries`` may hold it."""
+    with contextlib.suppress(OSError):
+        if os.stat(layout.old_listing).st_ino == inode:
+            os.unlink(layout.old_listing)
+    with contextlib.suppress(OSError):
+        os.rmdir(layout.old_listing_journals)  # when empty; else it holds more than journals
+
+
+def _columns(doc: Any) -> Columns:
     if not isinstance(doc, dict) or doc.get("format") != _SNAPSHOT_FORMAT:
-        return {}
+        return _no_columns()
     columns: list[Any] = [doc.get(name) for name in _COLUMNS]
     if not all(type(column) is list for column in columns):
-        return {}
+        return _no_columns()
     keys, inodes, sizes = columns[0], columns[1], columns[6]
     if (
         any(len(column) != len(keys) for column in columns)
@@ -222,8 +300,8 @@ def _columns(doc: Any) -> dict[str, Summary]:
         or not set(map(type, inodes)) <= {int}
         or not set(map(type, sizes)) <= {int}
     ):
-        return {}
-    return dict(zip(keys, map(_as_summary, zip(*columns, strict=True)), strict=True))
+        return _no_columns()
+    return columns
 
 
 def _journal(path: str) -> list[Any]:
@@ -249,104 +327,182 @@ def _journal(path: str) -> list[Any]:
 
 
 def _journal_paths(layout: StoreLayout) -> list[str]:
-    try:
-        found = os.scandir(layout.listing_journals)
-    except OSError:
-        return []
-    with found:
-        return sorted(p.path for p in found if p.name.endswith(".jsonl"))
+    """The journals, this release's and those an earlier one wrote to ``index/entries/``
+    (folded the same way: its journals have this format)."""
+    paths: list[str] = []
+    for folder in (layout.listing_journals, layout.old_listing_journals):
+        try:
+            found = os.scandir(folder)
+        except OSError:
+            continue
+        with found:
+            paths.extend(p.path for p in found if p.name.endswith(".jsonl"))
+    return sorted(paths)
 
 
-def _valid(rows: list[Any]) -> dict[str, Summary]:
-    """The rows that are summaries, by key (garbage is skipped; see :func:`_summary`)."""
-    return {
-        row[0]: _as_summary(row)
+def _valid(rows: list[Any]) -> list[Any]:
+    """The rows that are summaries (garbage is skipped; see :func:`_summary`)."""
+    return [
+        row
         for row in rows
         if type(row) is list
         and len(row) == 8
         and type(row[0]) is str
         and type(row[1]) is int
         and type(row[6]) is int
-    }
+    ]
 
 
-def _known(stored: dict[str, Summary], journals: list[str]) -> tuple[dict[str, Summary], set[str]]:
-    """The snapshot's summaries (``stored``) updated by those of the journals (newer), and the
-    keys the journals updated."""
-    known = dict(stored)
-    newer: set[str] = set()
+def _known(columns: Columns, journals: list[str]) -> dict[str, int]:
+    """The row of each key's newest summary: the snapshot's (``columns``, as read), unless a
+    journal has another one for it (a later commit; an inode number may be reused), which is
+    appended to ``columns``. A journal repeating the snapshot's row leaves it, so the rows
+    below the snapshot's length are those it vouches for."""
+    keys, inodes = columns[0], columns[1]
+    rows = dict(zip(keys, range(len(keys)), strict=True))
     for path in journals:
-        rows = _valid(_journal(path))
-        known.update(rows)
-        newer.update(rows)
-    return known, newer
+        for row in _valid(_journal(path)):
+            found = rows.get(row[0])
+            if (
+                found is None
+                or inodes[found] != row[1]
+                or [column[found] for column in columns] != row
+            ):
+                rows[row[0]] = len(keys)
+                for column, value in zip(columns, row, strict=True):
+                    column.append(value)
+    return rows
 
 
-def summaries(
-    layout: StoreLayout, describe: Callable[[str, int], Summary | None]
-) -> tuple[dict[str, tuple[Summary, float]], list[str]]:
-    """Summaries of the entries present with their last use, and the keys that have none
-    (damaged entries).
+def _keys_in(names: list[str]) -> list[str]:
+    """The names that are keys. A shard holds nothing else, which a few C calls over its whole
+    listing confirm (32 characters each, lowercase hex digits); else they are found one by one."""
+    joined = "\0".join(names)
+    count = len(names)
+    if (
+        len(joined) == 33 * count - 1
+        and joined[32::33] == "\0" * (count - 1)
+        and joined == joined.lower()
+    ):
+        with contextlib.suppress(ValueError):  # not hex (binascii.Error is a ValueError)
+            binascii.a2b_hex(joined.replace("\0", ""))
+            return names
+    return _KEYS_IN(joined)
+
+
+class _Scan:
+    """What the listing finds in the shards: the row of the listing's columns (``rows``) and
+    last use (``used``) of each entry a summary vouches for, the key, inode and last use of
+    each other (``unknown``), the key of each without a ``meta.json`` (``damaged``: damaged,
+    or removed since). A summary vouches for an entry if it was written for the inode its
+    ``meta.json`` has now: summary ``known[key]`` for ``inodes[known[key]]`` (``inodes`` ends
+    with -1, the row of a key without one)."""
+
+    def __init__(self, known: dict[str, int], inodes: list[int]) -> None:
+        self.known = known
+        self.inodes = inodes
+        self.rows: list[int] = []
+        self.used: list[float] = []
+        self.unknown: list[tuple[str, int, float]] = []
+        self.damaged: list[str] = []
+
+    def shard(self, fd: int, keys: list[str]) -> None:
+        """Stat the ``meta.json`` of each of ``keys`` in the shard open as ``fd``. A shard's
+        entries go through C calls (``map``) only, a column at a time: at 100,000 entries a
+        bytecode step per entry costs a tenth of a second. A shard with a damaged entry, or
+        one no summary vouches for, is gone through again one by one."""
+        paths = map(operator.add, keys, itertools.repeat("/meta.json"))
+        try:
+            found: list[os.stat_result] = list(map(functools.partial(os.stat, dir_fd=fd), paths))
+        except (FileNotFoundError, NotADirectoryError):
+            maybe = list(map(functools.partial(_stat_or_none, fd), keys))
+            self.damaged.extend(itertools.compress(keys, map(_is_none, maybe)))
+            keys = list(itertools.compress(keys, maybe))
+            found = [info for info in maybe if info is not None]
+        inodes = list(map(_inode, found))
+        times = list(map(_mtime, found))
+        rows = list(map(self.known.get, keys, itertools.repeat(-1)))
+        vouched = list(map(operator.eq, map(self.inodes.__getitem__, rows), inodes))
+        if all(vouched):
+            self.rows.extend(rows)
+            self.used.extend(times)
+            return
+        for key, row, inode, last, ok in zip(keys, rows, inodes, times, vouched, strict=True):
+            if ok:
+                self.rows.append(row)
+                self.used.append(last)
+            else:
+                self.unknown.append((key, inode, last))
+
+
+_inode = operator.attrgetter("st_ino")
+_mtime = operator.attrgetter("st_mtime")
+_is_none = functools.partial(operator.is_, None)
+
+
+def _stat_or_none(fd: int, key: str) -> os.stat_result | None:
+    try:
+        return os.stat(f"{key}/meta.json", dir_fd=fd)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def listing(layout: StoreLayout, describe: Callable[[str, int], Summary | None]) -> Listing:
+    """Every entry present, with its summary and last use, and the damaged ones.
 
     ``describe(key, inode)`` reads an entry's ``meta.json`` for one the index cannot vouch for
     and returns its summary (``None`` when it is damaged). The snapshot is rewritten when the
     listing healed it, found it stale, or folded in the journals of finished processes; a
     read-only store is listed all the same.
     """
-    snapshot = os.fspath(layout.listing)
     journals = _journal_paths(layout)
-    stored, current = _snapshot(snapshot)
-    known, newer = _known(stored, journals)
-    found: dict[str, tuple[Summary, float]] = {}
-    damaged: list[str] = []
-    unknown: list[tuple[str, int, float]] = []
-    get, stat = known.get, os.stat
+    columns, current, old = _snapshot(layout)
+    stored = len(columns[0])
+    known = _known(columns, journals)
+    scan = _Scan(known, [*columns[1], -1])
     # Every entry in entries/: one listdir per shard and one stat of each meta.json, which
-    # gives both the inode its summary must carry and its last use. One pass, no helper
-    # calls: at 100,000 entries each step per entry costs a tenth of a second.
+    # gives both the inode its summary must carry and its last use.
     for shard in _shards(layout):
         try:
             fd = os.open(layout.entries / shard, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except OSError:
             continue  # removed since, or a symlink
         try:
-            for key in _KEYS_IN("\0".join(os.listdir(fd))):
-                try:
-                    info = stat(f"{key}/meta.json", dir_fd=fd)
-                except (FileNotFoundError, NotADirectoryError):
-                    damaged.append(key)  # damaged, or removed since it was listed
-                    continue
-                summary = get(key)
-                # Trusted only for the version of the entry it was written for (same inode).
-                if summary is not None and summary[1] == info.st_ino:
-                    found[key] = (summary, info.st_mtime)
-                else:
-                    unknown.append((key, info.st_ino, info.st_mtime))
+            scan.shard(fd, _keys_in(os.listdir(fd)))
         finally:
             os.close(fd)
+    rows, used, unknown, damaged = scan.rows, scan.used, scan.unknown, scan.damaged
     # How many of the snapshot's rows the listing confirmed (a live journal repeating a row,
     # or adding one, does not make the snapshot stale).
-    confirmed = len(found)
-    for key in newer:
-        if key in found:
-            row = stored.get(key)
-            confirmed -= row is None or row[1] != found[key][0][1]
+    confirmed = len(rows) - sum(map(stored.__le__, rows))
     for key, inode, last_used in unknown:
         summary = describe(key, inode)
         if summary is None:
             damaged.append(key)
         else:
-            found[key] = (summary, last_used)
-    healed = len(unknown)
+            rows.append(len(columns[0]))
+            used.append(last_used)
+            for column, value in zip(columns, summary, strict=True):
+                column.append(value)
+    found = Listing(columns, rows, used, damaged)
     # Rewritten when it heals, drops rows of entries gone or replaced, or folds in the journals
     # of finished processes (removed then); a live session's journal is read, not folded, so
     # that listing beside a running session does not rewrite the snapshot every time.
-    # ... or there is none yet, or it is an older version's.
-    stale = confirmed != len(stored) or (found and not current)
+    # ... or there is none yet, or it is an older version's, or an earlier release's.
+    stale = confirmed != stored or (bool(rows) and not current)
     finished = [path for path in journals if _finished(path)]
-    if healed or stale or finished:
-        _rewrite(layout, snapshot, found, finished)
-    return found, damaged
+    if unknown or stale or finished or old:
+        _rewrite(layout, found, finished, old)
+    return found
+
+
+def summaries(
+    layout: StoreLayout, describe: Callable[[str, int], Summary | None]
+) -> tuple[dict[str, tuple[Summary, float]], list[str]]:
+    """:func:`listing` as the summary and last use of each entry present by key, and the keys
+    of the damaged ones."""
+    found = listing(layout, describe)
+    return found.found(), found.damaged
 
 
 def _finished(path: str) -> bool:
@@ -358,13 +514,9 @@ def _finished(path: str) -> bool:
     return host == this_host().name and pid.isdigit() and not pid_alive(int(pid))
 
 
-def _rewrite(
-    layout: StoreLayout,
-    snapshot: str,
-    found: dict[str, tuple[Summary, float]],
-    journals: list[str],
-) -> None:
-    """Write the snapshot, then remove the ``journals`` (of processes that are gone) it folds."""
+def _rewrite(layout: StoreLayout, found: Listing, journals: list[str], old: int) -> None:
+    """Write the snapshot of the entries ``found``, then remove the ``journals`` (of processes
+    that are gone) it folds, and the earlier release's snapshot (inode ``old``) it replaces."""
     try:
         layout.index.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(layout.listing_lock, os.O_RDWR | os.O_CREAT, 0o600)
@@ -372,15 +524,15 @@ def _rewrite(
         return  # a read-only store: listed, not healed
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        columns = list(zip(*(summary for summary, _used in found.values()), strict=True))
         doc: dict[str, Any] = {"format": _SNAPSHOT_FORMAT}
-        for name, column in zip(_COLUMNS, columns or [()] * len(_COLUMNS), strict=True):
-            doc[name] = column  # tuples: JSON arrays
+        doc.update(zip(_COLUMNS, found.present(), strict=True))
         text = json.dumps(doc, allow_nan=True)
         write_text_atomic(layout.listing, text)
         for path in journals:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        if old:
+            _migrated(layout, old)
     except OSError:
         pass
     finally:
@@ -463,8 +615,9 @@ def _read_sizes(path: os.PathLike[str]) -> dict[str, tuple[int, int]]:
 def _count_shards(layout: StoreLayout, shards: list[str]) -> dict[str, int]:
     """The bytes of the entries in ``shards``: the index's size of an entry it vouches for
     (same ``meta.json`` inode), a walk of any other (damaged, or not in the index)."""
-    known, _ = _known(_snapshot(os.fspath(layout.listing))[0], _journal_paths(layout))
-    stat, get = os.stat, known.get
+    columns = _snapshot(layout)[0]
+    known = _known(columns, _journal_paths(layout))
+    stat, get, inodes, sizes = os.stat, known.get, columns[1], columns[6]
     counted = dict.fromkeys(shards, 0)
     for shard in shards:
         folder = os.fspath(layout.entries / shard)
@@ -479,9 +632,9 @@ def _count_shards(layout: StoreLayout, shards: list[str]) -> dict[str, int]:
                     inode = stat(f"{name}/meta.json", dir_fd=fd).st_ino
                 except (FileNotFoundError, NotADirectoryError):
                     inode = -1  # damaged: ls shows it with its files' size
-                summary = get(name)
-                if summary is not None and summary[1] == inode:
-                    total += summary[6]
+                row = get(name)
+                if row is not None and inodes[row] == inode:
+                    total += sizes[row]
                 else:
                     total += tree_size(f"{folder}/{name}")
         finally:

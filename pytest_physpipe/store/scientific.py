@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_physpipe.errors import CodecError, CorruptEntryError
+from pytest_physpipe.store.fileio import is_json_safe
 
 __all__ = ["PandasCodec", "SparseCodec", "XarrayCodec", "scientific_codecs"]
 
@@ -68,16 +69,6 @@ def _load(path: Path, mmap_min: int) -> Any:
     array = numpy.load(path, allow_pickle=False)
     array.flags.writeable = False
     return array
-
-
-def _json_safe(value: object) -> bool:
-    if value is None or type(value) in (str, bool, int, float):
-        return True
-    if type(value) is list:
-        return all(_json_safe(v) for v in value)
-    if type(value) is dict:
-        return all(isinstance(k, str) and _json_safe(v) for k, v in value.items())
-    return False
 
 
 # -- scipy.sparse ---------------------------------------------------------------------------------
@@ -374,7 +365,7 @@ class PandasCodec(_SkeletonCodec):
 def _variable(variable: Any, files: list[Any]) -> dict[str, Any]:
     import numpy
 
-    if not _json_safe(dict(variable.attrs)):
+    if not is_json_safe(dict(variable.attrs)):
         raise _NotExact("attrs")
     data = numpy.asarray(variable.values)
     if data.dtype.kind in "biufcmM":
@@ -415,7 +406,7 @@ class XarrayCodec(_SkeletonCodec):
         xarray = _module("xarray")
         if xarray is None or type(value) not in (xarray.DataArray, xarray.Dataset):
             raise _NotExact(type(value).__name__)
-        if not _json_safe(dict(value.attrs)):
+        if not is_json_safe(dict(value.attrs)):
             raise _NotExact("attrs")
         coords = {n: _variable(value.coords[n].variable, files) for n in _names(value.coords)}
         if type(value) is xarray.DataArray:

@@ -150,6 +150,9 @@ def test_the_controller_merges_records_without_a_session(
     assert "pytest_physpipe.records" in imported
     assert "pytest_physpipe.session" not in imported
     assert "pytest_physpipe.store.entries" not in imported
+    # Nor does it plan or fingerprint: each module costs a process pytest's loader.
+    assert "pytest_physpipe.plan" not in imported
+    assert "pytest_physpipe.codefp" not in imported
     assert calls.take() == EXPECTED
 
 

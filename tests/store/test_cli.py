@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -13,11 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store import cli as cli_module
 from pytest_physpipe.store import listing
 from pytest_physpipe.store.cli import main, parse_duration
+from pytest_physpipe.store.clitable import LsColumns, LsLine, ls_table
 from pytest_physpipe.store.entries import Store
 from pytest_physpipe.store.layout import StoreLayout
 from pytest_physpipe.store.listing import Summary
@@ -380,7 +384,7 @@ def test_ls_index_is_an_aid_never_a_source(
     before = _ls_json(capsys, store)
     assert set(before) == set(populated.values())
     index = store.root / "index"
-    assert (index / "entries.json").is_file()
+    assert (index / "entry-listing.json").is_file()
     # Replace one entry behind the index's back (a rebuild by an older version: no journal).
     key = populated["report"]
     record = StageRecord(key=key, name="renamed", created_at="2025-01-01T00:00:00+00:00")
@@ -398,8 +402,8 @@ def test_ls_index_is_an_aid_never_a_source(
     assert after[key]["label"] == "renamed"
     assert after[key]["created_at"] == "2025-01-01T00:00:00+00:00"
     # A garbage or missing index lists the same.
-    (index / "entries.json").write_text("{not json")
-    for journal in (index / "entries").glob("*.jsonl"):
+    (index / "entry-listing.json").write_text("{not json")
+    for journal in (index / "entry-listing").glob("*.jsonl"):
         journal.write_text('["half a line\n')
     assert _ls_json(capsys, store) == after
     shutil.rmtree(index)
@@ -423,9 +427,9 @@ def test_ls_reads_an_older_snapshot_and_rewrites_it(
     is and rewritten, and a column of the wrong length makes it garbage (entries read)."""
     before = _ls_json(capsys, store)
     store.flush()
-    for journal in (store.root / "index" / "entries").glob("*.jsonl"):
+    for journal in (store.root / "index" / "entry-listing").glob("*.jsonl"):
         journal.unlink()  # this live process's: only the snapshot vouches for the entries now
-    snapshot = store.root / "index" / "entries.json"
+    snapshot = store.root / "index" / "entry-listing.json"
     doc = json.loads(snapshot.read_text())
     assert doc["format"] == 3
     assert sorted(doc["keys"]) == sorted(populated.values())
@@ -455,14 +459,14 @@ def test_ls_folds_a_closed_journal_and_leaves_a_live_one(
     """A journal closed at the end of a session is folded by the next listing although its
     process lives on; one still open is read at every listing, without rewriting the
     snapshot each time."""
-    journals = store.root / "index" / "entries"
+    journals = store.root / "index" / "entry-listing"
     first = add_entry(store, "grid", {"a": 1})
     store.flush()  # the session's end: the journal is closed
     assert [p.name.endswith(".closed.jsonl") for p in journals.iterdir()] == [True]
     assert set(_ls_json(capsys, store)) == {first}
     assert list(journals.iterdir()) == []  # folded into the snapshot
     second = add_entry(store, "heat", {"b": 2})  # a live session's journal, left open
-    snapshot = store.root / "index" / "entries.json"
+    snapshot = store.root / "index" / "entry-listing.json"
     snapshot.unlink()  # lost: rewritten by the next listing, with the live journal's row
     assert set(_ls_json(capsys, store)) == {first, second}
     written = snapshot.stat().st_ino
@@ -471,3 +475,25 @@ def test_ls_folds_a_closed_journal_and_leaves_a_live_one(
     assert snapshot.stat().st_ino == written  # not rewritten by the second listing
     assert len(list(journals.iterdir())) == 1
     store.flush()
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b[n=1]", "b[n=2]", "c"]), st.sampled_from([1.0, 61.0, 2.5])
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_ls_table_orders_by_label_then_last_use(entries: list[tuple[str, float]]) -> None:
+    """The table's rows are sorted by label, then last use, then the listing's order, however
+    the labels and times repeat (runs of one label are sorted apart)."""
+    lines: list[LsLine] = [
+        (label, used, f"{index:012d}" + "0" * 20, "computed/json", 10, "?")
+        for index, (label, used) in enumerate(entries)
+    ]
+    out = io.StringIO()
+    ls_table(LsColumns.of_lines(lines), out)
+    shown = [int(line.split()[0]) for line in out.getvalue().splitlines()[1:]]
+    assert shown == sorted(range(len(entries)), key=lambda i: (*entries[i], i))

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from physpipe_testing import json_leaves, json_values
 from pydantic import BaseModel
 
 from pytest_physpipe.errors import CodecError, CorruptEntryError, UnstorableValueError
@@ -137,22 +138,11 @@ def test_npy_refuses_object_arrays(tmp_path: Path) -> None:
 
 # -- json -----------------------------------------------------------------------------------------
 
-json_leaves = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**200), max_value=2**200)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=10)
-)
-json_values = st.recursive(
-    json_leaves,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner),
-    max_leaves=20,
-)
+leaves = json_leaves()
 
 
 @FAST
-@given(json_values)
+@given(json_values(20))
 def test_json_roundtrip(tmp_path: Path, value: object) -> None:
     assert JsonCodec().accepts(value)
     assert same(value, roundtrip(JsonCodec(), value, tmp_path))
@@ -212,7 +202,7 @@ models = st.builds(
     inner=st.builds(Inner, x=st.floats(allow_nan=False), tags=st.tuples(st.text(max_size=3))),
     values=st.lists(st.integers(-(2**40), 2**40), max_size=3),
 )
-tree_leaves = json_leaves | numpy_scalars() | st.complex_numbers() | small_arrays | models
+tree_leaves = leaves | numpy_scalars() | st.complex_numbers() | small_arrays | models
 hashable_keys = (
     st.text(max_size=5)
     | st.integers()
@@ -354,7 +344,7 @@ def test_env_secret_wins(secret_home: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 # numpy drops the byte order of big-endian datetime64/timedelta64 when pickling: not ours.
 pickle_values = st.recursive(
-    json_leaves
+    leaves
     | numpy_scalars()
     | st.complex_numbers()
     | models

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from physpipe_testing import json_leaves, json_values
 
 from pytest_physpipe.errors import CodecError
 from pytest_physpipe.records import StageRecord
@@ -32,18 +33,7 @@ FAST = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 
-leaves = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**200), max_value=2**200)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=8)
-)
-json_values = st.recursive(
-    leaves,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
-    max_leaves=12,
-)
+leaves = json_leaves()
 arrays = hnp.arrays(
     hnp.scalar_dtypes(), hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=6)
 )
@@ -95,7 +85,7 @@ def store(tmp_path: Path) -> Store:
 
 
 @FAST
-@given(value=json_values | arrays | trees)
+@given(value=json_values(12) | arrays | trees)
 def test_sums_from_the_bytes_written_are_the_files_on_disk(store: Store, value: object) -> None:
     key, meta = commit(store, value)
     assert meta["codec"] in ("json", "npy", "tree")
@@ -270,7 +260,7 @@ def test_codec_metadata_is_written_as_json_writes_it(store: Store) -> None:
 
 
 @FAST
-@given(json_values)
+@given(json_values(12))
 def test_json_bytes_says_what_json_says(value: object) -> None:
     assert same(json.loads(json_bytes(value)), json.loads(json.dumps(value)))
 

@@ -1,0 +1,189 @@
+"""The listing index's files never meet a stage's, and a store of an earlier release keeps its
+listing: a stage called ``entries`` (whose notes file was once the listing's snapshot), and a
+listing found under the earlier names."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pytest_physpipe.records import StageRecord
+from pytest_physpipe.store import cli as cli_module
+from pytest_physpipe.store import listing
+from pytest_physpipe.store.cli import main
+from pytest_physpipe.store.entries import Store
+from pytest_physpipe.store.layout import StoreLayout
+from pytest_physpipe.store.listing import Summary
+
+if TYPE_CHECKING:
+    from physpipe_testing import CallLog
+
+PROJECT = """
+from physlog import log
+from pytest_physpipe import StageConfig, stage
+
+
+class EntriesConfig(StageConfig):
+    n: int = {n}
+
+
+@stage
+def grid():
+    log("grid")
+    return [0.5, 1.5]
+
+
+@stage
+def entries(grid, config: EntriesConfig):
+    log(f"entries {{config.n}}")
+    return {{"n": config.n, "squares": [i * i for i in range(config.n)], "grid": grid}}
+
+
+def test_entries(entries):
+    assert entries == {{"n": {n}, "squares": [i * i for i in range({n})], "grid": [0.5, 1.5]}}
+"""
+
+
+def physpipe(root: Path, *args: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["--dir", str(root), *args]) == 0
+    return out.getvalue()
+
+
+def test_a_stage_called_entries_lives_beside_the_listing(
+    pytester: pytest.Pytester, calls: CallLog
+) -> None:
+    """A stage called ``entries`` is computed, served, listed, explained and pruned like any
+    other: its notes (``index/entries.json``) and the listing's snapshot are two files."""
+    root = pytester.path / ".physpipe"
+    layout = StoreLayout(root)
+    pytester.makepyfile(test_project=PROJECT.format(n=8))
+    pytester.runpytest().assert_outcomes(passed=1)
+    assert calls.take() == Counter({"grid": 1, "entries 8": 1})
+    first = physpipe(root, "ls")
+    assert [line.split()[1] for line in first.splitlines()[1:-1]] == ["entries", "grid"]
+    assert json.loads(layout.listing.read_text())["format"] == 3
+    notes = json.loads(layout.stage_index_path("entries").read_text())
+    assert set(notes) == {"", "\0latest"}  # the stage's notes, untouched by the listing
+    pytester.runpytest().assert_outcomes(passed=1)  # served from the store
+    assert calls.take() == Counter()
+    assert physpipe(root, "ls") == first
+
+    # The stage's notes still explain a change (a listing that took them for its own
+    # snapshot would have overwritten them, and the reason would be "new").
+    pytester.makepyfile(test_project=PROJECT.format(n=9))
+    plan = pytester.runpytest("--physpipe-plan")
+    plan.stdout.fnmatch_lines(["entries *missing*config n 8 → 9*"])
+    pytester.runpytest().assert_outcomes(passed=1)
+    assert calls.take() == Counter({"entries 9": 1})
+    listed = physpipe(root, "ls").splitlines()[1:-1]
+    assert sorted(line.split()[1] for line in listed) == ["entries", "entries", "grid"]
+
+    # Prune the older `entries` entry: the listing names it, the store keeps the others.
+    keys = {line.split()[0]: line for line in listed}
+    stamp = time.time() - 90 * 86400
+    aged = []
+    for shard in layout.entries.iterdir():
+        for entry in shard.iterdir():
+            meta = json.loads((entry / "meta.json").read_text())
+            if meta["record"]["name"] == "entries" and meta["record"]["config"]["n"] == 8:
+                os.utime(entry / "meta.json", (stamp, stamp))
+                aged.append(entry.name)
+    assert len(aged) == 1
+    assert aged[0][:12] in keys
+    pruned = physpipe(root, "prune", "--older-than", "30d", "-q")
+    assert f"removed  {aged[0]}  entries" in pruned
+    after = physpipe(root, "ls").splitlines()[1:-1]
+    assert sorted(line.split()[1] for line in after) == ["entries", "grid"]
+    assert aged[0][:12] not in "\n".join(after)
+    pytester.runpytest().assert_outcomes(passed=1)  # n=9 still served from the store
+    assert calls.take() == Counter()
+    assert json.loads(layout.listing.read_text())["format"] == 3
+    assert "\0latest" in json.loads(layout.stage_index_path("entries").read_text())
+
+
+def _commit(store: Store, name: str) -> str:
+    key = os.urandom(16).hex()
+    record = StageRecord(key=key, name=name, created_at="2024-05-01T12:00:00.000+00:00")
+    store.commit(key, value={"name": name}, stage=name, record=record, run_id="run-x")
+    return key
+
+
+def test_an_earlier_releases_listing_seeds_the_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store listed by an earlier release (snapshot ``index/entries.json``, journals in
+    ``index/entries/``) is listed from them without reading the entries, once: the new
+    snapshot holds their rows and the earlier files are gone, notes of a stage are kept."""
+    store = Store(tmp_path / "store")
+    store.ensure()
+    layout = store.layout
+    keys = [_commit(store, "grid") for _ in range(3)]
+    store.flush()
+    before = physpipe(store.root, "ls")
+    # As the earlier release left it: its snapshot, and a journal of a session that ended.
+    os.rename(layout.listing, layout.old_listing)
+    shutil.rmtree(layout.listing_journals, ignore_errors=True)
+    late = _commit(store, "heat")
+    store.flush()  # closes the journal
+    layout.old_listing_journals.mkdir()
+    for path in layout.listing_journals.iterdir():
+        os.rename(path, layout.old_listing_journals / path.name)
+    read: list[str] = []
+
+    def describe(layout: StoreLayout, key: str, inode: int) -> Summary | None:
+        read.append(key)
+        return listing.describe_entry(layout, key, inode)
+
+    monkeypatch.setattr(cli_module, "describe_entry", describe)
+    now = physpipe(store.root, "ls")
+    assert read == []  # every entry vouched for by the earlier release's files
+    assert len(now.splitlines()) == len(before.splitlines()) + 1
+    assert late[:12] in now
+    assert all(key[:12] in now for key in keys)
+    assert not layout.old_listing.exists()
+    assert not layout.old_listing_journals.exists()
+    assert sorted(json.loads(layout.listing.read_text())["keys"]) == sorted([*keys, late])
+    assert physpipe(store.root, "ls") == now
+    assert read == []
+
+    # A stage's notes under that name are not a listing: neither read as one nor removed.
+    layout.listing.unlink()
+    notes = {"": {"key": keys[0], "manifest": {"stage": "entries"}}}
+    layout.old_listing.write_text(json.dumps(notes))
+    assert physpipe(store.root, "ls") == now
+    assert sorted(read) == sorted([*keys, late])  # entries read afresh
+    assert json.loads(layout.old_listing.read_text()) == notes
+
+
+def test_ls_shows_a_damaged_entry_beside_the_others_of_its_shard(tmp_path: Path) -> None:
+    """An entry without a ``meta.json`` is listed as corrupt, with its files' size, and the
+    other entries of its shard as before (a shard with one is gone through one by one)."""
+    store = Store(tmp_path / "store")
+    store.ensure()
+    keys = ["ab" + os.urandom(15).hex() for _ in range(3)]
+    for key, name in zip(keys, ("grid", "heat", "report"), strict=True):
+        record = StageRecord(key=key, name=name, created_at="2024-05-01T12:00:00.000+00:00")
+        store.commit(key, value={"name": name}, stage=name, record=record, run_id="run-x")
+    store.flush()
+    before = physpipe(store.root, "ls").splitlines()
+    (store.entry_dir(keys[1]) / "meta.json").unlink()
+    after = physpipe(store.root, "ls").splitlines()
+    assert [line.split()[:3] for line in after[1:-1]] == [
+        [keys[1][:12], "?", "corrupt"],
+        [keys[0][:12], "grid", "computed/json"],
+        [keys[2][:12], "report", "computed/json"],
+    ]
+    assert before[1] in after
+    assert before[3] in after
+    assert after[-1].startswith("3 entries, ")
