@@ -12,7 +12,6 @@ The stages here are declared at import, like a conftest's; their names carry a `
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -193,16 +192,15 @@ class PcOther(StageConfig):
 def test_config_equality_is_the_equality_of_before(a: StageConfig, b: StageConfig) -> None:
     assert (a == b) == reference_equal(a, b)
     assert (b == a) == reference_equal(b, a)
-    assert a == a  # noqa: PLR0124 - a config equals itself, NaN fields included
+    assert a == a  # a config equals itself, NaN fields included
 
 
 @pytest.fixture
-def no_pydantic_equality(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def no_pydantic_equality(monkeypatch: pytest.MonkeyPatch) -> None:
     def refused(self: Any, other: Any) -> bool:
         raise AssertionError("pydantic's __eq__ was asked")
 
     monkeypatch.setattr(BaseModel, "__eq__", refused)
-    yield
 
 
 def test_configs_of_a_sweep_compare_without_pydantic(no_pydantic_equality: None) -> None:
@@ -210,7 +208,7 @@ def test_configs_of_a_sweep_compare_without_pydantic(no_pydantic_equality: None)
     first, second, again = PcGrid(level=1), PcGrid(level=2), PcGrid(level=1, tags=("a",))
     assert first != second
     assert first != again
-    assert first == first  # noqa: PLR0124 - the same object: equal without encoding it
+    assert first == first  # the same object: equal without encoding it
 
 
 class PcPrivate(StageConfig):
