@@ -19,6 +19,10 @@ guarantees:
 - Nothing ever loads a value through it: hits and ``verify`` read the entries themselves. An
   index that is lost, stale or corrupt costs time (one ``meta.json`` read per entry), not
   correctness.
+
+A listing (:class:`Listing`) keeps the summaries by column, as parsed, and for each entry
+present only its row and last use: at 100,000 entries any object or bytecode step per entry
+costs a tenth of a second, so the work per entry is done by C calls a column at a time.
 """
 
 from __future__ import annotations
