@@ -1,5 +1,6 @@
-"""What physpipe adds to every test of a run: no hook wrappers where nothing needs one, and the
-plain paragraph of a physpipe error as the failure report of any phase."""
+"""What physpipe adds to every test of a run: no hook wrappers where nothing needs one, no
+logger for pytest's log capture to visit at every phase, and the plain paragraph of a physpipe
+error as the failure report of any phase."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ LEAN = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchma
 
 # Writes, per per-test hook, the physpipe hookimpls registered when the session ends.
 HOOKS_CONFTEST = """
-import json, os
+import json, logging, os
 
 PER_TEST = ("pytest_runtest_protocol", "pytest_runtest_setup", "pytest_runtest_call",
             "pytest_runtest_teardown", "pytest_runtest_makereport", "pytest_runtest_logreport",
@@ -36,6 +37,8 @@ def pytest_sessionfinish(session):
             if "physpipe" in name:
                 wrapper = bool(impl.wrapper or impl.hookwrapper)
                 out.setdefault(hook, []).append([name, wrapper])
+    loggers = logging.root.manager.loggerDict
+    out["loggers"] = sorted(name for name in loggers if "physpipe" in name)
     with open(os.environ["HOOKS_OUT"], "w") as handle:
         json.dump(out, handle)
 """
@@ -74,7 +77,11 @@ def test_a_run_without_goldens_wraps_no_test(
 ) -> None:
     pytester.makeconftest(HOOKS_CONFTEST)
     pytester.makepyfile(test_stages=STAGES)
+    _hooks(pytester, monkeypatch)  # computes and stores: the second run is all hits
     hooks = _hooks(pytester, monkeypatch)
+    # pytest's log capture visits every registered logger at each phase of each test: a
+    # run that logs nothing registers none.
+    assert hooks.pop("loggers") == []
     wrappers = [name for impls in hooks.values() for name, wrapper in impls if wrapper]
     assert wrappers == []
     # What is left per test is plain: the isolation of arguments, the error reports, and

@@ -39,7 +39,12 @@ from pytest_physpipe.store.hosts import owner_alive, owner_info, same_host, this
 
 __all__ = ["WAIT_REPORT_S", "KeyLock", "try_lock"]
 
-_log = logging.getLogger(__name__)
+
+def _log() -> logging.Logger:
+    # Made on first use: pytest's log capture visits every logger in logging's registry at
+    # every phase of every test, so a logger made at import costs each test of a run.
+    return logging.getLogger(__name__)
+
 
 # A waiter must see a release within a few milliseconds (workers wait on each other's
 # stages); flock has no portable "wait with timeout", so waiters poll with a non-blocking try.
@@ -252,7 +257,7 @@ class KeyLock:
                 with contextlib.suppress(FileNotFoundError):
                     self.path.unlink()
             else:
-                _log.warning(
+                _log().warning(
                     "physpipe: soft lock %s was no longer ours at release (%s)",
                     self.path,
                     "gone" if seen is None else f"held by {_describe_holder(seen.info)}",
@@ -348,7 +353,7 @@ class KeyLock:
                 os.ftruncate(fd, 0)
             os.pwrite(fd, info.encode(), 0)
         except OSError as exc:  # a full disk must not turn a held lock into a failure
-            _log.debug("physpipe: could not record the holder in %s: %s", self.path, exc)
+            _log().debug("physpipe: could not record the holder in %s: %s", self.path, exc)
 
     # -- soft -------------------------------------------------------------------------------
 
@@ -445,7 +450,7 @@ class KeyLock:
                 return True  # already gone: the caller tries to create it
             if now.signature != judged.signature:
                 return False  # re-acquired, or its heartbeat moved: not stale after all
-            _log.warning(
+            _log().warning(
                 "physpipe: breaking stale lock %s held by %s",
                 self.path,
                 _describe_holder(judged.info),
@@ -499,7 +504,7 @@ class KeyLock:
                 self._mark_lost("the lock file is gone")
                 return
             except OSError as exc:
-                _log.warning("physpipe: heartbeat of %s failed: %s", self.path, exc)
+                _log().warning("physpipe: heartbeat of %s failed: %s", self.path, exc)
                 continue
             try:
                 data = os.read(fd, 65536)
@@ -509,13 +514,13 @@ class KeyLock:
                 # Touch through our descriptor: never the path, which may name another file.
                 os.utime(fd)
             except OSError as exc:  # a hiccup on the server: try again next period
-                _log.warning("physpipe: heartbeat of %s failed: %s", self.path, exc)
+                _log().warning("physpipe: heartbeat of %s failed: %s", self.path, exc)
             finally:
                 os.close(fd)
 
     def _mark_lost(self, why: str) -> None:
         self._lost = True
-        _log.warning(
+        _log().warning(
             "physpipe: soft lock %s was lost while held (%s); a stage may be computed twice, "
             "which the store's atomic commit tolerates",
             self.path,
@@ -541,7 +546,7 @@ class KeyLock:
             "dies; if it is stuck, stop it."
         )
         if self.on_wait is None:
-            _log.warning("%s", message)
+            _log().warning("%s", message)
         else:
             self.on_wait(message)
 
@@ -590,5 +595,5 @@ def try_lock(
     except OSError as exc:
         if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
-        _log.warning("physpipe: cannot take lock %s: %s", path, exc)
+        _log().warning("physpipe: cannot take lock %s: %s", path, exc)
     return None

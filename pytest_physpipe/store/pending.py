@@ -36,7 +36,12 @@ from pytest_physpipe.store.layout import StoreLayout
 
 __all__ = ["LATEST", "Pending", "pending", "read_note", "read_stage_index"]
 
-_log = logging.getLogger(__name__)
+
+def _log() -> logging.Logger:
+    # Made on first use: pytest's log capture visits every logger in logging's registry at
+    # every phase of every test, so a logger made at import costs each test of a run.
+    return logging.getLogger(__name__)
+
 
 #: The key of a stage file's latest entry of any param (a param id is never this string:
 #: it holds a NUL).
@@ -102,7 +107,7 @@ class Pending:
             try:
                 _merge(layout, stage, mine)
             except (OSError, ValueError) as exc:
-                _log.debug("physpipe: cannot write the index of stage %s: %s", stage, exc)
+                _log().debug("physpipe: cannot write the index of stage %s: %s", stage, exc)
         if unsynced:
             sync_filesystem(layout.root)
 

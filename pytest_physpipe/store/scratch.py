@@ -35,7 +35,12 @@ from pytest_physpipe.store.layout import StoreLayout
 
 __all__ = ["HEARTBEAT_S", "STALE_AFTER_S", "cleanup", "make_scratch", "real_dir", "scratch_dir"]
 
-_log = logging.getLogger(__name__)
+
+def _log() -> logging.Logger:
+    # Made on first use: pytest's log capture visits every logger in logging's registry at
+    # every phase of every test, so a logger made at import costs each test of a run.
+    return logging.getLogger(__name__)
+
 
 HEARTBEAT_S = 30.0
 #: Another host's owner is judged gone after its record has not been touched for this long.
@@ -76,7 +81,7 @@ class _Beacon:
             except FileNotFoundError:  # removed by a cleaner who judged us dead: say we live
                 self._write()
             except OSError as exc:
-                _log.debug("physpipe: owner heartbeat %s failed: %s", self.path, exc)
+                _log().debug("physpipe: owner heartbeat %s failed: %s", self.path, exc)
 
     def _write(self) -> None:
         # Best effort: without a record (a full disk) this host still judges the scratch by
@@ -86,7 +91,7 @@ class _Beacon:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             write_text_atomic(self.path, json.dumps(info))
         except OSError as exc:
-            _log.warning("physpipe: cannot write the owner record %s: %s", self.path, exc)
+            _log().warning("physpipe: cannot write the owner record %s: %s", self.path, exc)
 
     def close(self) -> None:
         self._stop.set()
@@ -210,7 +215,7 @@ def cleanup(layout: StoreLayout, *, local_only: bool = False) -> int:
         if not folder.exists():
             continue
         if not real_dir(folder):
-            _log.warning(
+            _log().warning(
                 "physpipe: %s is not a directory of the store (a symlink?); it is left alone",
                 folder,
             )
