@@ -78,6 +78,11 @@ class StageFixed:
         }
 
 
+#: The ``gathered`` (and ``upstream``) of the instances that have none: one dict for all,
+#: which nothing edits (an instance's fields are read, never changed).
+NOTHING: dict[str, Any] = {}
+
+
 @dataclass(frozen=True, eq=False, init=False)
 class StageInstance:
     """One stage with one resolved config and its upstream keys: one store entry."""
@@ -119,7 +124,7 @@ class StageInstance:
         fields["param_id"] = param_id
         fields["config_json"] = {} if config_json is None else config_json
         fields["marks"] = marks
-        fields["gathered"] = {} if gathered is None else gathered
+        fields["gathered"] = NOTHING if gathered is None else gathered
         if manifest is not None:
             fields["manifest"] = manifest
         elif basis is not None:  # three entries, not the tuple: one object less per instance

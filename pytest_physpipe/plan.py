@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from pytest_physpipe import keys
 from pytest_physpipe.errors import ConfigError, GraphError
 from pytest_physpipe.fanin import Coord, Gather, Gathered, coord_names, group_by, name_coords
-from pytest_physpipe.instance import GatherGroup, GatherRef, StageFixed, StageInstance
+from pytest_physpipe.instance import NOTHING, GatherGroup, GatherRef, StageFixed, StageInstance
 from pytest_physpipe.models import StageConfig
 from pytest_physpipe.params import UNKNOWN_INDEX as _UNKNOWN
 from pytest_physpipe.params import format_value, index_of, own_id, param_position, swept_fields
@@ -55,7 +55,10 @@ class Planner:
         self.salt = salt
         self.rootdir = rootdir
         self._instances: dict[str, StageInstance] = {}
-        self._by_declaration: dict[tuple[Any, ...], StageInstance] = {}
+        #: Per spec (by id; its instances keep it alive): the instance of each declaration,
+        #: by its config's encoding (and its upstream keys, where it has any). Keys of bytes
+        #: and ints where they can be: a tuple per instance is more work for the collector.
+        self._by_declaration: dict[int, dict[Any, StageInstance]] = {}
         self._templates: dict[int, StageFixed] = {}
         self._input_classes: dict[type[StageConfig], bool] = {}
         #: By the id of the item (kept in ``_items``, so no other object takes its id): the
@@ -65,7 +68,9 @@ class Planner:
         self._items: list[object] = []
         #: The specs :meth:`stage_names` found for the tests' fixture names.
         self._specs: dict[str, StageSpec] = {}
-        self._by_request: dict[tuple[str, int, tuple[str, ...]], StageInstance] = {}
+        #: Per stage name: the instance of each (param object, upstream keys); by the param's
+        #: id alone for a stage with nothing upstream.
+        self._by_request: dict[str, dict[Any, StageInstance]] = {}
         self._requested: list[object] = []
         self._enumerated: dict[str, list[tuple[StageInstance, dict[Coord, Any]]]] = {}
         self._groups: dict[tuple[str, str], list[GatherGroup]] = {}
@@ -241,8 +246,9 @@ class Planner:
 
         ``param_index``: which ``params=`` entry ``config`` is, where the caller knows
         (``None``: none of them); left out, it is looked up."""
-        upstream = dict(upstream)
+        upstream = dict(upstream) if upstream else NOTHING
         if gathered:
+            upstream = dict(upstream)
             for name, refs in gathered.items():
                 # One digest per gather: the keys (and coordinates) of everything it gathers.
                 upstream[name] = xxhash.xxh3_128_hexdigest(
@@ -259,14 +265,12 @@ class Planner:
                 "anything else in a stage and pass it downstream instead."
             ) from None
         encoded = keys.canonical(identity)
-        declaration = (
-            spec.name,
-            id(spec),
-            encoded,
-            tuple(sorted(upstream.items())) if upstream else (),
-        )
-        instance = self._by_declaration.get(declaration)
-        if instance is not None:
+        declaration: Any = (encoded, tuple(sorted(upstream.items()))) if upstream else encoded
+        declared = self._by_declaration.get(id(spec))
+        if declared is None:
+            declared = self._by_declaration[id(spec)] = {}
+        instance = declared.get(declaration)
+        if instance is not None and instance.spec is spec:
             return instance
         inputs: dict[str, str] | None = None
         if config is not None and self._has_inputs(type(config)):
@@ -298,7 +302,7 @@ class Planner:
             # The manifest is built from these when something reads it (a commit, a reason).
             basis=(fixed, encoded, inputs),
         )
-        self._by_declaration[declaration] = instance
+        declared[declaration] = instance
         self._instances.setdefault(instance.key, instance)
         return instance
 
@@ -352,7 +356,9 @@ class Planner:
         if resolved is None:
             callspec = getattr(item, "callspec", None)
             params: Mapping[str, Any] = callspec.params if callspec is not None else {}
-            resolved = self.resolve(self.stage_names(item), params)
+            resolved = {}
+            for name in self.stage_names(item):  # what resolve() does, one call less per test
+                self._resolve_into(name, params, resolved)
             self._item_instances[id(item)] = resolved
             self._items.append(item)
         return resolved
@@ -547,14 +553,17 @@ class Planner:
         resolving its config or key again, so the key a test is served is the key it was
         planned with. A request the plan did not see resolves here the same way.
         """
-        token = (spec.name, id(param), tuple(upstream.values()))
-        known = self._by_request.get(token)
+        token: Any = (id(param), tuple(upstream.values())) if upstream else id(param)
+        requested = self._by_request.get(spec.name)
+        if requested is None:
+            requested = self._by_request[spec.name] = {}
+        known = requested.get(token)
         if known is not None and known.spec is spec:
             return known
         instance = self.resolve_one(spec, param, upstream)
         # The planner keeps every param it memoized, so no other object takes its id.
         self._requested.append(param)
-        self._by_request[token] = instance
+        requested[token] = instance
         return instance
 
     def instances(self, items: Iterable[pytest.Item]) -> list[StageInstance]:

@@ -140,6 +140,10 @@ class PhyspipeSession:
             param_id = instance.param_id
             if param_id:
                 # `-k "level=3"` is no valid expression; `-k "level:3"` is (docs/decisions.md).
+                if "-" not in param_id:  # one coordinate: its keyword, nothing to remember
+                    if "=" in param_id:
+                        item.extra_keyword_matches.add(param_id.replace("=", ":", 1))
+                    continue
                 found = keywords.get(param_id)
                 if found is None:
                     found = keywords[param_id] = _keywords(param_id)
@@ -204,10 +208,7 @@ class PhyspipeSession:
         self._check_codecs(instances)
         if not local and not self.settings.plan_only:
             self._backend_factory()  # an unknown backend is an error even with no slow stage
-        self._decide_statuses(instances)
-        missing = False
-        for instance in instances:
-            missing = self.status(instance) == "missing" or missing
+        missing = self._decide_statuses(instances)
         if self.settings.cached_only and missing:
             for item in items:
                 absent = [f for f in self.planner.instances([item]) if self.status(f) == "missing"]
@@ -250,32 +251,38 @@ class PhyspipeSession:
                 self.reasons[instance.key] = self._why(instance)
         return status
 
-    def _decide_statuses(self, instances: list[StageInstance]) -> None:
-        """:meth:`status` of every instance of the plan, its entries looked up in one loop:
-        one ``stat`` of each ``meta.json``, the check :meth:`Store.exists` makes, without
-        the calls around it per key."""
+    def _decide_statuses(self, instances: list[StageInstance]) -> bool:
+        """:meth:`status` of every instance of the plan, decided in one loop; whether any is
+        missing. Each stored entry is one ``stat`` of its ``meta.json`` (the check
+        :meth:`Store.exists` makes), without the calls around it per key."""
         statuses = self.statuses
-        cached = [i for i in instances if i.spec.cache and i.key not in statuses]
-        if not cached or self.settings.no_cache:
-            return
-        entry_path = self.store.layout.entry_path
+        todo = [i for i in instances if i.key not in statuses]
         stored: set[str] = set()
-        for instance in cached:
-            try:
-                if S_ISREG(os.stat(f"{entry_path(instance.key)}/meta.json").st_mode):
-                    stored.add(instance.key)
-            except (OSError, ValueError):
-                pass
-        rebuild = self.runner.wants_rebuild
-        for instance in cached:
+        if not self.settings.no_cache:
+            entry_path = self.store.layout.entry_path
+            for instance in todo:
+                if not instance.spec.cache:
+                    continue
+                try:
+                    if S_ISREG(os.stat(f"{entry_path(instance.key)}/meta.json").st_mode):
+                        stored.add(instance.key)
+                except (OSError, ValueError):
+                    pass
+        rebuild = self.runner.wants_rebuild if self.runner.rebuild else None
+        for instance in todo:
             key = instance.key
             if key in statuses:
                 continue  # one key, two instances (equal configs)
-            if key not in stored:
+            if not instance.spec.cache:
+                statuses[key] = "uncached"
+            elif key not in stored:
                 statuses[key] = "missing"
                 self.reasons[key] = self._why(instance)
+            elif rebuild is not None and rebuild(instance):
+                statuses[key] = "rebuild"
             else:
-                statuses[key] = "rebuild" if rebuild(instance) else "cached"
+                statuses[key] = "cached"
+        return "missing" in map(statuses.__getitem__, [i.key for i in instances])
 
     def _why(self, instance: StageInstance) -> str:
         """Why ``instance`` is missing, against the latest entry of its stage and params."""

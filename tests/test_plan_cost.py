@@ -256,3 +256,46 @@ def test_plan_statuses_are_exact_and_looked_up_once(
     missing = [line for line in result.outlines if " missing " in line]
     assert len(missing) == 1
     assert entries[0].parent.name[:16] in missing[0]
+
+
+class PcMany(StageConfig):
+    i: int = 0
+
+
+@stage(params=[PcMany(i=i) for i in range(300)])
+def pc_many(config: PcMany) -> int:
+    return config.i
+
+
+def test_a_planned_test_leaves_three_objects_for_the_collector() -> None:
+    # Ten thousand planned tests are walked by every full garbage collection after them, and
+    # what they allocate decides how soon the next one comes (a full collection over a
+    # suite of that size is a tenth of a second). What stays per test: its instance (an
+    # object and its attribute dict) and its instances by name; what it allocates besides:
+    # its config's JSON dump. The memos are keyed by ints and bytes, an instance without
+    # upstream or gathers shares one empty dict for both, the manifest waits until read.
+    import gc
+
+    spec = registry.get("pc_many")
+    assert spec is not None
+    assert spec.params is not None
+    items = [FakeItem(["pc_many"], {"pc_many": c}) for c in spec.params]
+    Planner(registry=registry).for_item(items[0])  # type: ignore[arg-type]  # fingerprints
+    planner = Planner(registry=registry)
+    gc.collect()
+    before = len(gc.get_objects())
+    gc.disable()
+    try:
+        start = gc.get_count()[0]
+        found = [planner.for_item(item) for item in items]  # type: ignore[arg-type]
+        allocated = gc.get_count()[0] - start  # net: what was freed since is not counted
+    finally:
+        gc.enable()
+    gc.collect()
+    kept = len(gc.get_objects()) - before
+    assert len({needed["pc_many"].key for needed in found}) == len(items)
+    assert kept <= 3 * len(items) + 50, kept / len(items)
+    assert allocated <= 4 * len(items) + 50, allocated / len(items)
+    first, second = found[0]["pc_many"], found[1]["pc_many"]
+    assert first.gathered is second.gathered == {}
+    assert first.upstream is second.upstream == {}
