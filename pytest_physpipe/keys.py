@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +35,10 @@ __all__ = [
     "config_encodings",
     "config_identity",
     "config_json",
+    "has_input_files",
     "input_file_hashes",
     "package_versions",
+    "python_dumps",
     "seed_from_key",
     "stage_key",
     "xxh3",
@@ -131,6 +133,17 @@ def _plain_serializer(cls: type[StageConfig]) -> Any:
     return serializer
 
 
+def python_dumps(configs: Iterable[StageConfig]) -> list[dict[str, Any]]:
+    """``[config.model_dump() for config in configs]``, each through its class's serializer
+    where the class keeps pydantic's ``model_dump`` (as :func:`config_encodings` dumps)."""
+    dumps: list[dict[str, Any]] = []
+    for config in configs:
+        cls = type(config)
+        serializer = _SERIALIZERS.get(cls) or _plain_serializer(cls)
+        dumps.append(config.model_dump() if serializer is None else serializer.to_python(config))
+    return dumps
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
@@ -175,7 +188,15 @@ def config_encodings(config: StageConfig | None) -> tuple[dict[str, Any], dict[s
     """``(config_json(config), config_identity(config))`` from one pair of dumps."""
     if config is None:
         return {}, {}
-    python, data = _dumps(config)
+    serializer = _SERIALIZERS.get(type(config))
+    if serializer is not None:  # what _dumps does first, without its calls (a plan's hot path)
+        try:
+            python: dict[str, Any] = serializer.to_python(config)
+            data: dict[str, Any] = serializer.to_python(config, mode="json")
+        except Exception:
+            python, data = _dumps(config)  # raises, naming the field
+    else:
+        python, data = _dumps(config)
     for value in python.values():
         if type(value) not in _PLAIN:
             return _sort_sets(python, data), _identity(python, data)
@@ -285,6 +306,11 @@ def input_file_hashes(config: StageConfig | None, *, base: Path | None = None) -
     return hashes
 
 
+def has_input_files(config_class: type[StageConfig]) -> bool:
+    """Whether a config class has ``InputFile`` fields (whose content keys hash)."""
+    return bool(_input_fields(config_class))
+
+
 _INPUT_FIELDS: dict[type[StageConfig], tuple[str, ...]] = {}
 
 
@@ -389,7 +415,9 @@ class KeyTemplate:
         # The varying members sort among themselves as listed in _VARYING: key() relies on it.
         assert self._order == list(_VARYING)
 
-    def key(self, config: bytes, inputs: Mapping[str, str], upstream: Mapping[str, str]) -> str:
+    def key(
+        self, config: bytes, inputs: Mapping[str, str] | None, upstream: Mapping[str, str]
+    ) -> str:
         """The key for one instance; ``config`` is ``canonical(config_identity(...))``."""
         texts = self._texts
         return xxhash.xxh3_128_hexdigest(

@@ -12,7 +12,7 @@ from pytest_physpipe import keys
 from pytest_physpipe.models import StageConfig
 from pytest_physpipe.stage import StageSpec, default_ids
 
-__all__ = ["UNKNOWN_INDEX", "format_value", "index_of", "own_id", "swept_fields"]
+__all__ = ["UNKNOWN_INDEX", "format_value", "index_of", "own_id", "param_position", "swept_fields"]
 
 #: "Not known yet" for a params= index (``None`` means: none of the params).
 UNKNOWN_INDEX: Any = object()
@@ -24,11 +24,26 @@ def index_of(spec: StageSpec, config: StageConfig | None) -> int | None:
     """Which entry of ``params=`` ``config`` is (``None``: none of them)."""
     if spec.params is None or config is None:
         return None
+    return _table(spec, spec.params).index(config)
+
+
+def param_position(spec: StageSpec, param: object) -> int | None:
+    """:func:`index_of` for ``param`` if it is an entry of ``params=`` itself (what pytest
+    hands a stage fixture), else ``None``: an identity lookup, no comparison."""
+    cached = _PARAM_TABLES.get(id(spec))
+    if cached is not None and cached[0] is spec:  # _table(), without its call (a plan's hot path)
+        return cached[1].by_id.get(id(param))
+    if spec.params is None:
+        return None
+    return _table(spec, spec.params).by_id.get(id(param))
+
+
+def _table(spec: StageSpec, params: tuple[StageConfig, ...]) -> _ParamTable:
     # One table per spec: comparing against every param would be quadratic in sweep size.
     cached = _PARAM_TABLES.get(id(spec))
     if cached is None or cached[0] is not spec:
-        cached = _PARAM_TABLES[id(spec)] = (spec, _ParamTable(spec.params))
-    return cached[1].index(config)
+        cached = _PARAM_TABLES[id(spec)] = (spec, _ParamTable(params))
+    return cached[1]
 
 
 class _ParamTable:
@@ -44,14 +59,15 @@ class _ParamTable:
         self._params = params
         self._by_value: dict[StageConfig, int] | None = {}
         self._by_encoding: dict[bytes, int] | None = None
-        self._by_id: dict[int, int] = {}
+        #: id of each entry -> the position of the first entry equal to it.
+        self.by_id: dict[int, int] = {}
         try:
             for position, param in enumerate(params):
-                self._by_id[id(param)] = self._by_value.setdefault(param, position)
+                self.by_id[id(param)] = self._by_value.setdefault(param, position)
         except TypeError:
             self._by_value = None
             encodings = self._encodings()
-            self._by_id = {id(param): encodings[_encoded(param)] for param in params}
+            self.by_id = {id(param): encodings[_encoded(param)] for param in params}
 
     def _encodings(self) -> dict[bytes, int]:
         if self._by_encoding is None:
@@ -61,7 +77,7 @@ class _ParamTable:
         return self._by_encoding
 
     def index(self, config: StageConfig) -> int | None:
-        found = self._by_id.get(id(config))
+        found = self.by_id.get(id(config))
         if found is not None:
             return found
         if self._by_value is not None:

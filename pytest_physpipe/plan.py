@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,139 +23,16 @@ from pydantic import ValidationError
 from pytest_physpipe import keys
 from pytest_physpipe.errors import ConfigError, GraphError
 from pytest_physpipe.fanin import Coord, Gather, Gathered, coord_names, group_by, name_coords
+from pytest_physpipe.instance import GatherGroup, GatherRef, StageFixed, StageInstance
 from pytest_physpipe.models import StageConfig
 from pytest_physpipe.params import UNKNOWN_INDEX as _UNKNOWN
-from pytest_physpipe.params import format_value, index_of, own_id, swept_fields
+from pytest_physpipe.params import format_value, index_of, own_id, param_position, swept_fields
 from pytest_physpipe.stage import StageRegistry, StageSpec, validate_config
 
 __all__ = ["MISSING", "GatherGroup", "GatherRef", "Planner", "StageInstance"]
 
 #: "No param given" (``None`` is a legitimate param value).
 MISSING: Any = object()
-
-
-@dataclass(frozen=True, eq=False, init=False)
-class StageInstance:
-    """One stage with one resolved config and its upstream keys: one store entry."""
-
-    spec: StageSpec
-    config: StageConfig | None
-    upstream: dict[str, str]
-    key: str
-    param_id: str | None
-    config_json: dict[str, Any] = field(default_factory=dict)
-    #: The parts the key was computed from, kept in the entry: ``physpipe show`` lists them
-    #: and a later run compares against them to say why it recomputes.
-    manifest: dict[str, Any] = field(default_factory=dict)
-    #: The marks its ``pytest.param(..., marks=...)`` entry gave this instance itself.
-    marks: tuple[pytest.Mark, ...] = ()
-    #: Per ``gather(...)`` parameter, the instances it receives (its ``upstream`` entry holds
-    #: their digest, so the key covers them).
-    gathered: dict[str, tuple[GatherRef, ...]] = field(default_factory=dict)
-
-    def __init__(
-        self,
-        spec: StageSpec,
-        config: StageConfig | None,
-        upstream: dict[str, str],
-        key: str,
-        param_id: str | None,
-        *,
-        config_json: dict[str, Any] | None = None,
-        manifest: dict[str, Any] | None = None,
-        marks: tuple[pytest.Mark, ...] = (),
-        gathered: dict[str, tuple[GatherRef, ...]] | None = None,
-    ) -> None:
-        # The frozen dataclass's own __init__ sets each field through object.__setattr__,
-        # which made building the instances of a large sweep cost more than their keys; the
-        # instance's dict is filled directly instead. Setting a field afterwards still raises.
-        fields = self.__dict__
-        fields["spec"] = spec
-        fields["config"] = config
-        fields["upstream"] = upstream
-        fields["key"] = key
-        fields["param_id"] = param_id
-        fields["config_json"] = {} if config_json is None else config_json
-        fields["manifest"] = {} if manifest is None else manifest
-        fields["marks"] = marks
-        fields["gathered"] = {} if gathered is None else gathered
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def slow(self) -> bool:
-        """Runs as a slow instance: a cluster backend dispatches it. A gathering stage always
-        runs in the pytest process (after the jobs of what it gathers)."""
-        if self.gathered:
-            return False
-        if self.spec.slow:
-            return True
-        return any(m.name == "slow" for m in self.marks) if self.marks else False
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}[{self.param_id}]" if self.param_id else self.name
-
-
-@dataclass(frozen=True)
-class GatherRef:
-    """One instance a gather parameter receives: its key and its coordinates."""
-
-    key: str
-    coords: dict[str, Any]
-
-
-@dataclass(frozen=True, eq=False)
-class GatherGroup:
-    """One gather of a ``gather(..., over=...)`` parameter: the fixture param of the
-    gathering stage's instance (``ident`` is its pytest id)."""
-
-    param: str
-    ident: str
-    coords: dict[Coord, Any]
-    refs: tuple[GatherRef, ...]
-
-    def __repr__(self) -> str:
-        return self.ident
-
-
-class _Fixed:
-    """What every instance of one stage shares within a run (see :meth:`Planner._fixed`).
-
-    The manifest entries here are one object per stage, shared by its instances' manifests
-    (which nothing edits): a sweep of ten thousand instances builds them once.
-    """
-
-    __slots__ = ("head", "spec", "tail", "template")
-
-    def __init__(self, spec: StageSpec, packages: Mapping[str, str], salt: str) -> None:
-        self.spec = spec
-        # The qualified name without the module, like the stage's: moving a stage and its
-        # config class to another file keeps the key (docs/decisions.md).
-        config_class = None if spec.config_class is None else spec.config_class.__qualname__
-        self.template = keys.KeyTemplate(
-            name=spec.name,
-            qualname=spec.qualname,
-            code=spec.code,
-            version=spec.version,
-            config_class=config_class,
-            packages=packages,
-            salt=salt,
-        )
-        self.head: dict[str, Any] = {
-            "stage": spec.name,
-            "qualname": spec.qualname,
-            "code": spec.code,
-            "code_parts": dict(spec.code_info.parts),
-            "version": spec.version,
-            "config_class": config_class,
-        }
-        self.tail: dict[str, Any] = {
-            "packages": dict(packages),
-            "salt": keys.xxh3(salt.encode()),
-        }
 
 
 class Planner:
@@ -180,8 +56,13 @@ class Planner:
         self.rootdir = rootdir
         self._instances: dict[str, StageInstance] = {}
         self._by_declaration: dict[tuple[Any, ...], StageInstance] = {}
-        self._templates: dict[int, _Fixed] = {}
-        self._item_instances: dict[str, dict[str, StageInstance]] = {}
+        self._templates: dict[int, StageFixed] = {}
+        self._input_classes: dict[type[StageConfig], bool] = {}
+        #: By the id of the item (kept in ``_items``, so no other object takes its id): the
+        #: node id is a property, and the plan asks once per test at collection and again
+        #: when it runs.
+        self._item_instances: dict[int, dict[str, StageInstance]] = {}
+        self._items: list[object] = []
         #: The specs :meth:`stage_names` found for the tests' fixture names.
         self._specs: dict[str, StageSpec] = {}
         self._by_request: dict[tuple[str, int, tuple[str, ...]], StageInstance] = {}
@@ -307,10 +188,20 @@ class Planner:
     ) -> StageInstance:
         """The instance of ``spec`` for a fixture param (a config, a :class:`GatherGroup` or
         :data:`MISSING`) and the keys of its upstream instances."""
+        if spec.params is not None and not spec.gathers and spec.name not in self.overrides:
+            # An entry of params= itself (what pytest hands the fixture): its index is an
+            # identity lookup, and the entry is the config the instance runs with.
+            index = param_position(spec, param)
+            if index is not None:
+                assert spec.marks is not None  # set with params
+                config: Any = param
+                return self.instance(
+                    spec, config, upstream, marks=spec.marks[index], param_index=index
+                )
         group = param if isinstance(param, GatherGroup) else None
         config_param = MISSING if group is not None else param
         marks: tuple[pytest.Mark, ...] = ()
-        index: int | None = None
+        index = None
         if config_param is not MISSING and spec.params is not None:
             index = index_of(spec, spec.coerce_config(config_param, origin="params"))
             if index is not None and spec.marks is not None:
@@ -351,11 +242,12 @@ class Planner:
         ``param_index``: which ``params=`` entry ``config`` is, where the caller knows
         (``None``: none of them); left out, it is looked up."""
         upstream = dict(upstream)
-        for name, refs in (gathered or {}).items():
-            # One digest per gather: the keys (and coordinates) of everything it gathers.
-            upstream[name] = xxhash.xxh3_128_hexdigest(
-                keys.canonical([[r.key, repr(sorted(r.coords.items()))] for r in refs])
-            )
+        if gathered:
+            for name, refs in gathered.items():
+                # One digest per gather: the keys (and coordinates) of everything it gathers.
+                upstream[name] = xxhash.xxh3_128_hexdigest(
+                    keys.canonical([[r.key, repr(sorted(r.coords.items()))] for r in refs])
+                )
         try:
             config_data, identity = keys.config_encodings(config)
         except keys.UnencodableField as exc:
@@ -376,44 +268,54 @@ class Planner:
         instance = self._by_declaration.get(declaration)
         if instance is not None:
             return instance
-        try:
-            inputs = keys.input_file_hashes(config, base=self.rootdir)
-        except FileNotFoundError as exc:
-            raise ConfigError(
-                f"stage {spec.name!r}: {exc}. Fix the path in its config (relative paths are "
-                f"read from the rootdir {self.rootdir})."
-            ) from None
-        fixed = self._fixed(spec)
-        manifest = {
-            **fixed.head,
-            "config": config_data,
-            "config_key": keys.xxh3(encoded),
-            "inputs": inputs,
-            "upstream": dict(upstream),
-            **fixed.tail,
-        }
+        inputs: dict[str, str] | None = None
+        if config is not None and self._has_inputs(type(config)):
+            try:
+                inputs = keys.input_file_hashes(config, base=self.rootdir)
+            except FileNotFoundError as exc:
+                raise ConfigError(
+                    f"stage {spec.name!r}: {exc}. Fix the path in its config (relative paths "
+                    f"are read from the rootdir {self.rootdir})."
+                ) from None
+        fixed = self._templates.get(id(spec))
+        if fixed is None or fixed.spec is not spec:
+            fixed = self._fixed(spec)
+        if upstream or type(param_index) is not int or spec.ids is None:
+            param_id = self._label_id(spec, config, upstream, ident, param_index)
+        else:  # an entry of params= with nothing upstream: its own id (what _label_id says)
+            param_id = spec.ids[param_index]
+            if "-" in param_id:
+                param_id = self._label_id(spec, config, upstream, ident, param_index)
         instance = StageInstance(
-            spec=spec,
-            config=config,
-            upstream=upstream,
-            key=fixed.template.key(encoded, inputs, upstream),
-            param_id=self._label_id(spec, config, upstream, ident, param_index),
+            spec,
+            config,
+            upstream,
+            fixed.template.key(encoded, inputs, upstream),
+            param_id,
             config_json=config_data,
-            manifest=manifest,
             marks=marks,
-            gathered=dict(gathered) if gathered else {},
+            gathered=dict(gathered) if gathered else None,
+            # The manifest is built from these when something reads it (a commit, a reason).
+            basis=(fixed, encoded, inputs),
         )
         self._by_declaration[declaration] = instance
         self._instances.setdefault(instance.key, instance)
         return instance
 
-    def _fixed(self, spec: StageSpec) -> _Fixed:
+    def _has_inputs(self, config_class: type[StageConfig]) -> bool:
+        """Whether configs of this class have ``InputFile`` fields (memoized per class)."""
+        found = self._input_classes.get(config_class)
+        if found is None:
+            found = self._input_classes[config_class] = keys.has_input_files(config_class)
+        return found
+
+    def _fixed(self, spec: StageSpec) -> StageFixed:
         """What ``spec``'s instances share in this run: the key's fixed parts, encoded once,
         and the manifest entries that do not vary between instances."""
         known = self._templates.get(id(spec))
         if known is not None and known.spec is spec:
             return known
-        fixed = self._templates[id(spec)] = _Fixed(spec, self.packages, self.salt)
+        fixed = self._templates[id(spec)] = StageFixed(spec, self.packages, self.salt)
         return fixed
 
     def _label_id(
@@ -445,14 +347,14 @@ class Planner:
     # -- items ----------------------------------------------------------------------------------
 
     def for_item(self, item: pytest.Item) -> dict[str, StageInstance]:
-        """The stage instances a test needs, by stage name (memoized by node id)."""
-        nodeid = item.nodeid
-        resolved = self._item_instances.get(nodeid)
+        """The stage instances a test needs, by stage name (memoized per item)."""
+        resolved = self._item_instances.get(id(item))
         if resolved is None:
             callspec = getattr(item, "callspec", None)
             params: Mapping[str, Any] = callspec.params if callspec is not None else {}
             resolved = self.resolve(self.stage_names(item), params)
-            self._item_instances[nodeid] = resolved
+            self._item_instances[id(item)] = resolved
+            self._items.append(item)
         return resolved
 
     def stage_names(self, item: pytest.Item) -> list[str]:
@@ -478,11 +380,11 @@ class Planner:
         """Whether a stage declared ``slow=True`` is among ``instance`` and every instance it
         needs (upstream and gathered), and the marks those instances carry, upstream first,
         each once. Memoized per instance: tests sharing an instance share the answer."""
+        if not instance.upstream and not instance.gathered and not instance.marks:
+            return instance.spec.slow, ()  # needs nothing else: nothing to remember
         known = self._reached_marks.get(instance.key)
         if known is not None and known[0] is instance:
             return known[1], known[2]
-        if not instance.upstream and not instance.gathered and not instance.marks:
-            return instance.spec.slow, ()  # needs nothing else: nothing to remember
         slow = False
         marks: list[pytest.Mark] = []
         for reached in self.upstream_first([instance]):
@@ -513,7 +415,9 @@ class Planner:
             return instance
         spec = self._specs.get(name) or self.registry.get(name)
         assert spec is not None  # names come from the registry; validate() checked upstream
-        upstream = {p: self._resolve_into(p, params, resolved).key for p in spec.upstream}
+        upstream: dict[str, str] = {}
+        for above in spec.upstream:
+            upstream[above] = self._resolve_into(above, params, resolved).key
         resolved[name] = instance = self.for_request(spec, params.get(name, MISSING), upstream)
         return instance
 
@@ -671,6 +575,9 @@ class Planner:
         self, instance: StageInstance, ordered: dict[str, StageInstance]
     ) -> None:
         if instance.key in ordered:
+            return
+        if not instance.upstream and not instance.gathered:
+            ordered[instance.key] = instance  # needs nothing: the common case of a sweep
             return
         known = self._instances
         for key in instance.upstream.values():

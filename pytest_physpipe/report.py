@@ -49,8 +49,8 @@ def format_plan(
     instances = list(instances)
     notes = notes or {}
     reasons = reasons or {}
-    # Built a column at a time and formatted a line at a time: a plan of ten thousand
-    # instances is ten thousand lines, so nothing here runs once per cell.
+    # Built a column at a time: a plan of ten thousand instances is ten thousand lines, so
+    # nothing here runs once per cell but what C does (a padding, a join).
     keys = [instance.key for instance in instances]
     status_of = [statuses.get(key, "missing") for key in keys]
     counts = Counter(status_of)
@@ -62,12 +62,12 @@ def format_plan(
             f"{status} ({notes[key]})" if notes.get(key) else status
             for key, status in zip(keys, status_of, strict=True)
         ]
-    described: dict[int, str] = {}  # per Resources: one plan lists a sweep's many times
-    for instance in instances:
-        res = instance.spec.resources
-        if id(res) not in described:
-            described[id(res)] = f"cpu={res.cpu} gpu={res.gpu} mem={res.mem} time={res.walltime}"
-    resources = [described[id(instance.spec.resources)] for instance in instances]
+    described: dict[int, str] = {}  # per stage: one plan lists a sweep's many times
+    specs = {id(instance.spec): instance.spec for instance in instances}
+    for spec in specs.values():
+        res = spec.resources
+        described[id(spec)] = f"cpu={res.cpu} gpu={res.gpu} mem={res.mem} time={res.walltime}"
+    resources = [described[id(instance.spec)] for instance in instances]
     places = {False: "local", True: "local (slow)"}
     if backend != "local":
         places[True] = runs_on if runs_on is not None else f"{backend} (slow)"
@@ -95,8 +95,14 @@ def format_plan(
     if any(whys):
         columns.append(["why", *whys])
     widths = [max(map(len, column)) for column in columns]
-    line = "  ".join(f"{{:<{width}}}" for width in widths)
-    lines = [line.format(*row).rstrip() for row in zip(*columns, strict=True)]
+    # Each cell padded to its column's width (the last one needs none), the lines joined from
+    # them: no call per line but the join and the strip.
+    padded = [
+        [cell.ljust(width) for cell in column]
+        for column, width in zip(columns, widths, strict=True)
+    ]
+    padded[-1] = columns[-1]
+    lines = list(map(str.rstrip, map("  ".join, zip(*padded, strict=True))))
     missing, rebuild = counts["missing"], counts["rebuild"]
     total = len(instances)
     summary = f"{total} stage instance(s): {total - missing - rebuild} cached, {missing} missing"

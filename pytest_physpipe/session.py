@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from stat import S_ISREG
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -127,13 +128,22 @@ class PhyspipeSession:
     def _mark(self, item: pytest.Item) -> None:
         """Give a test the marks of every instance it needs (upstream and gathered too) and
         ``-k`` keywords for its sweep coordinates."""
-        needed = self.planner.for_item(item)
+        planner = self.planner
         slow = False
         marks: list[pytest.Mark] = []
-        for instance in needed.values():
-            reached_slow, reached_marks = self.planner.reached_marks(instance)
-            slow = slow or reached_slow
-            marks.extend(m for m in reached_marks if m not in marks)
+        keywords = self._param_keywords
+        for instance in planner.for_item(item).values():
+            if instance.upstream or instance.gathered or instance.marks or instance.spec.slow:
+                reached_slow, reached_marks = planner.reached_marks(instance)
+                slow = slow or reached_slow
+                marks.extend(m for m in reached_marks if m not in marks)
+            param_id = instance.param_id
+            if param_id:
+                # `-k "level=3"` is no valid expression; `-k "level:3"` is (docs/decisions.md).
+                found = keywords.get(param_id)
+                if found is None:
+                    found = keywords[param_id] = _keywords(param_id)
+                item.extra_keyword_matches.update(found)
         if slow:
             slow_mark = pytest.mark.slow.mark
             marks = [slow_mark, *(m for m in marks if m != slow_mark)]
@@ -145,19 +155,6 @@ class PhyspipeSession:
                     mark.name == "slow" and item.get_closest_marker("slow")
                 ):
                     item.add_marker(getattr(pytest.mark, mark.name)(*mark.args, **mark.kwargs))
-        # `-k "level=3"` is no valid expression; `-k "level:3"` is (docs/decisions.md).
-        keywords = item.extra_keyword_matches
-        for instance in needed.values():
-            if instance.param_id:
-                keywords.update(self._keywords(instance.param_id))
-
-    def _keywords(self, param_id: str) -> tuple[str, ...]:
-        """The ``-k`` keywords of an instance's id (one per sweep coordinate), memoized."""
-        found = self._param_keywords.get(param_id)
-        if found is None:
-            found = tuple(part.replace("=", ":", 1) for part in _id_parts(param_id))
-            self._param_keywords[param_id] = found
-        return found
 
     def parametrize(self, metafunc: pytest.Metafunc) -> None:
         """Fan out the stages that gather ``over=`` some fields: one instance per gather."""
@@ -207,6 +204,7 @@ class PhyspipeSession:
         self._check_codecs(instances)
         if not local and not self.settings.plan_only:
             self._backend_factory()  # an unknown backend is an error even with no slow stage
+        self._decide_statuses(instances)
         missing = False
         for instance in instances:
             missing = self.status(instance) == "missing" or missing
@@ -251,6 +249,33 @@ class PhyspipeSession:
             if status == "missing":
                 self.reasons[instance.key] = self._why(instance)
         return status
+
+    def _decide_statuses(self, instances: list[StageInstance]) -> None:
+        """:meth:`status` of every instance of the plan, its entries looked up in one loop:
+        one ``stat`` of each ``meta.json``, the check :meth:`Store.exists` makes, without
+        the calls around it per key."""
+        statuses = self.statuses
+        cached = [i for i in instances if i.spec.cache and i.key not in statuses]
+        if not cached or self.settings.no_cache:
+            return
+        entry_path = self.store.layout.entry_path
+        stored: set[str] = set()
+        for instance in cached:
+            try:
+                if S_ISREG(os.stat(f"{entry_path(instance.key)}/meta.json").st_mode):
+                    stored.add(instance.key)
+            except (OSError, ValueError):
+                pass
+        rebuild = self.runner.wants_rebuild
+        for instance in cached:
+            key = instance.key
+            if key in statuses:
+                continue  # one key, two instances (equal configs)
+            if key not in stored:
+                statuses[key] = "missing"
+                self.reasons[key] = self._why(instance)
+            else:
+                statuses[key] = "rebuild" if rebuild(instance) else "cached"
 
     def _why(self, instance: StageInstance) -> str:
         """Why ``instance`` is missing, against the latest entry of its stage and params."""
@@ -541,6 +566,13 @@ def stage_provenance(item: pytest.Item) -> dict[str, dict[str, object]]:
         }
         for name, instance in sorted(session.planner.for_item(item).items())
     }
+
+
+def _keywords(param_id: str) -> tuple[str, ...]:
+    """The ``-k`` keywords of an instance's id (one per sweep coordinate)."""
+    if "-" not in param_id:  # one coordinate (or none): what _id_parts gives, without a list
+        return (param_id.replace("=", ":", 1),) if "=" in param_id else ()
+    return tuple(part.replace("=", ":", 1) for part in _id_parts(param_id))
 
 
 def _id_parts(param_id: str | None) -> list[str]:

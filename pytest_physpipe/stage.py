@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from pytest_physpipe.errors import ConfigError, StageError
 from pytest_physpipe.fanin import Gather
+from pytest_physpipe.keys import python_dumps
 from pytest_physpipe.models import ClusterOptions, Resources, Retry, StageConfig
 
 if TYPE_CHECKING:
@@ -301,18 +302,25 @@ def _format_id_value(value: Any) -> str:
 
 def default_ids(configs: Sequence[StageConfig], base: StageConfig | None) -> tuple[str, ...]:
     """Ids from the fields that vary across ``configs`` (or differ from ``base``)."""
-    dumps = [c.model_dump() for c in configs]
+    dumps = python_dumps(configs)
     fields = list(type(configs[0]).model_fields) if configs else []
-    varying = [f for f in fields if len({repr(d.get(f)) for d in dumps}) > 1]
+    varying = [f for f in fields if _varies(dumps, f)]
     if not varying and base is not None:
         base_dump = base.model_dump()
         varying = [f for f in fields if any(d.get(f) != base_dump.get(f) for d in dumps)]
     if not varying:
         return tuple("default" if len(configs) == 1 else f"config{i}" for i in range(len(configs)))
-    if len(varying) == 1:  # a sweep of one field: no join per config
+    if len(varying) == 1:  # a sweep of one field: no join, no call per config
         only = varying[0]
-        return tuple(f"{only}={_format_id_value(d[only])}" for d in dumps)
+        values = [d[only] for d in dumps]
+        return tuple(f"{only}={repr(v) if isinstance(v, float) else str(v)}" for v in values)
     return tuple("-".join(f"{f}={_format_id_value(d[f])}" for f in varying) for d in dumps)
+
+
+def _varies(dumps: list[dict[str, Any]], field: str) -> bool:
+    """Whether ``field`` shows two values (by ``repr``) across ``dumps``."""
+    first = repr(dumps[0].get(field))
+    return any(repr(d.get(field)) != first for d in dumps)
 
 
 def _config_annotation(func: Callable[..., Any], name: str) -> type[StageConfig]:
@@ -472,9 +480,33 @@ def _params(
         return None, None, None
     if isinstance(params_opt, str | bytes | Mapping) or not isinstance(params_opt, Iterable):
         raise StageError(f"stage {name!r}: params= takes a list of configs, got {params_opt!r}")
-    entries = [_unwrap_param(name, i, p) for i, p in enumerate(params_opt)]
-    coerced = [draft.coerce_config(p, origin=f"params[{i}]") for i, (p, _, _) in enumerate(entries)]
-    params = tuple(c for c in coerced if c is not None)
+    config_class = draft.config_class
+    entries = list(params_opt)
+    # The usual entry is a config: nothing to unwrap or check (None below). Every entry is
+    # unwrapped before any is validated, so the first error is the same as it always was.
+    unwrapped = [
+        None
+        if config_class is not None and isinstance(entry, config_class)
+        else _unwrap_param(name, i, entry)
+        for i, entry in enumerate(entries)
+    ]
+    configs: list[StageConfig] = []
+    given: dict[int, str] = {}  # pytest.param(id=...), by position
+    marked: dict[int, tuple[pytest.Mark, ...]] = {}
+    for i, (entry, parts) in enumerate(zip(entries, unwrapped, strict=True)):
+        if parts is None:
+            configs.append(entry)
+            continue
+        value, entry_marks, entry_id = parts
+        config = draft.coerce_config(value, origin=f"params[{i}]")
+        if config is None:
+            continue
+        if entry_id:
+            given[len(configs)] = entry_id
+        if entry_marks:
+            marked[len(configs)] = entry_marks
+        configs.append(config)
+    params = tuple(configs)
     if not params:
         raise StageError(f"stage {name!r}: params= is empty; give at least one config")
     ids = tuple(options["ids"]) if options["ids"] is not None else default_ids(params, default)
@@ -482,9 +514,12 @@ def _params(
         raise StageError(
             f"stage {name!r}: {len(ids)} ids for {len(params)} params; give one id each"
         )
-    # pytest.param(id=...) wins over ids= and the default, as in pytest's parametrize.
-    ids = tuple(given or ident for (_, _, given), ident in zip(entries, ids, strict=True))
-    marks = tuple(m for _, m, _ in entries)
+    if given:  # pytest.param(id=...) wins over ids= and the default, as in parametrize
+        ids = tuple(given.get(i) or ident for i, ident in enumerate(ids))
+    no_marks: tuple[pytest.Mark, ...] = ()
+    marks = tuple(marked.get(i, no_marks) for i in range(len(params))) if marked else None
+    if marks is None:
+        marks = (no_marks,) * len(params)
     if any(g.over is not None for _, g in draft.gathers):
         raise StageError(
             f"stage {name!r}: params= and gather(..., over=...) both fan it out; give one "

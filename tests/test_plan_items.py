@@ -191,12 +191,13 @@ def test_stage_names_are_looked_up_once_per_fixture_list(
 def test_plan_on_an_empty_store_says_new_without_searching_it(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pytest_physpipe import session
+    from pytest_physpipe import reasons
 
     def searched(*args: object) -> str:
         raise AssertionError("the plan searched a store that does not exist")
 
-    monkeypatch.setattr(session, "why_missing", searched)
+    # The session imports why_missing when a miss is first explained: patched where it lives.
+    monkeypatch.setattr(reasons, "why_missing", searched)
     pytester.makeconftest(
         """
         from pytest_physpipe import StageConfig, stage

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store import cli as cli_module
 from pytest_physpipe.store import listing
 from pytest_physpipe.store.cli import main, parse_duration
-from pytest_physpipe.store.clitable import LsColumns, LsLine, ls_table
+from pytest_physpipe.store.clitable import LsColumns, ls_table
 from pytest_physpipe.store.entries import Store
 from pytest_physpipe.store.layout import StoreLayout
 from pytest_physpipe.store.listing import Summary
@@ -484,16 +485,27 @@ def test_ls_folds_a_closed_journal_and_leaves_a_live_one(
         ),
         min_size=1,
         max_size=40,
-    )
+    ),
+    st.randoms(use_true_random=False),
 )
-def test_ls_table_orders_by_label_then_last_use(entries: list[tuple[str, float]]) -> None:
+def test_ls_table_orders_by_label_then_last_use(
+    entries: list[tuple[str, float]], rng: random.Random
+) -> None:
     """The table's rows are sorted by label, then last use, then the listing's order, however
-    the labels and times repeat (runs of one label are sorted apart)."""
-    lines: list[LsLine] = [
-        (label, used, f"{index:012d}" + "0" * 20, "computed/json", 10, "?")
-        for index, (label, used) in enumerate(entries)
-    ]
+    the labels and times repeat and wherever the listing keeps their cells."""
+    places = list(range(len(entries)))
+    rng.shuffle(places)  # entry i's cells are in row places[i] of the columns
+    cells = sorted(zip(places, range(len(entries)), strict=True))
+    columns = LsColumns(
+        [entries[i][0] for _, i in cells],
+        [f"{i:012d}" + "0" * 20 for _, i in cells],
+        ["computed/json"] * len(entries),
+        [10] * len(entries),
+        ["?"] * len(entries),
+        places,
+        [used for _, used in entries],
+    )
     out = io.StringIO()
-    ls_table(LsColumns.of_lines(lines), out)
+    ls_table(columns, out)
     shown = [int(line.split()[0]) for line in out.getvalue().splitlines()[1:]]
     assert shown == sorted(range(len(entries)), key=lambda i: (*entries[i], i))

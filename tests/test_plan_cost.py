@@ -1,0 +1,258 @@
+"""What planning a large sweep does per instance, and what it no longer does.
+
+The plan of ten thousand instances pays per instance for its key and little else: the key
+manifest is built when something reads it, the plan's memo per test is not keyed by the node
+id (a property), the statuses are one ``stat`` each, a sweep's ids come from one dump per config
+through its serializer, and two configs of a sweep compare unequal without pydantic's checks.
+Each test here fails where that work is back; the reference functions say what the result must
+be (the keys, the manifests, the ids and the equality of before).
+
+The stages here are declared at import, like a conftest's; their names carry a ``pc_`` prefix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, ConfigDict
+
+from pytest_physpipe import StageConfig, keys, stage, sweep
+from pytest_physpipe.plan import Planner, StageInstance
+from pytest_physpipe.stage import default_ids, registry
+
+FAST = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+class PcGrid(StageConfig):
+    level: int = 1
+    length: float = 1.0
+    tags: tuple[str, ...] = ()
+
+
+@stage(params=sweep(PcGrid, level=[1, 2, 3], length=[0.5, 1.0], tags=[(), ("a", "b")]))
+def pc_grid(config: PcGrid) -> int:
+    return config.level
+
+
+@stage(version=2)
+def pc_solve(pc_grid: int) -> int:
+    return pc_grid * 2
+
+
+class FakeItem:
+    """What the plan reads of a pytest item; its node id may not be read."""
+
+    def __init__(self, fixturenames: list[str], params: dict[str, Any]) -> None:
+        self.fixturenames = fixturenames
+        self.callspec = type("CallSpec", (), {"params": params})()
+
+    @property
+    def nodeid(self) -> str:
+        raise AssertionError("the plan read a node id")
+
+
+def planned() -> tuple[Planner, list[dict[str, StageInstance]]]:
+    planner = Planner(registry=registry, packages={"numpy": "2.0"}, salt="pc")
+    planner.validate(["pc_grid", "pc_solve"])
+    spec = registry.get("pc_grid")
+    assert spec is not None
+    assert spec.params is not None
+    items = [FakeItem(["request", "pc_solve", "pc_grid"], {"pc_grid": c}) for c in spec.params]
+    found = [planner.for_item(item) for item in items]  # type: ignore[arg-type]
+    # Asked again (when the test runs), each item gets its answer back: no node id either.
+    assert all(planner.for_item(i) is f for i, f in zip(items, found, strict=True))  # type: ignore[arg-type]
+    return planner, found
+
+
+def reference_manifest(instance: StageInstance, planner: Planner) -> dict[str, Any]:
+    """The key's document as :func:`keys.stage_key` takes it, from the declaration alone."""
+    spec = instance.spec
+    return {
+        "stage": spec.name,
+        "qualname": spec.qualname,
+        "code": spec.code,
+        "code_parts": dict(spec.code_info.parts),
+        "version": spec.version,
+        "config_class": None if spec.config_class is None else spec.config_class.__qualname__,
+        "config": keys.config_json(instance.config),
+        "config_key": keys.xxh3(keys.canonical(keys.config_identity(instance.config))),
+        "inputs": {},
+        "upstream": dict(instance.upstream),
+        "packages": dict(planner.packages),
+        "salt": keys.xxh3(planner.salt.encode()),
+    }
+
+
+def test_a_sweep_plans_to_its_keys_and_builds_each_manifest_when_read() -> None:
+    planner, found = planned()
+    assert len({f["pc_grid"].key for f in found}) == 12
+    for needed in found:
+        for instance in needed.values():
+            document = reference_manifest(instance, planner)
+            expected = keys.stage_key(
+                name=document["stage"],
+                qualname=document["qualname"],
+                code=document["code"],
+                version=document["version"],
+                config_class=document["config_class"],
+                config=keys.config_identity(instance.config),
+                inputs={},
+                upstream=document["upstream"],
+                packages=document["packages"],
+                salt=planner.salt,
+            )
+            assert instance.key == expected, instance.label
+            assert "manifest" not in vars(instance), "the plan built a manifest nobody read"
+            assert instance.manifest == document
+            assert instance.manifest is instance.manifest  # built once
+        assert needed["pc_solve"].upstream == {"pc_grid": needed["pc_grid"].key}
+
+
+def test_ids_of_a_sweep_come_without_model_dump(monkeypatch: pytest.MonkeyPatch) -> None:
+    class PcCounted(StageConfig):
+        n: int = 0
+        x: float = 0.5
+
+    dumped: list[object] = []
+    model_dump = PcCounted.model_dump
+
+    def counting(self: Any, **kwargs: Any) -> dict[str, Any]:
+        dumped.append(self)
+        return model_dump(self, **kwargs)
+
+    configs = [PcCounted(n=n) for n in range(50)]
+    monkeypatch.setattr(BaseModel, "model_dump", counting)
+    ids = default_ids(configs, PcCounted())
+    monkeypatch.undo()
+    assert ids == tuple(f"n={n}" for n in range(50))
+    assert dumped == []  # one dump per config through the class's serializer
+
+
+def reference_ids(configs: list[StageConfig], base: StageConfig | None) -> tuple[str, ...]:
+    """The ids as they were made before they were made fast (one model_dump per config)."""
+
+    def text(value: Any) -> str:
+        return repr(value) if isinstance(value, float) else str(value)
+
+    dumps = [c.model_dump() for c in configs]
+    fields = list(type(configs[0]).model_fields)
+    varying = [f for f in fields if len({repr(d.get(f)) for d in dumps}) > 1]
+    if not varying and base is not None:
+        base_dump = base.model_dump()
+        varying = [f for f in fields if any(d.get(f) != base_dump.get(f) for d in dumps)]
+    if not varying:
+        return tuple("default" if len(configs) == 1 else f"config{i}" for i in range(len(configs)))
+    return tuple("-".join(f"{f}={text(d[f])}" for f in varying) for d in dumps)
+
+
+class PcAny(StageConfig):
+    a: Any = 0
+    b: Any = None
+
+
+values = (
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 3)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=3)
+    | st.tuples(st.integers(0, 2))
+    | st.lists(st.integers(0, 2), max_size=2)
+)
+configs = st.builds(PcAny, a=values, b=values)
+
+
+@FAST
+@given(st.lists(configs, min_size=1, max_size=6), st.none() | configs)
+def test_default_ids_are_the_ids_of_before(found: list[StageConfig], base: Any) -> None:
+    assert default_ids(found, base) == reference_ids(found, base)
+
+
+def reference_equal(a: StageConfig, b: StageConfig) -> bool:
+    """Equal configs, as before: pydantic's equality, then equal encodings."""
+    equal = BaseModel.__eq__(a, b)
+    if equal is not True or type(a) is not type(b):
+        return bool(equal)
+    try:
+        return keys.canonical(keys.config_identity(a)) == keys.canonical(keys.config_identity(b))
+    except keys.UnencodableField:
+        return True
+
+
+class PcOther(StageConfig):
+    a: Any = 0
+    b: Any = None
+
+
+@FAST
+@given(configs, configs | st.builds(PcOther, a=values, b=values))
+def test_config_equality_is_the_equality_of_before(a: StageConfig, b: StageConfig) -> None:
+    assert (a == b) == reference_equal(a, b)
+    assert (b == a) == reference_equal(b, a)
+    assert a == a  # a config equals itself, NaN fields included
+
+
+@pytest.fixture
+def no_pydantic_equality(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(self: Any, other: Any) -> bool:
+        raise AssertionError("pydantic's __eq__ was asked")
+
+    monkeypatch.setattr(BaseModel, "__eq__", refused)
+
+
+def test_configs_of_a_sweep_compare_without_pydantic(no_pydantic_equality: None) -> None:
+    # What pytest asks when a session fixture's param changes from one test to the next.
+    first, second, again = PcGrid(level=1), PcGrid(level=2), PcGrid(level=1, tags=("a",))
+    assert first != second
+    assert first != again
+    assert first == first  # the same object: equal without encoding it
+
+
+class PcPrivate(StageConfig):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    n: int = 0
+
+
+def test_equal_fields_still_go_through_the_encodings() -> None:
+    # 1 and True are equal to pydantic, not to keys: the fast path never answers True.
+    assert PcAny(a=1) != PcAny(a=True)
+    assert PcAny(a=(1, 2)) != PcAny(a=[1, 2])
+    assert PcPrivate(n=3) == PcPrivate(n=3)
+
+
+def test_plan_statuses_are_exact_and_looked_up_once(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makeconftest(
+        """
+        from pytest_physpipe import StageConfig, stage
+
+        class PcPoint(StageConfig):
+            i: int = 0
+
+        @stage(params=[PcPoint(i=i) for i in range(4)])
+        def pc_point(config: PcPoint) -> int:
+            return config.i
+        """
+    )
+    pytester.makepyfile("def test_point(pc_point):\n    assert pc_point >= 0\n")
+    pytester.runpytest_inprocess().assert_outcomes(passed=4)
+    entries = sorted((pytester.path / ".physpipe" / "entries").glob("*/*/meta.json"))
+    assert len(entries) == 4
+    entries[0].unlink()  # a damaged entry: its directory is there, its meta.json is not
+
+    from pytest_physpipe.store.entries import Store
+
+    def refused(self: Any, key: str) -> bool:
+        raise AssertionError("the plan asked Store.exists once per key")
+
+    monkeypatch.setattr(Store, "exists", refused)
+    result = pytester.runpytest_inprocess("--physpipe-plan")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["4 stage instance(s): 3 cached, 1 missing"])
+    missing = [line for line in result.outlines if " missing " in line]
+    assert len(missing) == 1
+    assert entries[0].parent.name[:16] in missing[0]
