@@ -568,8 +568,11 @@ class Planner:
 
     def instances(self, items: Iterable[pytest.Item]) -> list[StageInstance]:
         """The instances ``items`` need, upstream first."""
+        memo, for_item = self._item_instances, self.for_item
         return self.upstream_first(
-            instance for item in items for instance in self.for_item(item).values()
+            instance
+            for item in items
+            for instance in (memo.get(id(item)) or for_item(item)).values()
         )
 
     def upstream_first(self, instances: Iterable[StageInstance]) -> list[StageInstance]:
@@ -577,16 +580,16 @@ class Planner:
         upstream first. The one upstream-first walk of the package."""
         ordered: dict[str, StageInstance] = {}
         for instance in instances:
-            self._add_upstream_first(instance, ordered)
+            if instance.upstream or instance.gathered:
+                self._add_upstream_first(instance, ordered)
+            elif instance.key not in ordered:  # needs nothing: the common case of a sweep
+                ordered[instance.key] = instance
         return list(ordered.values())
 
     def _add_upstream_first(
         self, instance: StageInstance, ordered: dict[str, StageInstance]
     ) -> None:
         if instance.key in ordered:
-            return
-        if not instance.upstream and not instance.gathered:
-            ordered[instance.key] = instance  # needs nothing: the common case of a sweep
             return
         known = self._instances
         for key in instance.upstream.values():

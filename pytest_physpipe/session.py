@@ -259,13 +259,11 @@ class PhyspipeSession:
         todo = [i for i in instances if i.key not in statuses]
         stored: set[str] = set()
         if not self.settings.no_cache:
-            entry_path = self.store.layout.entry_path
-            for instance in todo:
-                if not instance.spec.cache:
-                    continue
+            entry_path, stat = self.store.layout.entry_path, os.stat
+            for key in [i.key for i in todo if i.spec.cache]:
                 try:
-                    if S_ISREG(os.stat(f"{entry_path(instance.key)}/meta.json").st_mode):
-                        stored.add(instance.key)
+                    if S_ISREG(stat(f"{entry_path(key)}/meta.json").st_mode):
+                        stored.add(key)
                 except (OSError, ValueError):
                     pass
         rebuild = self.runner.wants_rebuild if self.runner.rebuild else None
