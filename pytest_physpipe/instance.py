@@ -135,12 +135,12 @@ class StageInstance:
         """The parts the key was computed from, kept in the entry: ``physpipe show`` lists
         them and a later run compares against them to say why it recomputes. Built on first
         use (a commit, or the reason of a missing instance)."""
+        # Read, not popped: two threads asking at once build the same document.
         fields = self.__dict__
-        fixed: StageFixed | None = fields.pop("_fixed", None)
+        fixed: StageFixed | None = fields.get("_fixed")
         if fixed is None:
             return {}
-        encoded: bytes = fields.pop("_encoded")
-        inputs: Mapping[str, str] | None = fields.pop("_inputs")
+        encoded, inputs = fields["_encoded"], fields["_inputs"]
         return fixed.manifest(self.config_json, encoded, inputs, self.upstream)
 
     @property
