@@ -14,6 +14,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
+from functools import cached_property
 from pathlib import Path
 from stat import S_ISREG
 from typing import TYPE_CHECKING, Any
@@ -22,20 +23,20 @@ import pytest
 
 from pytest_physpipe import codefp, keys
 from pytest_physpipe.errors import BackendError, CorruptEntryError, PhyspipeError
-from pytest_physpipe.execute import PluginHooks, Served, StageRunner, record_for
 from pytest_physpipe.isolation import isolate
 from pytest_physpipe.options import Settings
 from pytest_physpipe.plan import MISSING, Planner, StageInstance
-from pytest_physpipe.records import StageRecord
 from pytest_physpipe.resources import Budget, SlotPool, detect_budget
 from pytest_physpipe.runid import new_run_id
 from pytest_physpipe.stage import RUN, StageSpec, registry
-from pytest_physpipe.store.codecs import CodecRegistry
-from pytest_physpipe.store.entries import Store
 from pytest_physpipe.store.layout import StoreLayout
 
 if TYPE_CHECKING:
     from pytest_physpipe.cluster.campaign import Campaign
+    from pytest_physpipe.execute import Served, StageRunner
+    from pytest_physpipe.records import StageRecord
+    from pytest_physpipe.store.codecs import CodecRegistry
+    from pytest_physpipe.store.entries import Store
 
 __all__ = ["PhyspipeFixture", "PhyspipeSession", "stage_provenance"]
 
@@ -59,23 +60,16 @@ class PhyspipeSession:
         # Fingerprints are memoized per process; a new run (pytester runs several in one
         # process) may see edited files.
         codefp.clear_memo()
-        self.codecs = CodecRegistry()
-        config.hook.pytest_physpipe_register_codecs(registry=self.codecs)
         self._scratch: Path | None = None
         if settings.no_cache:
             self._scratch = Path(tempfile.mkdtemp(prefix="physpipe-nocache-"))
-            store_root = self._scratch / "store"
+            self._store_root = self._scratch / "store"
             slots_root = self._scratch / "slots"
         else:
-            store_root = settings.store_dir
+            self._store_root = settings.store_dir
             slots_root = StoreLayout(settings.store_dir).slots_dir(self.run_id)
-        self.store = Store(
-            store_root,
-            codecs=self.codecs,
-            lock_mode=settings.lock,
-            verify_max=settings.verify_max,
-        )
-        self.store.on_wait = _say_now(config)
+        #: Where the store's entries are: what the plan's statuses read.
+        self.layout = StoreLayout(self._store_root)
         _warn_untracked(settings.track_packages)
         self.planner = Planner(
             registry=registry.bound(config.pluginmanager.is_registered),
@@ -89,16 +83,6 @@ class PhyspipeSession:
             budget if budget is not None else detect_budget(cpus=settings.cpus, gpus=settings.gpus)
         )
         self.pool = SlotPool(slots_root, self.budget)
-        self.runner = StageRunner(
-            store=self.store,
-            run_id=self.run_id,
-            pool=self.pool,
-            hooks=PluginHooks(config.hook),
-            rebuild=settings.rebuild,
-            full_verify=settings.verify,
-            worker=worker,
-            extra_versions=self.planner.packages,
-        )
         self.records: dict[str, StageRecord] = {}
         self.campaign: Campaign | None = None
         self._current: dict[str, str] = {}
@@ -108,6 +92,47 @@ class PhyspipeSession:
         self.reasons: dict[str, str] = {}  # key -> why it is missing, from the plan
         self._plan_failed = False
         self._param_keywords: dict[str, tuple[str, ...]] = {}
+
+    # The codecs, the store and the runner are made on first use: a plan (--physpipe-plan)
+    # decides statuses from the layout alone and imports none of them.
+
+    @cached_property
+    def codecs(self) -> CodecRegistry:
+        from pytest_physpipe.store.codecs import CodecRegistry
+
+        codecs = CodecRegistry()
+        self.config.hook.pytest_physpipe_register_codecs(registry=codecs)
+        return codecs
+
+    @cached_property
+    def store(self) -> Store:
+        from pytest_physpipe.store.entries import Store
+
+        settings = self.settings
+        store = Store(
+            self._store_root,
+            codecs=self.codecs,
+            lock_mode=settings.lock,
+            verify_max=settings.verify_max,
+        )
+        store.on_wait = _say_now(self.config)
+        return store
+
+    @cached_property
+    def runner(self) -> StageRunner:
+        from pytest_physpipe.execute import PluginHooks, StageRunner
+
+        settings = self.settings
+        return StageRunner(
+            store=self.store,
+            run_id=self.run_id,
+            pool=self.pool,
+            hooks=PluginHooks(self.config.hook),
+            rebuild=settings.rebuild,
+            full_verify=settings.verify,
+            worker=self.worker,
+            extra_versions=self.planner.packages,
+        )
 
     # -- collection -----------------------------------------------------------------------------
 
@@ -242,7 +267,7 @@ class PhyspipeSession:
                 status = "uncached"
             elif self.settings.no_cache or not self._exists(instance.key):
                 status = "missing"
-            elif self.runner.wants_rebuild(instance):
+            elif self.settings.rebuild and self.runner.wants_rebuild(instance):
                 status = "rebuild"
             else:
                 status = "cached"
@@ -259,14 +284,14 @@ class PhyspipeSession:
         todo = [i for i in instances if i.key not in statuses]
         stored: set[str] = set()
         if not self.settings.no_cache:
-            entry_path, stat = self.store.layout.entry_path, os.stat
+            entry_path, stat = self.layout.entry_path, os.stat
             for key in [i.key for i in todo if i.spec.cache]:
                 try:
                     if S_ISREG(stat(f"{entry_path(key)}/meta.json").st_mode):
                         stored.add(key)
                 except (OSError, ValueError):
                     pass
-        rebuild = self.runner.wants_rebuild if self.runner.rebuild else None
+        rebuild = self.runner.wants_rebuild if self.settings.rebuild else None
         for instance in todo:
             key = instance.key
             if key in statuses:
@@ -286,7 +311,7 @@ class PhyspipeSession:
         """Why ``instance`` is missing, against the latest entry of its stage and params."""
         if self.settings.no_cache:
             return "--physpipe-no-cache"
-        if not os.path.isdir(self.store.root):
+        if not os.path.isdir(self.layout.root):
             return "new"  # no store yet: nothing to compare with (one stat, not a search)
         from pytest_physpipe.reasons import why_missing  # only a miss is explained
 
@@ -441,6 +466,8 @@ class PhyspipeSession:
             else:
                 served = self.runner.provide(instance, upstream)
         except BaseException as exc:
+            from pytest_physpipe.execute import record_for
+
             self.records[instance.key] = record_for(instance, "failed", self.worker, error=exc)
             raise
         record = served.record
@@ -473,6 +500,8 @@ class PhyspipeSession:
             problem = "is not in" if self.store.load(instance.key) is None else "is not usable in"
         except CorruptEntryError as exc:
             problem = f"has an entry that is corrupt or unusable ({exc}; run `physpipe verify`) in"
+        from pytest_physpipe.execute import record_for
+
         self.records[instance.key] = record_for(instance, "skipped", self.worker)
         pytest.skip(
             f"--physpipe-cached-only: stage {instance.label} ({instance.key[:12]}) {problem} "
@@ -501,7 +530,9 @@ class PhyspipeSession:
     def close(self) -> None:
         if self.campaign is not None:
             self.campaign.close()
-        self.store.flush()  # this process's index notes; the sync of its commits
+        store: Store | None = self.__dict__.get("store")  # a plan made none
+        if store is not None:
+            store.flush()  # this process's index notes; the sync of its commits
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
 

@@ -299,3 +299,40 @@ def test_a_planned_test_leaves_three_objects_for_the_collector() -> None:
     first, second = found[0]["pc_many"], found[1]["pc_many"]
     assert first.gathered is second.gathered == {}
     assert first.upstream is second.upstream == {}
+
+
+PLAN_PROBE = """
+import sys
+
+def pytest_sessionfinish(session):
+    names = sorted(n for n in sys.modules if n.startswith("pytest_physpipe"))
+    with open("plan-modules.txt", "w") as handle:
+        handle.write("\\n".join(names))
+"""
+
+
+def test_a_plan_of_stored_instances_imports_no_store_nor_runner(pytester: pytest.Pytester) -> None:
+    # pytest loads each module of a plugin through its assertion-rewriting loader, at a few
+    # milliseconds each: a plan decides statuses from the store's layout, and makes neither
+    # the store, the codecs nor the runner a run needs.
+    pytester.makeconftest(
+        """
+        from pytest_physpipe import StageConfig, stage
+
+        class PcStored(StageConfig):
+            i: int = 0
+
+        @stage(params=[PcStored(i=i) for i in range(3)])
+        def pc_stored(config: PcStored) -> int:
+            return config.i
+        """
+    )
+    pytester.makepyfile(test_stored="def test_point(pc_stored):\n    assert pc_stored >= 0\n")
+    pytester.makepyfile(plan_probe=PLAN_PROBE)
+    pytester.runpytest_subprocess().assert_outcomes(passed=3)
+    result = pytester.runpytest_subprocess("--physpipe-plan", "-p", "plan_probe")
+    result.stdout.fnmatch_lines(["3 stage instance(s): 3 cached*"])
+    imported = (pytester.path / "plan-modules.txt").read_text().split()
+    assert "pytest_physpipe.plan" in imported
+    for module in ("store.entries", "store.codecs", "execute", "records", "readahead"):
+        assert f"pytest_physpipe.{module}" not in imported
