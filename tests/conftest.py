@@ -43,6 +43,15 @@ def calls(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> CallLog
 
 
 @pytest.fixture
+def fresh_imports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process pytester runs import the plugin anew from source (no bytecode written), with
+    no store location or xdist worker id leaking in from the outer run."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    monkeypatch.delenv("PHYSPIPE_DIR", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+
+
+@pytest.fixture
 def spawn(request: pytest.FixtureRequest) -> Iterator[Spawn]:
     """Start ``python -c PRELUDE+code args...`` (``PRELUDE`` from the test module); every child
     is killed at teardown."""

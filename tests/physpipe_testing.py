@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
 
 REPO = Path(__file__).resolve().parents[1]
+#: Options of an inner pytest run that skip plugins it does not need (hypothesis costs ~0.7 s a
+#: run, pytest-benchmark warns under xdist) and its cache.
+LEAN = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 
 Spawn = Callable[..., "subprocess.Popen[str]"]
 

@@ -5,20 +5,13 @@ error as the failure report of any phase."""
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import pytest
+from physpipe_testing import LEAN
 
+pytestmark = pytest.mark.usefixtures("fresh_imports")
 
-@pytest.fixture(autouse=True)
-def _fresh_imports(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "dont_write_bytecode", True)
-    monkeypatch.delenv("PHYSPIPE_DIR", raising=False)
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
-
-
-LEAN = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 
 # Writes, per per-test hook, the physpipe hookimpls registered when the session ends.
 HOOKS_CONFTEST = """

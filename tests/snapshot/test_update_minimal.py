@@ -8,7 +8,6 @@ summary in the readable file keeps every statistic that stayed within tolerance.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +18,7 @@ from pytest_physpipe.snapshot.encoding import Decoder, Encoder
 from pytest_physpipe.snapshot.merge import ArrayMerge, merge_values
 from pytest_physpipe.tolerance import Tolerance, compare
 
-
-@pytest.fixture(autouse=True)
-def _fresh_imports(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "dont_write_bytecode", True)
-    monkeypatch.delenv("PHYSPIPE_DIR", raising=False)
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+pytestmark = pytest.mark.usefixtures("fresh_imports")
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:

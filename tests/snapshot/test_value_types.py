@@ -4,7 +4,6 @@ np.matrix, long lists, and what a failure message says about them (pytester and 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +17,7 @@ from pytest_physpipe.tolerance import Tolerance, ToleranceRules, compare
 pd = pytest.importorskip("pandas")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_imports(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "dont_write_bytecode", True)
-    monkeypatch.delenv("PHYSPIPE_DIR", raising=False)
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+pytestmark = pytest.mark.usefixtures("fresh_imports")
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:

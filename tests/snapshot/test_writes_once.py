@@ -4,19 +4,12 @@ and a crash or an interrupt never leaves a golden file half-written or drops oth
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
+from physpipe_testing import LEAN
 
+pytestmark = pytest.mark.usefixtures("fresh_imports")
 
-@pytest.fixture(autouse=True)
-def _fresh_imports(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "dont_write_bytecode", True)
-    monkeypatch.delenv("PHYSPIPE_DIR", raising=False)
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
-
-
-LEAN = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 
 # Counts every replace of a golden file (the one writer, files.write_atomic), per file.
 COUNTING_CONFTEST = """
