@@ -110,23 +110,23 @@ def test_point_again(point):
     assert point >= 0
 """
 
-# On the controller only: the physpipe modules it imported.
-CONTROLLER_PROBE = """
+# The physpipe modules each process imported, noted at its very end.
+PROBE = """
 import sys
 
-def pytest_sessionfinish(session):
-    if not hasattr(session.config, "workerinput"):
-        names = sorted(n for n in sys.modules if n.startswith("pytest_physpipe"))
-        with open("controller-modules.txt", "w") as handle:
-            handle.write("\\n".join(names))
+def pytest_unconfigure(config):
+    who = getattr(config, "workerinput", {}).get("workerid", "controller")
+    names = sorted(n for n in sys.modules if n.startswith("pytest_physpipe"))
+    with open(f"{who}-modules.txt", "w") as handle:
+        handle.write("\\n".join(names))
 """
 
 
 def test_the_controller_sums_up_without_the_record_model(
     pytester: pytest.Pytester, calls: CallLog
 ) -> None:
-    pytester.makepyfile(test_points=METRICS, controller_probe=CONTROLLER_PROBE)
-    args = ("-n", "2", "-v", "-p", "controller_probe")
+    pytester.makepyfile(test_points=METRICS, probe=PROBE)
+    args = ("-n", "2", "-v", "-p", "probe")
     result = pytester.runpytest_subprocess(*args, timeout=120)
     result.assert_outcomes(passed=12)
     result.stdout.fnmatch_lines(
@@ -140,6 +140,9 @@ def test_the_controller_sums_up_without_the_record_model(
     again.assert_outcomes(passed=12)
     again.stdout.fnmatch_lines(["*stage instances: 6 hit, 0 computed, 0 failed*"])
     assert "pytest_physpipe.records" not in (pytester.path / "controller-modules.txt").read_text()
+    # Nobody sees a worker's terminal: it sums nothing up (nor imports what that takes).
+    for worker in ("gw0", "gw1"):
+        assert "pytest_physpipe.report" not in (pytester.path / f"{worker}-modules.txt").read_text()
     # The report holds whole records, a NaN metric included (it used to fail the merge).
     report = json.loads((pytester.path / "report.json").read_text())
     assert report["summary"]["hit"] == 6
