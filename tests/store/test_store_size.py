@@ -282,9 +282,9 @@ def pytest_unconfigure(config):
 def test_a_cached_rerun_imports_no_listing(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # pytest loads each module of the plugin through its assertion-rewriting loader, at a
-    # fraction of a millisecond per KB: a rerun right after the run that committed (its shards
-    # changed just now) and the one after it find the store's size without the listing module.
+    # Each module a session imports costs it the load of its bytecode: a rerun right after the
+    # run that committed (its shards changed just now) and the one after it find the store's
+    # size without the listing module (48 KB of bytecode).
     monkeypatch.delenv("PHYSPIPE_DIR", raising=False)
     pytester.makepyfile(PROJECT)
     pytester.makepyfile(modules_probe=MODULES_PROBE)
