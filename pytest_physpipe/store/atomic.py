@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import uuid
 from pathlib import Path
 
 __all__ = ["in_flight_target", "write_bytes_atomic", "write_text_atomic"]
@@ -47,7 +46,7 @@ def write_bytes_atomic(
     """
     if make_parents:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         with os.fdopen(fd, "wb") as handle:

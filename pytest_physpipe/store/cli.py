@@ -19,10 +19,9 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from pytest_physpipe.errors import (
     CorruptEntryError,
@@ -86,8 +85,7 @@ def _size_arg(text: str) -> int:
 # -- reading the store ---------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Row:
+class _Row(NamedTuple):
     """One entry as the commands see it; ``problem`` is set when its meta.json is unreadable.
 
     A row of the whole-store listing comes from the index (``summary``, no ``meta``); a row
@@ -282,8 +280,7 @@ def _cmd_ls(args: argparse.Namespace, store: _Target, out: TextIO) -> int:
         if columns is None or not columns.rows:
             out.write(f"no entries in {store.root}\n")
             return 0
-        ls_table(columns, out)
-        total = sum(map(columns.sizes.__getitem__, columns.rows))
+        total = ls_table(columns, out)
     out.write(f"{len(columns.rows)} entries, {human_size(total)} in {store.root}\n")
     return 0
 
@@ -293,15 +290,13 @@ def _ls_all(target: _Target) -> LsColumns:
     its cells, and a status cell built once per distinct status and codec."""
     layout = target.layout
     found = listing(layout, lambda key, inode: describe_entry(layout, key, inode))
-    keys, _, names, params, statuses, codecs, sizes, created = found.columns
-    labels = [
-        f"{name}[{param}]" if param else name for name, param in zip(names, params, strict=True)
-    ]
-    pairs = list(zip(statuses, codecs, strict=True))
+    keys, _, _, _, statuses, codecs, sizes, created = found.columns
+    labels = found.labels()
+    pairs = zip(statuses, codecs, strict=True)
     text = {pair: f"{pair[0]}/{pair[1] or '?'}" for pair in set(pairs)}
-    columns = LsColumns(
-        labels, keys, list(map(text.__getitem__, pairs)), sizes, created, found.rows, found.used
-    )
+    # No list of pairs: zip reuses its tuple when the lookup does not keep it.
+    states = list(map(text.__getitem__, zip(statuses, codecs, strict=True)))
+    columns = LsColumns(labels, keys, states, sizes, created, found.rows, found.used)
     for key in found.damaged:
         row = _row(target.store, key)
         if row is not None:
@@ -381,14 +376,14 @@ def _show_one(row: _Row, out: TextIO) -> None:
             out.write(f"  {rel}  {human_size(size)}  xxh3 {digest}\n")
 
 
-@dataclass
 class _Checked:
     """What ``physpipe verify`` found about one entry."""
 
-    label: str = "?"
-    nbytes: int = 0
-    problem: str | None = None
-    foreign: str | None = None
+    def __init__(self) -> None:
+        self.label = "?"
+        self.nbytes = 0
+        self.problem: str | None = None
+        self.foreign: str | None = None
 
 
 def _check_entry(store: Store, key: str, *, signatures: bool) -> _Checked | None:

@@ -235,3 +235,61 @@ SHARD_NAMES = st.lists(
 def test_entry_names_are_the_keys_of_their_own_shard(names: list[str], shard: str) -> None:
     expected = [name for name in names if KEY_PATTERN.fullmatch(name) and name[:2] == shard]
     assert entry_names(shard, names) == expected
+
+
+def test_the_listing_leaves_the_working_directory_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listing stats from inside each shard: the working directory is restored after, and
+    after an error; where it cannot be opened, the listing is the same."""
+    store = Store(tmp_path / "store")
+    store.ensure()
+    for name in ("grid", "heat", "report", "mesh"):
+        _commit(store, name)
+    store.flush()
+    monkeypatch.chdir(tmp_path)
+    expected = physpipe(Path("store"), "ls")  # a relative store path, as given on the shell
+    assert os.getcwd() == str(tmp_path)
+    assert physpipe(Path("store"), "ls") == expected
+    calls: list[str] = []
+
+    def failing(shard: str, names: list[str]) -> list[str]:
+        calls.append(shard)
+        if len(calls) == 2:
+            raise RuntimeError("interrupted")
+        return entry_names(shard, names)
+
+    monkeypatch.setattr(listing, "entry_names", failing)
+    with pytest.raises(RuntimeError):
+        physpipe(Path("store"), "ls")
+    assert os.getcwd() == str(tmp_path)
+    monkeypatch.undo()
+    # Where it cannot be opened, each stat is given the shard's descriptor instead.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(listing, "_working_directory", lambda kept: None)
+    assert physpipe(Path("store"), "ls") == expected
+
+
+def test_the_snapshot_holds_the_labels_and_one_without_them_is_completed(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    store.ensure()
+    for name, param in (("heat", "n=2"), ("grid", None), ("heat", "n=10"), ("mesh", "")):
+        key = os.urandom(16).hex()
+        record = StageRecord(
+            key=key, name=name, param_id=param, created_at="2024-05-01T12:00:00.000+00:00"
+        )
+        store.commit(key, value={"name": name}, stage=name, record=record, run_id="run-x")
+    store.flush()
+    layout = store.layout
+    expected = physpipe(store.root, "ls")
+    labels = ["grid", "heat[n=10]", "heat[n=2]", "mesh"]
+    assert json.loads(layout.listing.read_text())["labels"] == labels
+    assert [line.split()[1] for line in expected.splitlines()[1:-1]] == labels
+    for garbage in (None, labels[:2], [*labels[:3], 4]):  # an earlier version's; garbage
+        doc = json.loads(layout.listing.read_text())
+        doc.pop("labels")
+        if garbage is not None:
+            doc["labels"] = garbage
+        layout.listing.write_text(json.dumps(doc))
+        assert physpipe(store.root, "ls") == expected
+        assert json.loads(layout.listing.read_text())["labels"] == labels  # rewritten
