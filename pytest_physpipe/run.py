@@ -225,9 +225,9 @@ class PhyspipeRun:
 
         size = None
         if not self.settings.no_cache:
-            # From the listing index: a stat per shard when the store did not change.
+            # Recorded per shard: a stat per shard when the store did not change.
             from pytest_physpipe.store.layout import StoreLayout
-            from pytest_physpipe.store.listing import store_size
+            from pytest_physpipe.store.sizes import store_size
 
             with contextlib.suppress(OSError):
                 size = store_size(StoreLayout(self.settings.store_dir))
