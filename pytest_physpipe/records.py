@@ -16,7 +16,6 @@ __all__ = [
     "Status",
     "base_versions",
     "distribution_versions",
-    "merge_records",
     "now_iso",
 ]
 
@@ -61,19 +60,6 @@ class StageRecord(BaseModel):
     def label(self) -> str:
         """``name[param-id]``, as the test ids read."""
         return f"{self.name}[{self.param_id}]" if self.param_id else self.name
-
-
-#: Which record of an instance an xdist controller keeps when two workers both used it.
-_RANK = {"failed": 4, "computed": 3, "loaded-from-job": 3, "hit": 2, "skipped": 1}
-
-
-def merge_records(into: dict[str, StageRecord], records: Iterable[StageRecord]) -> None:
-    """Fold a worker's records into the controller's view: a failure or a compute wins over
-    a hit (another worker may have computed what this one then served)."""
-    for record in records:
-        old = into.get(record.key)
-        if old is None or _RANK[record.status] > _RANK[old.status]:
-            into[record.key] = record
 
 
 def now_iso() -> str:

@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pytest_physpipe.store.atomic import write_text_atomic
 from pytest_physpipe.units import human_size, human_time
@@ -14,6 +14,7 @@ from pytest_physpipe.units import human_size, human_time
 if TYPE_CHECKING:  # an xdist controller reports without planning anything
     from pytest_physpipe.plan import StageInstance
     from pytest_physpipe.records import StageRecord
+    from pytest_physpipe.reported import Reported
 
 __all__ = ["format_graph", "format_plan", "format_summary", "write_graph", "write_report"]
 
@@ -112,7 +113,7 @@ def format_plan(
     return lines
 
 
-def _status(key: str, records: dict[str, StageRecord], statuses: dict[str, str]) -> str:
+def _status(key: str, records: Mapping[str, Reported], statuses: dict[str, str]) -> str:
     record = records.get(key)
     return record.status if record is not None else statuses.get(key, "missing")
 
@@ -120,7 +121,7 @@ def _status(key: str, records: dict[str, StageRecord], statuses: dict[str, str])
 def write_graph(
     path: Path,
     instances: list[StageInstance],
-    records: dict[str, StageRecord],
+    records: Mapping[str, Reported],
     statuses: dict[str, str],
 ) -> None:
     """The DAG as Graphviz (``.dot``) or Mermaid (``.mmd``), nodes labelled with status."""
@@ -130,7 +131,7 @@ def write_graph(
 
 def format_graph(
     instances: list[StageInstance],
-    records: dict[str, StageRecord],
+    records: Mapping[str, Reported],
     statuses: dict[str, str],
     *,
     mermaid: bool = False,
@@ -173,22 +174,28 @@ def format_graph(
     return "\n".join(lines) + "\n"
 
 
-def write_report(path: Path, run_id: str, records: dict[str, StageRecord]) -> None:
+def write_report(path: Path, run_id: str, records: Mapping[str, Reported]) -> None:
     """The ``--physpipe-report`` JSON: one record per stage instance used."""
+    from pytest_physpipe.reported import ReportedRecord
+
+    def dumped(record: Reported) -> dict[str, Any]:
+        if isinstance(record, ReportedRecord):  # sent by an xdist worker, already dumped
+            if record.document is None:
+                raise ValueError(f"{record!r} came without its document")
+            return record.document
+        return cast("StageRecord", record).model_dump(mode="json")  # this process's own
+
     document: dict[str, Any] = {
         "run_id": run_id,
         "summary": summary_counts(records),
-        "stages": [
-            r.model_dump(mode="json")
-            for r in sorted(records.values(), key=lambda r: (r.name, r.key))
-        ],
+        "stages": [dumped(r) for r in sorted(records.values(), key=lambda r: (r.name, r.key))],
     }
     write_text_atomic(
         path, json.dumps(document, indent=2, allow_nan=True) + "\n", make_parents=True
     )
 
 
-def summary_counts(records: dict[str, StageRecord]) -> dict[str, Any]:
+def summary_counts(records: Mapping[str, Reported]) -> dict[str, Any]:
     counts = {"hit": 0, "computed": 0, "loaded-from-job": 0, "failed": 0, "skipped": 0}
     spent = saved = 0.0
     for record in records.values():
@@ -201,7 +208,7 @@ def summary_counts(records: dict[str, StageRecord]) -> dict[str, Any]:
 
 
 def format_summary(
-    records: dict[str, StageRecord], store_size: int | None, verbose: bool
+    records: Mapping[str, Reported], store_size: int | None, verbose: bool
 ) -> list[str]:
     """The terminal summary's ``physpipe`` section."""
     counts = summary_counts(records)

@@ -178,14 +178,23 @@ class SlotPool:
     Every worker of the run builds its own pool on the same directory and the same budget.
     """
 
-    def __init__(self, root: Path, budget: Budget) -> None:
+    def __init__(self, root: Path, budget: Budget | Callable[[], Budget]) -> None:
+        """``budget``, or the function that detects it on first need: detecting GPUs runs
+        ``nvidia-smi``, which a run that computes nothing (a cached rerun) does not pay for."""
         self.root = Path(root)
-        self.budget = budget
-        names = [f"cpu-{i}.slot" for i in range(budget.cpus)]
-        names += [f"gpu-{i}.slot" for i in range(len(budget.gpu_ids))]
+        self._budget = budget
+
+    @functools.cached_property
+    def budget(self) -> Budget:
+        return self._budget if isinstance(self._budget, Budget) else self._budget()
+
+    @functools.cached_property
+    def _files(self) -> dict[str, str]:
+        """Slot name -> its file (paths built once: a hold happens per computed instance)."""
+        names = [f"cpu-{i}.slot" for i in range(self.budget.cpus)]
+        names += [f"gpu-{i}.slot" for i in range(len(self.budget.gpu_ids))]
         names += ["alloc.lock", "priority.lock"]
-        #: Slot name -> its file (paths built once: a hold happens per computed instance).
-        self._files = {name.rpartition(".")[0]: os.path.join(self.root, name) for name in names}
+        return {name.rpartition(".")[0]: os.path.join(self.root, name) for name in names}
 
     def check(self, resources: Resources, *, stage: str) -> None:
         """Raise :class:`ResourceError` if ``resources`` can never fit in the budget."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,7 @@ from pytest_physpipe.stage import registry
 if TYPE_CHECKING:
     from pytest_physpipe.options import Settings
     from pytest_physpipe.plan import StageInstance
-    from pytest_physpipe.records import StageRecord
+    from pytest_physpipe.reported import Reported, ReportedRecord
     from pytest_physpipe.resources import Budget
     from pytest_physpipe.scheduling.hooks import XdistHooks
     from pytest_physpipe.session import PhyspipeSession
@@ -73,8 +73,9 @@ class PhyspipeRun:
         self.xdist: XdistHooks | None = None
         self._session: PhyspipeSession | None = None
         #: The records an xdist controller gathers from its workers: the controller runs no
-        #: stage, so it never creates a session (nor imports the machinery one needs).
-        self._gathered: dict[str, StageRecord] = {}
+        #: stage, so it never creates a session (nor imports the machinery one needs, nor the
+        #: record model: see :mod:`pytest_physpipe.reported`).
+        self.gathered: dict[str, ReportedRecord] = {}
 
     # -- the session ----------------------------------------------------------------------------
 
@@ -100,9 +101,9 @@ class PhyspipeRun:
         return self._session
 
     @property
-    def records(self) -> dict[str, StageRecord]:
+    def records(self) -> Mapping[str, Reported]:
         """This process's stage records: its session's, or what its workers sent."""
-        return self._session.records if self._session is not None else self._gathered
+        return self._session.records if self._session is not None else self.gathered
 
     @staticmethod
     def stages_declared() -> bool:
@@ -192,7 +193,7 @@ class PhyspipeRun:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         physpipe = self._session
-        if self.worker is not None or (physpipe is None and not self._gathered):
+        if self.worker is not None or (physpipe is None and not self.gathered):
             return  # workers hand their records to the controller (see scheduling/hooks.py)
         from pytest_physpipe.report import write_graph, write_report
 
@@ -218,15 +219,15 @@ class PhyspipeRun:
 
     def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
         records = self.records
-        if not records or self.settings.plan_only:
-            return
+        if not records or self.settings.plan_only or self.worker is not None:
+            return  # an xdist worker's terminal is nobody's: its controller sums up
         from pytest_physpipe.report import format_summary
 
         size = None
         if not self.settings.no_cache:
-            # From the listing index: a stat per shard when the store did not change.
+            # Recorded per shard: a stat per shard when the store did not change.
             from pytest_physpipe.store.layout import StoreLayout
-            from pytest_physpipe.store.listing import store_size
+            from pytest_physpipe.store.sizes import store_size
 
             with contextlib.suppress(OSError):
                 size = store_size(StoreLayout(self.settings.store_dir))

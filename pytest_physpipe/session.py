@@ -78,11 +78,9 @@ class PhyspipeSession:
             salt=settings.salt,
             rootdir=Path(config.rootpath),
         )
-        # An xdist worker gets the budget its controller decided (see scheduling/hooks.py).
-        self.budget: Budget = (
-            budget if budget is not None else detect_budget(cpus=settings.cpus, gpus=settings.gpus)
-        )
-        self.pool = SlotPool(slots_root, self.budget)
+        # An xdist worker gets the budget its controller decided (see scheduling/hooks.py);
+        # otherwise it is detected when something first has to run (never, in a cached rerun).
+        self.pool = SlotPool(slots_root, budget if budget is not None else self._detect_budget)
         self.records: dict[str, StageRecord] = {}
         self.campaign: Campaign | None = None
         self._current: dict[str, str] = {}
@@ -229,11 +227,11 @@ class PhyspipeSession:
             return []  # pytest calls this even when mark_items raised; let its error show
         instances = self.planner.instances(items)  # each key once, upstream first
         local = self.settings.backend == "local"
+        missing = self._decide_statuses(instances)
         self._check_budget(instances)
         self._check_codecs(instances)
         if not local and not self.settings.plan_only:
             self._backend_factory()  # an unknown backend is an error even with no slow stage
-        missing = self._decide_statuses(instances)
         if self.settings.cached_only and missing:
             for item in items:
                 absent = [f for f in self.planner.instances([item]) if self.status(f) == "missing"]
@@ -317,15 +315,25 @@ class PhyspipeSession:
 
         return why_missing(instance, self.store)
 
-    def _check_budget(self, instances: Iterable[StageInstance]) -> None:
-        """:class:`ResourceError` for the first instance asking more than the local budget.
+    def _detect_budget(self) -> Budget:
+        return detect_budget(cpus=self.settings.cpus, gpus=self.settings.gpus)
 
-        Slow instances going to a cluster are exempt: their budget is the scheduler's business.
+    def _check_budget(self, instances: Iterable[StageInstance]) -> None:
+        """:class:`ResourceError` for the first instance to compute that asks more than the
+        local budget.
+
+        Instances served from the store never start, and slow instances going to a cluster have
+        the scheduler's budget: neither is checked (nor, when none is left, is the budget
+        detected).
         """
+        if self.settings.cached_only:
+            return  # nothing computes
         local = self.settings.backend == "local"
         checked: set[int] = set()  # resources are declared per stage: one check each
         for instance in instances:
             if id(instance.spec) in checked or (instance.slow and not local):
+                continue
+            if self.status(instance) == "cached":
                 continue
             self.pool.check(instance.spec.resources, stage=instance.label)
             checked.add(id(instance.spec))

@@ -19,6 +19,7 @@ would otherwise read as "everything missing". ``get`` and ``rebuild`` create it,
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -165,7 +166,8 @@ class Workflow:
         self.planner.validate(sorted(spec.name for spec in self.registry.all()))
         self.run_id = new_run_id()
         slots = self.store.layout.slots_dir(self.run_id)
-        self._pool = SlotPool(slots, detect_budget(cpus=ini.cpus, gpus=ini.gpus))
+        # The budget is detected when a build first has to compute (never for a stored target).
+        self._pool = SlotPool(slots, functools.partial(detect_budget, cpus=ini.cpus, gpus=ini.gpus))
         # The slot files of this process's builds go with it, as a run's go at its end.
         weakref.finalize(self, shutil.rmtree, slots, ignore_errors=True)
         self._progress = _Progress(PluginHooks(config.hook), enabled=progress)

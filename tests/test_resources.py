@@ -347,3 +347,44 @@ def test_detect_budget_asks_nvidia_smi(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert detect_budget(cpus=1, gpus=None).gpu_ids == ()
     fake.unlink()
     assert detect_budget(cpus=1, gpus=None).gpu_ids == ()
+
+
+def test_a_run_that_computes_nothing_never_detects_the_budget(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # nvidia-smi takes a GPU machine a tenth of a second or more: a cached rerun skips it,
+    # and a stored instance asking for a GPU is served on a machine that has none.
+    bin_dir = pytester.mkdir("bin")
+    calls = pytester.path / "nvidia-smi.calls"
+    fake = bin_dir / "nvidia-smi"
+    fake.write_text(f'#!/bin/sh\necho called >> "{calls}"\necho "GPU 0: Fake (UUID: GPU-a)"\n')
+    fake.chmod(0o755)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    pytester.makepyfile(
+        test_budget="""
+        from pytest_physpipe import Resources, stage
+
+        @stage
+        def light():
+            return 1
+
+        @stage(resources=Resources(gpu=1))
+        def on_gpu(light):
+            return light + 1
+
+        def test_both(light, on_gpu):
+            assert (light, on_gpu) == (1, 2)
+        """
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert calls.read_text().splitlines() == ["called"]  # detected once, to compute
+
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert calls.read_text().splitlines() == ["called"]
+
+    fake.unlink()  # no GPU on this machine now: the stored instance is still served
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--physpipe-rebuild=on_gpu")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # to compute, it is an error at plan time
+    result.stderr.fnmatch_lines(["*Stage 'on_gpu' asks for 1 CPU(s) and 1 GPU(s)*"])

@@ -3,8 +3,11 @@
 Values decided once on the controller travel to the workers through ``workerinput``: the run
 id (slots and ``--physpipe-rebuild`` are per run), the resolved store path and the resource
 budget (so that every worker shares the same slots, whatever its own environment detects).
-Workers send their stage records back through ``workeroutput``; the controller merges them
-into its terminal summary and JSON report, each record naming its worker.
+Workers send their stage records back through ``workeroutput``, each naming its worker: the
+fields the terminal summary and the cost history read, plus every record's whole document when
+the run writes a ``--physpipe-report`` (the controller says which in ``workerinput``). The
+controller merges them as :class:`~pytest_physpipe.reported.ReportedRecord`: it validates
+nothing its own workers wrote, and never imports the pydantic record model.
 
 Under ``--physpipe-dist`` every worker writes its manifest (``policy.py``) before it reports its
 collection, and the controller schedules with ``scheduler.PhyspipeScheduling``.
@@ -13,7 +16,7 @@ collection, and the controller schedules with ``scheduler.PhyspipeScheduling``.
 from __future__ import annotations
 
 import dataclasses
-import functools
+import json
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,16 +24,17 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from pydantic import TypeAdapter
+    from collections.abc import Iterable, Mapping
 
     from pytest_physpipe.options import Settings
     from pytest_physpipe.records import StageRecord
+    from pytest_physpipe.reported import Reported, ReportedRecord
     from pytest_physpipe.resources import Budget
     from pytest_physpipe.run import PhyspipeRun
     from pytest_physpipe.scheduling.policy import Manifest
     from pytest_physpipe.session import PhyspipeSession
 
-__all__ = ["XdistHooks", "from_controller"]
+__all__ = ["XdistHooks", "decode_records", "encode_records", "from_controller"]
 
 # xdist modes whose placement --physpipe-dist replaces (xdist turns "no" into "load" under -n).
 _REPLACEABLE_DIST = ("load", "no")
@@ -94,6 +98,8 @@ class XdistHooks:
         node.workerinput["physpipe_run_id"] = self.run.run_id
         node.workerinput["physpipe_store_dir"] = str(self.run.settings.store_dir)
         node.workerinput["physpipe_budget"] = {"cpus": budget.cpus, "gpu_ids": list(budget.gpu_ids)}
+        # Whole records only for a report: the summary reads a few fields of each.
+        node.workerinput["physpipe_documents"] = self.run.settings.report is not None
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
@@ -107,9 +113,9 @@ class XdistHooks:
     def pytest_testnodedown(self, node: Any, error: object | None) -> None:
         sent = getattr(node, "workeroutput", {}).get("physpipe_records")
         if sent:
-            from pytest_physpipe.records import merge_records
+            from pytest_physpipe.reported import merge_records
 
-            merge_records(self.run.records, _records_adapter().validate_json(sent))
+            merge_records(self.run.gathered, decode_records(sent))
 
     # -- worker -------------------------------------------------------------------------------
 
@@ -146,24 +152,39 @@ class XdistHooks:
         physpipe = self.run.existing_session
         if self.is_worker:
             if physpipe is not None:
-                workeroutput = session.config.workeroutput  # type: ignore[attr-defined]
-                # One JSON text: execnet's pure-Python serializer takes ~0.2 ms per record
-                # as nested dicts (each way), pydantic's JSON a few µs.
-                records = list(physpipe.records.values())
-                workeroutput["physpipe_records"] = _records_adapter().dump_json(records).decode()
+                config = session.config
+                documents = bool(config.workerinput.get("physpipe_documents"))  # type: ignore[attr-defined]
+                config.workeroutput["physpipe_records"] = encode_records(  # type: ignore[attr-defined]
+                    physpipe.records.values(), documents=documents
+                )
             return
         if not self.run.settings.no_cache:
             _record_costs(self.run.records, self.run.settings.store_dir)
 
 
-@functools.cache
-def _records_adapter() -> TypeAdapter[list[StageRecord]]:
-    """How stage records travel from a worker to its controller: a list, as JSON text."""
-    from pydantic import TypeAdapter
+def encode_records(records: Iterable[StageRecord], *, documents: bool) -> str:
+    """A worker's records as one JSON text for its controller (execnet's pure-Python
+    serializer takes ~0.2 ms per record as nested dicts): a row of the summary's fields each,
+    or each record's whole JSON document when the run writes a report."""
+    if documents:
+        dumped = [record.model_dump(mode="json") for record in records]
+        return json.dumps({"documents": dumped}, allow_nan=True)
+    from operator import attrgetter
 
-    from pytest_physpipe.records import StageRecord
+    from pytest_physpipe.reported import SUMMARY_FIELDS
 
-    return TypeAdapter(list[StageRecord])
+    row = attrgetter(*SUMMARY_FIELDS)
+    return json.dumps({"rows": [row(record) for record in records]}, allow_nan=True)
+
+
+def decode_records(text: str) -> list[ReportedRecord]:
+    """What :func:`encode_records` wrote, as the controller keeps it."""
+    from pytest_physpipe.reported import ReportedRecord
+
+    sent = json.loads(text)
+    if "documents" in sent:
+        return [ReportedRecord.from_document(document) for document in sent["documents"]]
+    return [ReportedRecord(row) for row in sent["rows"]]
 
 
 def _manifest(physpipe: PhyspipeSession, items: list[pytest.Item]) -> Manifest:
@@ -193,7 +214,7 @@ def _manifest(physpipe: PhyspipeSession, items: list[pytest.Item]) -> Manifest:
     return Manifest(tests=tests, stages=stages)
 
 
-def _record_costs(records: dict[str, StageRecord], store_dir: Path) -> None:
+def _record_costs(records: Mapping[str, Reported], store_dir: Path) -> None:
     computed = [(r.label, r.name, r.duration_s) for r in records.values() if r.status == "computed"]
     if not computed:
         return  # a cached rerun learns nothing new (and imports no policy)

@@ -41,8 +41,9 @@ from pytest_physpipe.store.clitable import (
     ls_table,
 )
 from pytest_physpipe.store.filesystem import LOCK_MODES
+from pytest_physpipe.store.journal import Summary
 from pytest_physpipe.store.layout import StoreLayout, tree_size
-from pytest_physpipe.store.listing import Summary, describe_entry, listing, summaries
+from pytest_physpipe.store.listing import describe_entry, listing, summaries
 from pytest_physpipe.units import human_size, parse_size
 
 if TYPE_CHECKING:
@@ -193,8 +194,9 @@ def _rows(target: _Target, keys: Iterable[str] | None = None) -> list[_Row]:
 def _listed_rows(target: _Target) -> list[_Row]:
     """Every entry, from the listing index; ``meta.json`` is read only for entries it cannot
     vouch for (see ``store/listing.py``)."""
-    found, damaged = _listing(target.layout)
-    entries = os.fspath(target.layout.entries)
+    layout = target.layout
+    found, damaged = summaries(layout, lambda key, inode: describe_entry(layout, key, inode))
+    entries = os.fspath(layout.entries)
     rows = [
         _Row(key, f"{entries}/{key[:2]}/{key}", summary.size, last_used, None, None, None, summary)
         for key, (summary, last_used) in found.items()
@@ -204,11 +206,6 @@ def _listed_rows(target: _Target) -> list[_Row]:
         if row is not None:
             rows.append(row)
     return rows
-
-
-def _listing(layout: StoreLayout) -> tuple[dict[str, tuple[Summary, float]], list[str]]:
-    """Summaries and last use of every entry, and the keys of damaged ones."""
-    return summaries(layout, lambda key, inode: describe_entry(layout, key, inode))
 
 
 def _resolve(target: _Target, patterns: Sequence[str]) -> list[str]:

@@ -50,8 +50,14 @@ from pytest_physpipe.store.fileio import (
 )
 from pytest_physpipe.store.filesystem import resolve_lock_mode
 from pytest_physpipe.store.hitread import GENERIC, NOT_SMALL, decode_one_file, read_stat
-from pytest_physpipe.store.layout import CREATED_DIRS, LAYOUT_NAMES, StoreLayout, tree_size
-from pytest_physpipe.store.listing import Summary, close_journal, journal
+from pytest_physpipe.store.journal import Summary, close_journal, journal
+from pytest_physpipe.store.layout import (
+    CREATED_DIRS,
+    LAYOUT_NAMES,
+    StoreLayout,
+    entry_names,
+    tree_size,
+)
 from pytest_physpipe.store.meta import parse_meta, parse_meta_fields
 from pytest_physpipe.store.pending import LATEST, pending, read_note, read_stage_index
 from pytest_physpipe.store.scratch import cleanup, make_scratch, real_dir, scratch_dir
@@ -601,9 +607,7 @@ class Store:
             return
         for shard in sorted(entries.iterdir()):
             if real_dir(shard):
-                for path in sorted(shard.iterdir()):
-                    if KEY_PATTERN.match(path.name):
-                        yield path.name
+                yield from sorted(entry_names(shard.name, os.listdir(shard)))
 
     def entries(self) -> Iterator[Entry]:
         for key in self.keys():

@@ -30,7 +30,9 @@ without reading anything else (see ``store/scratch.py``).
 
 from __future__ import annotations
 
+import binascii
 import os
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,7 +41,7 @@ import xxhash
 from pytest_physpipe.keys import KEY_PATTERN
 from pytest_physpipe.store.hosts import hostname
 
-__all__ = ["LAYOUT_NAMES", "ScratchOwner", "StoreLayout", "tree_size"]
+__all__ = ["LAYOUT_NAMES", "ScratchOwner", "StoreLayout", "entry_names", "tree_size"]
 
 #: What a store root may hold; anything else means the directory is not (only) a store.
 LAYOUT_NAMES = frozenset(
@@ -57,6 +59,9 @@ LAYOUT_NAMES = frozenset(
         "jobs",
     }
 )
+#: The names that are keys in the listing of a shard joined by NULs (which no file name holds),
+#: found by one search instead of a match per name.
+_KEYS_IN = re.compile(r"(?<![^\0])[0-9a-f]{32}(?![^\0])").findall
 #: Sub-directories made when a store is created.
 CREATED_DIRS = ("entries", "tmp", "trash", "locks")
 
@@ -192,3 +197,28 @@ def tree_size(path: Path | str) -> int:
         except (FileNotFoundError, NotADirectoryError):
             continue
     return total
+
+
+def entry_names(shard: str, names: list[str]) -> list[str]:
+    """The entries among ``names``, the listing of the shard ``entries/<shard>/``: the keys it
+    holds that start with ``shard``. A key's folder in another shard (misplaced by hand) is no
+    entry: nothing looks for it there, and listing it would show that key twice. A shard holds
+    nothing else, which a few C calls over its whole listing confirm (32 lowercase hex digits
+    each, the first two the shard's); else they are found by one search."""
+    joined = "\0".join(names)
+    count = len(names)
+    if (
+        len(shard) == 2
+        and len(joined) == 33 * count - 1
+        and joined[32::33] == "\0" * (count - 1)
+        and joined[0::33] == shard[0] * count
+        and joined[1::33] == shard[1] * count
+        and joined == joined.lower()
+    ):
+        try:  # not hex (binascii.Error is a ValueError)
+            binascii.a2b_hex(joined.replace("\0", ""))
+        except ValueError:
+            pass
+        else:
+            return names
+    return [name for name in _KEYS_IN(joined) if name[:2] == shard]

@@ -2,16 +2,19 @@
 
 Reading 100,000 ``meta.json`` files is what made ``physpipe ls`` slow, so each commit also
 appends one line (key, the inode of the entry's ``meta.json``, stage, param id, status, codec,
-size, created) to a journal of its process, ``index/entry-listing/<host>.<pid>.<rand>.jsonl``;
-a listing folds the journals into ``index/entry-listing.json`` (the snapshot, stored by column)
-and removes those that are closed (``*.closed.jsonl``: their session ended) or of processes
-that are gone. Earlier releases kept both under the names of a stage called ``entries``
-(``index/entries.json``, ``index/entries/``): where there is no snapshot yet, theirs seeds it,
-checked like any other, and is removed once the new one is written. What the listing
-guarantees:
+size, created) to a journal of its process, ``index/entry-listing/<host>.<pid>.<rand>.jsonl``
+(written by ``store/journal.py``, all a session imports of the index; ``store/sizes.py`` keeps
+the store's size); a listing folds the journals into ``index/entry-listing.json`` (the
+snapshot, stored by column) and removes those that are closed (``*.closed.jsonl``: their
+session ended) or of processes that are gone. Earlier releases kept both under the names of
+a stage called ``entries`` (``index/entries.json``, ``index/entries/``): where there is no
+snapshot yet, theirs seeds it, checked like any other, and is removed once the new one is
+written. What the listing guarantees:
 
 - It lists exactly the entries in ``entries/`` (one ``listdir`` per shard, one ``stat`` of
-  each ``meta.json``): a summary of an entry that is gone is dropped, never shown.
+  each ``meta.json``), each once: a summary of an entry that is gone is dropped, never shown,
+  and a key's folder in another shard than its own (moved by hand) is no entry (see
+  :func:`~pytest_physpipe.store.layout.entry_names`).
 - A summary is used only when its inode is the inode of the entry's ``meta.json`` now (the
   ``stat`` that also gives its last use): an entry replaced since (a rebuild, a repair) or
   written by an older version has none, so its ``meta.json`` is read, as before the index
@@ -27,7 +30,6 @@ costs a tenth of a second, so the work per entry is done by C calls a column at 
 
 from __future__ import annotations
 
-import binascii
 import contextlib
 import fcntl
 import functools
@@ -35,59 +37,27 @@ import itertools
 import json
 import operator
 import os
-import re
-import threading
-import time
-import uuid
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from pytest_physpipe.store.atomic import write_text_atomic
-from pytest_physpipe.store.fileio import json_bytes
 from pytest_physpipe.store.hosts import pid_alive, this_host
-from pytest_physpipe.store.layout import StoreLayout, tree_size
+from pytest_physpipe.store.journal import CLOSED, FORMAT, JOURNAL_HEADER, Summary
+from pytest_physpipe.store.layout import StoreLayout, entry_names, tree_size
 
 __all__ = [
     "Listing",
-    "Summary",
-    "close_journal",
     "describe_entry",
-    "journal",
+    "indexed_size",
     "listing",
-    "store_size",
     "summaries",
     "summary_of_meta",
 ]
 
-#: Format 2: rows carry the inode of the entry's ``meta.json`` (format 1: its directory's), so
-#: that one ``stat`` gives a listing both the check and the last use. Journals keep it.
-_FORMAT = 2
-_JOURNAL_HEADER = b'{"format": 2}'
-_CLOSED = ".closed.jsonl"
 #: Format 3 (the snapshot): the same fields, stored by column, which parses in half the time
 #: of 100,000 small arrays. A format-2 snapshot is read all the same.
 _SNAPSHOT_FORMAT = 3
-#: The names of a shard that are keys, found in the shard's whole listing joined by NULs (which
-#: no file name holds) by one search instead of a match per name.
-_KEYS_IN = re.compile(r"(?<![^\0])[0-9a-f]{32}(?![^\0])").findall
 _COLUMNS = ("keys", "inodes", "names", "params", "statuses", "codecs", "sizes", "created")
-
-
-class Summary(NamedTuple):
-    """What ``physpipe ls`` shows of one entry (``last_used`` is read from the entry)."""
-
-    key: str
-    inode: int
-    name: str
-    param_id: str | None
-    status: str
-    codec: str
-    size: int
-    created_at: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}[{self.param_id}]" if self.param_id else self.name
 
 
 #: A valid row as a summary, without the checks (C calls only: 100,000 of them at once).
@@ -142,59 +112,6 @@ def describe_entry(layout: StoreLayout, key: str, inode: int) -> Summary | None:
     return summary_of_meta(key, inode, meta, tree_size(base))
 
 
-# -- writing: one journal per process -------------------------------------------------------------
-
-
-class _Journal:
-    def __init__(self) -> None:
-        self.fd: int | None = None
-        self.pid = -1
-        self.path = ""
-
-
-_journals: dict[str, _Journal] = {}
-_journals_lock = threading.Lock()
-
-
-def journal(layout: StoreLayout, summary: Summary) -> None:
-    """Append ``summary`` to this process's journal (bookkeeping: never raises)."""
-    line = json_bytes(summary) + b"\n"
-    with _journals_lock:
-        found = _journals.setdefault(os.fspath(layout.root), _Journal())
-        try:
-            if found.fd is None or found.pid != os.getpid():
-                found.fd, found.path = _open_journal(layout)
-                found.pid = os.getpid()
-            os.write(found.fd, line)
-        except OSError:
-            found.fd = None  # a full disk: the listing reads meta.json for this entry
-
-
-def close_journal(layout: StoreLayout) -> None:
-    """Close this process's journal of the store (at the end of a session); a later commit
-    opens a new one. The journal is renamed ``*.closed.jsonl``: nothing appends to it any more,
-    so the next listing folds it even while this process lives on (a notebook, a script)."""
-    with _journals_lock:
-        found = _journals.pop(os.fspath(layout.root), None)
-        if found is not None and found.fd is not None and found.pid == os.getpid():
-            with contextlib.suppress(OSError):
-                os.close(found.fd)
-                os.rename(found.path, found.path.removesuffix(".jsonl") + _CLOSED)
-
-
-def _open_journal(layout: StoreLayout) -> tuple[int, str]:
-    folder = layout.listing_journals
-    name = f"{this_host().name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.jsonl"
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL
-    try:
-        fd = os.open(folder / name, flags, 0o600)
-    except FileNotFoundError:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(folder / name, flags, 0o600)
-    os.write(fd, _JOURNAL_HEADER + b"\n")
-    return fd, os.fspath(folder / name)
-
-
 # -- reading --------------------------------------------------------------------------------------
 
 #: Summaries by column (as :data:`_COLUMNS`), one row per summary.
@@ -247,9 +164,9 @@ def _snapshot(layout: StoreLayout) -> tuple[Columns, bool, int]:
     old = 0
     if doc is _MISSING:
         doc, old = _document(layout.old_listing)
-        if not isinstance(doc, dict) or doc.get("format") not in (_FORMAT, _SNAPSHOT_FORMAT):
+        if not isinstance(doc, dict) or doc.get("format") not in (FORMAT, _SNAPSHOT_FORMAT):
             return _no_columns(), False, 0  # none, or the notes of a stage called ``entries``
-    if isinstance(doc, dict) and doc.get("format") == _FORMAT:  # by rows: an older version's
+    if isinstance(doc, dict) and doc.get("format") == FORMAT:  # by rows: an older version's
         rows = doc.get("rows")
         return _by_column(_valid(rows) if isinstance(rows, list) else []), False, old
     return _columns(doc), not old, old
@@ -317,7 +234,7 @@ def _journal(path: str) -> list[Any]:
     except OSError:
         return []
     parts = data.splitlines()
-    if not parts or parts[0] != _JOURNAL_HEADER:
+    if not parts or parts[0] != JOURNAL_HEADER:
         return []
     with contextlib.suppress(ValueError, RecursionError):
         # One parse for the whole journal (a live session's may hold 100,000 lines).
@@ -376,22 +293,6 @@ def _known(columns: Columns, journals: list[str]) -> dict[str, int]:
                 for column, value in zip(columns, row, strict=True):
                     column.append(value)
     return rows
-
-
-def _keys_in(names: list[str]) -> list[str]:
-    """The names that are keys. A shard holds nothing else, which a few C calls over its whole
-    listing confirm (32 characters each, lowercase hex digits); else they are found one by one."""
-    joined = "\0".join(names)
-    count = len(names)
-    if (
-        len(joined) == 33 * count - 1
-        and joined[32::33] == "\0" * (count - 1)
-        and joined == joined.lower()
-    ):
-        with contextlib.suppress(ValueError):  # not hex (binascii.Error is a ValueError)
-            binascii.a2b_hex(joined.replace("\0", ""))
-            return names
-    return _KEYS_IN(joined)
 
 
 class _Scan:
@@ -472,7 +373,7 @@ def listing(layout: StoreLayout, describe: Callable[[str, int], Summary | None])
         except OSError:
             continue  # removed since, or a symlink
         try:
-            scan.shard(fd, _keys_in(os.listdir(fd)))
+            scan.shard(fd, entry_names(shard, os.listdir(fd)))
         finally:
             os.close(fd)
     rows, used, unknown, damaged = scan.rows, scan.used, scan.unknown, scan.damaged
@@ -522,7 +423,7 @@ def _by_label(columns: Columns) -> Columns:
 
 def _finished(path: str) -> bool:
     """Whether the journal at ``path`` is closed, or of a process of this host that is gone."""
-    if path.endswith(_CLOSED):
+    if path.endswith(CLOSED):
         return True
     stem = os.path.basename(path).removesuffix(".jsonl")
     host, _, pid = stem.rpartition(".")[0].rpartition(".")
@@ -554,105 +455,15 @@ def _rewrite(layout: StoreLayout, found: Listing, journals: list[str], old: int)
         os.close(fd)
 
 
-# -- the store's size -----------------------------------------------------------------------------
-
-#: A shard whose directory changed less than this long ago may change again within the same
-#: mtime (timestamps are coarse: a kernel tick, a second on some filesystems), so its count is
-#: not recorded.
-_RACY_NS = 2_000_000_000
-_SIZES_FORMAT = 1
-
-
-def store_size(layout: StoreLayout) -> int:
-    """The bytes of every entry: the total ``physpipe ls`` prints (see the module docstring).
-
-    Each shard's recorded bytes are used while its directory keeps the mtime they were counted
-    at; the others are listed again (one ``stat`` per entry, the index's size for an entry it
-    vouches for, a walk of any other) and recorded. Bookkeeping: an unwritable store is counted
-    all the same."""
-    path = layout.entry_sizes
-    recorded = _read_sizes(path)
-    try:
-        listing = os.scandir(layout.entries)
-    except (FileNotFoundError, NotADirectoryError):
-        return 0
-    now = time.time_ns()
-    current: dict[str, tuple[int, int]] = {}  # shard: (mtime_ns, bytes)
-    changed: dict[str, int] = {}  # shard: mtime_ns before it is listed
-    with listing:
-        for item in listing:
-            if not item.is_dir(follow_symlinks=False):
-                continue
-            try:
-                mtime = item.stat(follow_symlinks=False).st_mtime_ns
-            except FileNotFoundError:
-                continue
-            known = recorded.get(item.name)
-            if known is not None and known[0] == mtime:
-                current[item.name] = known
-            else:
-                changed[item.name] = mtime
-    if changed:
-        counted = _count_shards(layout, list(changed))
-        for shard, mtime in changed.items():
-            # -1: counted now, listed again next time (see _RACY_NS).
-            current[shard] = (mtime if now - mtime > _RACY_NS else -1, counted[shard])
-    if changed or current.keys() != recorded.keys():
-        rows = {shard: list(value) for shard, value in sorted(current.items())}
-        with contextlib.suppress(OSError):  # a read-only store: counted, not recorded
-            write_text_atomic(path, json.dumps({"format": _SIZES_FORMAT, "shards": rows}))
-    return sum(value[1] for value in current.values())
-
-
-def _read_sizes(path: os.PathLike[str]) -> dict[str, tuple[int, int]]:
-    """The recorded ``(mtime_ns, bytes)`` of each shard (none from a missing or garbage file)."""
-    try:
-        with open(path, "rb") as handle:
-            doc = json.loads(handle.read())
-    except (OSError, ValueError, RecursionError):
-        return {}
-    if not isinstance(doc, dict) or doc.get("format") != _SIZES_FORMAT:
-        return {}
-    shards = doc.get("shards")
-    if not isinstance(shards, dict):
-        return {}
-    return {
-        shard: (value[0], value[1])
-        for shard, value in shards.items()
-        if type(value) is list
-        and len(value) == 2
-        and type(value[0]) is int
-        and type(value[1]) is int
-        and value[0] >= 0
-    }
-
-
-def _count_shards(layout: StoreLayout, shards: list[str]) -> dict[str, int]:
-    """The bytes of the entries in ``shards``: the index's size of an entry it vouches for
-    (same ``meta.json`` inode), a walk of any other (damaged, or not in the index)."""
+def indexed_size(layout: StoreLayout) -> Callable[[str, int], int | None]:
+    """The index's size of the entry ``key`` whose ``meta.json`` has the inode ``inode``, as
+    ``size(key, inode)``: ``None`` when no summary vouches for it (see ``store/sizes.py``)."""
     columns = _snapshot(layout)[0]
-    known = _known(columns, _journal_paths(layout))
-    stat, get, inodes, sizes = os.stat, known.get, columns[1], columns[6]
-    counted = dict.fromkeys(shards, 0)
-    for shard in shards:
-        folder = os.fspath(layout.entries / shard)
-        try:
-            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        except OSError:
-            continue  # removed since, or a symlink
-        total = 0
-        try:
-            for name in _KEYS_IN("\0".join(os.listdir(fd))):
-                try:
-                    inode = stat(f"{name}/meta.json", dir_fd=fd).st_ino
-                except (FileNotFoundError, NotADirectoryError):
-                    inode = -1  # damaged: ls shows it with its files' size
-                row = get(name)
-                if row is not None and inodes[row] == inode:
-                    total += sizes[row]
-                else:
-                    total += tree_size(f"{folder}/{name}")
-        finally:
-            os.close(fd)
-        counted[shard] = total
-    return counted
+    get = _known(columns, _journal_paths(layout)).get
+    inodes, sizes = columns[1], columns[6]
+
+    def size(key: str, inode: int) -> int | None:
+        row = get(key)
+        return sizes[row] if row is not None and inodes[row] == inode else None
+
+    return size

@@ -24,8 +24,8 @@ from pytest_physpipe.store import listing
 from pytest_physpipe.store.cli import main, parse_duration
 from pytest_physpipe.store.clitable import LsColumns, ls_table
 from pytest_physpipe.store.entries import Store
+from pytest_physpipe.store.journal import Summary
 from pytest_physpipe.store.layout import StoreLayout
-from pytest_physpipe.store.listing import Summary
 
 
 def add_entry(

@@ -15,14 +15,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from pytest_physpipe.keys import KEY_PATTERN
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store import cli as cli_module
 from pytest_physpipe.store import listing
 from pytest_physpipe.store.cli import main
 from pytest_physpipe.store.entries import Store
-from pytest_physpipe.store.layout import StoreLayout
-from pytest_physpipe.store.listing import Summary
+from pytest_physpipe.store.journal import Summary
+from pytest_physpipe.store.layout import StoreLayout, entry_names
+from pytest_physpipe.store.sizes import store_size
 
 if TYPE_CHECKING:
     from physpipe_testing import CallLog
@@ -187,3 +191,47 @@ def test_ls_shows_a_damaged_entry_beside_the_others_of_its_shard(tmp_path: Path)
     assert before[1] in after
     assert before[3] in after
     assert after[-1].startswith("3 entries, ")
+
+
+@pytest.mark.parametrize("copy", [True, False], ids=["copied", "moved"])
+def test_a_key_folder_in_another_shard_is_no_entry(tmp_path: Path, copy: bool) -> None:
+    """A key's folder put by hand into a shard not its own is never looked up there: ls,
+    prune and the store's size leave it out, and a key copied there is listed once."""
+    store = Store(tmp_path / "store")
+    store.ensure()
+    keys = [_commit(store, name) for name in ("grid", "heat")]
+    store.flush()
+    before = physpipe(store.root, "ls")
+    misplaced = keys[0]
+    other = store.layout.entries / ("00" if misplaced[:2] != "00" else "01")
+    other.mkdir(exist_ok=True)
+    (shutil.copytree if copy else shutil.move)(store.entry_dir(misplaced), other / misplaced)
+    listed = physpipe(store.root, "ls")
+    assert listed.count(misplaced[:12]) == (1 if copy else 0)
+    if copy:
+        assert listed == before
+    assert listed.splitlines()[-1].startswith("2 entries, " if copy else "1 entries, ")
+    rows = json.loads(physpipe(store.root, "ls", "--json"))
+    assert sorted(row["key"] for row in rows) == sorted(keys if copy else keys[1:])
+    assert store_size(store.layout) == sum(row["size"] for row in rows)
+    physpipe(store.root, "verify", "-q")  # every entry sound; the folder is none of them
+    physpipe(store.root, "prune", "--max-size", "0", "-q")
+    assert (other / misplaced / "meta.json").is_file()  # not an entry: not pruned either
+
+
+HEX = "0123456789abcdef"
+SHARD_NAMES = st.lists(
+    st.one_of(
+        st.text(HEX, min_size=30, max_size=30).map("ab".__add__),  # keys of the shard ab
+        st.text(HEX, min_size=32, max_size=32),  # keys, mostly of other shards
+        st.text(HEX + "ABCDEF.-x", max_size=34),  # anything else
+    ),
+    unique=True,
+    max_size=12,
+)
+
+
+@given(names=SHARD_NAMES, shard=st.sampled_from(["ab", "cd", "abc"]))
+def test_entry_names_are_the_keys_of_their_own_shard(names: list[str], shard: str) -> None:
+    expected = [name for name in names if KEY_PATTERN.fullmatch(name) and name[:2] == shard]
+    assert entry_names(shard, names) == expected

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from pytest_physpipe.records import StageRecord
-from pytest_physpipe.store import listing
+from pytest_physpipe.store import sizes
 from pytest_physpipe.store.cli import main
 from pytest_physpipe.store.entries import Store
 from pytest_physpipe.store.layout import tree_size
-from pytest_physpipe.store.listing import store_size
+from pytest_physpipe.store.sizes import store_size
 from pytest_physpipe.units import human_size
 
 
@@ -74,7 +74,7 @@ def test_an_unchanged_store_is_not_listed_again(
     def no_listing(*args: object) -> None:
         raise AssertionError("an unchanged store was listed again")
 
-    monkeypatch.setattr(listing, "_count_shards", no_listing)
+    monkeypatch.setattr(sizes, "_count_shards", no_listing)
     assert store_size(store.layout) == expected
 
 
@@ -120,6 +120,38 @@ def test_a_fresh_shard_is_listed_again(store: Store) -> None:
     add(store, np.zeros(2000), key=first[:2] + uuid.uuid4().hex[2:])
     os.utime(shard, ns=(before, before))  # the same mtime as when it was counted
     assert store_size(store.layout) == walk(store)
+
+
+def no_count(*args: object) -> None:
+    raise AssertionError("a shard was counted again")
+
+
+def test_a_fresh_shard_is_taken_while_its_entries_are_those_counted(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard counted within the racy window is recorded with a fingerprint of its entries:
+    the next count lists it and takes the record while the same entries are there (a rerun
+    right after a run that committed), and counts it again when a directory was renamed over
+    one of them under the same mtime."""
+    keys = [add(store, np.zeros(100 * (i + 1))) for i in range(5)]
+    expected = store_size(store.layout)
+    assert expected == walk(store)
+    recorded = json.loads(store.layout.entry_sizes.read_text())["shards"]
+    assert all(len(row) == 3 for row in recorded.values())  # every shard changed just now
+    monkeypatch.setattr(sizes, "_count_shards", no_count)
+    assert store_size(store.layout) == expected
+    monkeypatch.undo()
+    # Replaced (a repair) by a larger entry, its shard's mtime put back as it was counted.
+    shard = store.entry_dir(keys[0]).parent
+    before = shard.stat().st_mtime_ns
+    add(store, np.zeros(9000), key=keys[0], replace=True)
+    os.utime(shard, ns=(before, before))
+    assert store_size(store.layout) == walk(store) > expected
+    # Listed once the window has passed: recorded by mtime alone from then on.
+    monkeypatch.setattr(sizes, "_RACY_NS", 0)
+    assert store_size(store.layout) == walk(store)
+    recorded = json.loads(store.layout.entry_sizes.read_text())["shards"]
+    assert all(len(row) == 2 for row in recorded.values())
 
 
 @pytest.mark.parametrize("garbage", ["{not json", '{"format": 1, "shards": {"00": [1]}}', "[]"])
@@ -181,7 +213,7 @@ def test_summary_figure_follows_the_store(
 
     computed = run()
     assert computed == human_size(tree_size(entries))
-    assert run() == computed  # the rerun: recounted (its shards changed just now)
+    assert run() == computed  # the rerun: its shards changed just now, listed again
     stamp = time.time() - 60
     for shard in entries.iterdir():
         os.utime(shard, (stamp, stamp))
@@ -235,3 +267,32 @@ def test_summary_figure_after_removal_without_rerun(
     assert main(["--dir", str(root), "prune", "--max-size", "50K", "-q"]) == 0
     assert other() == human_size(tree_size(entries))
     assert tree_size(entries) < 50 * 1024
+
+
+MODULES_PROBE = """
+import sys
+
+def pytest_unconfigure(config):
+    names = sorted(n for n in sys.modules if n.startswith("pytest_physpipe"))
+    with open("modules.txt", "w") as handle:
+        handle.write("\\n".join(names))
+"""
+
+
+def test_a_cached_rerun_imports_no_listing(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each module a session imports costs it the load of its bytecode: a rerun right after the
+    # run that committed (its shards changed just now) and the one after it find the store's
+    # size without the listing module (48 KB of bytecode).
+    monkeypatch.delenv("PHYSPIPE_DIR", raising=False)
+    pytester.makepyfile(PROJECT)
+    pytester.makepyfile(modules_probe=MODULES_PROBE)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=3)
+    for _ in range(2):
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "modules_probe")
+        result.assert_outcomes(passed=3)
+        assert summary_size(result) == human_size(tree_size(pytester.path / ".physpipe/entries"))
+        imported = (pytester.path / "modules.txt").read_text().split()
+        assert "pytest_physpipe.store.sizes" in imported
+        assert "pytest_physpipe.store.listing" not in imported
