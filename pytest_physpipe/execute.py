@@ -263,12 +263,14 @@ class StageRunner:
     def _hit_record(self, loaded: Loaded, instance: StageInstance) -> StageRecord:
         # Store.load validates a new record from meta.json on every call, so this one is ours
         # to fill in (tests/test_hit_records.py holds the store to that): no copy on a hit.
-        # The four fields in one update: what pydantic's __setattr__ does for a model without
+        # The four fields set directly: what pydantic's __setattr__ does for a model without
         # validate_assignment, less its four round trips through Python frames.
         record = loaded.record
-        record.__dict__.update(
-            status="hit", param_id=instance.param_id, worker=self.worker, codec=loaded.meta["codec"]
-        )
+        fields = record.__dict__
+        fields["status"] = "hit"
+        fields["param_id"] = instance.param_id
+        fields["worker"] = self.worker
+        fields["codec"] = loaded.meta["codec"]
         record.__pydantic_fields_set__.update(_HIT_FIELDS)
         return record
 

@@ -166,22 +166,30 @@ def encode_records(records: Iterable[StageRecord], *, documents: bool) -> str:
     """A worker's records as one JSON text for its controller (execnet's pure-Python
     serializer takes ~0.2 ms per record as nested dicts): a row of the summary's fields each,
     or each record's whole JSON document when the run writes a report."""
+    from pytest_physpipe.store.fileio import json_bytes
+
     if documents:
-        dumped = [record.model_dump(mode="json") for record in records]
-        return json.dumps({"documents": dumped}, allow_nan=True)
+        # A record's fields hold plain JSON data (the store writes them into meta.json the
+        # same way), so its ``__dict__`` is what ``model_dump(mode="json")`` gives, NaN kept.
+        return json_bytes({"documents": [record.__dict__ for record in records]}).decode()
     from operator import attrgetter
 
     from pytest_physpipe.reported import SUMMARY_FIELDS
 
     row = attrgetter(*SUMMARY_FIELDS)
-    return json.dumps({"rows": [row(record) for record in records]}, allow_nan=True)
+    return json_bytes({"rows": [row(record) for record in records]}).decode()
 
 
 def decode_records(text: str) -> list[ReportedRecord]:
     """What :func:`encode_records` wrote, as the controller keeps it."""
+    from pydantic_core import from_json
+
     from pytest_physpipe.reported import ReportedRecord
 
-    sent = json.loads(text)
+    try:
+        sent = from_json(text)  # twice as fast as `json` on 2,000 documents
+    except ValueError:  # what only `json` reads (a lone surrogate, deep nesting)
+        sent = json.loads(text)
     if "documents" in sent:
         return [ReportedRecord.from_document(document) for document in sent["documents"]]
     return [ReportedRecord(row) for row in sent["rows"]]

@@ -81,7 +81,7 @@ class Loaded:
     __slots__ = ("_where", "meta", "record", "value")
 
     def __init__(
-        self, *, value: Any, record: StageRecord, meta: dict[str, Any], path: str | Path
+        self, value: Any, record: StageRecord, meta: dict[str, Any], path: str | Path
     ) -> None:
         self.value = value
         self.record = record
@@ -346,7 +346,7 @@ class Store:
             # enough for that, and spares a metadata write on nearly every hit.
             with contextlib.suppress(OSError):  # a read-only store is fine: bookkeeping only
                 os.utime(f"{base}/meta.json")
-        return Loaded(value=value, record=record, meta=meta, path=base)
+        return Loaded(value, record, meta, base)
 
     def _unchanged(self, key: str, inode: int) -> bool:
         """Whether the entry is still the version whose ``meta.json`` had ``inode``.

@@ -40,7 +40,10 @@ def read_stat(path: str) -> tuple[bytes, os.stat_result] | None:
         return None
     try:
         info = os.fstat(fd)
-        return read_all(fd, info.st_size), info
+        size = info.st_size
+        data = os.read(fd, size + 1)
+        # Read whole, or a short read (a signal, a network filesystem) or a grown file.
+        return (data if len(data) == size else data + read_all(fd, 0)), info
     finally:
         os.close(fd)
 
@@ -77,7 +80,9 @@ def decode_one_file(
     try:
         small = type(committed) is int and committed <= verify_max
         if small and not (name == "value.npy" and committed >= mmap_min):
-            data: Any = _read_committed(fd, committed, key, name)
+            data: Any = os.read(fd, committed + 1)
+            if len(data) != committed:
+                data = _read_rest(fd, data, committed, key, name)
             sampled = False
         else:
             size = os.fstat(fd).st_size
@@ -102,12 +107,9 @@ def decode_one_file(
     return map_array(data, path) if isinstance(data, mmap.mmap) else array_from_bytes(data, path)
 
 
-def _read_committed(fd: int, committed: int, key: str, name: str) -> bytes:
-    """The file open at ``fd``, which must hold ``committed`` bytes (:class:`CorruptEntryError`
-    naming its size if it does not)."""
-    data = os.read(fd, committed + 1)
-    if len(data) == committed:
-        return data
+def _read_rest(fd: int, data: bytes, committed: int, key: str, name: str) -> bytes:
+    """The file open at ``fd``, of which ``data`` was read and which must hold ``committed``
+    bytes (:class:`CorruptEntryError` naming its size if it does not)."""
     # Another size, or a short read (a signal, a network filesystem): the file's size decides.
     size = os.fstat(fd).st_size
     _check_size(key, name, size, committed)

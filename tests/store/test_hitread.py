@@ -103,3 +103,33 @@ def test_a_short_read_is_read_on_not_corrupt(store: Store, monkeypatch: pytest.M
     assert shortened
     assert loaded is not None
     assert loaded.value == value
+
+
+@pytest.mark.parametrize("value", VALUES, ids=["json", "npy"])
+def test_every_read_short_still_loads_the_whole_entry(
+    store: Store, monkeypatch: pytest.MonkeyPatch, value: Any
+) -> None:
+    # meta.json and the payload both come back a few bytes at a time: each is read on to its
+    # end, and the hit is the one whole reads give.
+    key = commit(store, value)
+    whole = store.load(key)
+    assert whole is not None
+    read = os.read
+    calls: list[int] = []
+
+    def trickle(fd: int, n: int) -> bytes:
+        calls.append(n)
+        return read(fd, min(n, 61))
+
+    monkeypatch.setattr(os, "read", trickle)
+    for load in (store.load, lambda k: store.load_small(k, 1 << 16)):
+        calls.clear()
+        loaded = load(key)
+        assert loaded is not None
+        assert len(calls) > 4
+        assert loaded.record == whole.record
+        assert loaded.meta == whole.meta
+        if isinstance(value, np.ndarray):
+            assert np.array_equal(loaded.value, value)
+        else:
+            assert loaded.value == value
