@@ -182,14 +182,15 @@ def write_suite(folder: Path, conftest: str) -> None:
     (folder / "test_suite.py").write_text(textwrap.dedent(TEST_MODULE))
 
 
-def bench_env() -> dict[str, str]:
-    """The environment of (a)'s pytest processes: this checkout first on the path, and
-    bytecode cached as in any installation (``PYTHONDONTWRITEBYTECODE`` would make every run
-    compile, and pytest rewrite, the plugin's modules anew: a cost no user pays twice)."""
+def bench_env(tree: Path = REPO) -> dict[str, str]:
+    """The environment of (a)'s pytest processes: this checkout (or ``--baseline``'s) first
+    on the path, and bytecode cached as in any installation (``PYTHONDONTWRITEBYTECODE`` would
+    make every run compile, and pytest rewrite, the plugin's modules anew: a cost no user pays
+    twice)."""
     drop = ("PHYSPIPE_DIR", "PYTHONDONTWRITEBYTECODE")
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO), *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
+        [str(tree), *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
     )
     return env
 
@@ -235,9 +236,26 @@ def describe_venv(python: str) -> list[str]:
     ]
 
 
-def run_pytest(python: str, folder: Path, size: int, *extra: str) -> float:
+def describe_baseline(tree: Path) -> list[str]:
+    """The ``--baseline`` header line. pytest marks a plugin's package for its assertion
+    rewriting from the first metadata of the distribution on the path: an ``egg-info`` in a
+    checkout (``pip install -e`` writes one) counts, so the two trees are alike only if both
+    have one or neither has."""
+    if not (tree / "pytest_physpipe" / "__init__.py").is_file():
+        raise SystemExit(f"--baseline {tree} is not a checkout of pytest-physpipe")
+    ours, theirs = (any(t.glob("*.egg-info")) for t in (REPO, tree))
+    line = f"(a) baseline: {tree}"
+    if ours != theirs:
+        line += (
+            " (WARNING: only one of the two trees has an egg-info, so pytest loads only"
+            " one through its assertion-rewriting loader; copy it for a like-for-like run)"
+        )
+    return [line]
+
+
+def run_pytest(python: str, folder: Path, size: int, *extra: str, tree: Path = REPO) -> float:
     elapsed, result = timed_pytest(
-        ["-q", "-p", "no:cacheprovider", *extra], cwd=folder, env=bench_env(), python=python
+        ["-q", "-p", "no:cacheprovider", *extra], cwd=folder, env=bench_env(tree), python=python
     )
     if f"{size} passed" not in result.stdout:
         raise SystemExit(f"pytest in {folder} did not run {size} tests:\n{result.stdout}")
@@ -280,7 +298,12 @@ def interleaved(repeats: int, *runs: Callable[[], float]) -> list[float]:
 
 
 def part_a(
-    tmp: Path, python: str, repeats: int, size: int, scale: dict[int, dict[str, float]]
+    tmp: Path,
+    python: str,
+    repeats: int,
+    size: int,
+    scale: dict[int, dict[str, float]],
+    baseline: Path | None = None,
 ) -> list[Row]:
     ours, bare = tmp / f"suite_physpipe_{size}", tmp / f"suite_bare_{size}"
     bare_pydantic = tmp / f"suite_bare_pydantic_{size}"
@@ -290,12 +313,15 @@ def part_a(
     cold = run_pytest(python, ours, size)  # computes and fills the store; then all hits
     run_pytest(python, bare, size, "-p", "no:physpipe")  # every side's bytecode cached
     run_pytest(python, bare_pydantic, size, "-p", "no:physpipe")
-    med_ours, med_bare, med_pydantic = interleaved(
-        repeats,
+    runs = [
         lambda: run_pytest(python, ours, size),
         lambda: run_pytest(python, bare, size, "-p", "no:physpipe"),
         lambda: run_pytest(python, bare_pydantic, size, "-p", "no:physpipe"),
-    )
+    ]
+    if baseline is not None:  # its entries stored too (its keys may differ), its bytecode cached
+        run_pytest(python, ours, size, tree=baseline)
+        runs.append(lambda: run_pytest(python, ours, size, tree=baseline))
+    med_ours, med_bare, med_pydantic, *med_baseline = interleaved(repeats, *runs)
     own, own_target = med_ours - med_pydantic, size * OWN_COST_PER_INSTANCE_S
     plan, listed = interleaved(
         max(3, repeats // 2),
@@ -329,6 +355,15 @@ def part_a(
             f"<= {own_target:.3f} s ({OWN_COST_PER_INSTANCE_S * 1e3} ms each)",
             own <= own_target,
         ),
+        *(
+            (
+                f"(a) cached rerun, {size} instances, baseline {baseline}",
+                f"{then:.3f} s",
+                f"own cost {then - med_pydantic:.3f} s",
+                None,
+            )
+            for then in med_baseline
+        ),
         (f"(a) --physpipe-plan, {size} instances", f"{plan:.3f} s", "", None),
         (f"(a) bare --collect-only, {size} tests", f"{listed:.3f} s", "", None),
         (
@@ -339,16 +374,22 @@ def part_a(
         ),
     ]
     if size >= XDIST_FROM:
-        x_ours, x_bare = interleaved(
-            repeats,
+        x_runs = [
             lambda: run_pytest(python, ours, size, "-n", "2"),
             lambda: run_pytest(python, bare, size, "-n", "2", "-p", "no:physpipe"),
-        )
+        ]
+        if baseline is not None:
+            x_runs.append(lambda: run_pytest(python, ours, size, "-n", "2", tree=baseline))
+        x_ours, x_bare, *x_baseline = interleaved(repeats, *x_runs)
         rows += [
             (f"(a) -n 2 bare pytest, {size} tests", f"{x_bare:.3f} s", "", None),
             (f"(a) -n 2 cached rerun, {size} instances", f"{x_ours:.3f} s", "", None),
             ratio_row(
                 f"(a) -n 2 ratio cached / bare at {size}", x_ours, x_bare, XDIST_TARGETS.get(size)
+            ),
+            *(
+                (f"(a) -n 2 cached rerun, baseline {baseline}", f"{then:.3f} s", "", None)
+                for then in x_baseline
             ),
         ]
     return rows
@@ -529,6 +570,13 @@ def main() -> int:
         default=None,
         help=f"(a)'s bare virtual environment, made if missing (default {default_venv()})",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="(a): also time the cached reruns with this other checkout of physpipe first on "
+        "the path (a git worktree or git archive of another revision), interleaved with the rest",
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--rows-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -541,8 +589,10 @@ def main() -> int:
         if "a" not in args.skip:
             python = ensure_venv(args.venv or default_venv())
             header += describe_venv(python)
+            if args.baseline is not None:
+                header += describe_baseline(args.baseline.resolve())
             for size in (int(s) for s in args.sizes.split(",")):
-                rows += part_a(tmp, python, repeats, size, scale)
+                rows += part_a(tmp, python, repeats, size, scale, args.baseline)
             rows += own_cost_split(scale)
         if "b" not in args.skip:
             try:
