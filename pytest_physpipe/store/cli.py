@@ -193,7 +193,9 @@ def _listed_rows(target: _Target) -> list[_Row]:
     """Every entry, from the listing index; ``meta.json`` is read only for entries it cannot
     vouch for (see ``store/listing.py``)."""
     layout = target.layout
-    found, damaged = summaries(layout, lambda key, inode: describe_entry(layout, key, inode))
+    found, damaged = summaries(  # the command is a process of its own: see listing()
+        layout, lambda key, inode: describe_entry(layout, key, inode), from_inside=True
+    )
     entries = os.fspath(layout.entries)
     rows = [
         _Row(key, f"{entries}/{key[:2]}/{key}", summary.size, last_used, None, None, None, summary)
@@ -289,7 +291,9 @@ def _ls_all(target: _Target) -> LsColumns:
     """The ``ls`` cells of every entry, from the listing's columns: no object per entry but
     its cells, and a status cell built once per distinct status and codec."""
     layout = target.layout
-    found = listing(layout, lambda key, inode: describe_entry(layout, key, inode))
+    found = listing(  # the command is a process of its own: see listing()
+        layout, lambda key, inode: describe_entry(layout, key, inode), from_inside=True
+    )
     keys, _, _, _, statuses, codecs, sizes, created = found.columns
     labels = found.labels()
     pairs = zip(statuses, codecs, strict=True)

@@ -270,6 +270,30 @@ def test_the_listing_leaves_the_working_directory_as_it_was(
     assert physpipe(Path("store"), "ls") == expected
 
 
+def test_the_listing_changes_no_directory_unless_its_own_process_asks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Called as a library (a session, a thread among others), the listing stats through the
+    shards' descriptors; only the command, a process of its own, lists from inside them."""
+    store = Store(tmp_path / "store")
+    store.ensure()
+    keys = sorted(_commit(store, name) for name in ("grid", "heat", "mesh"))
+    store.flush()
+    moves: list[int] = []
+    monkeypatch.setattr(os, "fchdir", moves.append)
+    describe = listing.describe_entry
+    found = listing.listing(store.layout, lambda key, inode: describe(store.layout, key, inode))
+    assert sorted(found.found()) == keys
+    assert moves == []
+    assert sorted(listing.summaries(store.layout, lambda k, i: None)[0]) == keys
+    assert moves == []
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    inside = listing.listing(store.layout, lambda k, i: None, from_inside=True)
+    assert sorted(inside.found()) == keys
+    assert os.getcwd() == str(tmp_path)
+
+
 def test_the_snapshot_holds_the_labels_and_one_without_them_is_completed(tmp_path: Path) -> None:
     store = Store(tmp_path / "store")
     store.ensure()
