@@ -260,24 +260,16 @@ class PhyspipeSession:
         and the batch campaign all read this one answer.
         """
         status = self.statuses.get(instance.key)
-        if status is None:
-            if not instance.spec.cache:
-                status = "uncached"
-            elif self.settings.no_cache or not self._exists(instance.key):
-                status = "missing"
-            elif self.settings.rebuild and self.runner.wants_rebuild(instance):
-                status = "rebuild"
-            else:
-                status = "cached"
-            self.statuses[instance.key] = status
-            if status == "missing":
-                self.reasons[instance.key] = self._why(instance)
+        if status is None:  # an instance the plan did not see (the plan decides all at once)
+            self._decide_statuses([instance])
+            status = self.statuses[instance.key]
         return status
 
     def _decide_statuses(self, instances: list[StageInstance]) -> bool:
-        """:meth:`status` of every instance of the plan, decided in one loop; whether any is
-        missing. Each stored entry is one ``stat`` of its ``meta.json`` (the check
-        :meth:`Store.exists` makes), without the calls around it per key."""
+        """:meth:`status` of every instance of the plan, decided in one loop (the one place
+        statuses are decided); whether any is missing. Each stored entry is one ``stat`` of
+        its ``meta.json`` (the check :meth:`Store.exists` makes), without the calls around it
+        per key."""
         statuses = self.statuses
         todo = [i for i in instances if i.key not in statuses]
         stored: set[str] = set()
@@ -410,12 +402,6 @@ class PhyspipeSession:
             for key, served in campaign.local.items():
                 self.records[key] = served.record
                 self._values[key] = served
-
-    def _exists(self, key: str) -> bool:
-        try:
-            return self.store.exists(key)
-        except OSError:
-            return False
 
     # -- running --------------------------------------------------------------------------------
 
