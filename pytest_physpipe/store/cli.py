@@ -19,7 +19,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
@@ -42,7 +42,7 @@ from pytest_physpipe.store.clitable import (
 from pytest_physpipe.store.filesystem import LOCK_MODES
 from pytest_physpipe.store.journal import Summary
 from pytest_physpipe.store.layout import StoreLayout, tree_size
-from pytest_physpipe.store.listing import describe_entry, listing, summaries
+from pytest_physpipe.store.listing import Listing, describe_entry, listing
 from pytest_physpipe.units import human_size, parse_size
 
 if TYPE_CHECKING:
@@ -192,20 +192,24 @@ def _rows(target: _Target, keys: Iterable[str] | None = None) -> list[_Row]:
 def _listed_rows(target: _Target) -> list[_Row]:
     """Every entry, from the listing index; ``meta.json`` is read only for entries it cannot
     vouch for (see ``store/listing.py``)."""
-    layout = target.layout
-    found, damaged = summaries(  # the command is a process of its own: see listing()
-        layout, lambda key, inode: describe_entry(layout, key, inode), from_inside=True
-    )
-    entries = os.fspath(layout.entries)
+    found = _listing(target.layout)
+    entries = os.fspath(target.layout.entries)
     rows = [
         _Row(key, f"{entries}/{key[:2]}/{key}", summary.size, last_used, None, None, None, summary)
-        for key, (summary, last_used) in found.items()
+        for key, (summary, last_used) in found.found().items()
     ]
-    for key in damaged:
+    for key in found.damaged:
         row = _row(target.store, key)
         if row is not None:
             rows.append(row)
     return rows
+
+
+def _listing(layout: StoreLayout) -> Listing:
+    """Every entry, from the listing index, its ``meta.json`` read where the index cannot
+    vouch for it; stat'd from inside each shard, since the command is a process of its own
+    (see :func:`~pytest_physpipe.store.listing.listing`)."""
+    return listing(layout, partial(describe_entry, layout), from_inside=True)
 
 
 def _resolve(target: _Target, patterns: Sequence[str]) -> list[str]:
@@ -290,14 +294,10 @@ def _cmd_ls(args: argparse.Namespace, store: _Target, out: TextIO) -> int:
 def _ls_all(target: _Target) -> LsColumns:
     """The ``ls`` cells of every entry, from the listing's columns: no object per entry but
     its cells, and a status cell built once per distinct status and codec."""
-    layout = target.layout
-    found = listing(  # the command is a process of its own: see listing()
-        layout, lambda key, inode: describe_entry(layout, key, inode), from_inside=True
-    )
+    found = _listing(target.layout)
     keys, _, _, _, statuses, codecs, sizes, created = found.columns
     labels = found.labels()
-    pairs = zip(statuses, codecs, strict=True)
-    text = {pair: f"{pair[0]}/{pair[1] or '?'}" for pair in set(pairs)}
+    text = {pair: f"{pair[0]}/{pair[1] or '?'}" for pair in set(zip(statuses, codecs, strict=True))}
     # No list of pairs: zip reuses its tuple when the lookup does not keep it.
     states = list(map(text.__getitem__, zip(statuses, codecs, strict=True)))
     columns = LsColumns(labels, keys, states, sizes, created, found.rows, found.used)

@@ -50,7 +50,6 @@ __all__ = [
     "describe_entry",
     "indexed_size",
     "listing",
-    "summaries",
     "summary_of_meta",
 ]
 
@@ -464,18 +463,6 @@ def listing(
     if unknown or stale or finished or old:
         _rewrite(layout, found, finished, old)
     return found
-
-
-def summaries(
-    layout: StoreLayout,
-    describe: Callable[[str, int], Summary | None],
-    *,
-    from_inside: bool = False,
-) -> tuple[dict[str, tuple[Summary, float]], list[str]]:
-    """:func:`listing` as the summary and last use of each entry present by key, and the keys
-    of the damaged ones."""
-    found = listing(layout, describe, from_inside=from_inside)
-    return found.found(), found.damaged
 
 
 def _by_label(columns: Columns) -> tuple[Columns, list[str]]:
