@@ -312,9 +312,8 @@ def pytest_sessionfinish(session):
 
 
 def test_a_plan_of_stored_instances_imports_no_store_nor_runner(pytester: pytest.Pytester) -> None:
-    # pytest loads each module of a plugin through its assertion-rewriting loader, at a few
-    # milliseconds each: a plan decides statuses from the store's layout, and makes neither
-    # the store, the codecs nor the runner a run needs.
+    # Each module a run imports costs it time: a plan decides statuses from the store's
+    # layout, and makes neither the store, the codecs nor the runner a run needs.
     pytester.makeconftest(
         """
         from pytest_physpipe import StageConfig, stage
