@@ -34,6 +34,7 @@ from pytest_physpipe.store.clitable import (
     LsColumns,
     LsLine,
     Progress,
+    StatusCells,
     age_text,
     gc_paused,
     iso_time,
@@ -297,9 +298,9 @@ def _ls_all(target: _Target) -> LsColumns:
     found = _listing(target.layout)
     keys, _, _, _, statuses, codecs, sizes, created = found.columns
     labels = found.labels()
-    text = {pair: f"{pair[0]}/{pair[1] or '?'}" for pair in set(zip(statuses, codecs, strict=True))}
-    # No list of pairs: zip reuses its tuple when the lookup does not keep it.
-    states = list(map(text.__getitem__, zip(statuses, codecs, strict=True)))
+    # One pass: each distinct pair is formatted when first met (no list of pairs: zip reuses
+    # its tuple when the lookup does not keep it), and rows alike share one string.
+    states = list(map(StatusCells().__getitem__, zip(statuses, codecs, strict=True)))
     columns = LsColumns(labels, keys, states, sizes, created, found.rows, found.used)
     for key in found.damaged:
         row = _row(target.store, key)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from itertools import compress, islice, repeat
-from operator import eq, floordiv, itemgetter
+from operator import eq, floordiv, itemgetter, lt
 from typing import Any, NamedTuple, TextIO
 
 from pytest_physpipe.units import human_size
@@ -22,6 +22,7 @@ __all__ = [
     "LsColumns",
     "LsLine",
     "Progress",
+    "StatusCells",
     "age_text",
     "gc_paused",
     "iso_time",
@@ -109,6 +110,15 @@ class LsColumns(NamedTuple):
         self.created.append(when)
 
 
+class StatusCells(dict[tuple[Any, Any], str]):
+    """The status cell of each (status, codec) pair, made on first lookup: a column of them
+    is one pass, and rows alike share one string."""
+
+    def __missing__(self, pair: tuple[Any, Any]) -> str:
+        text = self[pair] = f"{pair[0]}/{pair[1] or '?'}"
+        return text
+
+
 #: The cell of a key: its first 12 digits.
 _short_key = itemgetter(slice(12))
 
@@ -123,18 +133,24 @@ def ls_table(columns: LsColumns, out: TextIO) -> int:
     formatted and padded once."""
     labels, keys, states, sizes, created, rows, used = columns
     count = len(rows)
-    mine = list(map(labels.__getitem__, rows))
-    # The listing writes its rows in label order: by row first (ints: a fast sort), the sort by
-    # label finds the entries nearly sorted, and each column is then read nearly in order.
-    order = sorted(range(count), key=rows.__getitem__)
-    order.sort(key=mine.__getitem__)
-    ordered = list(map(mine.__getitem__, order))
-    _by_last_use(order, ordered, used)
-    shown = list(map(rows.__getitem__, order))
-    states = list(map(states.__getitem__, shown))
-    sizes = list(map(sizes.__getitem__, shown))
-    created = list(map(created.__getitem__, shown))
-    minutes = list(map(floordiv, map(used.__getitem__, order), repeat(60)))
+    in_order = _rows_in_order(labels, rows, used) if count == len(labels) else None
+    if in_order is not None:  # the columns as they are
+        minutes, ordered = in_order, labels
+    else:
+        mine = list(map(labels.__getitem__, rows))
+        # The listing writes its rows in label order: by row first (ints: a fast sort), the
+        # sort by label finds the entries nearly sorted, and each column is then read nearly
+        # in order.
+        order = sorted(range(count), key=rows.__getitem__)
+        order.sort(key=mine.__getitem__)
+        ordered = list(map(mine.__getitem__, order))
+        _by_last_use(order, ordered, used)
+        shown = list(map(rows.__getitem__, order))
+        keys = list(map(keys.__getitem__, shown))
+        states = list(map(states.__getitem__, shown))
+        sizes = list(map(sizes.__getitem__, shown))
+        created = list(map(created.__getitem__, shown))
+        minutes = list(map(floordiv, map(used.__getitem__, order), repeat(60)))
     status = _padded(LS_HEADERS[2], set(states), str)
     nbytes = _padded(LS_HEADERS[3], set(sizes), size_text)
     when = _padded(LS_HEADERS[4], set(created), short_created)
@@ -144,7 +160,7 @@ def ls_table(columns: LsColumns, out: TextIO) -> int:
     out.write("  ".join([*header, when[None], LS_HEADERS[5]]) + "\n")
     # Seven cells per line; the separators are part of the cells after the key's.
     cells: list[str] = [""] * (7 * count)
-    cells[0::7] = map(_short_key, map(keys.__getitem__, shown))
+    cells[0::7] = map(_short_key, keys)
     cells[1::7] = repeat("  ", count)
     cells[2::7] = map(str.ljust, ordered, repeat(width + 2))
     cells[3::7] = map(_then(status).__getitem__, states)
@@ -153,6 +169,18 @@ def ls_table(columns: LsColumns, out: TextIO) -> int:
     cells[6::7] = map(last.__getitem__, minutes)
     out.write("".join(cells))
     return sum(sizes)
+
+
+def _rows_in_order(labels: list[str], rows: list[int], used: list[float]) -> list[float] | None:
+    """The minute of last use of each row, in the order of the rows, when the table shows the
+    rows in that order: one entry in each row (as many entries as rows, no two in one), the
+    labels strictly increasing (sorted, none twice: no entries to order by last use). That is
+    a listing that found every entry of the snapshot and no other (the snapshot is written in
+    label order), and the columns are then shown as they are; else ``None``."""
+    minute_of = dict(zip(rows, map(floordiv, used, repeat(60)), strict=True))
+    if len(minute_of) != len(labels) or not all(map(lt, labels, islice(labels, 1, None))):
+        return None
+    return list(map(minute_of.__getitem__, range(len(labels))))
 
 
 def _then(padded: dict[Any, str]) -> dict[Any, str]:
