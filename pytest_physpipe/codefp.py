@@ -122,7 +122,9 @@ def _stable_dump(node: Any, drop_decorators: bool = False) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _installed_roots() -> tuple[str, ...]:
-    paths = {sysconfig.get_path(n) for n in ("stdlib", "platstdlib", "purelib", "platlib")}
+    # One get_paths(): each get_path() expands every path of the scheme again.
+    scheme = sysconfig.get_paths()
+    paths = {scheme.get(n) for n in ("stdlib", "platstdlib", "purelib", "platlib")}
     paths |= {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     paths |= set(getattr(site, "getsitepackages", list)())
     user = getattr(site, "getusersitepackages", None)
