@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pytest_physpipe.frozen import FrozenValue
+
 if TYPE_CHECKING:
     from pydantic import GetCoreSchemaHandler
     from pydantic_core import CoreSchema
@@ -202,13 +204,26 @@ class ClusterOptions(BaseModel):
     setup: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Retry:
-    """Retry a stage that raises one of ``on``, waiting ``backoff ** attempt`` seconds between."""
+@dataclass(init=False, repr=False, eq=False)
+class Retry(FrozenValue):
+    """Retry a stage that raises one of ``on``, waiting ``backoff ** attempt`` seconds between.
+
+    Immutable; equal to another with equal fields.
+    """
 
     max_attempts: int = 3
     backoff: float = 2.0
     on: tuple[type[BaseException], ...] = field(default=(TimeoutError,))
+
+    def __init__(
+        self,
+        max_attempts: int = 3,
+        backoff: float = 2.0,
+        on: tuple[type[BaseException], ...] = (TimeoutError,),
+    ) -> None:
+        # Written out rather than generated: see pytest_physpipe.frozen.
+        self.__dict__.update(max_attempts=max_attempts, backoff=backoff, on=on)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         from pytest_physpipe.errors import StageError
