@@ -11,8 +11,10 @@
     disabled (``-p no:physpipe``), and against bare pytest whose params are frozen pydantic
     models (what a physpipe suite's StageConfigs import anyway: the difference is physpipe's
     own cost; with two sizes or more it is split into a cost per run and one per instance, a
-    line through the smallest and the largest); cached and bare under ``-n 2`` (xdist) from
-    2000 instances on;
+    line through the smallest and the largest); cached and both bare sides under ``-n 2``
+    (xdist) from 2000 instances on. Bare with pydantic configs over bare is the floor of the
+    cached / bare ratio, printed with what each ratio target leaves physpipe (target x bare
+    minus bare with pydantic configs: a target that leaves nothing cannot be met here);
     ``--physpipe-plan`` against bare ``--collect-only`` (the plan's own cost is the
     difference). Both sides run in one bare virtual environment holding only the runtime
     dependencies (``--venv``; made on first use, then reused) with this checkout first on
@@ -288,6 +290,34 @@ def ratio_row(label: str, ours: float, bare: float, target: float | None) -> Row
     )
 
 
+def floor_rows(
+    size: int, how: str, pydantic: float, bare: float, target: float | None
+) -> list[Row]:
+    """What bare pytest with pydantic configs alone is to bare pytest: the ratio a cached rerun
+    cannot go under, since its StageConfigs are pydantic models. With a ratio target, also what
+    that target leaves physpipe itself (target x bare - bare with pydantic configs): at or
+    under zero, the target cannot be met on this machine whatever physpipe does."""
+    rows: list[Row] = [
+        (
+            f"(a) {how}floor: bare with pydantic configs / bare at {size}",
+            f"{pydantic / bare:.2f}",
+            "the ratio's floor",
+            None,
+        )
+    ]
+    if target is not None:
+        left = target * bare - pydantic
+        rows.append(
+            (
+                f"(a) {how}what <= {target} leaves physpipe at {size}",
+                f"{left:.3f} s",
+                f"{left / size * 1e3:.3f} ms per instance" if left > 0 else "nothing: unreachable",
+                None,
+            )
+        )
+    return rows
+
+
 def interleaved(repeats: int, *runs: Callable[[], float]) -> list[float]:
     """Medians of ``runs``, each run once per round so machine noise hits them alike."""
     samples: list[list[float]] = [[] for _ in runs]
@@ -349,6 +379,7 @@ def part_a(
             "",
             None,
         ),
+        *floor_rows(size, "", med_pydantic, med_bare, RATIO_TARGETS.get(size)),
         (
             f"(a) physpipe's own cost at {size} (cached - that)",
             f"{own:.3f} s",
@@ -377,16 +408,24 @@ def part_a(
         x_runs = [
             lambda: run_pytest(python, ours, size, "-n", "2"),
             lambda: run_pytest(python, bare, size, "-n", "2", "-p", "no:physpipe"),
+            lambda: run_pytest(python, bare_pydantic, size, "-n", "2", "-p", "no:physpipe"),
         ]
         if baseline is not None:
             x_runs.append(lambda: run_pytest(python, ours, size, "-n", "2", tree=baseline))
-        x_ours, x_bare, *x_baseline = interleaved(repeats, *x_runs)
+        x_ours, x_bare, x_pydantic, *x_baseline = interleaved(repeats, *x_runs)
         rows += [
             (f"(a) -n 2 bare pytest, {size} tests", f"{x_bare:.3f} s", "", None),
             (f"(a) -n 2 cached rerun, {size} instances", f"{x_ours:.3f} s", "", None),
             ratio_row(
                 f"(a) -n 2 ratio cached / bare at {size}", x_ours, x_bare, XDIST_TARGETS.get(size)
             ),
+            (
+                f"(a) -n 2 bare pytest with pydantic configs, {size} tests",
+                f"{x_pydantic:.3f} s",
+                "",
+                None,
+            ),
+            *floor_rows(size, "-n 2 ", x_pydantic, x_bare, XDIST_TARGETS.get(size)),
             *(
                 (f"(a) -n 2 cached rerun, baseline {baseline}", f"{then:.3f} s", "", None)
                 for then in x_baseline

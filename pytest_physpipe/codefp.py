@@ -37,6 +37,7 @@ import xxhash
 
 from pytest_physpipe import sources
 from pytest_physpipe.errors import PhyspipeWarning, StageError
+from pytest_physpipe.frozen import FrozenValue
 
 __all__ = ["CodeFingerprint", "clear_memo", "code_of", "fingerprint", "fingerprint_source"]
 
@@ -44,8 +45,8 @@ __all__ = ["CodeFingerprint", "clear_memo", "code_of", "fingerprint", "fingerpri
 _TOOL_PACKAGES = ("pytest_physpipe", "_pytest", "pytest", "pluggy", "xdist")
 
 
-@dataclass(frozen=True)
-class CodeFingerprint:
+@dataclass(init=False, repr=False, eq=False)
+class CodeFingerprint(FrozenValue):
     """What :func:`code_of` returns for a stage function.
 
     ``digest`` goes into the key; ``parts`` names every piece of code it covered (the stage as
@@ -57,6 +58,11 @@ class CodeFingerprint:
     digest: str
     parts: dict[str, str] = field(default_factory=dict)
     modules: tuple[str, ...] = ()
+
+    def __init__(
+        self, digest: str, parts: dict[str, str] | None = None, modules: tuple[str, ...] = ()
+    ) -> None:
+        self.__dict__.update(digest=digest, parts={} if parts is None else parts, modules=modules)
 
 
 # -- normalizing source ----------------------------------------------------------------------------
@@ -122,7 +128,9 @@ def _stable_dump(node: Any, drop_decorators: bool = False) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _installed_roots() -> tuple[str, ...]:
-    paths = {sysconfig.get_path(n) for n in ("stdlib", "platstdlib", "purelib", "platlib")}
+    # One get_paths(): each get_path() expands every path of the scheme again.
+    scheme = sysconfig.get_paths()
+    paths = {scheme.get(n) for n in ("stdlib", "platstdlib", "purelib", "platlib")}
     paths |= {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     paths |= set(getattr(site, "getsitepackages", list)())
     user = getattr(site, "getusersitepackages", None)
@@ -172,14 +180,16 @@ def _top_module(obj: Any) -> str | None:
 # -- the graph of code -----------------------------------------------------------------------------
 
 
-@dataclass
 class _Node:
     """One piece of code: its own fingerprint, what it references, what it reached outside."""
 
-    label: str
-    digest: str
-    refs: list[Any]
-    modules: set[str]
+    __slots__ = ("digest", "label", "modules", "refs")
+
+    def __init__(self, label: str, digest: str, refs: list[Any], modules: set[str]) -> None:
+        self.label = label
+        self.digest = digest
+        self.refs = refs
+        self.modules = modules
 
 
 class _Analyzer:
@@ -380,20 +390,26 @@ class _Analyzer:
         return bindings
 
 
-@dataclass(frozen=True)
-class _Constant:
+@dataclass(init=False, repr=False, eq=False)
+class _Constant(FrozenValue):
     """A module-level name of a project module bound to something that is not code."""
 
     module: str
     name: str
 
+    def __init__(self, module: str, name: str) -> None:
+        self.__dict__.update(module=module, name=name)
 
-@dataclass(frozen=True)
-class _Value:
+
+@dataclass(init=False, repr=False, eq=False)
+class _Value(FrozenValue):
     """A plain value a function closes over or takes as a default, by its ``repr``."""
 
     label: str
     text: str
+
+    def __init__(self, label: str, text: str) -> None:
+        self.__dict__.update(label=label, text=text)
 
 
 #: Values whose ``repr`` is the same in every process (closure cells, defaults).

@@ -12,15 +12,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_physpipe.frozen import FrozenValue
+
 __all__ = ["Coord", "Gather", "Gathered", "coord_names", "gather", "group_by", "name_coords"]
 
 
-@dataclass(frozen=True)
-class Gather:
+@dataclass(init=False, repr=False, eq=False)
+class Gather(FrozenValue):
     """What ``gather(...)`` declared: the stage to gather, and the fields to gather along."""
 
     stage: str
     over: tuple[str, ...] | None = None
+
+    def __init__(self, stage: str, over: tuple[str, ...] | None = None) -> None:
+        self.__dict__.update(stage=stage, over=over)  # see pytest_physpipe.frozen
 
     def __repr__(self) -> str:
         over = "" if self.over is None else f", over={list(self.over)!r}"
@@ -43,13 +48,19 @@ def gather(stage: str, *, over: Sequence[str] | None = None) -> Any:
     return Gather(stage)
 
 
-@dataclass(frozen=True)
-class Gathered:
-    """One gathered instance: its sweep coordinates, its value (as stored), its key."""
+@dataclass(init=False, repr=False, eq=False)
+class Gathered(FrozenValue):
+    """One gathered instance: its sweep coordinates, its value (as stored), its key.
+
+    Immutable; equal to another with equal fields; its ``repr`` leaves the value out.
+    """
 
     coords: Mapping[str, Any]
     value: Any = field(repr=False)
     key: str
+
+    def __init__(self, coords: Mapping[str, Any], value: Any, key: str) -> None:
+        self.__dict__.update(coords=coords, value=value, key=key)  # see pytest_physpipe.frozen
 
 
 #: A coordinate before naming: (stage name, field name).

@@ -17,6 +17,7 @@ import pytest
 
 from pytest_physpipe import keys
 from pytest_physpipe.fanin import Coord
+from pytest_physpipe.frozen import Frozen, FrozenValue
 from pytest_physpipe.models import StageConfig
 from pytest_physpipe.stage import StageSpec
 
@@ -85,9 +86,12 @@ _new = object.__new__
 NOTHING: dict[str, Any] = {}
 
 
-@dataclass(frozen=True, eq=False, init=False)
-class StageInstance:
-    """One stage with one resolved config and its upstream keys: one store entry."""
+@dataclass(init=False, repr=False, eq=False)
+class StageInstance(Frozen):
+    """One stage with one resolved config and its upstream keys: one store entry.
+
+    Immutable (see :mod:`pytest_physpipe.frozen`); equal only to itself.
+    """
 
     spec: StageSpec
     config: StageConfig | None
@@ -196,16 +200,19 @@ class StageInstance:
         return f"{self.spec.name}[{param_id}]" if param_id else self.spec.name
 
 
-@dataclass(frozen=True)
-class GatherRef:
+@dataclass(init=False, repr=False, eq=False)
+class GatherRef(FrozenValue):
     """One instance a gather parameter receives: its key and its coordinates."""
 
     key: str
     coords: dict[str, Any]
 
+    def __init__(self, key: str, coords: dict[str, Any]) -> None:
+        self.__dict__.update(key=key, coords=coords)
 
-@dataclass(frozen=True, eq=False)
-class GatherGroup:
+
+@dataclass(init=False, repr=False, eq=False)
+class GatherGroup(Frozen):
     """One gather of a ``gather(..., over=...)`` parameter: the fixture param of the
     gathering stage's instance (``ident`` is its pytest id)."""
 
@@ -213,6 +220,11 @@ class GatherGroup:
     ident: str
     coords: dict[Coord, Any]
     refs: tuple[GatherRef, ...]
+
+    def __init__(
+        self, param: str, ident: str, coords: dict[Coord, Any], refs: tuple[GatherRef, ...]
+    ) -> None:
+        self.__dict__.update(param=param, ident=ident, coords=coords, refs=refs)
 
     def __repr__(self) -> str:
         return self.ident

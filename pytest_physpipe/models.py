@@ -11,9 +11,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pytest_physpipe.frozen import FrozenValue
+
+if TYPE_CHECKING:
+    from pydantic import GetCoreSchemaHandler
+    from pydantic_core import CoreSchema
 
 __all__ = ["ClusterOptions", "InputFile", "Resources", "Retry", "StageConfig"]
 
@@ -82,9 +88,34 @@ def _path_str(path: Path) -> str:
     return str(path)
 
 
+class _PathAsText:
+    """An ``InputFile`` dumps as the text of its path, in Python and JSON alike.
+
+    The serialization schema ``PlainSerializer(_path_str, return_type=str)`` builds, set here
+    without importing ``pydantic.functional_serializers`` (about 4 ms of every run, for a
+    module nothing else a run uses needs; see ``docs/decisions.md#fixed-cost``).
+    """
+
+    __slots__ = ()
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        from pydantic_core import core_schema
+
+        schema = cast("dict[str, Any]", handler(source))  # a dict, whichever kind of schema
+        schema["serialization"] = core_schema.plain_serializer_function_ser_schema(
+            _path_str, info_arg=False, return_schema=core_schema.str_schema()
+        )
+        return schema
+
+    def __repr__(self) -> str:
+        return "PathAsText()"
+
+
 #: A config field holding the path of an input data file. The file's *content* is hashed into
 #: the provenance key, so editing the data invalidates exactly the stages that read it.
-InputFile = Annotated[Path, PlainSerializer(_path_str, return_type=str), "physpipe:InputFile"]
+InputFile = Annotated[Path, _PathAsText(), "physpipe:InputFile"]
 
 _MEM = re.compile(r"^\d+(\.\d+)?[KMGT]?B?$", re.IGNORECASE)
 _WALLTIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
@@ -173,13 +204,26 @@ class ClusterOptions(BaseModel):
     setup: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Retry:
-    """Retry a stage that raises one of ``on``, waiting ``backoff ** attempt`` seconds between."""
+@dataclass(init=False, repr=False, eq=False)
+class Retry(FrozenValue):
+    """Retry a stage that raises one of ``on``, waiting ``backoff ** attempt`` seconds between.
+
+    Immutable; equal to another with equal fields.
+    """
 
     max_attempts: int = 3
     backoff: float = 2.0
     on: tuple[type[BaseException], ...] = field(default=(TimeoutError,))
+
+    def __init__(
+        self,
+        max_attempts: int = 3,
+        backoff: float = 2.0,
+        on: tuple[type[BaseException], ...] = (TimeoutError,),
+    ) -> None:
+        # Written out rather than generated: see pytest_physpipe.frozen.
+        self.__dict__.update(max_attempts=max_attempts, backoff=backoff, on=on)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         from pytest_physpipe.errors import StageError

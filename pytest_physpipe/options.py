@@ -16,6 +16,7 @@ from typing import Literal
 
 import pytest
 
+from pytest_physpipe.frozen import FrozenValue
 from pytest_physpipe.store.filesystem import LOCK_MODES
 from pytest_physpipe.units import parse_size
 
@@ -232,9 +233,9 @@ def add_options(parser: pytest.Parser) -> None:
     )
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything the options decide, resolved once per process."""
+@dataclass(init=False, repr=False, eq=False)
+class Settings(FrozenValue):
+    """Everything the options decide, resolved once per process (immutable, equal by value)."""
 
     store_dir: Path
     #: ``--physpipe-plan``: print the plan (every instance, its key and status), run nothing.
@@ -259,6 +260,55 @@ class Settings:
     verify_max: int
     #: ``--physpipe-dist``: the physpipe xdist scheduler (see ``scheduling/``).
     dist: bool = False
+
+    def __init__(  # noqa: PLR0917 (the dataclass's own signature, positions included)
+        self,
+        store_dir: Path,
+        plan_only: bool,
+        verify: bool,
+        graph: Path | None,
+        report: Path | None,
+        rebuild: frozenset[str],
+        cached_only: bool,
+        no_cache: bool,
+        overrides: tuple[tuple[str, str, str], ...],
+        cpus: int | None,
+        gpus: int | None,
+        backend: str,
+        track_packages: tuple[str, ...],
+        salt: str,
+        slurm_args: tuple[str, ...],
+        pbs_args: tuple[str, ...],
+        snapshot_rtol: float,
+        snapshot_atol: float,
+        lock: Literal["auto", "flock", "soft"],
+        verify_max: int,
+        dist: bool = False,
+    ) -> None:
+        # Written out rather than generated: see pytest_physpipe.frozen.
+        self.__dict__.update(
+            store_dir=store_dir,
+            plan_only=plan_only,
+            verify=verify,
+            graph=graph,
+            report=report,
+            rebuild=rebuild,
+            cached_only=cached_only,
+            no_cache=no_cache,
+            overrides=overrides,
+            cpus=cpus,
+            gpus=gpus,
+            backend=backend,
+            track_packages=track_packages,
+            salt=salt,
+            slurm_args=slurm_args,
+            pbs_args=pbs_args,
+            snapshot_rtol=snapshot_rtol,
+            snapshot_atol=snapshot_atol,
+            lock=lock,
+            verify_max=verify_max,
+            dist=dist,
+        )
 
 
 def _ini_int(config: pytest.Config, name: str, minimum: int) -> int | None:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pytest_physpipe.errors import LockTimeoutError, ResourceError
+from pytest_physpipe.frozen import FrozenValue
 from pytest_physpipe.models import Resources
 
 __all__ = ["THREAD_ENV_VARS", "Budget", "Grant", "SlotPool", "detect_budget", "pinned"]
@@ -55,20 +56,23 @@ _NVIDIA_SMI_TIMEOUT_S = 5.0
 _NO_FLOCK = frozenset({errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL})
 
 
-@dataclass(frozen=True)
-class Budget:
+@dataclass(init=False, repr=False, eq=False)
+class Budget(FrozenValue):
     """What one run may use at once on this machine: CPU slots and GPU device ids."""
 
     cpus: int
     gpu_ids: tuple[str, ...]
+
+    def __init__(self, cpus: int, gpu_ids: tuple[str, ...]) -> None:
+        self.__dict__.update(cpus=cpus, gpu_ids=gpu_ids)  # see pytest_physpipe.frozen
 
     def __str__(self) -> str:
         gpus = ", ".join(self.gpu_ids) if self.gpu_ids else "none"
         return f"{self.cpus} CPU(s) and {len(self.gpu_ids)} GPU(s) (ids: {gpus})"
 
 
-@dataclass(frozen=True)
-class Grant:
+@dataclass(init=False, repr=False, eq=False)
+class Grant(FrozenValue):
     """The slots a running stage holds; a stage sees it as ``ctx.resources``.
 
     ``cpu_ids`` are slot numbers in ``range(budget.cpus)``, not core numbers: the process's
@@ -79,6 +83,9 @@ class Grant:
     cpus: int
     cpu_ids: tuple[int, ...]
     gpu_ids: tuple[str, ...]
+
+    def __init__(self, cpus: int, cpu_ids: tuple[int, ...], gpu_ids: tuple[str, ...]) -> None:
+        self.__dict__.update(cpus=cpus, cpu_ids=cpu_ids, gpu_ids=gpu_ids)
 
 
 # --------------------------------------------------------------------------------------------

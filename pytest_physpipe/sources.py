@@ -16,7 +16,6 @@ import sys
 import textwrap
 import tokenize
 import types
-from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["clear", "node_of", "parse", "source_file"]
@@ -28,10 +27,15 @@ def parse(source: str) -> ast.AST:
     return tree.body[0] if len(tree.body) == 1 else tree
 
 
-@dataclass
 class _SourceFile:
-    tree: ast.Module
-    by_line: dict[int, list[ast.AST]]
+    """A parsed source file and its nodes by first line (a plain class: a dataclass compiles
+    its methods at import, see ``pytest_physpipe.frozen``)."""
+
+    __slots__ = ("by_line", "tree")
+
+    def __init__(self, tree: ast.Module, by_line: dict[int, list[ast.AST]]) -> None:
+        self.tree = tree
+        self.by_line = by_line
 
 
 _FILES: dict[str, tuple[tuple[int, int, int], _SourceFile | None]] = {}

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from pytest_physpipe.errors import ConfigError, StageError
 from pytest_physpipe.fanin import Gather
+from pytest_physpipe.frozen import Frozen
 from pytest_physpipe.keys import python_dumps
 from pytest_physpipe.models import ClusterOptions, Resources, Retry, StageConfig
 
@@ -36,9 +37,12 @@ _RESERVED = ("config", "ctx")
 _C = TypeVar("_C", bound=StageConfig)
 
 
-@dataclass(frozen=True, eq=False)
-class StageSpec:
-    """Everything ``@stage`` declared about one stage; the unit keys and plans are built from."""
+@dataclass(init=False, repr=False, eq=False)
+class StageSpec(Frozen):
+    """Everything ``@stage`` declared about one stage; the unit keys and plans are built from.
+
+    Immutable; equal only to itself.
+    """
 
     name: str
     func: Callable[..., Any]
@@ -60,6 +64,49 @@ class StageSpec:
     retry: Retry
     track: tuple[Any, ...]
     wants_ctx: bool
+
+    def __init__(  # noqa: PLR0917 (the dataclass's own signature, positions included)
+        self,
+        name: str,
+        func: Callable[..., Any],
+        upstream: tuple[str, ...],
+        config_class: type[StageConfig] | None,
+        default_config: StageConfig | None,
+        params: tuple[StageConfig, ...] | None,
+        ids: tuple[str, ...] | None,
+        marks: tuple[tuple[pytest.Mark, ...], ...] | None,
+        gathers: tuple[tuple[str, Gather], ...],
+        version: int | str | None,
+        resources: Resources,
+        slow: bool,
+        cluster: ClusterOptions | None,
+        cache: bool,
+        codec: str,
+        retry: Retry,
+        track: tuple[Any, ...],
+        wants_ctx: bool,
+    ) -> None:
+        # Written out rather than generated: see pytest_physpipe.frozen.
+        self.__dict__.update(
+            name=name,
+            func=func,
+            upstream=upstream,
+            config_class=config_class,
+            default_config=default_config,
+            params=params,
+            ids=ids,
+            marks=marks,
+            gathers=gathers,
+            version=version,
+            resources=resources,
+            slow=slow,
+            cluster=cluster,
+            cache=cache,
+            codec=codec,
+            retry=retry,
+            track=track,
+            wants_ctx=wants_ctx,
+        )
 
     @property
     def qualname(self) -> str:

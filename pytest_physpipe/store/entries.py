@@ -29,6 +29,7 @@ from pytest_physpipe.errors import (
     StoreError,
     UnstorableValueError,
 )
+from pytest_physpipe.frozen import FrozenValue
 from pytest_physpipe.keys import KEY_PATTERN
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store.atomic import in_flight_target, write_text_atomic
@@ -94,15 +95,21 @@ class Loaded:
         return Path(self._where)
 
 
-@dataclass(frozen=True)
-class Entry:
-    """What ``physpipe ls`` shows about one entry."""
+@dataclass(init=False, repr=False, eq=False)
+class Entry(FrozenValue):
+    """What ``physpipe ls`` shows about one entry (immutable, equal by value)."""
 
     key: str
     path: Path
     record: StageRecord
     size: int
     last_used: float
+
+    def __init__(
+        self, key: str, path: Path, record: StageRecord, size: int, last_used: float
+    ) -> None:
+        # Written out rather than generated: see pytest_physpipe.frozen.
+        self.__dict__.update(key=key, path=path, record=record, size=size, last_used=last_used)
 
 
 class Store:
