@@ -38,6 +38,7 @@ from pytest_physpipe.store.clitable import (
     age_text,
     gc_paused,
     iso_time,
+    json_rows,
     ls_table,
 )
 from pytest_physpipe.store.filesystem import LOCK_MODES
@@ -276,7 +277,7 @@ def _cmd_ls(args: argparse.Namespace, store: _Target, out: TextIO) -> int:
         if args.json:
             rows = _rows(store, _resolve(store, args.patterns) if args.patterns else None)
             rows.sort(key=lambda r: (r.label, r.last_used))
-            json.dump([row.as_json() | {"meta": None} for row in rows], out, indent=1)
+            out.write(json_rows([row.as_json() | {"meta": None} for row in rows]))
             out.write("\n")
             return 0
         if args.patterns:

@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from itertools import compress, islice, repeat
-from operator import eq, floordiv, itemgetter, lt
+from json import dumps
+from json.encoder import encode_basestring_ascii
+from operator import eq, floordiv, itemgetter, lt, ne
 from typing import Any, NamedTuple, TextIO
 
 from pytest_physpipe.units import human_size
@@ -26,6 +28,7 @@ __all__ = [
     "age_text",
     "gc_paused",
     "iso_time",
+    "json_rows",
     "ls_table",
     "short_created",
     "size_text",
@@ -210,6 +213,41 @@ def _padded(header: str, values: Iterable[Any], show: Callable[[Any], str]) -> d
     padded = {value: text.ljust(width) for value, text in shown.items()}
     padded[None] = header.ljust(width)
     return padded
+
+
+def json_rows(rows: list[dict[str, Any]]) -> str:
+    """``json.dumps(rows, indent=1)``, byte for byte. json's encoder runs in Python when it
+    indents (a few generator steps per value: 15 s for the 100,000 rows of ``ls --json``), so
+    rows that are dicts with the same keys in the same order, each value a string, an integer
+    or ``None``, are encoded a column at a time by json's own string encoder and joined once.
+    Any other rows go through ``json.dumps``."""
+    names = list(rows[0]) if rows else []
+    fields = len(names)
+    if not names or any(map(ne, map(list, rows), repeat(names))):
+        return dumps(rows, indent=1)
+    cells: list[str] = [""] * (2 * fields * len(rows))
+    for place, name in enumerate(names):
+        column = list(map(itemgetter(name), rows))
+        kinds = set(map(type, column))
+        if kinds <= {str}:
+            encoded: Iterable[str] = map(encode_basestring_ascii, column)
+        elif kinds <= {str, int, type(None)}:  # not bool, a subclass: exact types only
+            encoded = map(_json_scalar, column)
+        else:
+            return dumps(rows, indent=1)
+        key = encode_basestring_ascii(name)
+        lead = f"\n }},\n {{\n  {key}: " if place == 0 else f",\n  {key}: "
+        cells[2 * place :: 2 * fields] = repeat(lead, len(rows))
+        cells[2 * place + 1 :: 2 * fields] = encoded
+    cells[0] = f"[\n {{\n  {encode_basestring_ascii(names[0])}: "
+    cells.append("\n }\n]")
+    return "".join(cells)
+
+
+def _json_scalar(value: str | int | None) -> str:
+    if value is None:
+        return "null"
+    return encode_basestring_ascii(value) if type(value) is str else int.__repr__(value)
 
 
 class Progress:

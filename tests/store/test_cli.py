@@ -22,7 +22,7 @@ from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store import cli as cli_module
 from pytest_physpipe.store import listing
 from pytest_physpipe.store.cli import main, parse_duration
-from pytest_physpipe.store.clitable import LsColumns, ls_table, minute_text
+from pytest_physpipe.store.clitable import LsColumns, json_rows, ls_table, minute_text
 from pytest_physpipe.store.entries import Store
 from pytest_physpipe.store.journal import Summary
 from pytest_physpipe.store.layout import StoreLayout
@@ -585,3 +585,25 @@ def test_ls_table_is_the_same_wherever_the_listing_keeps_the_cells(
     lines = as_written.splitlines()
     assert [line.split()[1] for line in lines[1:-1]] == [f"s[n={e[0]}]" for e in entries]
     assert [line[-16:] for line in lines[1:-1]] == [minute_text(int(e[1] // 60)) for e in entries]
+
+
+_SCALARS = st.one_of(st.none(), st.text(), st.integers(), st.booleans(), st.floats())
+
+
+@given(
+    st.lists(st.sampled_from(["key", "stage", "size", "meta"]), unique=True).flatmap(
+        lambda names: st.lists(
+            st.one_of(
+                st.fixed_dictionaries(
+                    {name: st.one_of(st.none(), st.text(), st.integers()) for name in names}
+                ),
+                st.dictionaries(st.text(max_size=3), st.one_of(_SCALARS, st.lists(_SCALARS))),
+            ),
+            max_size=5,
+        )
+    )
+)
+def test_json_rows_are_json_dumps_with_an_indent(rows: list[dict[str, object]]) -> None:
+    """``ls --json`` encodes its rows a column at a time: byte for byte what json writes, for
+    rows alike (strings, integers, None: any text, escapes, non-ASCII) and for any others."""
+    assert json_rows(rows) == json.dumps(rows, indent=1)
