@@ -9,12 +9,13 @@ import functools
 import gc
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from itertools import compress, islice, repeat
 from json import dumps
 from json.encoder import encode_basestring_ascii
-from operator import eq, floordiv, itemgetter, lt, ne
+from operator import eq, floordiv, itemgetter, lt, ne, setitem
 from typing import Any, NamedTuple, TextIO
 
 from pytest_physpipe.units import human_size
@@ -176,14 +177,16 @@ def ls_table(columns: LsColumns, out: TextIO) -> int:
 
 def _rows_in_order(labels: list[str], rows: list[int], used: list[float]) -> list[float] | None:
     """The minute of last use of each row, in the order of the rows, when the table shows the
-    rows in that order: one entry in each row (as many entries as rows, no two in one), the
-    labels strictly increasing (sorted, none twice: no entries to order by last use). That is
-    a listing that found every entry of the snapshot and no other (the snapshot is written in
-    label order), and the columns are then shown as they are; else ``None``."""
-    minute_of = dict(zip(rows, map(floordiv, used, repeat(60)), strict=True))
-    if len(minute_of) != len(labels) or not all(map(lt, labels, islice(labels, 1, None))):
+    rows in that order: one entry in each row (as many entries as rows, no row left empty),
+    the labels strictly increasing (sorted, none twice: no entries to order by last use). That
+    is a listing that found every entry of the snapshot and no other (the snapshot is written
+    in label order), and the columns are then shown as they are; else ``None``."""
+    if not all(map(lt, labels, islice(labels, 1, None))):
         return None
-    return list(map(minute_of.__getitem__, range(len(labels))))
+    minutes: list[float | None] = [None] * len(labels)
+    # Each entry's minute put in its row's slot: C calls, no sort.
+    deque(map(setitem, repeat(minutes), rows, map(floordiv, used, repeat(60))), maxlen=0)
+    return None if None in minutes else minutes  # type: ignore[return-value]
 
 
 def _then(padded: dict[Any, str]) -> dict[Any, str]:
