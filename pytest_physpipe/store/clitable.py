@@ -55,7 +55,17 @@ def gc_paused() -> Iterator[None]:
 
 
 def iso_time(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
+    """The local time of ``timestamp``, to the second, with its UTC offset. Entries used in the
+    same second share one conversion to the local zone (``ls --json`` makes 100,000): the
+    cache is keyed by the local time without its microseconds and by its ``fold`` (which
+    naive datetimes' equality ignores: the repeated hour when a zone goes back)."""
+    local = datetime.fromtimestamp(timestamp)
+    return _iso_second(local.replace(microsecond=0), local.fold)
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(local: datetime, fold: int) -> str:  # fold: part of the cache's key
+    return local.astimezone().isoformat(timespec="seconds")
 
 
 size_text = functools.lru_cache(maxsize=4096)(human_size)

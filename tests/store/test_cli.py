@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,9 @@ from hypothesis import strategies as st
 
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store import cli as cli_module
-from pytest_physpipe.store import listing
+from pytest_physpipe.store import clitable, listing
 from pytest_physpipe.store.cli import main, parse_duration
-from pytest_physpipe.store.clitable import LsColumns, json_rows, ls_table, minute_text
+from pytest_physpipe.store.clitable import LsColumns, iso_time, json_rows, ls_table, minute_text
 from pytest_physpipe.store.entries import Store
 from pytest_physpipe.store.journal import Summary
 from pytest_physpipe.store.layout import StoreLayout
@@ -607,3 +608,32 @@ def test_json_rows_are_json_dumps_with_an_indent(rows: list[dict[str, object]]) 
     """``ls --json`` encodes its rows a column at a time: byte for byte what json writes, for
     rows alike (strings, integers, None: any text, escapes, non-ASCII) and for any others."""
     assert json_rows(rows) == json.dumps(rows, indent=1)
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "America/St_Johns"])
+def test_iso_time_is_the_local_time_of_each_timestamp(
+    zone: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``iso_time`` shares conversions between timestamps of one second, and still gives each
+    its own local time and offset: fractions of a second, both passes of the hour repeated
+    when the zone goes back, the hour skipped when it goes forward."""
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    clitable._iso_second.cache_clear()  # of another zone: a process keeps its own
+    try:
+        # Berlin goes back at 2026-10-25 01:00 UTC, forward at 2026-03-29 01:00 UTC; St John's
+        # (offsets of half hours) at 2026-11-01 04:30 and 2026-03-08 05:30 UTC.
+        changes = (1792890000.0, 1774746000.0, 1793507400.0, 1772947800.0)
+        stamps = [
+            start + offset + fraction
+            for start in (*changes, 0.0)
+            for offset in range(-3900, 3900, 600)
+            for fraction in (0.0, 0.25, 0.9999996, -0.0000004)
+        ]
+        for stamp in stamps * 2:  # the second pass from the cache
+            expected = datetime.fromtimestamp(stamp).astimezone().isoformat(timespec="seconds")
+            assert iso_time(stamp) == expected, stamp
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+        clitable._iso_second.cache_clear()
