@@ -79,6 +79,8 @@ class StageFixed:
         }
 
 
+_new = object.__new__
+
 #: The ``gathered`` (and ``upstream``) of the instances that have none: one dict for all,
 #: which nothing edits (an instance's fields are read, never changed).
 NOTHING: dict[str, Any] = {}
@@ -133,6 +135,37 @@ class StageInstance(Frozen):
             fields["manifest"] = manifest
         elif basis is not None:  # three entries, not the tuple: one object less per instance
             fields["_fixed"], fields["_encoded"], fields["_inputs"] = basis
+
+    @classmethod
+    def of_entry(
+        cls,
+        fixed: StageFixed,
+        config: StageConfig,
+        key: str,
+        param_id: str | None,
+        config_json: dict[str, Any],
+        *,
+        encoded: bytes,
+        marks: tuple[pytest.Mark, ...],
+    ) -> StageInstance:
+        """The instance of a ``params=`` entry with nothing upstream, no gathers and no input
+        files (a sweep's usual instance): what ``StageInstance(fixed.spec, config, NOTHING,
+        key, param_id, config_json=config_json, marks=marks, basis=(fixed, encoded, None))``
+        builds, without the branches of the general case."""
+        instance = _new(cls)
+        fields = instance.__dict__
+        fields["spec"] = fixed.spec
+        fields["config"] = config
+        fields["upstream"] = NOTHING
+        fields["key"] = key
+        fields["param_id"] = param_id
+        fields["config_json"] = config_json
+        fields["marks"] = marks
+        fields["gathered"] = NOTHING
+        fields["_fixed"] = fixed
+        fields["_encoded"] = encoded
+        fields["_inputs"] = None
+        return instance
 
     @cached_property
     def manifest(self) -> dict[str, Any]:

@@ -414,6 +414,10 @@ class KeyTemplate:
         self._texts.append(text + b"}")
         # The varying members sort among themselves as listed in _VARYING: key() relies on it.
         assert self._order == list(_VARYING)
+        texts = self._texts
+        #: The document of an instance without inputs and upstream keys, cut where its config
+        #: goes: what :meth:`plain_key` joins around the config.
+        self._plain = (texts[0], texts[1] + b"{}" + texts[2] + b"{}" + texts[3])
 
     def key(
         self, config: bytes, inputs: Mapping[str, str] | None, upstream: Mapping[str, str]
@@ -433,6 +437,12 @@ class KeyTemplate:
                 )
             )
         )
+
+    def plain_key(self, config: bytes) -> str:
+        """``key(config, None, {})``: an instance without inputs or anything upstream (a
+        sweep's usual instance), one concatenation instead of a join of seven parts."""
+        head, tail = self._plain
+        return xxhash.xxh3_128_hexdigest(head + config + tail)
 
 
 #: The members of a key's document that vary between a stage's instances.

@@ -200,6 +200,8 @@ class Planner:
             if index is not None:
                 assert spec.marks is not None  # set with params
                 config: Any = param
+                if not upstream and spec.ids is not None:
+                    return self._entry(spec, config, index, spec.ids)
                 return self.instance(
                     spec, config, upstream, marks=spec.marks[index], param_index=index
                 )
@@ -257,13 +259,7 @@ class Planner:
         try:
             config_data, identity = keys.config_encodings(config)
         except keys.UnencodableField as exc:
-            raise ConfigError(
-                f"stage {spec.name!r} ({spec.location}): config field {exc.field!r} cannot be "
-                f"encoded into its provenance key ({exc.reason}). Keys are computed from "
-                "config values, so every field must be JSON-like data (numbers, strings, "
-                "UTF-8 text, lists, tuples, dicts, paths, enums, pydantic models); store "
-                "anything else in a stage and pass it downstream instead."
-            ) from None
+            raise _unencodable(spec, exc) from None
         encoded = keys.canonical(identity)
         declaration: Any = (encoded, tuple(sorted(upstream.items()))) if upstream else encoded
         declared = self._by_declaration.get(id(spec))
@@ -274,13 +270,7 @@ class Planner:
             return instance
         inputs: dict[str, str] | None = None
         if config is not None and self._has_inputs(type(config)):
-            try:
-                inputs = keys.input_file_hashes(config, base=self.rootdir)
-            except FileNotFoundError as exc:
-                raise ConfigError(
-                    f"stage {spec.name!r}: {exc}. Fix the path in its config (relative paths "
-                    f"are read from the rootdir {self.rootdir})."
-                ) from None
+            inputs = self._input_hashes(spec, config)
         fixed = self._templates.get(id(spec))
         if fixed is None or fixed.spec is not spec:
             fixed = self._fixed(spec)
@@ -305,6 +295,65 @@ class Planner:
         declared[declaration] = instance
         self._instances.setdefault(instance.key, instance)
         return instance
+
+    def _entry(
+        self, spec: StageSpec, config: StageConfig, index: int, ids: tuple[str, ...]
+    ) -> StageInstance:
+        """:meth:`instance` for entry ``index`` of ``spec``'s ``params=`` (``ids``) with
+        nothing upstream, a sweep's usual instance: the same instance and key, by the same
+        steps, without the general case's handling of upstream keys, gathers and labels."""
+        try:
+            config_data, identity = keys.config_encodings(config)
+        except keys.UnencodableField as exc:
+            raise _unencodable(spec, exc) from None
+        encoded = keys.canonical(identity)
+        declared = self._by_declaration.get(id(spec))
+        if declared is None:
+            declared = self._by_declaration[id(spec)] = {}
+        instance = declared.get(encoded)
+        if instance is not None and instance.spec is spec:
+            return instance
+        fixed = self._templates.get(id(spec))
+        if fixed is None or fixed.spec is not spec:
+            fixed = self._fixed(spec)
+        param_id: str | None = ids[index]
+        if "-" in ids[index]:  # its coordinates, each once (what _label_id says)
+            param_id = self._label_id(spec, config, NOTHING, None, index)
+        assert spec.marks is not None  # set with params
+        if self._has_inputs(type(config)):
+            inputs = self._input_hashes(spec, config)
+            instance = StageInstance(
+                spec,
+                config,
+                NOTHING,
+                fixed.template.key(encoded, inputs, NOTHING),
+                param_id,
+                config_json=config_data,
+                marks=spec.marks[index],
+                basis=(fixed, encoded, inputs),
+            )
+        else:
+            instance = StageInstance.of_entry(
+                fixed,
+                config,
+                fixed.template.plain_key(encoded),
+                param_id,
+                config_data,
+                encoded=encoded,
+                marks=spec.marks[index],
+            )
+        declared[encoded] = instance
+        self._instances.setdefault(instance.key, instance)
+        return instance
+
+    def _input_hashes(self, spec: StageSpec, config: StageConfig) -> dict[str, str]:
+        try:
+            return keys.input_file_hashes(config, base=self.rootdir)
+        except FileNotFoundError as exc:
+            raise ConfigError(
+                f"stage {spec.name!r}: {exc}. Fix the path in its config (relative paths "
+                f"are read from the rootdir {self.rootdir})."
+            ) from None
 
     def _has_inputs(self, config_class: type[StageConfig]) -> bool:
         """Whether configs of this class have ``InputFile`` fields (memoized per class)."""
@@ -421,9 +470,11 @@ class Planner:
             return instance
         spec = self._specs.get(name) or self.registry.get(name)
         assert spec is not None  # names come from the registry; validate() checked upstream
-        upstream: dict[str, str] = {}
-        for above in spec.upstream:
-            upstream[above] = self._resolve_into(above, params, resolved).key
+        upstream: dict[str, str] = NOTHING
+        if spec.upstream:
+            upstream = {}
+            for above in spec.upstream:
+                upstream[above] = self._resolve_into(above, params, resolved).key
         resolved[name] = instance = self.for_request(spec, params.get(name, MISSING), upstream)
         return instance
 
@@ -560,7 +611,15 @@ class Planner:
         known = requested.get(token)
         if known is not None and known.spec is spec:
             return known
-        instance = self.resolve_one(spec, param, upstream)
+        instance = None
+        if not upstream and spec.ids is not None and not spec.gathers:
+            # An entry of params= with nothing upstream (a sweep's usual request): what
+            # resolve_one does first, without its call.
+            index = param_position(spec, param)
+            if index is not None and spec.name not in self.overrides:
+                instance = self._entry(spec, param, index, spec.ids)  # type: ignore[arg-type]
+        if instance is None:
+            instance = self.resolve_one(spec, param, upstream)
         # The planner keeps every param it memoized, so no other object takes its id.
         self._requested.append(param)
         requested[token] = instance
@@ -602,6 +661,16 @@ class Planner:
                 if above is not None:
                     self._add_upstream_first(above, ordered)
         ordered[instance.key] = instance
+
+
+def _unencodable(spec: StageSpec, exc: keys.UnencodableField) -> ConfigError:
+    return ConfigError(
+        f"stage {spec.name!r} ({spec.location}): config field {exc.field!r} cannot be "
+        f"encoded into its provenance key ({exc.reason}). Keys are computed from "
+        "config values, so every field must be JSON-like data (numbers, strings, "
+        "UTF-8 text, lists, tuples, dicts, paths, enums, pydantic models); store "
+        "anything else in a stage and pass it downstream instead."
+    )
 
 
 def _json_or_missing(raw: str) -> Any:

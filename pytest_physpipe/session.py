@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from stat import S_ISREG
 from typing import TYPE_CHECKING, Any
@@ -80,7 +80,11 @@ class PhyspipeSession:
         )
         # An xdist worker gets the budget its controller decided (see scheduling/hooks.py);
         # otherwise it is detected when something first has to run (never, in a cached rerun).
-        self.pool = SlotPool(slots_root, budget if budget is not None else self._detect_budget)
+        # Through a partial, not a method of the session: the pool's reference back to the
+        # session would make the session, and the plan it holds, garbage that only the
+        # cyclic collector frees (docs/decisions.md#plan-per-test).
+        detect = partial(detect_budget, cpus=settings.cpus, gpus=settings.gpus)
+        self.pool = SlotPool(slots_root, budget if budget is not None else detect)
         self.records: dict[str, StageRecord] = {}
         self.campaign: Campaign | None = None
         self._current: dict[str, str] = {}
@@ -306,9 +310,6 @@ class PhyspipeSession:
         from pytest_physpipe.reasons import why_missing  # only a miss is explained
 
         return why_missing(instance, self.store)
-
-    def _detect_budget(self) -> Budget:
-        return detect_budget(cpus=self.settings.cpus, gpus=self.settings.gpus)
 
     def _check_budget(self, instances: Iterable[StageInstance]) -> None:
         """:class:`ResourceError` for the first instance to compute that asks more than the

@@ -12,6 +12,7 @@ The stages here are declared at import, like a conftest's; their names carry a `
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
-from pytest_physpipe import StageConfig, keys, stage, sweep
+from pytest_physpipe import InputFile, StageConfig, keys, stage, sweep
 from pytest_physpipe.plan import Planner, StageInstance
-from pytest_physpipe.stage import default_ids, registry
+from pytest_physpipe.stage import StageSpec, default_ids, registry
 
 FAST = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -40,6 +41,25 @@ def pc_grid(config: PcGrid) -> int:
 @stage(version=2)
 def pc_solve(pc_grid: int) -> int:
     return pc_grid * 2
+
+
+class PcFiled(StageConfig):
+    level: int = 1
+    name: str = "a-b"
+    data: InputFile = Path("pc-data.txt")
+
+
+@stage(
+    params=[
+        PcFiled(level=1),
+        pytest.param(PcFiled(level=2), marks=pytest.mark.slow),  # type: ignore[list-item]
+        PcFiled(level=2, name="c"),
+        PcFiled(level=1),
+        PcFiled(level=3, name="c"),
+    ]
+)
+def pc_filed(config: PcFiled) -> int:
+    return config.level
 
 
 class FakeItem:
@@ -109,6 +129,51 @@ def test_a_sweep_plans_to_its_keys_and_builds_each_manifest_when_read() -> None:
             assert instance.manifest == document
             assert instance.manifest is instance.manifest  # built once
         assert needed["pc_solve"].upstream == {"pc_grid": needed["pc_grid"].key}
+
+
+def general_instance(planner: Planner, spec: StageSpec, index: int) -> StageInstance:
+    """The instance of ``params=`` entry ``index`` through the general path (as a config
+    given by value, not the entry itself)."""
+    assert spec.params is not None
+    assert spec.marks is not None
+    config = spec.params[index]
+    return planner.instance(spec, config, {}, marks=spec.marks[index], param_index=index)
+
+
+def test_an_entry_of_params_is_the_instance_the_general_path_builds(tmp_path: Path) -> None:
+    # A sweep's entries take a short path (nothing upstream, no gathers): the same instance
+    # field for field, with input files, ids of several coordinates (and values holding a
+    # "-"), marks, and two equal entries (one instance, that of the first).
+    (tmp_path / "pc-data.txt").write_text("some data\n")
+    spec = registry.get("pc_filed")
+    assert spec is not None
+    assert spec.params is not None
+    fast = Planner(registry=registry, packages={"numpy": "2.0"}, salt="pc", rootdir=tmp_path)
+    general = Planner(registry=registry, packages={"numpy": "2.0"}, salt="pc", rootdir=tmp_path)
+    items: list[Any] = [FakeItem(["pc_filed"], {"pc_filed": c}) for c in spec.params]
+    found = [fast.for_item(item)["pc_filed"] for item in items]
+    assert found[3] is found[0]  # equal entries
+    assert len({i.key for i in found}) == len(spec.params) - 1
+    for index, instance in enumerate(found):
+        if index == 3:
+            continue
+        reference = general_instance(general, spec, index)
+        assert "manifest" not in vars(instance)
+        for name in ("key", "param_id", "config_json", "marks", "upstream", "gathered"):
+            assert getattr(instance, name) == getattr(reference, name), (index, name)
+        assert instance.config is spec.params[index]
+        assert instance.manifest == reference.manifest
+        assert instance.manifest["inputs"] == {
+            "data": keys.input_file_hashes(instance.config, base=tmp_path)["data"]
+        }
+    assert [i.param_id for i in found] == [
+        "level=1-name=a-b",
+        "level=2-name=a-b",
+        "level=2-name=c",
+        "level=1-name=a-b",
+        "level=3-name=c",
+    ]
+    assert [tuple(m.name for m in i.marks) for i in found] == [(), ("slow",), (), (), ()]
 
 
 def test_ids_of_a_sweep_come_without_model_dump(monkeypatch: pytest.MonkeyPatch) -> None:

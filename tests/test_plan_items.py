@@ -216,3 +216,44 @@ def test_plan_on_an_empty_store_says_new_without_searching_it(
     result.stdout.fnmatch_lines(["3 stage instance(s): 0 cached, 3 missing"])
     rows = [line.split() for line in result.outlines if line.startswith("empty_point[")]
     assert [row[-1] for row in rows] == ["new", "new", "new"]
+
+
+def test_a_plan_is_freed_without_the_cyclic_collector(
+    pytester: pytest.Pytester, no_automatic_gc: None
+) -> None:
+    # The session holds the plan (an instance, its attribute dict and its test's instances by
+    # name, per test): in a reference cycle, all of it would wait for the next full
+    # collection, which pytest makes as it closes, and that pass would walk and free it.
+    import weakref
+
+    from pytest_physpipe.stage import RUN
+
+    pytester.makeconftest(
+        """
+        from pytest_physpipe import StageConfig, stage
+
+        class FreedConfig(StageConfig):
+            n: int = 0
+
+        @stage(params=[FreedConfig(n=n) for n in range(3)])
+        def freed_point(config: FreedConfig) -> int:
+            return config.n
+        """
+    )
+    pytester.makepyfile("def test_point(freed_point):\n    assert freed_point >= 0\n")
+    held: list[weakref.ref[Any]] = []
+
+    class Probe:
+        @pytest.hookimpl(trylast=True)
+        def pytest_collection_finish(self, session: pytest.Session) -> None:
+            physpipe = session.config.stash[RUN].existing_session
+            assert physpipe is not None
+            held.append(weakref.ref(physpipe))
+            held.append(weakref.ref(physpipe.planner))
+
+    for args in (["--physpipe-plan"], [], ["--physpipe-plan"]):  # planned, computed, cached
+        held.clear()
+        result = pytester.inline_run(*args, plugins=[Probe()])
+        assert result.ret in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
+        assert len(held) == 2
+        assert [ref() for ref in held] == [None, None], args
