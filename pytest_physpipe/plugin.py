@@ -86,7 +86,10 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_physpipe.snapshot.guard import install_golden_guard
 
     install_golden_guard(config, plan=settings.plan_only)
-    if xdist:
+    if workerinput is not None or (xdist and config.getoption("dist", "no") != "no"):
+        # xdist is active: a worker, or a controller (-n N or --dist turned "no" into a mode
+        # before this hook). A plain run with xdist merely installed imports none of it; the
+        # run object records its compute times instead (see PhyspipeRun.pytest_sessionfinish).
         from pytest_physpipe.scheduling.hooks import XdistHooks
 
         run.xdist = XdistHooks(run)

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from pytest_physpipe.session import PhyspipeSession
     from pytest_physpipe.stage import StageSpec
 
-__all__ = ["PhyspipeRun", "usage_errors"]
+__all__ = ["PhyspipeRun", "computed_any", "usage_errors"]
 
 
 @contextmanager
@@ -216,6 +216,14 @@ class PhyspipeRun:
             if reporter is not None:
                 reporter.write_line(message, red=True)
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        # Where xdist is installed but not active, the compute times a later --physpipe-dist
+        # run schedules by are recorded here, as the xdist hooks record them when they are
+        # registered; a run that computed nothing imports none of it.
+        idle_xdist = self.xdist is None and self.config.pluginmanager.hasplugin("xdist")
+        if idle_xdist and not settings.no_cache and computed_any(records):
+            from pytest_physpipe.scheduling.policy import record_costs
+
+            record_costs(records, settings.store_dir)
 
     def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
         records = self.records
@@ -262,3 +270,8 @@ class PhyspipeRun:
 @contextmanager
 def _no_translation() -> Iterator[None]:
     yield
+
+
+def computed_any(records: Mapping[str, Reported]) -> bool:
+    """Whether a run's records hold a computed instance (whose compute time is worth keeping)."""
+    return any(record.status == "computed" for record in records.values())

@@ -23,6 +23,7 @@ from pytest_physpipe.fanin import Gather
 from pytest_physpipe.instance import GatherGroup, GatherRef
 from pytest_physpipe.models import _path_str
 from pytest_physpipe.resources import Budget, Grant
+from pytest_physpipe.scheduling.policy import StageCosts
 
 RUN_PROBE = """
 import sys
@@ -61,6 +62,8 @@ def test_a_cached_rerun_leaves_what_it_does_not_use(pytester: pytest.Pytester) -
     assert "pytest_physpipe.store.entries" in imported  # it did hit the store
     # InputFile's serializer is set without pydantic's module of serializer classes.
     assert "pydantic.functional_serializers" not in imported
+    # xdist is installed here but not active (no -n): its hooks are not registered.
+    assert [m for m in imported if m.startswith("pytest_physpipe.scheduling")] == []
     # No dataclass of the package that such a run imports compiles methods at import (about
     # 1 ms a class): their methods are written in their modules or in pytest_physpipe.frozen.
     generated = [
@@ -140,6 +143,21 @@ def test_reprs_are_those_of_the_dataclasses() -> None:
     assert group != GatherGroup("p", "level=1", {}, ())
     assert Retry() == Retry(3, 2.0, (TimeoutError,))
     assert Retry(on=KeyError).on == (KeyError,)  # type: ignore[arg-type]  # one class: a tuple of one
+
+
+def test_a_plain_run_still_records_compute_times_for_physpipe_dist(
+    pytester: pytest.Pytester,
+) -> None:
+    # What --physpipe-dist schedules by: a plain run (xdist installed, not active) that
+    # computed something records it, as the xdist hooks did when they were always registered.
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_point="def test_point(fc_point):\n    assert fc_point['i'] >= 0\n")
+    pytester.runpytest_subprocess().assert_outcomes(passed=2)
+    costs = StageCosts.load(pytester.path / ".physpipe")
+    assert set(costs.labels) == {"fc_point[i=0]", "fc_point[i=1]"}
+    assert set(costs.names) == {"fc_point"}
+    pytester.runpytest_subprocess("-p", "no:xdist").assert_outcomes(passed=2)  # a hit: no change
+    assert StageCosts.load(pytester.path / ".physpipe").labels == costs.labels
 
 
 class _OldInputs(StageConfig):

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable
 
     from pytest_physpipe.options import Settings
     from pytest_physpipe.records import StageRecord
-    from pytest_physpipe.reported import Reported, ReportedRecord
+    from pytest_physpipe.reported import ReportedRecord
     from pytest_physpipe.resources import Budget
     from pytest_physpipe.run import PhyspipeRun
     from pytest_physpipe.scheduling.policy import Manifest
@@ -158,8 +158,12 @@ class XdistHooks:
                     physpipe.records.values(), documents=documents
                 )
             return
-        if not self.run.settings.no_cache:
-            _record_costs(self.run.records, self.run.settings.store_dir)
+        from pytest_physpipe.run import computed_any
+
+        if not self.run.settings.no_cache and computed_any(self.run.records):
+            from pytest_physpipe.scheduling.policy import record_costs
+
+            record_costs(self.run.records, self.run.settings.store_dir)
 
 
 def encode_records(records: Iterable[StageRecord], *, documents: bool) -> str:
@@ -220,19 +224,3 @@ def _manifest(physpipe: PhyspipeSession, items: list[pytest.Item]) -> Manifest:
                 slow=instance.slow,
             )
     return Manifest(tests=tests, stages=stages)
-
-
-def _record_costs(records: Mapping[str, Reported], store_dir: Path) -> None:
-    computed = [(r.label, r.name, r.duration_s) for r in records.values() if r.status == "computed"]
-    if not computed:
-        return  # a cached rerun learns nothing new (and imports no policy)
-    from pytest_physpipe.scheduling.policy import StageCosts
-
-    if not store_dir.is_dir():
-        return
-    costs = StageCosts.load(store_dir)
-    costs.update(computed)
-    try:
-        costs.save(store_dir)
-    except OSError:
-        return  # a scheduling hint: a read-only store just keeps the old one

@@ -32,12 +32,15 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_physpipe.store.atomic import write_text_atomic
 from pytest_physpipe.store.layout import StoreLayout
+
+if TYPE_CHECKING:
+    from pytest_physpipe.reported import Reported
 
 __all__ = [
     "DEFAULT_COST_S",
@@ -103,6 +106,19 @@ class StageCosts:
 
     def save(self, store_dir: Path) -> None:
         _write_json(self.path(store_dir), {"labels": self.labels, "names": self.names})
+
+
+def record_costs(records: Mapping[str, Reported], store_dir: Path) -> None:
+    """Fold the compute times of a run's computed instances into the store's costs."""
+    computed = [(r.label, r.name, r.duration_s) for r in records.values() if r.status == "computed"]
+    if not computed or not store_dir.is_dir():
+        return
+    costs = StageCosts.load(store_dir)
+    costs.update(computed)
+    try:
+        costs.save(store_dir)
+    except OSError:
+        return  # a scheduling hint: a read-only store just keeps the old one
 
 
 # --------------------------------------------------------------------------------------------

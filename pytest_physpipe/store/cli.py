@@ -34,9 +34,11 @@ from pytest_physpipe.store.clitable import (
     LsColumns,
     LsLine,
     Progress,
+    StatusCells,
     age_text,
     gc_paused,
     iso_time,
+    json_rows,
     ls_table,
 )
 from pytest_physpipe.store.filesystem import LOCK_MODES
@@ -275,7 +277,7 @@ def _cmd_ls(args: argparse.Namespace, store: _Target, out: TextIO) -> int:
         if args.json:
             rows = _rows(store, _resolve(store, args.patterns) if args.patterns else None)
             rows.sort(key=lambda r: (r.label, r.last_used))
-            json.dump([row.as_json() | {"meta": None} for row in rows], out, indent=1)
+            out.write(json_rows([row.as_json() | {"meta": None} for row in rows]))
             out.write("\n")
             return 0
         if args.patterns:
@@ -297,9 +299,9 @@ def _ls_all(target: _Target) -> LsColumns:
     found = _listing(target.layout)
     keys, _, _, _, statuses, codecs, sizes, created = found.columns
     labels = found.labels()
-    text = {pair: f"{pair[0]}/{pair[1] or '?'}" for pair in set(zip(statuses, codecs, strict=True))}
-    # No list of pairs: zip reuses its tuple when the lookup does not keep it.
-    states = list(map(text.__getitem__, zip(statuses, codecs, strict=True)))
+    # One pass: each distinct pair is formatted when first met (no list of pairs: zip reuses
+    # its tuple when the lookup does not keep it), and rows alike share one string.
+    states = list(map(StatusCells().__getitem__, zip(statuses, codecs, strict=True)))
     columns = LsColumns(labels, keys, states, sizes, created, found.rows, found.used)
     for key in found.damaged:
         row = _row(target.store, key)

@@ -9,10 +9,13 @@ import functools
 import gc
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from itertools import compress, islice, repeat
-from operator import eq, floordiv, itemgetter
+from json import dumps
+from json.encoder import encode_basestring_ascii
+from operator import eq, floordiv, itemgetter, lt, ne, setitem
 from typing import Any, NamedTuple, TextIO
 
 from pytest_physpipe.units import human_size
@@ -22,9 +25,11 @@ __all__ = [
     "LsColumns",
     "LsLine",
     "Progress",
+    "StatusCells",
     "age_text",
     "gc_paused",
     "iso_time",
+    "json_rows",
     "ls_table",
     "short_created",
     "size_text",
@@ -50,7 +55,17 @@ def gc_paused() -> Iterator[None]:
 
 
 def iso_time(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
+    """The local time of ``timestamp``, to the second, with its UTC offset. Entries used in the
+    same second share one conversion to the local zone (``ls --json`` makes 100,000): the
+    cache is keyed by the local time without its microseconds and by its ``fold`` (which
+    naive datetimes' equality ignores: the repeated hour when a zone goes back)."""
+    local = datetime.fromtimestamp(timestamp)
+    return _iso_second(local.replace(microsecond=0), local.fold)
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(local: datetime, fold: int) -> str:  # fold: part of the cache's key
+    return local.astimezone().isoformat(timespec="seconds")
 
 
 size_text = functools.lru_cache(maxsize=4096)(human_size)
@@ -109,6 +124,15 @@ class LsColumns(NamedTuple):
         self.created.append(when)
 
 
+class StatusCells(dict[tuple[Any, Any], str]):
+    """The status cell of each (status, codec) pair, made on first lookup: a column of them
+    is one pass, and rows alike share one string."""
+
+    def __missing__(self, pair: tuple[Any, Any]) -> str:
+        text = self[pair] = f"{pair[0]}/{pair[1] or '?'}"
+        return text
+
+
 #: The cell of a key: its first 12 digits.
 _short_key = itemgetter(slice(12))
 
@@ -123,18 +147,24 @@ def ls_table(columns: LsColumns, out: TextIO) -> int:
     formatted and padded once."""
     labels, keys, states, sizes, created, rows, used = columns
     count = len(rows)
-    mine = list(map(labels.__getitem__, rows))
-    # The listing writes its rows in label order: by row first (ints: a fast sort), the sort by
-    # label finds the entries nearly sorted, and each column is then read nearly in order.
-    order = sorted(range(count), key=rows.__getitem__)
-    order.sort(key=mine.__getitem__)
-    ordered = list(map(mine.__getitem__, order))
-    _by_last_use(order, ordered, used)
-    shown = list(map(rows.__getitem__, order))
-    states = list(map(states.__getitem__, shown))
-    sizes = list(map(sizes.__getitem__, shown))
-    created = list(map(created.__getitem__, shown))
-    minutes = list(map(floordiv, map(used.__getitem__, order), repeat(60)))
+    in_order = _rows_in_order(labels, rows, used) if count == len(labels) else None
+    if in_order is not None:  # the columns as they are
+        minutes, ordered = in_order, labels
+    else:
+        mine = list(map(labels.__getitem__, rows))
+        # The listing writes its rows in label order: by row first (ints: a fast sort), the
+        # sort by label finds the entries nearly sorted, and each column is then read nearly
+        # in order.
+        order = sorted(range(count), key=rows.__getitem__)
+        order.sort(key=mine.__getitem__)
+        ordered = list(map(mine.__getitem__, order))
+        _by_last_use(order, ordered, used)
+        shown = list(map(rows.__getitem__, order))
+        keys = list(map(keys.__getitem__, shown))
+        states = list(map(states.__getitem__, shown))
+        sizes = list(map(sizes.__getitem__, shown))
+        created = list(map(created.__getitem__, shown))
+        minutes = list(map(floordiv, map(used.__getitem__, order), repeat(60)))
     status = _padded(LS_HEADERS[2], set(states), str)
     nbytes = _padded(LS_HEADERS[3], set(sizes), size_text)
     when = _padded(LS_HEADERS[4], set(created), short_created)
@@ -144,7 +174,7 @@ def ls_table(columns: LsColumns, out: TextIO) -> int:
     out.write("  ".join([*header, when[None], LS_HEADERS[5]]) + "\n")
     # Seven cells per line; the separators are part of the cells after the key's.
     cells: list[str] = [""] * (7 * count)
-    cells[0::7] = map(_short_key, map(keys.__getitem__, shown))
+    cells[0::7] = map(_short_key, keys)
     cells[1::7] = repeat("  ", count)
     cells[2::7] = map(str.ljust, ordered, repeat(width + 2))
     cells[3::7] = map(_then(status).__getitem__, states)
@@ -153,6 +183,20 @@ def ls_table(columns: LsColumns, out: TextIO) -> int:
     cells[6::7] = map(last.__getitem__, minutes)
     out.write("".join(cells))
     return sum(sizes)
+
+
+def _rows_in_order(labels: list[str], rows: list[int], used: list[float]) -> list[float] | None:
+    """The minute of last use of each row, in the order of the rows, when the table shows the
+    rows in that order: one entry in each row (as many entries as rows, no row left empty),
+    the labels strictly increasing (sorted, none twice: no entries to order by last use). That
+    is a listing that found every entry of the snapshot and no other (the snapshot is written
+    in label order), and the columns are then shown as they are; else ``None``."""
+    if not all(map(lt, labels, islice(labels, 1, None))):
+        return None
+    minutes: list[float | None] = [None] * len(labels)
+    # Each entry's minute put in its row's slot: C calls, no sort.
+    deque(map(setitem, repeat(minutes), rows, map(floordiv, used, repeat(60))), maxlen=0)
+    return None if None in minutes else minutes  # type: ignore[return-value]
 
 
 def _then(padded: dict[Any, str]) -> dict[Any, str]:
@@ -182,6 +226,41 @@ def _padded(header: str, values: Iterable[Any], show: Callable[[Any], str]) -> d
     padded = {value: text.ljust(width) for value, text in shown.items()}
     padded[None] = header.ljust(width)
     return padded
+
+
+def json_rows(rows: list[dict[str, Any]]) -> str:
+    """``json.dumps(rows, indent=1)``, byte for byte. json's encoder runs in Python when it
+    indents (a few generator steps per value: 15 s for the 100,000 rows of ``ls --json``), so
+    rows that are dicts with the same keys in the same order, each value a string, an integer
+    or ``None``, are encoded a column at a time by json's own string encoder and joined once.
+    Any other rows go through ``json.dumps``."""
+    names = list(rows[0]) if rows else []
+    fields = len(names)
+    if not names or any(map(ne, map(list, rows), repeat(names))):
+        return dumps(rows, indent=1)
+    cells: list[str] = [""] * (2 * fields * len(rows))
+    for place, name in enumerate(names):
+        column = list(map(itemgetter(name), rows))
+        kinds = set(map(type, column))
+        if kinds <= {str}:
+            encoded: Iterable[str] = map(encode_basestring_ascii, column)
+        elif kinds <= {str, int, type(None)}:  # not bool, a subclass: exact types only
+            encoded = map(_json_scalar, column)
+        else:
+            return dumps(rows, indent=1)
+        key = encode_basestring_ascii(name)
+        lead = f"\n }},\n {{\n  {key}: " if place == 0 else f",\n  {key}: "
+        cells[2 * place :: 2 * fields] = repeat(lead, len(rows))
+        cells[2 * place + 1 :: 2 * fields] = encoded
+    cells[0] = f"[\n {{\n  {encode_basestring_ascii(names[0])}: "
+    cells.append("\n }\n]")
+    return "".join(cells)
+
+
+def _json_scalar(value: str | int | None) -> str:
+    if value is None:
+        return "null"
+    return encode_basestring_ascii(value) if type(value) is str else int.__repr__(value)
 
 
 class Progress:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,9 @@ from hypothesis import strategies as st
 
 from pytest_physpipe.records import StageRecord
 from pytest_physpipe.store import cli as cli_module
-from pytest_physpipe.store import listing
+from pytest_physpipe.store import clitable, listing
 from pytest_physpipe.store.cli import main, parse_duration
-from pytest_physpipe.store.clitable import LsColumns, ls_table
+from pytest_physpipe.store.clitable import LsColumns, iso_time, json_rows, ls_table, minute_text
 from pytest_physpipe.store.entries import Store
 from pytest_physpipe.store.journal import Summary
 from pytest_physpipe.store.layout import StoreLayout
@@ -334,6 +335,34 @@ def test_console_script_and_module(store: Store, populated: dict[str, str]) -> N
             assert sub in result.stdout
 
 
+@pytest.mark.parametrize("thread", [False, True], ids=["handler", "thread"])
+def test_the_command_ends_at_once_only_where_nothing_is_left_to_do(
+    store: Store, populated: dict[str, str], thread: bool
+) -> None:
+    """The command skips the interpreter's teardown only where no exit handler is registered
+    and no other thread runs: a handler registered before it still runs, a thread still
+    finishes, and the output is whole either way."""
+    start = (
+        "import threading, time; threading.Thread(target=lambda: (time.sleep(0.3), "
+        "print('thread done', file=sys.stderr))).start()"
+        if thread
+        else "import atexit; atexit.register(lambda: print('handler ran', file=sys.stderr))"
+    )
+    code = (
+        f"import runpy, sys; {start}; "
+        f"sys.argv = ['physpipe', '--dir', {str(store.root)!r}, 'ls']; "
+        "runpy.run_module('pytest_physpipe', run_name='__main__', alter_sys=True)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 6, result.stdout  # the header, 4 entries, the total
+    assert lines[-1].startswith("4 entries, ")
+    assert ("thread done" if thread else "handler ran") in result.stderr
+
+
 def test_cli_on_a_store_written_by_pytest(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
@@ -509,3 +538,102 @@ def test_ls_table_orders_by_label_then_last_use(
     ls_table(columns, out)
     shown = [int(line.split()[0]) for line in out.getvalue().splitlines()[1:]]
     assert shown == sorted(range(len(entries)), key=lambda i: (*entries[i], i))
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 10**6),
+            st.sampled_from([0.0, 59.0, 61.0, 1.8e9]),
+            st.sampled_from(["computed/json", "failed/?", "corrupt"]),
+            st.integers(0, 10**10),
+        ),
+        min_size=1,
+        max_size=30,
+        unique_by=lambda entry: entry[0],
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_ls_table_is_the_same_wherever_the_listing_keeps_the_cells(
+    entries: list[tuple[int, float, str, int]], rng: random.Random
+) -> None:
+    """A listing that found exactly the snapshot's entries (in any order: a directory's) has
+    its columns, in label order, shown as they are; any other layout of the same entries
+    (rows shuffled, a row of an entry gone) is sorted first. Both give the same table, byte
+    for byte."""
+    entries.sort(key=lambda entry: f"s[n={entry[0]}]")
+    count = len(entries)
+
+    def table(found: list[int], place: list[int], size: int) -> str:
+        """Entry ``found[j]`` found ``j``-th, its cells in row ``place[found[j]]``."""
+        cells: list[list[object]] = [["gone", "?", "?", 0, "?"] for _ in range(size)]
+        for (n, _, state, nbytes), row in zip(entries, place, strict=True):
+            cells[row] = [f"s[n={n}]", f"{n:032x}", state, nbytes, "2026-01-01T00:00:00+00:00"]
+        labels, keys, states, sizes, created = map(list, zip(*cells, strict=True))
+        rows = [place[i] for i in found]
+        used = [entries[i][1] for i in found]
+        out = io.StringIO()
+        columns = LsColumns(labels, keys, states, sizes, created, rows, used)
+        total = ls_table(columns, out)
+        return f"{out.getvalue()}{total}"
+
+    in_order = list(range(count))
+    shuffled = rng.sample(in_order, count)
+    as_written = table(in_order, in_order, count)
+    assert table(shuffled, in_order, count) == as_written
+    assert table(shuffled, rng.sample(in_order, count), count) == as_written
+    assert table(shuffled, [row + 1 for row in in_order], count + 1) == as_written
+    lines = as_written.splitlines()
+    assert [line.split()[1] for line in lines[1:-1]] == [f"s[n={e[0]}]" for e in entries]
+    assert [line[-16:] for line in lines[1:-1]] == [minute_text(int(e[1] // 60)) for e in entries]
+
+
+_SCALARS = st.one_of(st.none(), st.text(), st.integers(), st.booleans(), st.floats())
+
+
+@given(
+    st.lists(st.sampled_from(["key", "stage", "size", "meta"]), unique=True).flatmap(
+        lambda names: st.lists(
+            st.one_of(
+                st.fixed_dictionaries(
+                    {name: st.one_of(st.none(), st.text(), st.integers()) for name in names}
+                ),
+                st.dictionaries(st.text(max_size=3), st.one_of(_SCALARS, st.lists(_SCALARS))),
+            ),
+            max_size=5,
+        )
+    )
+)
+def test_json_rows_are_json_dumps_with_an_indent(rows: list[dict[str, object]]) -> None:
+    """``ls --json`` encodes its rows a column at a time: byte for byte what json writes, for
+    rows alike (strings, integers, None: any text, escapes, non-ASCII) and for any others."""
+    assert json_rows(rows) == json.dumps(rows, indent=1)
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "America/St_Johns"])
+def test_iso_time_is_the_local_time_of_each_timestamp(
+    zone: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``iso_time`` shares conversions between timestamps of one second, and still gives each
+    its own local time and offset: fractions of a second, both passes of the hour repeated
+    when the zone goes back, the hour skipped when it goes forward."""
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    clitable._iso_second.cache_clear()  # of another zone: a process keeps its own
+    try:
+        # Berlin goes back at 2026-10-25 01:00 UTC, forward at 2026-03-29 01:00 UTC; St John's
+        # (offsets of half hours) at 2026-11-01 04:30 and 2026-03-08 05:30 UTC.
+        changes = (1792890000.0, 1774746000.0, 1793507400.0, 1772947800.0)
+        stamps = [
+            start + offset + fraction
+            for start in (*changes, 0.0)
+            for offset in range(-3900, 3900, 600)
+            for fraction in (0.0, 0.25, 0.9999996, -0.0000004)
+        ]
+        for stamp in stamps * 2:  # the second pass from the cache
+            expected = datetime.fromtimestamp(stamp).astimezone().isoformat(timespec="seconds")
+            assert iso_time(stamp) == expected, stamp
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+        clitable._iso_second.cache_clear()
