@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from itertools import repeat
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -30,6 +32,10 @@ def _edges(instance: StageInstance, nodes: dict[str, StageInstance]) -> list[tup
     return edges
 
 
+_KEY, _LABEL, _SPEC, _SLOW = (attrgetter(name) for name in ("key", "label", "spec", "slow"))
+_SHOWN = itemgetter(slice(16))  # the key as the table shows it
+
+
 def format_plan(
     instances: Iterable[StageInstance],
     statuses: dict[str, str],
@@ -51,28 +57,29 @@ def format_plan(
     notes = notes or {}
     reasons = reasons or {}
     # Built a column at a time: a plan of ten thousand instances is ten thousand lines, so
-    # nothing here runs once per cell but what C does (a padding, a join).
-    keys = [instance.key for instance in instances]
-    status_of = [statuses.get(key, "missing") for key in keys]
+    # nothing here runs once per cell but what C does (a padding, a join, a map over the
+    # instances).
+    keys = list(map(_KEY, instances))
+    status_of = list(map(statuses.get, keys, repeat("missing")))
     counts = Counter(status_of)
-    labels = [instance.label for instance in instances]
-    shown = [key[:16] for key in keys]
+    labels = list(map(_LABEL, instances))
+    shown = list(map(_SHOWN, keys))
     status_cells = status_of
     if notes:
         status_cells = [
             f"{status} ({notes[key]})" if notes.get(key) else status
             for key, status in zip(keys, status_of, strict=True)
         ]
+    stage_specs = list(map(_SPEC, instances))
     described: dict[int, str] = {}  # per stage: one plan lists a sweep's many times
-    specs = {id(instance.spec): instance.spec for instance in instances}
-    for spec in specs.values():
+    for spec in dict(zip(map(id, stage_specs), stage_specs, strict=True)).values():
         res = spec.resources
         described[id(spec)] = f"cpu={res.cpu} gpu={res.gpu} mem={res.mem} time={res.walltime}"
-    resources = [described[id(instance.spec)] for instance in instances]
+    resources = list(map(described.__getitem__, map(id, stage_specs)))
     places = {False: "local", True: "local (slow)"}
     if backend != "local":
         places[True] = runs_on if runs_on is not None else f"{backend} (slow)"
-    where_cells = [places[instance.slow] for instance in instances]
+    where_cells = list(map(places.__getitem__, map(_SLOW, instances)))
     whys = [""] * len(keys)
     if counts["missing"]:
         whys = [
@@ -95,21 +102,38 @@ def format_plan(
         columns.append(column)
     if any(whys):
         columns.append(["why", *whys])
-    widths = [max(map(len, column)) for column in columns]
-    # Each cell padded to its column's width (the last one needs none), the lines joined from
-    # them: no call per line but the join and the strip.
-    padded = [
-        [cell.ljust(width) for cell in column]
-        for column, width in zip(columns, widths, strict=True)
-    ]
-    padded[-1] = columns[-1]
-    lines = list(map(str.rstrip, map("  ".join, zip(*padded, strict=True))))
+    lines = _table_lines(columns)
     missing, rebuild = counts["missing"], counts["rebuild"]
     total = len(instances)
     summary = f"{total} stage instance(s): {total - missing - rebuild} cached, {missing} missing"
     if rebuild:
         summary += f", {rebuild} to rebuild"
     lines.append(summary)
+    return lines
+
+
+def _table_lines(columns: list[list[str]]) -> list[str]:
+    """The lines of a table given by columns (header first), each cell padded to its column's
+    width, two spaces between columns, no trailing spaces."""
+    widths = [max(map(len, column)) for column in columns]
+    # A line of the plan is its label and key, padded, and the rest of its cells (status,
+    # resources, where it runs ...), which most lines share with many others (a sweep's
+    # thousand cached instances of one stage): that rest is padded, joined and stripped once
+    # per distinct combination, so a line costs two paddings and one format.
+    label_width, key_width, rest_widths = widths[0], widths[1], widths[2:-1]
+    rests: dict[tuple[str, ...], str] = {}
+    lines = []
+    for label, shown_key, cells in zip(
+        columns[0], columns[1], zip(*columns[2:], strict=True), strict=True
+    ):
+        rest = rests.get(cells)
+        if rest is None:
+            padded = [cell.ljust(width) for cell, width in zip(cells, rest_widths, strict=False)]
+            rest = rests[cells] = "  ".join([*padded, cells[-1]]).rstrip()
+        if rest:  # not blank: the line ends where its rest does
+            lines.append(f"{label.ljust(label_width)}  {shown_key.ljust(key_width)}  {rest}")
+        else:
+            lines.append(f"{label.ljust(label_width)}  {shown_key.ljust(key_width)}".rstrip())
     return lines
 
 

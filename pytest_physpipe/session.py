@@ -274,32 +274,29 @@ class PhyspipeSession:
         statuses are decided); whether any is missing. Each stored entry is one ``stat`` of
         its ``meta.json`` (the check :meth:`Store.exists` makes), without the calls around it
         per key."""
-        statuses = self.statuses
-        todo = [i for i in instances if i.key not in statuses]
-        stored: set[str] = set()
-        if not self.settings.no_cache:
-            entry_path, stat = self.layout.entry_path, os.stat
-            for key in [i.key for i in todo if i.spec.cache]:
-                try:
-                    if S_ISREG(stat(f"{entry_path(key)}/meta.json").st_mode):
-                        stored.add(key)
-                except (OSError, ValueError):
-                    pass
+        statuses, reasons = self.statuses, self.reasons
+        look = not self.settings.no_cache
+        entry_path, stat = self.layout.entry_path, os.stat
         rebuild = self.runner.wants_rebuild if self.settings.rebuild else None
-        for instance in todo:
+        missing = False
+        for instance in instances:
             key = instance.key
-            if key in statuses:
-                continue  # one key, two instances (equal configs)
-            if not instance.spec.cache:
-                statuses[key] = "uncached"
-            elif key not in stored:
-                statuses[key] = "missing"
-                self.reasons[key] = self._why(instance)
-            elif rebuild is not None and rebuild(instance):
-                statuses[key] = "rebuild"
-            else:
-                statuses[key] = "cached"
-        return "missing" in map(statuses.__getitem__, [i.key for i in instances])
+            status = statuses.get(key)  # decided before, or for an instance of the same key
+            if status is None:
+                status = "cached" if instance.spec.cache else "uncached"
+                if status == "cached":
+                    try:
+                        mode = stat(f"{entry_path(key)}/meta.json").st_mode if look else 0
+                    except (OSError, ValueError):
+                        mode = 0
+                    if not S_ISREG(mode):
+                        status = "missing"
+                        reasons[key] = self._why(instance)
+                    elif rebuild is not None and rebuild(instance):
+                        status = "rebuild"
+                statuses[key] = status
+            missing = missing or status == "missing"
+        return missing
 
     def _why(self, instance: StageInstance) -> str:
         """Why ``instance`` is missing, against the latest entry of its stage and params."""
@@ -323,10 +320,11 @@ class PhyspipeSession:
             return  # nothing computes
         local = self.settings.backend == "local"
         checked: set[int] = set()  # resources are declared per stage: one check each
+        statuses = self.statuses
         for instance in instances:
+            if (statuses.get(instance.key) or self.status(instance)) == "cached":
+                continue  # the usual answer first: nothing else is asked of a cached instance
             if id(instance.spec) in checked or (instance.slow and not local):
-                continue
-            if self.status(instance) == "cached":
                 continue
             self.pool.check(instance.spec.resources, stage=instance.label)
             checked.add(id(instance.spec))

@@ -88,6 +88,9 @@ def test_key_template_gives_stage_key_byte_for_byte(decl: dict[str, Any]) -> Non
     template = keys.KeyTemplate(**fixed)
     composed = template.key(keys.canonical(decl["config"]), decl["inputs"], decl["upstream"])
     assert composed == keys.stage_key(**decl)
+    # A sweep's usual instance: no inputs, nothing upstream.
+    plain = template.plain_key(keys.canonical(decl["config"]))
+    assert plain == keys.stage_key(**{**decl, "inputs": {}, "upstream": {}})
 
 
 @FAST
