@@ -26,8 +26,12 @@ def run() -> NoReturn:
         sys.stderr.flush()
     except (OSError, ValueError):
         raise SystemExit(status) from None
+    # CPython counts the exit handlers (privately); an interpreter that does not say how many
+    # there are gets the usual exit.
+    handlers = getattr(atexit, "_ncallbacks", None)
     threading = sys.modules.get("threading")
-    if atexit._ncallbacks() == 0 and (threading is None or threading.active_count() == 1):
+    alone = threading is None or threading.active_count() == 1
+    if handlers is not None and handlers() == 0 and alone:
         os._exit(status)
     raise SystemExit(status)
 
