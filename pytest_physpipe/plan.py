@@ -256,24 +256,16 @@ class Planner:
                 upstream[name] = xxhash.xxh3_128_hexdigest(
                     keys.canonical([[r.key, repr(sorted(r.coords.items()))] for r in refs])
                 )
-        try:
-            config_data, identity = keys.config_encodings(config)
-        except keys.UnencodableField as exc:
-            raise _unencodable(spec, exc) from None
-        encoded = keys.canonical(identity)
+        config_data, encoded = self._encodings(spec, config)
         declaration: Any = (encoded, tuple(sorted(upstream.items()))) if upstream else encoded
-        declared = self._by_declaration.get(id(spec))
-        if declared is None:
-            declared = self._by_declaration[id(spec)] = {}
+        declared = self._declared(spec)
         instance = declared.get(declaration)
         if instance is not None and instance.spec is spec:
             return instance
         inputs: dict[str, str] | None = None
         if config is not None and self._has_inputs(type(config)):
             inputs = self._input_hashes(spec, config)
-        fixed = self._templates.get(id(spec))
-        if fixed is None or fixed.spec is not spec:
-            fixed = self._fixed(spec)
+        fixed = self._fixed(spec)
         if upstream or type(param_index) is not int or spec.ids is None:
             param_id = self._label_id(spec, config, upstream, ident, param_index)
         else:  # an entry of params= with nothing upstream: its own id (what _label_id says)
@@ -301,50 +293,50 @@ class Planner:
     ) -> StageInstance:
         """:meth:`instance` for entry ``index`` of ``spec``'s ``params=`` (``ids``) with
         nothing upstream, a sweep's usual instance: the same instance and key, by the same
-        steps, without the general case's handling of upstream keys, gathers and labels."""
+        steps, without the general case's handling of upstream keys, gathers and labels (an
+        entry with input files takes the general path)."""
+        assert spec.marks is not None  # set with params
+        if self._has_inputs(type(config)):
+            return self.instance(spec, config, NOTHING, marks=spec.marks[index], param_index=index)
+        config_data, encoded = self._encodings(spec, config)
+        declared = self._declared(spec)
+        instance = declared.get(encoded)
+        if instance is not None and instance.spec is spec:
+            return instance
+        fixed = self._fixed(spec)
+        param_id: str | None = ids[index]
+        if "-" in ids[index]:  # its coordinates, each once (what _label_id says)
+            param_id = self._label_id(spec, config, NOTHING, None, index)
+        instance = StageInstance.of_entry(
+            fixed,
+            config,
+            fixed.template.plain_key(encoded),
+            param_id,
+            config_data,
+            encoded=encoded,
+            marks=spec.marks[index],
+        )
+        declared[encoded] = instance
+        self._instances.setdefault(instance.key, instance)
+        return instance
+
+    def _encodings(
+        self, spec: StageSpec, config: StageConfig | None
+    ) -> tuple[dict[str, Any], bytes]:
+        """``config``'s JSON data and its canonical encoding (what the key and the memo use)."""
         try:
             config_data, identity = keys.config_encodings(config)
         except keys.UnencodableField as exc:
             raise _unencodable(spec, exc) from None
-        encoded = keys.canonical(identity)
+        return config_data, keys.canonical(identity)
+
+    def _declared(self, spec: StageSpec) -> dict[Any, StageInstance]:
+        """The instances planned for ``spec`` by declaration (its encoded config, and its
+        upstream keys where it has any)."""
         declared = self._by_declaration.get(id(spec))
         if declared is None:
             declared = self._by_declaration[id(spec)] = {}
-        instance = declared.get(encoded)
-        if instance is not None and instance.spec is spec:
-            return instance
-        fixed = self._templates.get(id(spec))
-        if fixed is None or fixed.spec is not spec:
-            fixed = self._fixed(spec)
-        param_id: str | None = ids[index]
-        if "-" in ids[index]:  # its coordinates, each once (what _label_id says)
-            param_id = self._label_id(spec, config, NOTHING, None, index)
-        assert spec.marks is not None  # set with params
-        if self._has_inputs(type(config)):
-            inputs = self._input_hashes(spec, config)
-            instance = StageInstance(
-                spec,
-                config,
-                NOTHING,
-                fixed.template.key(encoded, inputs, NOTHING),
-                param_id,
-                config_json=config_data,
-                marks=spec.marks[index],
-                basis=(fixed, encoded, inputs),
-            )
-        else:
-            instance = StageInstance.of_entry(
-                fixed,
-                config,
-                fixed.template.plain_key(encoded),
-                param_id,
-                config_data,
-                encoded=encoded,
-                marks=spec.marks[index],
-            )
-        declared[encoded] = instance
-        self._instances.setdefault(instance.key, instance)
-        return instance
+        return declared
 
     def _input_hashes(self, spec: StageSpec, config: StageConfig) -> dict[str, str]:
         try:
